@@ -1,0 +1,425 @@
+"""The ``tidesync`` command line.
+
+Exit codes: 0 success, 1 a runtime failure (the message says which pipeline and
+why), 2 a configuration error (the message names the key and the file line).
+No command prints a traceback unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tidesync.config import LoadedConfig, load_config
+from tidesync.errors import ConfigError, TidesyncError
+from tidesync.event import json_dumps, to_jsonable
+from tidesync.secrets import REDACTOR, install_log_redaction
+from tidesync.state.store import DeadLetter, DeadLetterFilter
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="tidesync: real-time data synchronization.")
+dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and act on the dead-letter queue.")
+app.add_typer(dlq_app, name="dlq")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigArg = Annotated[Path, typer.Argument(help="the YAML config file", show_default=False)]
+_debug = False
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    install_log_redaction()
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[bold red]error:[/] {REDACTOR.redact(message)}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run a command body, turning errors into a message and an exit code."""
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except TidesyncError as exc:
+        _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if _debug:
+            raise
+        _fail(f"{type(exc).__name__}: {exc} (run with --debug for a traceback)", 1)
+    raise AssertionError("unreachable")
+
+
+def run_async(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return guarded(lambda: asyncio.run(coro_fn()))
+
+
+def _load(path: Path) -> LoadedConfig:
+    return guarded(lambda: load_config(path))
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")] = "info",
+) -> None:
+    global _debug
+    _debug = debug
+    _setup_logging(log_level)
+
+
+@app.command()
+def validate(
+    config: ConfigArg,
+    show: Annotated[bool, typer.Option("--show", help="print the config with secrets masked")] = False,
+) -> None:
+    """Check a config file; exit 2 with the key and line of every problem."""
+    loaded = _load(config)
+    if show:
+        out.print_json(json.dumps(loaded.redacted(), default=str))
+    names = ", ".join(p.name for p in loaded.pipelines) or "none"
+    out.print(f"[green]ok[/]: {config} — {len(loaded.pipelines)} pipeline(s): {names}", highlight=False)
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    pipeline: Annotated[list[str] | None, typer.Option("--pipeline", "-p", help="run only these")] = None,
+) -> None:
+    """Run the pipelines of a config until SIGINT/SIGTERM (finishes the batch in flight, checkpoints, exits 0)."""
+    from tidesync.engine.build import build_engine
+
+    loaded = _load(config)
+
+    async def main() -> int:
+        engine = build_engine(loaded, pipeline)
+        if not engine.runners:
+            raise ConfigError("no enabled pipeline to run", path=str(config))
+        code = await engine.run()
+        for name, exc in engine.failed.items():
+            err.print(f"[red]pipeline {name} failed:[/] {REDACTOR.redact(str(exc))}", highlight=False)
+        return code
+
+    raise typer.Exit(run_async(main))
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    d = time.time() - ts
+    if d < 0:
+        return f"in {-d:.1f}s"
+    return f"{d:.1f}s ago" if d < 120 else f"{d / 60:.1f}m ago"
+
+
+@app.command()
+def status(
+    config: ConfigArg,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Per pipeline: state, position, events applied, lag, DLQ depth, last error."""
+    from tidesync.state import open_state_store
+
+    loaded = _load(config)
+
+    async def main() -> list[dict[str, Any]]:
+        store = open_state_store(loaded.state_url)
+        await store.open()
+        try:
+            rows = []
+            known = {s.pipeline: s for s in await store.status_list()}
+            for spec in loaded.pipelines:
+                st = known.get(spec.name)
+                depth = await store.dlq_count(spec.name)
+                rows.append(
+                    {
+                        "pipeline": spec.name,
+                        "state": st.state if st else "never run",
+                        "position": list(st.position) if st and st.position else None,
+                        "events_applied": st.events_applied if st else 0,
+                        "lag_seconds": round(st.lag_seconds, 3) if st else None,
+                        "dlq_depth": depth,
+                        "last_error": st.last_error if st else None,
+                        "next_attempt_at": st.next_attempt_at if st else None,
+                        "updated_at": st.updated_at if st else None,
+                    }
+                )
+            return rows
+        finally:
+            await store.close()
+
+    rows = run_async(main)
+    if as_json:
+        sys.stdout.write(json_dumps(REDACTOR.redact_obj(rows)).decode() + "\n")
+        return
+    table = Table(title="tidesync pipelines")
+    for col in ("pipeline", "state", "position", "applied", "lag", "DLQ", "updated", "last error / next attempt"):
+        table.add_column(col)
+    for r in rows:
+        state_style = {"running": "green", "retrying": "yellow", "failed": "red"}.get(r["state"], "")
+        note = r["last_error"] or ""
+        if r["next_attempt_at"]:
+            note += f" (next attempt {_ago(r['next_attempt_at'])})"
+        table.add_row(
+            r["pipeline"],
+            f"[{state_style}]{r['state']}[/]" if state_style else r["state"],
+            json.dumps(r["position"]) if r["position"] else "-",
+            f"{r['events_applied']:,}",
+            f"{r['lag_seconds']:.2f}s" if r["lag_seconds"] is not None else "-",
+            str(r["dlq_depth"]),
+            _ago(r["updated_at"]),
+            REDACTOR.redact(note),
+        )
+    out.print(table)
+
+
+# --- dead-letter queue --------------------------------------------------------
+
+PipelineOpt = Annotated[str | None, typer.Option("--pipeline", "-p", help="only this pipeline")]
+EntityOpt = Annotated[str | None, typer.Option("--entity", "-e", help="only this entity")]
+ErrorOpt = Annotated[str | None, typer.Option("--error", help="error class (permanent, transient, transform, blocked)")]
+ContainsOpt = Annotated[str | None, typer.Option("--contains", help="error message contains this text")]
+OlderOpt = Annotated[str | None, typer.Option("--older-than", help="last failure older than e.g. 30s, 10m, 2h, 1d")]
+NewerOpt = Annotated[str | None, typer.Option("--newer-than", help="last failure within e.g. 10m, 1h")]
+
+
+def parse_age(text: str | None) -> float | None:
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise ConfigError(f"cannot read age {text!r}; use e.g. 30s, 10m, 2h, 1d") from None
+
+
+def _filter(
+    pipeline: str | None,
+    entity: str | None,
+    error: str | None,
+    contains: str | None,
+    older: str | None,
+    newer: str | None,
+    ids: list[int] | None = None,
+    limit: int | None = None,
+) -> DeadLetterFilter:
+    now = time.time()
+    o, n = parse_age(older), parse_age(newer)
+    return DeadLetterFilter(
+        pipeline=pipeline,
+        entity=entity,
+        error_class=error,
+        error_contains=contains,
+        older_than=now - o if o is not None else None,
+        newer_than=now - n if n is not None else None,
+        ids=tuple(ids) if ids else None,
+        limit=limit,
+    )
+
+
+def _entry_dict(e: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "pipeline": e.pipeline,
+        "sink": e.sink,
+        "entity": e.entity,
+        "key": list(e.key),
+        "op": e.event.op,
+        "error_class": e.error_class,
+        "error": e.error,
+        "attempts": e.attempts,
+        "first_failed_at": e.first_failed_at,
+        "last_failed_at": e.last_failed_at,
+        "event": to_jsonable(e.event),
+    }
+
+
+async def _with_store(loaded: LoadedConfig, fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from tidesync.state import open_state_store
+
+    store = open_state_store(loaded.state_url)
+    await store.open()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+@dlq_app.command("list")
+def dlq_list(
+    config: ConfigArg,
+    pipeline: PipelineOpt = None,
+    entity: EntityOpt = None,
+    error: ErrorOpt = None,
+    contains: ContainsOpt = None,
+    older_than: OlderOpt = None,
+    newer_than: NewerOpt = None,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 100,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List dead letters, oldest first."""
+    loaded = _load(config)
+    flt = guarded(lambda: _filter(pipeline, entity, error, contains, older_than, newer_than, limit=limit))
+    entries = run_async(lambda: _with_store(loaded, lambda s: s.dlq_list(flt)))
+    if as_json:
+        sys.stdout.write(json_dumps(REDACTOR.redact_obj([_entry_dict(e) for e in entries])).decode() + "\n")
+        return
+    table = Table(title=f"dead letters ({len(entries)})")
+    for col in ("id", "pipeline", "entity", "key", "op", "class", "attempts", "last failure", "error"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        table.add_row(
+            str(e.id), e.pipeline, e.entity, json_dumps(list(e.key)).decode(), e.event.op, e.error_class,
+            str(e.attempts), _ago(e.last_failed_at), REDACTOR.redact(e.error)[:120],
+        )
+    out.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(config: ConfigArg, entry_id: Annotated[int, typer.Argument(help="the entry id")]) -> None:
+    """Show one dead letter with its whole event."""
+    loaded = _load(config)
+    entry = run_async(lambda: _with_store(loaded, lambda s: s.dlq_get(entry_id)))
+    if entry is None:
+        _fail(f"no dead letter with id {entry_id}", 1)
+    out.print_json(json_dumps(REDACTOR.redact_obj(_entry_dict(entry))).decode())
+
+
+def _select(
+    loaded: LoadedConfig, ids: list[int] | None, all_: bool, flt: DeadLetterFilter, with_blocked: bool
+) -> Callable[[Any], Coroutine[Any, Any, list[DeadLetter]]]:
+    from tidesync.engine.replay import select_entries
+
+    if not ids and not all_ and flt == DeadLetterFilter():
+        raise ConfigError("say which entries: ids, a filter (--pipeline, --entity, --error, ...) or --all")
+
+    async def pick(store: Any) -> list[DeadLetter]:
+        return await select_entries(store, flt, with_blocked=with_blocked)
+
+    return pick
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    config: ConfigArg,
+    ids: Annotated[list[int] | None, typer.Argument(help="entry ids (or use a filter / --all)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every entry")] = False,
+    pipeline: PipelineOpt = None,
+    entity: EntityOpt = None,
+    error: ErrorOpt = None,
+    contains: ContainsOpt = None,
+    older_than: OlderOpt = None,
+    newer_than: NewerOpt = None,
+    with_blocked: Annotated[bool, typer.Option(help="also replay entries parked behind the chosen ones")] = True,
+) -> None:
+    """Write parked events again through the pipeline's sink; they leave the queue only when written."""
+    from tidesync.engine.build import build_sink, build_transform
+    from tidesync.engine.replay import replay
+
+    loaded = _load(config)
+    flt = guarded(lambda: _filter(pipeline, entity, error, contains, older_than, newer_than, ids))
+    pick = guarded(lambda: _select(loaded, ids, all_, flt, with_blocked))
+
+    async def main(store: Any) -> list[Any]:
+        entries = await pick(store)
+        groups: dict[tuple[str, str], list[DeadLetter]] = {}
+        for e in entries:
+            groups.setdefault((e.pipeline, e.sink), []).append(e)
+        reports = []
+        for (pipe, _sink), group in groups.items():
+            spec = loaded.pipeline(pipe)
+            report = await replay(store, build_sink(spec), group, transform=build_transform(spec.transforms))
+            reports.append((pipe, report))
+        return reports
+
+    reports = run_async(lambda: _with_store(loaded, main))
+    if not reports:
+        out.print("nothing to replay")
+        return
+    failed = False
+    for pipe, r in reports:
+        out.print(
+            f"{pipe}: written {len(r.written)}, skipped {len(r.skipped)}, failed {len(r.failed)},"
+            f" still waiting {len(r.waiting)}",
+            highlight=False,
+        )
+        for i, why in r.skipped:
+            out.print(f"  skipped #{i}: {why}", highlight=False)
+        for i, e in r.failed:
+            failed = True
+            out.print(f"  [red]failed[/] #{i}: {REDACTOR.redact(e)}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@dlq_app.command("discard")
+def dlq_discard(
+    config: ConfigArg,
+    ids: Annotated[list[int] | None, typer.Argument(help="entry ids (or use a filter / --all)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every entry")] = False,
+    pipeline: PipelineOpt = None,
+    entity: EntityOpt = None,
+    error: ErrorOpt = None,
+    contains: ContainsOpt = None,
+    older_than: OlderOpt = None,
+    newer_than: NewerOpt = None,
+    with_blocked: Annotated[bool, typer.Option(help="also discard entries parked behind the chosen ones")] = False,
+) -> None:
+    """Remove parked events without writing them."""
+    from tidesync.engine.replay import discard
+
+    loaded = _load(config)
+    flt = guarded(lambda: _filter(pipeline, entity, error, contains, older_than, newer_than, ids))
+    pick = guarded(lambda: _select(loaded, ids, all_, flt, with_blocked))
+
+    async def main(store: Any) -> int:
+        return await discard(store, await pick(store))
+
+    n = run_async(lambda: _with_store(loaded, main))
+    out.print(f"discarded {n} dead letter(s)")
+
+
+@app.command()
+def demo(
+    rate: Annotated[float, typer.Option(help="changes per second to generate")] = 2000.0,
+    duration: Annotated[float, typer.Option(help="seconds to run")] = 15.0,
+    workdir: Annotated[Path, typer.Option(help="folder for the demo databases")] = Path(".tidesync/demo"),
+    rows: Annotated[int, typer.Option(help="rows in the source table at start")] = 1000,
+    live: Annotated[bool, typer.Option(help="show the live view")] = True,
+) -> None:
+    """SQLite → SQLite with generated changes, a live view, and a final source == destination check."""
+    from tidesync.demo import run_demo
+
+    ok = run_async(lambda: run_demo(workdir, rate=rate, duration=duration, rows=rows, console=out, live=live))
+    raise typer.Exit(0 if ok else 1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Configuration: YAML validated by pydantic, with the file line of every error.
+
+Loading goes: YAML text → Python values plus a map from key path to line →
+secret references resolved (``${env:NAME}``, ``${file:path}``) → the top-level
+model validated → each connector's own model (found by ``type:`` in the
+registry) validated at its place. Every error, whichever step finds it, is a
+:class:`~tidesync.errors.ConfigError` naming the key path and the file line,
+e.g. ``tidesync.yaml:14: pipelines[0].sink.dsn: field required``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tidesync.errors import ConfigError
+from tidesync.registry import REGISTRY
+from tidesync.secrets import REDACTOR, ResolvedStr, resolve_string
+
+DEFAULT_STATE = "sqlite:///.tidesync/state.db"
+Loc = tuple[str | int, ...]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BatchConfig(Strict):
+    max_events: int = Field(1000, ge=1, le=1_000_000, description="most events per batch")
+    max_wait_ms: float = Field(50.0, ge=0, description="longest wait to fill a batch")
+
+
+class RetryConfig(Strict):
+    """Retry of transient sink errors: exponential backoff with full jitter.
+
+    With ``max_attempts`` and ``max_age`` unset, a destination outage pauses the
+    pipeline until the destination returns (nothing is dead-lettered for it).
+    """
+
+    initial_delay: float = Field(0.1, gt=0)
+    max_delay: float = Field(30.0, gt=0)
+    multiplier: float = Field(2.0, ge=1)
+    jitter: Literal["full", "none"] = "full"
+    max_attempts: int | None = Field(None, ge=1)
+    max_age: float | None = Field(None, gt=0, description="seconds after the first failure")
+
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class PipelineConfig(Strict):
+    name: str = Field(pattern=_NAME)
+    source: dict[str, Any]
+    transforms: list[Any] = Field(default_factory=list)
+    sink: dict[str, Any]
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    queue_batches: int = Field(4, ge=1, le=1000, description="batches buffered between read and write")
+    enabled: bool = True
+
+
+class TidesyncConfig(Strict):
+    state: str = DEFAULT_STATE
+    pipelines: list[PipelineConfig] = Field(default_factory=list)
+
+
+@dataclass
+class PipelineSpec:
+    """A pipeline's config with its connectors' own models validated."""
+
+    config: PipelineConfig
+    source: BaseModel
+    sink: BaseModel
+    transforms: list[Any]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass
+class LoadedConfig:
+    path: Path | None
+    model: TidesyncConfig
+    pipelines: list[PipelineSpec]
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state_url(self) -> str:
+        return self.model.state
+
+    def pipeline(self, name: str) -> PipelineSpec:
+        for p in self.pipelines:
+            if p.name == name:
+                return p
+        known = ", ".join(p.name for p in self.pipelines) or "none"
+        raise ConfigError(f"no pipeline named {name!r}; pipelines: {known}", path=str(self.path) if self.path else None)
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as loaded, with every secret masked (for printing)."""
+        return REDACTOR.redact_obj(self.raw)  # type: ignore[no-any-return]
+
+
+# --- YAML with lines ---------------------------------------------------------
+
+
+def _line_map(node: yaml.Node, loc: Loc, out: dict[Loc, int]) -> None:
+    out[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            _line_map(value_node, (*loc, key), out)
+            out[(*loc, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, (*loc, i), out)
+
+
+def format_loc(loc: Iterable[str | int]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+@dataclass
+class _Errors:
+    path: str | None
+    lines: dict[Loc, int]
+    items: list[tuple[Loc, str]] = field(default_factory=list)
+
+    def add(self, loc: Loc, message: str) -> None:
+        self.items.append((loc, message))
+
+    def line_of(self, loc: Loc) -> int | None:
+        for n in range(len(loc), -1, -1):
+            line = self.lines.get(tuple(loc[:n]))
+            if line is not None:
+                return line
+        return None
+
+    def add_validation(self, prefix: Loc, exc: ValidationError) -> None:
+        for err in exc.errors(include_url=False):
+            loc = (*prefix, *(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (not allowed here); check its spelling"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            self.add(loc, msg)
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        lines = []
+        for loc, msg in self.items:
+            line = self.line_of(loc)
+            where = f"{self.path or '<config>'}:{line}" if line else (self.path or "<config>")
+            lines.append(f"{where}: {format_loc(loc)}: {REDACTOR.redact(msg)}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+def _resolve_refs(value: Any, loc: Loc, base_dir: Path | None, errors: _Errors) -> Any:
+    if isinstance(value, str):
+        if "${" not in value:
+            return value
+        try:
+            return ResolvedStr(resolve_string(value, base_dir), value, base_dir)
+        except ConfigError as exc:
+            errors.add(loc, str(exc))
+            return value
+    if isinstance(value, dict):
+        return {k: _resolve_refs(v, (*loc, k), base_dir, errors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_refs(v, (*loc, i), base_dir, errors) for i, v in enumerate(value)]
+    return value
+
+
+def load_config_text(text: str, path: Path | None = None) -> LoadedConfig:
+    where = str(path) if path else None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"not valid YAML: {problem}", path=where, line=line) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping (state:, pipelines:, ...)", path=where, line=1)
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _line_map(node, (), lines)
+    errors = _Errors(where, lines)
+    base_dir = path.parent if path else None
+    resolved = _resolve_refs(data, (), base_dir, errors)
+    errors.raise_if_any()
+    try:
+        model = TidesyncConfig.model_validate(resolved)
+    except ValidationError as exc:
+        errors.add_validation((), exc)
+        errors.raise_if_any()
+        raise  # unreachable: errors were added
+    specs = _validate_plugins(model, resolved, errors)
+    _check_unique([p.name for p in model.pipelines], "pipelines", "name", errors)
+    errors.raise_if_any()
+    return LoadedConfig(path=path, model=model, pipelines=specs, raw=data)
+
+
+def _check_unique(names: Sequence[str], section: str, key: str, errors: _Errors) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            errors.add((section, i, key), f"duplicate {key} {name!r}")
+        seen.add(name)
+
+
+def validate_plugin(kind: Literal["source", "sink"], raw: dict[str, Any], loc: Loc, errors: _Errors) -> BaseModel | None:
+    type_ = raw.get("type")
+    if not isinstance(type_, str):
+        errors.add((*loc, "type"), f"required key is missing: which {kind} (one of: {', '.join(REGISTRY.names(kind))})")
+        return None
+    try:
+        plugin = REGISTRY.get(kind, type_)
+        return plugin.model().model_validate(raw)
+    except ConfigError as exc:
+        errors.add((*loc, "type"), str(exc))
+    except ValidationError as exc:
+        errors.add_validation(loc, exc)
+    return None
+
+
+def _validate_plugins(model: TidesyncConfig, raw: dict[str, Any], errors: _Errors) -> list[PipelineSpec]:
+    from tidesync.transform import parse_steps
+
+    specs = []
+    for i, p in enumerate(model.pipelines):
+        src = validate_plugin("source", p.source, ("pipelines", i, "source"), errors)
+        snk = validate_plugin("sink", p.sink, ("pipelines", i, "sink"), errors)
+        steps: list[Any] = []
+        try:
+            steps = parse_steps(p.transforms)
+        except ValidationError as exc:
+            errors.add_validation(("pipelines", i, "transforms"), exc)
+        except ConfigError as exc:
+            errors.add(("pipelines", i, "transforms"), str(exc))
+        if src is not None and snk is not None:
+            specs.append(PipelineSpec(config=p, source=src, sink=snk, transforms=steps))
+    return specs
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    return load_config_text(text, p)
+

@@ -1,0 +1,50 @@
+"""From a loaded config (or from code) to running objects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tidesync.config import LoadedConfig, PipelineSpec
+from tidesync.engine.engine import Engine
+from tidesync.engine.retry import RetryPolicy
+from tidesync.engine.runner import BatchPolicy, PipelineRunner
+from tidesync.registry import REGISTRY
+from tidesync.state import open_state_store
+from tidesync.state.store import StateStore
+
+
+def build_transform(steps: Sequence[Any]) -> Any:
+    if not steps:
+        return None
+    from tidesync.transform import compile_transforms
+
+    return compile_transforms(list(steps))
+
+
+def build_source(spec: PipelineSpec) -> Any:
+    return REGISTRY.get("source", spec.source.type).build(spec.source)  # type: ignore[attr-defined]
+
+
+def build_sink(spec: PipelineSpec) -> Any:
+    return REGISTRY.get("sink", spec.sink.type).build(spec.sink)  # type: ignore[attr-defined]
+
+
+def build_runner(spec: PipelineSpec, state: StateStore) -> PipelineRunner:
+    cfg = spec.config
+    return PipelineRunner(
+        cfg.name,
+        build_source(spec),
+        build_sink(spec),
+        state,
+        transform=build_transform(spec.transforms),
+        batch=BatchPolicy(cfg.batch.max_events, cfg.batch.max_wait_ms / 1000),
+        retry=RetryPolicy.from_config(cfg.retry),
+        queue_batches=cfg.queue_batches,
+    )
+
+
+def build_engine(config: LoadedConfig, only: Sequence[str] | None = None) -> Engine:
+    state = open_state_store(config.state_url)
+    specs = [p for p in config.pipelines if p.config.enabled and (not only or p.name in only)]
+    return Engine(state, [build_runner(spec, state) for spec in specs])

@@ -1,0 +1,57 @@
+"""Runs many pipelines in one process until a signal (SIGINT/SIGTERM) or a stop event.
+
+A pipeline that fails does not stop the others; the exit code says whether any
+failed (1) or all stopped cleanly (0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+
+from tidesync.engine.runner import PipelineRunner
+from tidesync.state.store import StateStore
+
+log = logging.getLogger("tidesync.engine")
+
+
+class Engine:
+    def __init__(self, state: StateStore, runners: Sequence[PipelineRunner]) -> None:
+        self.state = state
+        self.runners = list(runners)
+        self.stop = asyncio.Event()
+        self.failed: dict[str, BaseException] = {}
+
+    def runner(self, name: str) -> PipelineRunner:
+        for r in self.runners:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.request_stop)
+        await self.state.open()
+        try:
+            results = await asyncio.gather(*(r.run(self.stop) for r in self.runners), return_exceptions=True)
+            for runner, result in zip(self.runners, results, strict=True):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                if isinstance(result, BaseException):
+                    self.failed[runner.name] = result
+        finally:
+            if install_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    with contextlib.suppress(NotImplementedError, RuntimeError):
+                        loop.remove_signal_handler(sig)
+            await self.state.close()
+        return 1 if self.failed else 0

@@ -1,0 +1,415 @@
+"""One pipeline: source → transforms → sink, with a bounded queue between reading and writing.
+
+Two asyncio tasks. The reader reads a batch (by size and time), transforms it
+and puts it on a queue of at most ``queue_batches`` batches: when the sink is
+slower than the source the queue fills and the reader waits, so memory stays
+bounded. The writer takes batches (coalescing queued ones up to the batch
+size), delivers them through the retry and dead-letter policy, then commits
+the checkpoint together with the new dead letters and the status in one state
+store transaction, and only then tells the source the position is handled.
+
+Shutdown (``stop`` set): the reader stops; the writer finishes the batch in
+flight, checkpoints it and exits; anything still queued was never
+checkpointed and is read again on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from tidesync.clock import SYSTEM_CLOCK, Clock
+from tidesync.engine.delivery import DeadLetterWriter, RetryingWriter, RetryNotice
+from tidesync.engine.lifecycle import Lifecycle, State
+from tidesync.engine.replay import GENERATION_NS
+from tidesync.engine.retry import RetryPolicy
+from tidesync.errors import SourceTransientError, StateStoreError, TidesyncError
+from tidesync.event import ChangeEvent, Position
+from tidesync.observe.stats import PipelineStats
+from tidesync.protocols import Context, Sink, Source
+from tidesync.schema import SchemaRegistry
+from tidesync.secrets import REDACTOR
+from tidesync.state.store import NewDeadLetter, PipelineStatus, StateChanges, StateStore
+
+log = logging.getLogger("tidesync.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    max_events: int = 1000
+    max_wait: float = 0.05  # seconds
+
+
+@dataclass(slots=True)
+class _Item:
+    events: list[ChangeEvent]
+    failures: list[tuple[ChangeEvent, str]]
+    position: Position | None
+    read_at: float
+    oldest_commit: float
+
+
+class PipelineRunner:
+    def __init__(
+        self,
+        name: str,
+        source: Source,
+        sink: Sink,
+        state: StateStore,
+        *,
+        transform: Any = None,
+        batch: BatchPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        queue_batches: int = 4,
+        sink_name: str = "sink",
+        source_retry: RetryPolicy | None = None,
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.sink = sink
+        self.state = state
+        self.transform = transform
+        self.batch = batch or BatchPolicy()
+        self.clock = clock
+        self.queue_batches = queue_batches
+        self.sink_name = sink_name
+        self.source_retry = source_retry or RetryPolicy(initial_delay=0.2, max_delay=10.0)
+        self.stats = PipelineStats(name, sink_name)
+        self.lifecycle = Lifecycle(self._on_state)
+        self.source_schemas = SchemaRegistry()
+        self.sink_schemas = SchemaRegistry()
+        if transform is not None:
+            self.source_schemas.subscribe(lambda s: self.sink_schemas.put(transform.map_schema(s)))
+        else:
+            self.source_schemas.subscribe(self.sink_schemas.put)
+        self.writer = RetryingWriter(
+            sink, retry or RetryPolicy(), clock, on_retry=self._on_retry, on_recover=self._on_recover
+        )
+        self.delivery = DeadLetterWriter(self.writer, name, sink_name, clock)
+        self.position: Position | None = None
+        self.last_error: str | None = None
+        self.next_attempt_at: float | None = None
+        self._pending_commits: deque[float] = deque()
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._status_task: asyncio.Task[None] | None = None
+
+    # --- control ---------------------------------------------------------------
+
+    @property
+    def state_name(self) -> str:
+        return str(self.lifecycle.state)
+
+    def pause(self) -> None:
+        if self.lifecycle.state in (State.RUNNING, State.RETRYING):
+            self._resumed.clear()
+            self.lifecycle.to(State.PAUSED)
+
+    def resume(self) -> None:
+        if self.lifecycle.state == State.PAUSED:
+            self.lifecycle.to(State.RUNNING)
+            self._resumed.set()
+
+    def lag_seconds(self) -> float:
+        if not self._pending_commits:
+            return 0.0
+        oldest = self._pending_commits[0]
+        return max(0.0, self.clock.time() - oldest) if oldest > 0 else 0.0
+
+    def status(self) -> PipelineStatus:
+        return PipelineStatus(
+            pipeline=self.name,
+            state=self.state_name,
+            position=self.position,
+            lag_seconds=self.lag_seconds(),
+            last_committed_at=self._last_committed_at,
+            last_error=self.last_error,
+            next_attempt_at=self.next_attempt_at,
+            updated_at=self.clock.time(),
+        )
+
+    _last_committed_at: float = 0.0
+    _generation: Any = None
+    _generation_checked: float = float("-inf")
+
+    # --- run -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set (exit normally) or an unrecoverable error (state failed, re-raised)."""
+        self.lifecycle.to(State.STARTING)
+        try:
+            self.position = await self.state.load_checkpoint(self.name)
+            self.delivery.parked = await self.state.dlq_parked_keys(self.name, self.sink_name)
+            self._generation = await self.state.kv_get(GENERATION_NS, self.name)
+            self._generation_checked = self.clock.monotonic()
+            await self.sink.open(self._ctx(self.sink_name, self.sink_schemas))
+            await self._open_source(self.position)
+            self.lifecycle.to(State.RUNNING)
+            await self._persist_status()
+            queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=self.queue_batches)
+            reader = asyncio.create_task(self._read_loop(queue, stop), name=f"{self.name}:read")
+            writer = asyncio.create_task(self._write_loop(queue, stop), name=f"{self.name}:write")
+            stopped = asyncio.create_task(stop.wait(), name=f"{self.name}:stop")
+            try:
+                await asyncio.wait({reader, writer, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (reader, writer):
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                if self.lifecycle.state != State.DRAINING:
+                    retrying = self.lifecycle.state == State.RETRYING
+                    self.lifecycle.to(State.DRAINING)
+                    self._resumed.set()
+                    if retrying:
+                        # The batch in flight cannot be written now; it was never
+                        # checkpointed, so the next start reads it again.
+                        writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+            finally:
+                for task in (reader, writer, stopped):
+                    task.cancel()
+                for task in (reader, writer, stopped):
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            self.lifecycle.to(State.STOPPED)
+        except asyncio.CancelledError:
+            self._force(State.STOPPED)
+            raise
+        except BaseException as exc:
+            self.last_error = REDACTOR.redact(f"{type(exc).__name__}: {exc}" if not isinstance(exc, TidesyncError) else str(exc))
+            self._force(State.FAILED)
+            log.error("pipeline %s failed: %s", self.name, self.last_error)
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await self.source.close()
+            with contextlib.suppress(Exception):
+                await self.sink.close()
+            with contextlib.suppress(Exception):
+                await self._persist_status()
+
+    def _force(self, state: State) -> None:
+        try:
+            if self.lifecycle.state == State.STARTING and state == State.STOPPED:
+                self.lifecycle.to(State.STOPPED)
+            elif state == State.STOPPED and self.lifecycle.state != State.STOPPED:
+                if self.lifecycle.state != State.DRAINING:
+                    self.lifecycle.to(State.DRAINING)
+                self.lifecycle.to(State.STOPPED)
+            else:
+                self.lifecycle.to(state)
+        except Exception:
+            self.lifecycle.state = state
+
+    def _ctx(self, name: str, schemas: SchemaRegistry) -> Context:
+        return Context(pipeline=self.name, name=name, state=self.state, clock=self.clock, schemas=schemas)
+
+    async def _open_source(self, after: Position | None) -> None:
+        await self.source.open(self._ctx("source", self.source_schemas), after)
+
+    async def _read_loop(self, queue: asyncio.Queue[_Item | None], stop: asyncio.Event) -> None:
+        last_read = self.position
+        failures = 0
+        first_failure = 0.0
+        try:
+            while not stop.is_set():
+                if not self._resumed.is_set():
+                    await self._resumed.wait()
+                    continue
+                try:
+                    batch = await self.source.read(self.batch.max_events, self.batch.max_wait)
+                except SourceTransientError as exc:
+                    failures += 1
+                    first_failure = first_failure or self.clock.time()
+                    if self.source_retry.gives_up(failures, first_failure, self.clock.time()):
+                        raise
+                    delay = self.source_retry.delay(failures)
+                    self.last_error = REDACTOR.redact(f"source: {exc}")
+                    log.warning("pipeline %s: source error: %s; reopening in %.1fs", self.name, self.last_error, delay)
+                    await self._persist_status()
+                    await self.clock.sleep(delay)
+                    with contextlib.suppress(Exception):
+                        await self.source.close()
+                    try:
+                        await self._open_source(last_read)
+                    except SourceTransientError as reopen_exc:
+                        self.last_error = REDACTOR.redact(f"source: {reopen_exc}")
+                    continue
+                if failures:
+                    log.info("pipeline %s: source recovered", self.name)
+                    failures, first_failure = 0, 0.0
+                    self.last_error = None
+                if not batch.events and batch.position is None:
+                    continue
+                now = self.clock.time()
+                events = batch.events
+                transform_failures: list[tuple[ChangeEvent, str]] = []
+                if self.transform is not None and events:
+                    events, transform_failures = self.transform.apply(events)
+                    self.stats.stage["transform"].add_many([self.clock.time() - now])
+                oldest = batch.events[0].committed_at if batch.events else 0.0
+                if batch.events:
+                    self.stats.events_read += len(batch.events)
+                    self.stats.stage["capture"].add_many(
+                        [now - e.committed_at for e in (batch.events[0], batch.events[-1]) if e.committed_at > 0]
+                    )
+                self._pending_commits.append(oldest)
+                await queue.put(_Item(events, transform_failures, batch.position, now, oldest))
+                if batch.position is not None:
+                    last_read = batch.position
+        finally:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    async def _write_loop(self, queue: asyncio.Queue[_Item | None], stop: asyncio.Event) -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            merged = 1
+            # Coalesce what is already queued into one write, up to the batch size.
+            while item.events is not None and len(item.events) < self.batch.max_events and not queue.empty():
+                nxt = queue.get_nowait()
+                if nxt is None:
+                    queue.put_nowait(None)
+                    break
+                item = _Item(
+                    item.events + nxt.events,
+                    item.failures + nxt.failures,
+                    nxt.position if nxt.position is not None else item.position,
+                    item.read_at,
+                    item.oldest_commit,
+                )
+                merged += 1
+            await self._write_item(item, merged)
+            if stop.is_set():
+                return
+
+    async def _refresh_parked(self) -> None:
+        """Reload parked keys when a replay or discard (maybe in another process) changed the queue."""
+        now = self.clock.monotonic()
+        if now - self._generation_checked < 1.0:
+            return
+        self._generation_checked = now
+        generation = await self.state.kv_get(GENERATION_NS, self.name)
+        if generation != self._generation:
+            self._generation = generation
+            self.delivery.parked = await self.state.dlq_parked_keys(self.name, self.sink_name)
+
+    async def _write_item(self, item: _Item, merged: int) -> None:
+        await self._refresh_parked()
+        letters: list[NewDeadLetter] = []
+        events = item.events
+        if item.failures:
+            events = self._park_transform_failures(item, letters)
+        t0 = self.clock.time()
+        if events:
+            letters.extend(await self.delivery.deliver(events))
+        now = self.clock.time()
+        if letters:
+            parked_ids = {id(letter.event) for letter in letters}
+            written = [e for e in events if id(e) not in parked_ids]
+        else:
+            written = events
+        if events:
+            self.stats.stage["write"].add_many([now - t0])
+        changes = StateChanges(
+            checkpoint=item.position,
+            dead_letters=letters,
+            events_applied=len(written),
+        )
+        if item.position is not None:
+            self.position = item.position
+        if written:
+            self._last_committed_at = written[-1].committed_at
+        for _ in range(merged):
+            if self._pending_commits:
+                self._pending_commits.popleft()
+        changes.status = self.status()
+        await self._commit_state(changes)
+        if item.position is not None:
+            await self.source.commit(item.position)
+        stats = self.stats
+        stats.batches += 1
+        stats.written(now, len(written))
+        stats.dead_lettered += len(letters)
+        stats.retries = self.writer.retries
+        if written:
+            stats.latency.record(now, [e.committed_at for e in written])
+            if len(written) < 64:
+                stats.by_op.update(e.op for e in written)
+            else:
+                stats.by_op.update([e.op for e in written])
+        stats.lag_seconds = self.lag_seconds()
+        if self.transform is not None:
+            stats.filtered = getattr(self.transform, "filtered", 0)
+
+    def _park_transform_failures(self, item: _Item, letters: list[NewDeadLetter]) -> list[ChangeEvent]:
+        """Park records that failed a transform, and later events of their keys behind them, in source order."""
+        self.stats.transform_failed += len(item.failures)
+        tagged: list[tuple[Position, int, ChangeEvent, str | None]] = []
+        for i, ev in enumerate(item.events):
+            tagged.append((ev.position, i, ev, None))
+        for j, (ev, reason) in enumerate(item.failures):
+            tagged.append((ev.position, -1 - j, ev, reason))
+        tagged.sort(key=lambda t: (t[0], t[1] < 0 and -1 or 0))
+        out: list[ChangeEvent] = []
+        parked = self.delivery.parked
+        for _, _, ev, reason in tagged:
+            if reason is not None:
+                letters.append(self.delivery.park(ev, "transform", reason))
+            elif ev.op != "truncate" and (ev.entity, ev.key) in parked:
+                letters.append(self.delivery.park(ev, "blocked", "waits behind an earlier dead-lettered event of this key"))
+            else:
+                out.append(ev)
+        return out
+
+    async def _commit_state(self, changes: StateChanges) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.state.commit(self.name, changes)
+                return
+            except StateStoreError as exc:
+                attempt += 1
+                if attempt >= 5:
+                    raise
+                log.warning("pipeline %s: state store error: %s; retrying", self.name, exc)
+                await self.clock.sleep(self.source_retry.delay(attempt))
+
+    # --- status ----------------------------------------------------------------
+
+    def _on_state(self, old: State, new: State) -> None:
+        if old == State.STOPPED and new == State.STARTING:
+            return
+        log.info("pipeline %s: %s -> %s", self.name, old, new)
+
+    def _on_retry(self, notice: RetryNotice) -> None:
+        self.last_error = REDACTOR.redact(notice.error)
+        self.next_attempt_at = notice.next_attempt_at
+        if self.lifecycle.state == State.RUNNING:
+            self.lifecycle.to(State.RETRYING)
+            log.warning("pipeline %s: sink failing (%s); retrying with backoff", self.name, self.last_error)
+        self._schedule_status()
+
+    def _on_recover(self) -> None:
+        self.next_attempt_at = None
+        self.last_error = None
+        if self.lifecycle.state == State.RETRYING:
+            self.lifecycle.to(State.RUNNING)
+            log.info("pipeline %s: sink recovered", self.name)
+
+    def _schedule_status(self) -> None:
+        if self._status_task is None or self._status_task.done():
+            self._status_task = asyncio.ensure_future(self._persist_status())
+
+    async def _persist_status(self) -> None:
+        try:
+            await self.state.commit(self.name, StateChanges(status=self.status()))
+        except StateStoreError as exc:
+            log.warning("pipeline %s: cannot write status: %s", self.name, exc)

@@ -1,0 +1,191 @@
+"""The state store: checkpoints, shadow rows, the dead-letter queue, status, and small keyed state.
+
+One interface, two backends (``sqlite.py``, the embedded default; ``postgres.py``,
+shared by several workers). Both pass the same test suite.
+
+Atomicity: everything in one :class:`StateChanges` commits in one transaction,
+so a checkpoint never moves past an event whose dead letter or shadow row was
+not stored with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from tidesync.event import ChangeEvent, Key, Position, Row
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowRow:
+    """The last value of each field of a record that tidesync saw or applied.
+
+    ``scope`` is a pipeline or sync name, so two pipelines never share shadows.
+    """
+
+    scope: str
+    entity: str
+    key: Key
+    row: Row
+    position: Position | None = None
+    committed_at: float = 0.0
+    origin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewDeadLetter:
+    """An event parked because it could not be transformed or written.
+
+    ``error_class``: ``transient`` (retries exhausted), ``permanent``,
+    ``transform`` or ``blocked`` (waits behind an earlier entry of the same key).
+    """
+
+    pipeline: str
+    sink: str
+    event: ChangeEvent
+    error_class: str
+    error: str
+    attempts: int = 1
+    first_failed_at: float = 0.0
+    last_failed_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    pipeline: str
+    sink: str
+    event: ChangeEvent
+    error_class: str
+    error: str
+    attempts: int
+    first_failed_at: float
+    last_failed_at: float
+
+    @property
+    def entity(self) -> str:
+        return self.event.entity
+
+    @property
+    def key(self) -> Key:
+        return self.event.key
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    """Which entries a list/replay/discard applies to; None fields match everything."""
+
+    pipeline: str | None = None
+    sink: str | None = None
+    entity: str | None = None
+    error_class: str | None = None
+    error_contains: str | None = None
+    older_than: float | None = None  # last_failed_at < this (epoch seconds)
+    newer_than: float | None = None  # last_failed_at >= this
+    ids: tuple[int, ...] | None = None
+    limit: int | None = None
+
+
+@dataclass(slots=True)
+class PipelineStatus:
+    """What ``tidesync status`` shows for a pipeline, as last written by the engine."""
+
+    pipeline: str
+    state: str = "stopped"
+    position: Position | None = None
+    events_applied: int = 0
+    lag_seconds: float = 0.0
+    last_committed_at: float = 0.0
+    last_error: str | None = None
+    next_attempt_at: float | None = None
+    updated_at: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StateChanges:
+    """Everything one batch changes in the state store, committed together."""
+
+    checkpoint: Position | None = None
+    shadow_put: list[ShadowRow] = field(default_factory=list)
+    shadow_delete: list[tuple[str, str, Key]] = field(default_factory=list)  # (scope, entity, key)
+    dead_letters: list[NewDeadLetter] = field(default_factory=list)
+    dlq_remove: list[int] = field(default_factory=list)
+    kv_put: dict[tuple[str, str], Any] = field(default_factory=dict)  # (namespace, key) -> value
+    kv_delete: list[tuple[str, str]] = field(default_factory=list)
+    status: PipelineStatus | None = None
+    events_applied: int = 0  # added to the status counter in the same transaction
+
+    def is_empty(self) -> bool:
+        return (
+            self.checkpoint is None
+            and not self.shadow_put
+            and not self.shadow_delete
+            and not self.dead_letters
+            and not self.dlq_remove
+            and not self.kv_put
+            and not self.kv_delete
+            and self.status is None
+        )
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Durable engine state. All methods are coroutines; none blocks the event loop for long.
+
+    Errors: :class:`tidesync.errors.StateStoreError` with a message that says
+    what is wrong (file locked, not a database, server unreachable).
+    """
+
+    url: str
+
+    async def open(self) -> None:
+        """Create the schema if missing. Idempotent."""
+
+    async def close(self) -> None:
+        """Idempotent."""
+
+    async def commit(self, pipeline: str, changes: StateChanges) -> list[int]:
+        """Apply ``changes`` atomically for ``pipeline``; return the ids of new dead letters, in order.
+
+        ``checkpoint`` replaces the pipeline's checkpoint when not None.
+        ``events_applied`` is added to the pipeline's counter; ``status``,
+        when given, replaces the rest of the status row.
+        """
+
+    async def load_checkpoint(self, pipeline: str) -> Position | None: ...
+
+    async def reset_checkpoint(self, pipeline: str) -> None: ...
+
+    async def shadow_get(self, scope: str, entity: str, keys: Sequence[Key]) -> dict[Key, ShadowRow]: ...
+
+    async def shadow_scan(self, scope: str, entity: str | None = None) -> list[ShadowRow]: ...
+
+    async def dlq_list(self, flt: DeadLetterFilter | None = None) -> list[DeadLetter]:
+        """Entries matching ``flt``, oldest (lowest id) first."""
+
+    async def dlq_get(self, entry_id: int) -> DeadLetter | None: ...
+
+    async def dlq_count(self, pipeline: str | None = None) -> int: ...
+
+    async def dlq_parked_keys(self, pipeline: str, sink: str) -> set[tuple[str, Key]]:
+        """(entity, key) of every entry of this pipeline and sink: later events of these keys must wait."""
+
+    async def dlq_touch(self, entry_id: int, error: str, error_class: str, failed_at: float) -> None:
+        """Record one more failed attempt of an entry (a failed replay)."""
+
+    async def dlq_remove(self, ids: Iterable[int]) -> int:
+        """Delete entries; return how many existed."""
+
+    async def kv_get(self, namespace: str, key: str) -> Any | None: ...
+
+    async def kv_put(self, namespace: str, key: str, value: Any) -> None: ...
+
+    async def kv_delete(self, namespace: str, key: str) -> None: ...
+
+    async def kv_scan(self, namespace: str, prefix: str = "") -> dict[str, Any]: ...
+
+    async def status_get(self, pipeline: str) -> PipelineStatus | None: ...
+
+    async def status_list(self) -> list[PipelineStatus]: ...

@@ -1,0 +1,68 @@
+"""Shared fixtures: a fresh database per test on the real servers, cleaned up afterwards."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pymysql
+import pytest
+
+PG_ADMIN = os.environ.get("TIDESYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def pg_dsn(dbname: str) -> str:
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + dbname
+
+
+def drop_pg_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        for (slot, active_pid) in conn.execute(
+            "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (name,)
+        ).fetchall():
+            if active_pid:
+                conn.execute("SELECT pg_terminate_backend(%s)", (active_pid,))
+            try:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            except psycopg.Error:
+                pass
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A new empty Postgres database; yields its DSN."""
+    name = unique("ts")
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_dsn(name)
+    finally:
+        drop_pg_database(name)
+
+
+@pytest.fixture
+def mariadb_database() -> Iterator[str]:
+    """A new empty MariaDB database; yields a mysql:// DSN."""
+    name = unique("ts")
+    conn = pymysql.connect(**MARIADB, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+        yield f"mysql://root@127.0.0.1:3306/{name}"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@pytest.fixture
+def state_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    return f"sqlite:///{tmp_path / 'state.db'}"

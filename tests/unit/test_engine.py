@@ -1,0 +1,192 @@
+"""The engine with in-memory connectors and a real SQLite state store."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from tidesync.engine import BatchPolicy, PipelineRunner, RetryPolicy
+from tidesync.engine.lifecycle import ALLOWED, IllegalTransition, Lifecycle, State
+from tidesync.engine.replay import replay, select_entries
+from tidesync.event import ChangeEvent
+from tidesync.state import open_state_store
+from tidesync.state.store import DeadLetterFilter
+from tidesync.testing import FakeClock, FlakySink, ListSource, MemorySink, eventually
+
+
+def upsert(i: int, key: int | None = None, value: int | None = None) -> ChangeEvent:
+    k = i if key is None else key
+    return ChangeEvent("t", (k,), "insert", after={"id": k, "v": i if value is None else value})
+
+
+async def run_until(runner: PipelineRunner, predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await eventually(lambda: predicate() or task.done(), timeout=timeout, message="pipeline progress")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def store(state_url):  # type: ignore[no-untyped-def]
+    s = open_state_store(state_url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_all_events_flow_and_checkpoint_follows_the_sink(store) -> None:  # type: ignore[no-untyped-def]
+    source = ListSource(upsert(i) for i in range(10_000))
+    sink = MemorySink()
+    runner = PipelineRunner("p", source, sink, store, batch=BatchPolicy(500, 0.01))
+    await run_until(runner, lambda: runner.stats.events_written == 10_000)
+    assert len(sink.tables["t"]) == 10_000
+    assert await store.load_checkpoint("p") == (9_999,)
+    assert source.committed[-1] == (9_999,)
+    status = await store.status_get("p")
+    assert status is not None and status.events_applied == 10_000 and status.state == "stopped"
+    assert source.closed == 1 and sink.closed == 1
+
+
+async def test_restart_resumes_after_checkpoint(store) -> None:  # type: ignore[no-untyped-def]
+    events = [upsert(i) for i in range(1000)]
+    sink = MemorySink()
+    r1 = PipelineRunner("p", ListSource(events[:600]), sink, store, batch=BatchPolicy(100, 0.01))
+    await run_until(r1, lambda: r1.stats.events_written == 600)
+    seen_before = len(sink.writes)
+    r2 = PipelineRunner("p", ListSource(events), sink, store, batch=BatchPolicy(100, 0.01))
+    await run_until(r2, lambda: r2.stats.events_written == 400)
+    assert len(sink.writes) - seen_before == 400  # nothing at or before the checkpoint again
+    assert [w.position for w in sink.writes] == [(i,) for i in range(1000)]
+
+
+async def test_slow_sink_keeps_memory_bounded(store) -> None:  # type: ignore[no-untyped-def]
+    source = ListSource(upsert(i % 100) for i in itertools.count())
+    sink = FlakySink(delay=0.02)
+    runner = PipelineRunner("p", source, sink, store, batch=BatchPolicy(100, 0.01), queue_batches=3)
+    in_flight: list[int] = []
+
+    def sample() -> bool:
+        in_flight.append(runner.stats.events_read - runner.stats.events_written)
+        return runner.stats.batches >= 40
+
+    await run_until(runner, sample)
+    # read-ahead is capped by the queue: 3 queued batches + one being written + one being put
+    assert max(in_flight) <= 100 * 5
+    assert runner.stats.events_read > runner.stats.events_written  # the source really was faster
+
+
+async def test_transient_failures_are_retried_with_the_policy_schedule(store) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock()
+    sink = FlakySink(fail_next=4)
+    policy = RetryPolicy(initial_delay=0.5, max_delay=3.0, multiplier=2.0, jitter="none")
+    runner = PipelineRunner(
+        "p", ListSource([upsert(i) for i in range(10)]), sink, store, retry=policy, clock=clock,
+        batch=BatchPolicy(10, 0.01),
+    )
+    await run_until(runner, lambda: runner.stats.events_written == 10)
+    assert clock.sleeps[:4] == [0.5, 1.0, 2.0, 3.0]
+    assert await store.dlq_count("p") == 0
+    assert len(sink.tables["t"]) == 10
+
+
+async def test_full_jitter_delays_stay_under_the_cap(store) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock()
+    sink = FlakySink(fail_next=6)
+    policy = RetryPolicy(initial_delay=1.0, max_delay=8.0, multiplier=2.0, jitter="full")
+    runner = PipelineRunner(
+        "p", ListSource([upsert(1)]), sink, store, retry=policy, clock=clock, batch=BatchPolicy(10, 0.01)
+    )
+    await run_until(runner, lambda: runner.stats.events_written == 1)
+    caps = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert len(clock.sleeps) >= 6
+    assert all(0 <= s <= c for s, c in zip(clock.sleeps, caps, strict=False))
+    assert len(set(clock.sleeps[:6])) > 1  # jittered, not a fixed schedule
+
+
+async def test_poison_records_are_isolated_and_later_events_of_their_keys_wait(store) -> None:  # type: ignore[no-untyped-def]
+    bad_keys = {7, 300, 901}
+    events = [upsert(i, key=i % 1000, value=i) for i in range(3000)]  # each key three times
+    sink = FlakySink(poison=lambda e: e.after is not None and e.after["v"] in {7, 300, 901})
+    runner = PipelineRunner("p", ListSource(events), sink, store, batch=BatchPolicy(1000, 0.01))
+    await run_until(runner, lambda: runner.stats.events_written + runner.stats.dead_lettered == 3000)
+    entries = await store.dlq_list(DeadLetterFilter(pipeline="p"))
+    assert len(entries) == 9  # the bad event of each key and the two later events of that key
+    assert {e.key[0] for e in entries} == bad_keys
+    assert sorted(e.error_class for e in entries).count("permanent") == 3
+    assert sorted(e.error_class for e in entries).count("blocked") == 6
+    # every other key has its last value
+    table = sink.tables["t"]
+    for k in range(1000):
+        if k in bad_keys:
+            assert k not in table
+        else:
+            assert table[(k,)]["v"] == 2000 + k
+    # fix the destination, replay: every key ends at its last value, the queue is empty
+    sink.poison = None
+    report = await replay(store, sink, await select_entries(store, DeadLetterFilter(pipeline="p")))
+    assert len(report.written) == 9 and not report.failed
+    assert await store.dlq_count("p") == 0
+    for k in bad_keys:
+        assert table[(k,)]["v"] == 2000 + k
+
+
+async def test_retries_exhausted_park_the_batch_in_order(store) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock()
+    sink = FlakySink(fail_next=10**9)
+    policy = RetryPolicy(initial_delay=0.1, max_delay=1, max_attempts=3, jitter="none")
+    runner = PipelineRunner(
+        "p", ListSource([upsert(i) for i in range(5)]), sink, store, retry=policy, clock=clock,
+        batch=BatchPolicy(10, 0.01),
+    )
+    await run_until(runner, lambda: runner.stats.dead_lettered == 5)
+    entries = await store.dlq_list()
+    assert [e.key[0] for e in entries] == [0, 1, 2, 3, 4]
+    assert {e.error_class for e in entries} == {"transient"}
+    assert all(e.attempts == 3 for e in entries)
+    assert await store.load_checkpoint("p") == (4,)  # parked durably, so the checkpoint moves on
+
+
+async def test_stale_replay_is_skipped(store) -> None:  # type: ignore[no-untyped-def]
+    events = [upsert(0, key=1, value=1), upsert(1, key=1, value=2)]
+    sink = FlakySink(poison=lambda e: True)
+    runner = PipelineRunner("p", ListSource(events), sink, store, batch=BatchPolicy(10, 0.01))
+    await run_until(runner, lambda: runner.stats.dead_lettered == 2)
+    first, second = await store.dlq_list()
+    sink.poison = None
+    # the newer entry is replayed first (by hand); the older one must then not roll it back
+    r1 = await replay(store, sink, [second])
+    assert r1.written == [second.id]
+    r2 = await replay(store, sink, [first])
+    assert r2.written == [] and r2.skipped and r2.skipped[0][0] == first.id
+    assert sink.tables["t"][(1,)]["v"] == 2
+    assert await store.dlq_count() == 0
+
+
+async def test_graceful_stop_checkpoints_what_was_written(store) -> None:  # type: ignore[no-untyped-def]
+    source = ListSource(upsert(i) for i in itertools.count())
+    sink = MemorySink()
+    runner = PipelineRunner("p", source, sink, store, batch=BatchPolicy(100, 0.01))
+    await run_until(runner, lambda: runner.stats.events_written > 2000)
+    checkpoint = await store.load_checkpoint("p")
+    assert checkpoint == sink.applied  # exactly what the sink acknowledged, no more, no less
+    assert source.committed[-1] == checkpoint
+
+
+def test_lifecycle_table_refuses_illegal_moves() -> None:
+    lc = Lifecycle()
+    with pytest.raises(IllegalTransition):
+        lc.to(State.RUNNING)  # must start first
+    lc.to(State.STARTING)
+    lc.to(State.RUNNING)
+    lc.to(State.RETRYING)
+    lc.to(State.RUNNING)
+    lc.to(State.DRAINING)
+    with pytest.raises(IllegalTransition):
+        lc.to(State.RUNNING)
+    lc.to(State.STOPPED)
+    assert all(State.FAILED in ALLOWED[s] for s in ALLOWED if s not in (State.STOPPED, State.FAILED))
