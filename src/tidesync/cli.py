@@ -29,6 +29,8 @@ from tidesync.state.store import DeadLetter, DeadLetterFilter
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="tidesync: real-time data synchronization.")
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and act on the dead-letter queue.")
 app.add_typer(dlq_app, name="dlq")
+webhook_app = typer.Typer(no_args_is_help=True, help="Webhook delivery endpoints.")
+app.add_typer(webhook_app, name="webhook")
 
 out = Console()
 err = Console(stderr=True)
@@ -113,10 +115,22 @@ def run(
     loaded = _load(config)
 
     async def main() -> int:
+        from tidesync.api.server import build_api
+        from tidesync.reconcile.schedule import ReconcileSchedules
+
         engine = build_engine(loaded, pipeline)
         if not engine.runners:
             raise ConfigError("no enabled pipeline to run", path=str(config))
-        code = await engine.run()
+        api = build_api(loaded, engine)
+        schedules = ReconcileSchedules(loaded, [r.name for r in engine.runners]).start()
+        try:
+            if api is None:
+                code = await engine.run()
+            else:
+                async with api:  # serves webhooks in this process; stops after the pipelines stopped
+                    code = await engine.run()
+        finally:
+            await schedules.stop()
         for name, exc in engine.failed.items():
             err.print(f"[red]pipeline {name} failed:[/] {REDACTOR.redact(str(exc))}", highlight=False)
         return code
@@ -402,6 +416,44 @@ def dlq_discard(
     out.print(f"discarded {n} dead letter(s)")
 
 
+@webhook_app.command("enable")
+def webhook_enable(
+    config: ConfigArg,
+    pipeline: Annotated[str, typer.Option("--pipeline", "-p", help="the pipeline whose webhook sink to re-enable")],
+) -> None:
+    """Re-enable a webhook sink endpoint disabled by 410 Gone or by failing too long."""
+    from tidesync.sinks.webhook import enable_endpoint
+
+    loaded = _load(config)
+    guarded(lambda: loaded.pipeline(pipeline))
+    changed = run_async(lambda: _with_store(loaded, lambda s: enable_endpoint(s, pipeline)))
+    out.print(f"{pipeline}: endpoint re-enabled" if changed else f"{pipeline}: endpoint was not disabled")
+
+
+@app.command()
+def reconcile(
+    config: ConfigArg,
+    pipeline: Annotated[str, typer.Argument(help="the pipeline whose source and destination to compare")],
+    repair: Annotated[bool, typer.Option("--repair", help="write corrective events for the drift found")] = False,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=2, help="keys per top-level chunk")] = 2000,
+    rate: Annotated[float | None, typer.Option("--rate", min=1, help="rows per second read from each side")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
+) -> None:
+    """Compare a pipeline's source and destination by key and row hash; exit 1 while drift remains."""
+    from tidesync.reconcile.config import ReconcileOptions
+    from tidesync.reconcile.report import print_report
+    from tidesync.reconcile.run import reconcile_pipeline
+
+    loaded = _load(config)
+    options = ReconcileOptions(repair=repair, chunk_size=chunk_size, rate=rate)
+    report = run_async(lambda: reconcile_pipeline(loaded, pipeline, options))
+    if as_json:
+        sys.stdout.write(json_dumps(REDACTOR.redact_obj(report.as_dict())).decode() + "\n")
+    else:
+        print_report(out, report)
+    raise typer.Exit(1 if report.unrepaired else 0)
+
+
 @app.command()
 def demo(
     rate: Annotated[float, typer.Option(help="changes per second to generate")] = 2000.0,
@@ -413,6 +465,8 @@ def demo(
     """SQLite → SQLite with generated changes, a live view, and a final source == destination check."""
     from tidesync.demo import run_demo
 
+    if logging.getLogger().level < logging.WARNING:
+        logging.getLogger().setLevel(logging.WARNING)  # the live view says what the log would
     ok = run_async(lambda: run_demo(workdir, rate=rate, duration=duration, rows=rows, console=out, live=live))
     raise typer.Exit(0 if ok else 1)
 

@@ -49,6 +49,10 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
 
+class _Busy(Exception):
+    """The file's write lock is held by someone else right now."""
+
+
 class SqliteSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -116,6 +120,7 @@ class SqliteSource:
         self._schema_version = -1
         self._ctx: Context | None = None
         self.trimmed_through = 0
+        self._trim_conn: sqlite3.Connection | None = None
 
     # Everything touching the connection runs on one worker thread (sqlite3 connections are thread-bound).
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -316,17 +321,24 @@ class SqliteSource:
         seq = int(position[0])
         if seq <= self.trimmed_through:
             return
-        await self._run(self._trim, seq)
+        try:
+            await self._run(self._trim, seq)
+        except _Busy:
+            return
         self.trimmed_through = seq
 
     def _trim(self, seq: int) -> None:
-        assert self._conn is not None
+        # Trimming is housekeeping: it must never wait for the application's write
+        # lock (that would stall the pipeline), so it uses its own connection with
+        # no busy timeout and simply tries again at the next commit.
+        if self._trim_conn is None:
+            self._trim_conn = sqlite3.connect(self.config.path, isolation_level=None, timeout=0)
         try:
-            self._conn.execute(f"DELETE FROM {_q(self._log)} WHERE seq <= ?", (seq,))
+            self._trim_conn.execute(f"DELETE FROM {_q(self._log)} WHERE seq <= ?", (seq,))
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise self._translate(exc) from exc
-            # Trimming is housekeeping: a busy writer only delays it to the next commit.
+            raise _Busy from exc
 
     async def close(self) -> None:
         if self._exec is None:
@@ -334,6 +346,9 @@ class SqliteSource:
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._run(conn.close)
+        trim, self._trim_conn = self._trim_conn, None
+        if trim is not None:
+            await self._run(trim.close)
         self._exec.shutdown(wait=False)
         self._exec = None
 

@@ -3,6 +3,13 @@
 One interface, two backends (``sqlite.py``, the embedded default; ``postgres.py``,
 shared by several workers). Both pass the same test suite.
 
+The intake journal holds what webhook intake accepted, before it answered 2xx:
+``journal_append`` de-duplicates by (source, event id) in the same transaction
+that stores the entry, ``journal_read`` reads by sequence after a position, and
+``journal_trim`` drops what a pipeline checkpointed while still remembering the
+event ids for a retention window, so a late retry of a trimmed delivery is
+still recognised as a duplicate.
+
 Atomicity: everything in one :class:`StateChanges` commits in one transaction,
 so a checkpoint never moves past an event whose dead letter or shadow row was
 not stored with it.
@@ -130,6 +137,31 @@ class StateChanges:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class JournalAppend:
+    """One accepted delivery (or one element of a batch delivery) to journal.
+
+    ``body`` is the raw payload; ``meta`` holds what mapping needs besides it
+    (a few request headers), as plain JSON-like values.
+    """
+
+    source: str
+    event_id: str
+    body: bytes
+    meta: dict[str, Any] = field(default_factory=dict)
+    received_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    seq: int
+    source: str
+    event_id: str
+    body: bytes
+    meta: dict[str, Any]
+    received_at: float
+
+
 @runtime_checkable
 class StateStore(Protocol):
     """Durable engine state. All methods are coroutines; none blocks the event loop for long.
@@ -189,3 +221,24 @@ class StateStore(Protocol):
     async def status_get(self, pipeline: str) -> PipelineStatus | None: ...
 
     async def status_list(self) -> list[PipelineStatus]: ...
+
+    async def journal_append(self, entries: Sequence[JournalAppend]) -> list[int | None]:
+        """Append ``entries`` in one transaction; per entry its sequence number, or None for a duplicate.
+
+        A duplicate is an entry whose (source, event_id) is journaled already,
+        earlier in the same call included, or was trimmed less than the
+        retention ago. Sequence numbers grow with commit order per source, so
+        a reader that saw sequence ``n`` never later finds a new entry below it.
+        """
+
+    async def journal_read(
+        self, source: str, after: int, limit: int, through: int | None = None
+    ) -> list[JournalEntry]:
+        """Untrimmed entries of ``source`` with ``after < seq`` (and ``seq <= through``), in sequence order."""
+
+    async def journal_trim(self, source: str, through: int, forget_before: float) -> int:
+        """Drop the payloads of entries with ``seq <= through``; return how many were dropped.
+
+        The event ids of trimmed entries received before ``forget_before``
+        (epoch seconds) are forgotten: only then may the same id be journaled again.
+        """

@@ -1,0 +1,290 @@
+"""The state store, opened by URL.
+
+::
+
+    sqlite:///relative/path.db                  a file relative to the working directory
+    sqlite:////abs/path.db                      an absolute path
+    path/to/state.db                            a bare path is a SQLite file too
+    postgresql://user@host:port/db?schema=NAME  tables in schema NAME (default ``tidesync``)
+
+SQLite URLs take ``?timeout=SECONDS``: how long a write waits for another
+process that holds the file's write lock before failing (default 5). Missing
+parent folders are created when the store opens. Postgres URLs take libpq
+parameters; ``schema`` is tidesync's own and is removed before connecting.
+
+A URL that cannot be used is a :class:`~tidesync.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from tidesync.errors import ConfigError, StateStoreError
+from tidesync.event import Key, from_msgpack, pack_value, to_msgpack, unpack_value
+from tidesync.state.store import (
+    DeadLetter,
+    DeadLetterFilter,
+    JournalAppend,
+    JournalEntry,
+    NewDeadLetter,
+    PipelineStatus,
+    ShadowRow,
+    StateChanges,
+    StateStore,
+)
+
+__all__ = [
+    "DEFAULT_STATE_URL",
+    "DeadLetter",
+    "DeadLetterFilter",
+    "JournalAppend",
+    "JournalEntry",
+    "NewDeadLetter",
+    "PipelineStatus",
+    "ShadowRow",
+    "StateChanges",
+    "StateStore",
+    "open_state_store",
+    "redact_url",
+]
+
+DEFAULT_STATE_URL = "sqlite:///.tidesync/state.db"
+DEFAULT_PG_SCHEMA = "tidesync"
+DEFAULT_SQLITE_TIMEOUT = 5.0
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def open_state_store(url: str) -> StateStore:
+    """Build the store ``url`` names without opening it: call ``await store.open()`` next.
+
+    Raises :class:`ConfigError` for a URL of an unknown kind or with a bad parameter.
+    """
+    url = url.strip()
+    if not url:
+        raise ConfigError("the state store URL is empty")
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme == "":
+        from tidesync.state.sqlite import SqliteStateStore
+
+        return SqliteStateStore(url, busy_timeout=DEFAULT_SQLITE_TIMEOUT, url=url)
+    if scheme == "sqlite":
+        from tidesync.state.sqlite import SqliteStateStore
+
+        path, timeout = _parse_sqlite(url)
+        return SqliteStateStore(path, busy_timeout=timeout, url=url)
+    if scheme in ("postgresql", "postgres"):
+        from tidesync.state.postgres import PostgresStateStore
+
+        conninfo, schema = _parse_postgres(url)
+        return PostgresStateStore(conninfo, schema=schema)
+    raise ConfigError(
+        f"unsupported state store URL {redact_url(url)!r}: use sqlite:///path.db, a file path, "
+        "or postgresql://user@host:port/db"
+    )
+
+
+def _parse_sqlite(url: str) -> tuple[str, float]:
+    rest = url[len("sqlite://") :]
+    rest, _, query = rest.partition("?")
+    if not rest.startswith("/"):
+        raise ConfigError(f"bad SQLite state URL {url!r}: expected sqlite:///relative.db or sqlite:////absolute.db")
+    path = unquote(rest[1:])
+    if not path:
+        raise ConfigError(f"bad SQLite state URL {url!r}: no file path")
+    timeout = DEFAULT_SQLITE_TIMEOUT
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name != "timeout":
+            raise ConfigError(f"unknown parameter {name!r} in SQLite state URL {url!r} (known: timeout)")
+        try:
+            timeout = float(value)
+        except ValueError:
+            raise ConfigError(f"bad timeout {value!r} in SQLite state URL {url!r}: expected seconds") from None
+        if timeout < 0:
+            raise ConfigError(f"bad timeout {value!r} in SQLite state URL {url!r}: must not be negative")
+    return path, timeout
+
+
+def _parse_postgres(url: str) -> tuple[str, str]:
+    """Split off ``schema``; default a connect timeout so an unreachable server fails instead of hanging."""
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    schema = DEFAULT_PG_SCHEMA
+    kept: list[tuple[str, str]] = []
+    for name, value in params:
+        if name == "schema":
+            schema = value
+        else:
+            kept.append((name, value))
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise ConfigError(
+            f"bad schema {schema!r} in Postgres state URL {redact_url(url)!r}: "
+            "use letters, digits and underscores (at most 63), not starting with a digit"
+        )
+    if not any(name == "connect_timeout" for name, _ in kept):
+        kept.append(("connect_timeout", "10"))
+    return urlunsplit(parts._replace(query=urlencode(kept))), schema
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``: safe to log and show."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+# --- the row codec both backends share --------------------------------------
+#
+# Keys, positions, rows and kv values are stored as msgpack from
+# tidesync.event.pack_value, which keeps exact Python types; events as
+# to_msgpack. Both backends select the same columns in the same order, so one
+# set of decoders serves them.
+
+DLQ_COLUMNS = "id, pipeline, sink, event, error_class, error, attempts, first_failed_at, last_failed_at"
+STATUS_COLUMNS = (
+    "pipeline, state, position, events_applied, lag_seconds, last_committed_at, last_error, "
+    "next_attempt_at, updated_at, extra"
+)
+
+
+def pack(value: Any, what: str) -> bytes:
+    """``pack_value`` whose failure names the part of the state that could not be stored."""
+    try:
+        return pack_value(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise StateStoreError(f"cannot store {what} in the state store: {exc}") from exc
+
+
+def pack_optional(value: Any, what: str) -> bytes | None:
+    return None if value is None else pack(value, what)
+
+
+def status_params(pipeline: str, st: PipelineStatus, events_applied: int) -> tuple[Any, ...]:
+    return (
+        pipeline,
+        st.state,
+        pack_optional(st.position, "status position"),
+        events_applied,
+        st.lag_seconds,
+        st.last_committed_at,
+        st.last_error,
+        st.next_attempt_at,
+        st.updated_at,
+        pack(st.extra, "status extra"),
+    )
+
+
+def new_dead_letter_params(d: NewDeadLetter) -> tuple[Any, ...]:
+    try:
+        event = to_msgpack(d.event)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise StateStoreError(f"cannot store the dead letter's event in the state store: {exc}") from exc
+    return (
+        d.pipeline,
+        d.sink,
+        d.event.entity,
+        pack(d.event.key, "dead letter key"),
+        event,
+        d.error_class,
+        d.error,
+        d.attempts,
+        d.first_failed_at,
+        d.last_failed_at,
+    )
+
+
+def dead_letter_from_row(r: Any) -> DeadLetter:
+    return DeadLetter(
+        id=r[0],
+        pipeline=r[1],
+        sink=r[2],
+        event=from_msgpack(r[3]),
+        error_class=r[4],
+        error=r[5],
+        attempts=r[6],
+        first_failed_at=r[7],
+        last_failed_at=r[8],
+    )
+
+
+def shadow_from_row(scope: str, entity: str, key: Key, r: Any) -> ShadowRow:
+    """From columns ``(key, row, position, committed_at, origin, ...)``; ``key`` is given decoded."""
+    return ShadowRow(
+        scope=scope,
+        entity=entity,
+        key=key,
+        row=unpack_value(r[1]),
+        position=None if r[2] is None else unpack_value(r[2]),
+        committed_at=r[3],
+        origin=r[4],
+    )
+
+
+def journal_entry_from_row(source: str, r: Any) -> JournalEntry:
+    """From columns ``(seq, event_id, received_at, meta, body)``."""
+    return JournalEntry(
+        seq=r[0],
+        source=source,
+        event_id=r[1],
+        received_at=r[2],
+        meta={} if r[3] is None else unpack_value(r[3]),
+        body=bytes(r[4]),
+    )
+
+
+def status_from_row(r: Any) -> PipelineStatus:
+    return PipelineStatus(
+        pipeline=r[0],
+        state=r[1],
+        position=None if r[2] is None else unpack_value(r[2]),
+        events_applied=r[3],
+        lag_seconds=r[4],
+        last_committed_at=r[5],
+        last_error=r[6],
+        next_attempt_at=r[7],
+        updated_at=r[8],
+        extra={} if r[9] is None else unpack_value(r[9]),
+    )
+
+
+def dlq_where(
+    flt: DeadLetterFilter | None, ph: str, contains_sql: str, ids_sql: str, ids_param: Any
+) -> tuple[str, list[Any]]:
+    """A WHERE clause (or "") and its parameters for ``flt``.
+
+    ``ph`` is the driver's placeholder; ``contains_sql`` and ``ids_sql`` hold
+    one placeholder each, for the backend's substring test and id-list test.
+    ``error_contains`` is a case-sensitive substring match.
+    """
+    if flt is None:
+        return "", []
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("pipeline", flt.pipeline),
+        ("sink", flt.sink),
+        ("entity", flt.entity),
+        ("error_class", flt.error_class),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = {ph}")
+            params.append(value)
+    if flt.error_contains is not None:
+        clauses.append(contains_sql)
+        params.append(flt.error_contains)
+    if flt.older_than is not None:
+        clauses.append(f"last_failed_at < {ph}")
+        params.append(flt.older_than)
+    if flt.newer_than is not None:
+        clauses.append(f"last_failed_at >= {ph}")
+        params.append(flt.newer_than)
+    if flt.ids is not None:
+        clauses.append(ids_sql)
+        params.append(ids_param(flt.ids))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params

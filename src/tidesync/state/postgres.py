@@ -1,0 +1,481 @@
+"""The shared state store: tables in one schema of a Postgres database, for several workers.
+
+Each store holds one psycopg 3 async connection, used by one call at a time
+(an asyncio lock), in autocommit mode with an explicit transaction per write.
+A call runs to its end even when its caller is cancelled, so a cancelled
+commit never leaves the connection in the middle of a transaction.
+
+Lost connections: a call that finds the connection closed reconnects once
+before failing. A call that loses it before ``COMMIT`` was sent retries once on
+a new connection (nothing of it was applied); a call that loses it during
+``COMMIT`` fails with a :class:`StateStoreError` saying the outcome is unknown,
+because replaying it could add the same dead letters or counts twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import psycopg
+
+from tidesync.errors import StateStoreError
+from tidesync.event import Key, Position, unpack_value
+from tidesync.state import (
+    DLQ_COLUMNS,
+    STATUS_COLUMNS,
+    dead_letter_from_row,
+    dlq_where,
+    journal_entry_from_row,
+    new_dead_letter_params,
+    pack,
+    pack_optional,
+    redact_url,
+    shadow_from_row,
+    status_from_row,
+    status_params,
+)
+from tidesync.state.store import (
+    DeadLetter,
+    DeadLetterFilter,
+    JournalAppend,
+    JournalEntry,
+    PipelineStatus,
+    ShadowRow,
+    StateChanges,
+)
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+
+SCHEMA_VERSION = 2
+
+
+def _schema_v1(s: str) -> list[str]:
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {s}",
+        f"CREATE TABLE IF NOT EXISTS {s}.meta (name text PRIMARY KEY, value text NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {s}.checkpoints (pipeline text PRIMARY KEY, position bytea NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {s}.shadow (scope text NOT NULL, entity text NOT NULL, key bytea NOT NULL,"
+        " row bytea NOT NULL, position bytea, committed_at double precision NOT NULL, origin text,"
+        " PRIMARY KEY (scope, entity, key))",
+        f"CREATE TABLE IF NOT EXISTS {s}.dead_letters (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        " pipeline text NOT NULL, sink text NOT NULL, entity text NOT NULL, key bytea NOT NULL,"
+        " event bytea NOT NULL, error_class text NOT NULL, error text NOT NULL, attempts integer NOT NULL,"
+        " first_failed_at double precision NOT NULL, last_failed_at double precision NOT NULL)",
+        f"CREATE INDEX IF NOT EXISTS dead_letters_pipeline_sink ON {s}.dead_letters (pipeline, sink)",
+        f'CREATE TABLE IF NOT EXISTS {s}.kv (namespace text NOT NULL, key text COLLATE "C" NOT NULL,'
+        " value bytea NOT NULL, PRIMARY KEY (namespace, key))",
+        f"CREATE TABLE IF NOT EXISTS {s}.status (pipeline text PRIMARY KEY, state text NOT NULL DEFAULT 'stopped',"
+        " position bytea, events_applied bigint NOT NULL DEFAULT 0,"
+        " lag_seconds double precision NOT NULL DEFAULT 0, last_committed_at double precision NOT NULL DEFAULT 0,"
+        " last_error text, next_attempt_at double precision, updated_at double precision NOT NULL DEFAULT 0,"
+        " extra bytea)",
+    ]
+
+
+def _schema_v2(s: str) -> list[str]:
+    """The intake journal. A trimmed entry keeps its row (without payload) until
+    the retention passes, so its event id still de-duplicates."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS {s}.journal (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        " source text NOT NULL, event_id text NOT NULL, received_at double precision NOT NULL, meta bytea,"
+        " body bytea, UNIQUE (source, event_id))",
+        f"CREATE INDEX IF NOT EXISTS journal_source_seq ON {s}.journal (source, seq)",
+    ]
+
+
+class PostgresStateStore:
+    """State in schema ``schema`` (a validated identifier) of the database ``conninfo`` names."""
+
+    def __init__(self, conninfo: str, *, schema: str = "tidesync") -> None:
+        self.url = redact_url(conninfo)
+        self.schema = schema
+        self._conninfo = conninfo
+        parts = urlsplit(conninfo)
+        self._password = parts.password
+        self._where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+        self._db = parts.path.lstrip("/") or parts.username or "postgres"
+        self._conn: Conn | None = None
+        self._opened = False
+        self._lock = asyncio.Lock()
+        self._q = _queries(f'"{schema}"')
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._shielded(self._open_locked())
+
+    async def _open_locked(self) -> None:
+        async with self._lock:
+            if self._opened:
+                return
+            conn = await self._connect()
+            try:
+                await self._ensure_schema(conn)
+            except BaseException as exc:
+                await conn.close()
+                if isinstance(exc, psycopg.Error):
+                    raise self._translate(exc, "creating the schema") from exc
+                raise
+            self._conn = conn
+            self._opened = True
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._opened = False
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await conn.close()
+
+    async def _connect(self) -> Conn:
+        try:
+            return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise StateStoreError(
+                f"cannot connect to the Postgres state store at {self._where} (database {self._db}): {self._scrub(exc)}"
+            ) from exc
+
+    async def _ensure_schema(self, conn: Conn) -> None:
+        s = f'"{self.schema}"'
+        if await self._schema_version(conn) == SCHEMA_VERSION:
+            return  # the common case takes no lock
+        async with conn.transaction():
+            # Workers starting together would race on CREATE ... IF NOT EXISTS; one creates, the rest wait.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tidesync.state:{self.schema}",))
+            version = await self._schema_version(conn)
+            if version is None:
+                for statement in _schema_v1(s):
+                    await conn.execute(statement)  # composed from a validated name
+                await conn.execute(
+                    f"INSERT INTO {s}.meta (name, value) VALUES ('schema_version', '1') ON CONFLICT DO NOTHING"
+                )
+                version = 1
+            if version < 2:
+                for statement in _schema_v2(s):
+                    await conn.execute(statement)
+            await conn.execute(
+                f"UPDATE {s}.meta SET value = %s WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+
+    async def _schema_version(self, conn: Conn) -> int | None:
+        # A catalog query, not to_regclass(): after waiting on the advisory lock the
+        # session's catalog cache may still remember that the table was missing.
+        cur = await conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'meta'", (self.schema,)
+        )
+        if await cur.fetchone() is None:
+            return None
+        cur = await conn.execute(f"SELECT value FROM \"{self.schema}\".meta WHERE name = 'schema_version'")
+        row = await cur.fetchone()
+        version = int(row[0]) if row else None
+        if version is not None and version > SCHEMA_VERSION:
+            raise StateStoreError(
+                f"Postgres state store at {self._where}, schema {self.schema}, was written by a newer tidesync "
+                f"(schema version {version}; this version knows up to {SCHEMA_VERSION}): upgrade tidesync"
+            )
+        return version
+
+    # --- running one call ------------------------------------------------------------
+
+    @staticmethod
+    async def _shielded(aw: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(aw)
+        # If the caller goes away the task still finishes; take its exception so none is reported as lost.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(task)
+
+    async def _run(self, doing: str, body: Callable[[Conn], Awaitable[T]], *, write: bool) -> T:
+        return await self._shielded(self._run_locked(doing, body, write))
+
+    async def _run_locked(self, doing: str, body: Callable[[Conn], Awaitable[T]], write: bool) -> T:
+        async with self._lock:
+            if not self._opened:
+                raise StateStoreError(f"Postgres state store {self.url} is not open")
+            for attempt in (1, 2):
+                conn = self._conn
+                if conn is None or conn.closed:
+                    conn = self._conn = await self._connect()
+                committing = False
+                try:
+                    if not write:
+                        return await body(conn)
+                    async with conn.transaction():
+                        result = await body(conn)
+                        committing = True  # leaving the block sends COMMIT
+                    return result
+                except psycopg.Error as exc:
+                    if not conn.closed and not conn.broken:
+                        raise self._translate(exc, doing) from exc
+                    self._conn = None
+                    await conn.close()
+                    if committing:
+                        raise StateStoreError(
+                            f"lost the connection to the Postgres state store at {self._where} while {doing}; "
+                            f"the commit may or may not have been applied: {self._scrub(exc)}"
+                        ) from exc
+                    if attempt == 2:
+                        raise self._translate(exc, doing) from exc
+            raise AssertionError("unreachable")
+
+    def _translate(self, exc: psycopg.Error, doing: str) -> StateStoreError:
+        state = f" [{exc.sqlstate}]" if exc.sqlstate else ""
+        return StateStoreError(
+            f"Postgres state store at {self._where} (database {self._db}, schema {self.schema}): "
+            f"{doing} failed{state}: {self._scrub(exc)}"
+        )
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = str(exc).strip()
+        return text.replace(self._password, "***") if self._password else text
+
+    async def _fetchall(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async def q(c: Conn) -> list[Any]:
+            cur = await c.execute(sql, params)
+            return await cur.fetchall()
+
+        return await self._run(doing, q, write=False)
+
+    async def _execute(self, doing: str, sql: str, params: Sequence[Any] = ()) -> int:
+        async def q(c: Conn) -> int:
+            cur = await c.execute(sql, params)
+            return cur.rowcount
+
+        return await self._run(doing, q, write=True)
+
+    # --- commit ----------------------------------------------------------------------
+
+    async def commit(self, pipeline: str, changes: StateChanges) -> list[int]:
+        if changes.is_empty() and not changes.events_applied:
+            return []
+        return await self._run("committing", lambda c: self._apply(c, pipeline, changes), write=True)
+
+    async def _apply(self, c: Conn, pipeline: str, ch: StateChanges) -> list[int]:
+        # Values are packed as they are written: a value that cannot be stored
+        # fails the transaction at that point and everything before rolls back.
+        q = self._q
+        ids: list[int] = []
+        async with c.cursor() as cur:
+            if ch.checkpoint is not None:
+                await cur.execute(q["put_checkpoint"], (pipeline, pack(ch.checkpoint, "checkpoint")))
+            if ch.shadow_put:
+                await cur.executemany(
+                    q["put_shadow"],
+                    [
+                        (
+                            s.scope,
+                            s.entity,
+                            pack(s.key, "shadow key"),
+                            pack(s.row, f"shadow row {s.entity} {s.key!r}"),
+                            pack_optional(s.position, "shadow position"),
+                            s.committed_at,
+                            s.origin,
+                        )
+                        for s in ch.shadow_put
+                    ],
+                )
+            if ch.shadow_delete:
+                await cur.executemany(
+                    q["delete_shadow"], [(sc, e, pack(k, "shadow key")) for sc, e, k in ch.shadow_delete]
+                )
+            if ch.dead_letters:
+                params = [new_dead_letter_params(d) for d in ch.dead_letters]
+                await cur.executemany(q["add_dead_letter"], params, returning=True)
+                while True:  # one result set per row, in order
+                    row = await cur.fetchone()
+                    assert row is not None
+                    ids.append(row[0])
+                    if not cur.nextset():
+                        break
+            if ch.dlq_remove:
+                await cur.execute(q["remove_dead_letters"], ([int(i) for i in ch.dlq_remove],))
+            if ch.kv_put:
+                await cur.executemany(
+                    q["put_kv"], [(ns, k, pack(v, f"value {ns}/{k}")) for (ns, k), v in ch.kv_put.items()]
+                )
+            if ch.kv_delete:
+                await cur.executemany(q["delete_kv"], ch.kv_delete)
+            if ch.status is not None:
+                await cur.execute(q["put_status"], status_params(pipeline, ch.status, ch.events_applied))
+            elif ch.events_applied:
+                await cur.execute(q["add_applied"], (pipeline, ch.events_applied))
+        return ids
+
+    async def load_checkpoint(self, pipeline: str) -> Position | None:
+        rows = await self._fetchall("loading a checkpoint", self._q["get_checkpoint"], (pipeline,))
+        return unpack_value(rows[0][0]) if rows else None
+
+    async def reset_checkpoint(self, pipeline: str) -> None:
+        await self._execute("resetting a checkpoint", self._q["delete_checkpoint"], (pipeline,))
+
+    # --- shadow rows -------------------------------------------------------------------
+
+    async def shadow_get(self, scope: str, entity: str, keys: Sequence[Key]) -> dict[Key, ShadowRow]:
+        by_packed = {pack(k, "shadow key"): k for k in keys}
+        if not by_packed:
+            return {}
+        rows = await self._fetchall("reading shadow rows", self._q["get_shadow"], (scope, entity, list(by_packed)))
+        return {by_packed[bytes(r[0])]: shadow_from_row(scope, entity, by_packed[bytes(r[0])], r) for r in rows}
+
+    async def shadow_scan(self, scope: str, entity: str | None = None) -> list[ShadowRow]:
+        rows = await self._fetchall("scanning shadow rows", self._q["scan_shadow"], (scope, entity, entity))
+        return [shadow_from_row(scope, r[5], unpack_value(r[0]), r) for r in rows]
+
+    # --- dead letters --------------------------------------------------------------------
+
+    async def dlq_list(self, flt: DeadLetterFilter | None = None) -> list[DeadLetter]:
+        where, params = dlq_where(flt, "%s", "strpos(error, %s) > 0", "id = ANY(%s)", list)
+        sql = f"SELECT {DLQ_COLUMNS} FROM {self._q['dead_letters']}{where} ORDER BY id"
+        if flt is not None and flt.limit is not None:
+            sql += " LIMIT %s"
+            params.append(flt.limit)
+        return [dead_letter_from_row(r) for r in await self._fetchall("listing dead letters", sql, params)]
+
+    async def dlq_get(self, entry_id: int) -> DeadLetter | None:
+        rows = await self._fetchall("reading a dead letter", self._q["get_dead_letter"], (entry_id,))
+        return dead_letter_from_row(rows[0]) if rows else None
+
+    async def dlq_count(self, pipeline: str | None = None) -> int:
+        rows = await self._fetchall("counting dead letters", self._q["count_dead_letters"], (pipeline, pipeline))
+        return int(rows[0][0])
+
+    async def dlq_parked_keys(self, pipeline: str, sink: str) -> set[tuple[str, Key]]:
+        rows = await self._fetchall("reading parked keys", self._q["parked_keys"], (pipeline, sink))
+        return {(r[0], unpack_value(r[1])) for r in rows}
+
+    async def dlq_touch(self, entry_id: int, error: str, error_class: str, failed_at: float) -> None:
+        """Count one more failed attempt; an id that no longer exists is ignored."""
+        params = (error, error_class, failed_at, entry_id)
+        await self._execute("updating a dead letter", self._q["touch_dead_letter"], params)
+
+    async def dlq_remove(self, ids: Iterable[int]) -> int:
+        id_list = [int(i) for i in ids]
+        if not id_list:
+            return 0
+        return await self._execute("removing dead letters", self._q["remove_dead_letters"], (id_list,))
+
+    # --- kv ---------------------------------------------------------------------------------
+
+    async def kv_get(self, namespace: str, key: str) -> Any | None:
+        rows = await self._fetchall("reading a value", self._q["get_kv"], (namespace, key))
+        return unpack_value(rows[0][0]) if rows else None
+
+    async def kv_put(self, namespace: str, key: str, value: Any) -> None:
+        packed = pack(value, f"value {namespace}/{key}")
+        await self._execute("storing a value", self._q["put_kv"], (namespace, key, packed))
+
+    async def kv_delete(self, namespace: str, key: str) -> None:
+        await self._execute("deleting a value", self._q["delete_kv"], (namespace, key))
+
+    async def kv_scan(self, namespace: str, prefix: str = "") -> dict[str, Any]:
+        rows = await self._fetchall("scanning values", self._q["scan_kv"], (namespace, prefix))
+        return {r[0]: unpack_value(r[1]) for r in rows}
+
+    # --- status -------------------------------------------------------------------------------
+
+    async def status_get(self, pipeline: str) -> PipelineStatus | None:
+        rows = await self._fetchall("reading status", self._q["get_status"], (pipeline,))
+        return status_from_row(rows[0]) if rows else None
+
+    async def status_list(self) -> list[PipelineStatus]:
+        rows = await self._fetchall("reading status", self._q["list_status"])
+        return sorted((status_from_row(r) for r in rows), key=lambda s: s.pipeline)
+
+
+    # --- intake journal ---------------------------------------------------------------------
+
+    async def journal_append(self, entries: Sequence[JournalAppend]) -> list[int | None]:
+        if not entries:
+            return []
+        q = self._q
+        rows = [
+            (e.source, e.event_id, e.received_at, pack(e.meta, "journal meta") if e.meta else None, e.body)
+            for e in entries
+        ]
+
+        async def body(c: Conn) -> list[int | None]:
+            # Sequence numbers come from an identity column, taken when a row is
+            # inserted, not when it commits: two appenders to one source would let a
+            # reader see seq n+1 before n commits, and skip n. A per-source lock held
+            # to commit makes the sequence grow in commit order.
+            for source in sorted({r[0] for r in rows}):
+                await c.execute(q["journal_lock"], (f"tidesync.journal:{self.schema}:{source}",))
+            out: list[int | None] = []
+            async with c.cursor() as cur:
+                for row in rows:
+                    await cur.execute(q["journal_append"], row)
+                    got = await cur.fetchone()
+                    out.append(None if got is None else int(got[0]))
+            return out
+
+        return await self._run("journaling deliveries", body, write=True)
+
+    async def journal_read(
+        self, source: str, after: int, limit: int, through: int | None = None
+    ) -> list[JournalEntry]:
+        upper = through if through is not None else 2**63 - 1
+        rows = await self._fetchall("reading the journal", self._q["journal_read"], (source, after, upper, limit))
+        return [journal_entry_from_row(source, r) for r in rows]
+
+    async def journal_trim(self, source: str, through: int, forget_before: float) -> int:
+        q = self._q
+
+        async def body(c: Conn) -> int:
+            cur = await c.execute(q["journal_drop_bodies"], (source, through))
+            dropped = cur.rowcount
+            await c.execute(q["journal_forget"], (source, through, forget_before))
+            return dropped
+
+        return await self._run("trimming the journal", body, write=True)
+
+
+def _queries(s: str) -> dict[str, str]:
+    """Every statement, with the (validated, quoted) schema name filled in once."""
+    return {
+        "dead_letters": f"{s}.dead_letters",
+        "put_checkpoint": f"INSERT INTO {s}.checkpoints (pipeline, position) VALUES (%s, %s)"
+        " ON CONFLICT (pipeline) DO UPDATE SET position = excluded.position",
+        "get_checkpoint": f"SELECT position FROM {s}.checkpoints WHERE pipeline = %s",
+        "delete_checkpoint": f"DELETE FROM {s}.checkpoints WHERE pipeline = %s",
+        "put_shadow": f"INSERT INTO {s}.shadow (scope, entity, key, row, position, committed_at, origin)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (scope, entity, key) DO UPDATE SET row = excluded.row,"
+        " position = excluded.position, committed_at = excluded.committed_at, origin = excluded.origin",
+        "delete_shadow": f"DELETE FROM {s}.shadow WHERE scope = %s AND entity = %s AND key = %s",
+        "get_shadow": f"SELECT key, row, position, committed_at, origin FROM {s}.shadow"
+        " WHERE scope = %s AND entity = %s AND key = ANY(%s)",
+        "scan_shadow": f"SELECT key, row, position, committed_at, origin, entity FROM {s}.shadow"
+        ' WHERE scope = %s AND (%s::text IS NULL OR entity = %s) ORDER BY entity COLLATE "C", key',
+        "add_dead_letter": f"INSERT INTO {s}.dead_letters (pipeline, sink, entity, key, event, error_class, error,"
+        " attempts, first_failed_at, last_failed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        "get_dead_letter": f"SELECT {DLQ_COLUMNS} FROM {s}.dead_letters WHERE id = %s",
+        "remove_dead_letters": f"DELETE FROM {s}.dead_letters WHERE id = ANY(%s)",
+        "count_dead_letters": f"SELECT count(*) FROM {s}.dead_letters WHERE %s::text IS NULL OR pipeline = %s",
+        "parked_keys": f"SELECT DISTINCT entity, key FROM {s}.dead_letters WHERE pipeline = %s AND sink = %s",
+        "touch_dead_letter": f"UPDATE {s}.dead_letters SET attempts = attempts + 1, error = %s, error_class = %s,"
+        " last_failed_at = %s WHERE id = %s",
+        "get_kv": f"SELECT value FROM {s}.kv WHERE namespace = %s AND key = %s",
+        "put_kv": f"INSERT INTO {s}.kv (namespace, key, value) VALUES (%s, %s, %s)"
+        " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+        "delete_kv": f"DELETE FROM {s}.kv WHERE namespace = %s AND key = %s",
+        "scan_kv": f"SELECT key, value FROM {s}.kv WHERE namespace = %s AND starts_with(key, %s) ORDER BY key",
+        "put_status": f"INSERT INTO {s}.status AS t ({STATUS_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (pipeline) DO UPDATE SET state = excluded.state, position = excluded.position,"
+        " events_applied = t.events_applied + excluded.events_applied, lag_seconds = excluded.lag_seconds,"
+        " last_committed_at = excluded.last_committed_at, last_error = excluded.last_error,"
+        " next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at, extra = excluded.extra",
+        "add_applied": f"INSERT INTO {s}.status AS t (pipeline, events_applied) VALUES (%s, %s)"
+        " ON CONFLICT (pipeline) DO UPDATE SET events_applied = t.events_applied + excluded.events_applied",
+        "get_status": f"SELECT {STATUS_COLUMNS} FROM {s}.status WHERE pipeline = %s",
+        "list_status": f"SELECT {STATUS_COLUMNS} FROM {s}.status",
+        "journal_lock": "SELECT pg_advisory_xact_lock(hashtext(%s))",
+        "journal_append": f"INSERT INTO {s}.journal (source, event_id, received_at, meta, body)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",
+        "journal_read": f"SELECT seq, event_id, received_at, meta, body FROM {s}.journal WHERE source = %s"
+        " AND seq > %s AND seq <= %s AND body IS NOT NULL ORDER BY seq LIMIT %s",
+        "journal_drop_bodies": f"UPDATE {s}.journal SET body = NULL, meta = NULL"
+        " WHERE source = %s AND seq <= %s AND body IS NOT NULL",
+        "journal_forget": f"DELETE FROM {s}.journal WHERE source = %s AND seq <= %s AND body IS NULL"
+        " AND received_at < %s",
+    }
