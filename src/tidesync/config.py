@@ -19,8 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tidesync.errors import ConfigError
+from tidesync.reconcile.config import ReconcileSchedule
 from tidesync.registry import REGISTRY
-from tidesync.secrets import REDACTOR, ResolvedStr, resolve_string
+from tidesync.secrets import REDACTOR, ResolvedStr, Secret, resolve_string
 
 DEFAULT_STATE = "sqlite:///.tidesync/state.db"
 Loc = tuple[str | int, ...]
@@ -62,11 +63,22 @@ class PipelineConfig(Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     queue_batches: int = Field(4, ge=1, le=1000, description="batches buffered between read and write")
     enabled: bool = True
+    reconcile: ReconcileSchedule | None = Field(None, description="compare source and destination on a timer")
+
+
+class ApiConfig(Strict):
+    """The HTTP server ``tidesync run`` starts (admin API, webhook intake routes)."""
+
+    listen: str = Field("127.0.0.1:8080", description="HOST:PORT to listen on")
+    token: Secret | None = Field(None, description="bearer token for the admin API")
+    max_body_bytes: int = Field(1024 * 1024, ge=1, description="largest request body accepted (413 beyond)")
+    public_url: str | None = Field(None, description="how senders reach this server, e.g. https://hooks.example.com")
 
 
 class TidesyncConfig(Strict):
     state: str = DEFAULT_STATE
     pipelines: list[PipelineConfig] = Field(default_factory=list)
+    api: ApiConfig | None = None
 
 
 @dataclass

@@ -110,10 +110,26 @@ def _builtins() -> None:
     builtin: list[tuple[Kind, str, str, str, str]] = [
         ("source", "sqlite", "tidesync.sources.sqlite:SqliteSourceConfig", "tidesync.sources.sqlite:SqliteSource",
          "SQLite change capture by triggers into a change log"),
+        ("source", "sql_poll", "tidesync.sources.polling.config:SqlPollConfig",
+         "tidesync.sources.polling.source:SqlPollSource",
+         "SQL tables (Postgres, MariaDB, SQLite) polled by cursor column, with look-back and delete detection"),
         ("sink", "sqlite", "tidesync.sinks.sql.sqlite:SqliteSinkConfig", "tidesync.sinks.sql.sqlite:SqliteSink",
          "SQLite tables: upsert by key, field-level updates, exactly-once"),
+        ("source", "postgres", "tidesync.sources.postgres.config:PostgresSourceConfig",
+         "tidesync.sources.postgres:PostgresSource",
+         "PostgreSQL change data capture: logical replication (pgoutput), consistent snapshot, exact types"),
         ("sink", "null", "tidesync.sinks.null:NullSinkConfig", "tidesync.sinks.null:NullSink",
          "discards events (benchmarks, dry runs)"),
+        ("source", "webhook", "tidesync.sources.webhook:WebhookSourceConfig", "tidesync.sources.webhook:WebhookSource",
+         "signed webhooks (Stripe, HubSpot, GitHub, Standard Webhooks, HMAC) through a durable intake journal"),
+        ("sink", "webhook", "tidesync.sinks.webhook:WebhookSinkConfig", "tidesync.sinks.webhook:WebhookSink",
+         "POSTs events as signed Standard Webhooks, with persisted retries and endpoint disabling"),
+        ("sink", "postgres", "tidesync.sinks.sql.config:PostgresSinkConfig", "tidesync.sinks.sql.postgres:PostgresSink",
+         "Postgres tables: COPY-staged upserts, field-level updates, exactly-once"),
+        ("sink", "mariadb", "tidesync.sinks.sql.config:MariadbSinkConfig", "tidesync.sinks.sql.mariadb:MariadbSink",
+         "MariaDB/MySQL tables: multi-row upserts, field-level updates, exactly-once"),
+        ("sink", "mysql", "tidesync.sinks.sql.config:MariadbSinkConfig", "tidesync.sinks.sql.mariadb:MariadbSink",
+         "alias of mariadb"),
     ]
     for kind, type_, model, factory, summary in builtin:
         register(kind, type_, model, factory, summary)

@@ -1,0 +1,344 @@
+"""The SQL polling source: incremental reads by (cursor, key), look-back, soft and hard deletes.
+
+Each table is read in passes. A pass reads, page by page in (cursor, key)
+order, every row from ``high-water cursor - lookback`` on (the first pass:
+every row), and diffs each row against its shadow (see :mod:`.tracker`). The
+key breaks ties between rows sharing a cursor value, so a bulk update that
+stamps thousands of rows with one timestamp is paged through without a row
+skipped or read twice, and paging always moves forward. When a pass reaches
+the end of the table, its last row becomes the new high-water mark and the
+next pass starts ``poll_interval`` later.
+
+Late commits: a transaction that commits after a later one may carry a cursor
+value below the high-water mark (``updated_at`` is taken at statement time,
+not at commit). Re-reading the look-back window catches it as long as it
+commits within ``lookback`` of cursor time; rows already emitted equal their
+shadow and are not emitted again. A row committed later than that is missed
+until it changes again (or until a reconciliation finds it).
+
+Hard deletes: every ``key_scan.every`` seconds the table's keys are read in
+chunks of ``key_scan.chunk_size`` (a key-only scan) and compared with the keys
+that have a shadow; each missing key becomes a delete.
+
+Atomicity: every batch carries its shadow changes in ``batch.extra["state"]``
+(a :class:`~tidesync.state.store.StateChanges`); the engine commits them in
+the same state-store transaction as the batch's checkpoint, so after a crash
+the shadows match the checkpoint exactly. Until then they are kept in memory
+(:class:`.tracker.PendingShadows`).
+
+Clock assumptions: ``committed_at`` is the cursor value when it is a timestamp
+(naive ones are read in ``naive_timezone``), capped at the poll time; for any
+other cursor it is the poll time. The look-back window is measured in the
+database's own cursor values, so clock skew between tidesync and the database
+does not matter; only the gap between a row's cursor value and its commit
+does.
+
+For a hybrid wrapper: every emitted insert/update carries the whole row, and
+:meth:`SqlPollSource.version` gives the record version (its cursor value).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+
+from tidesync.errors import ConfigError, SourceError
+from tidesync.event import DELETE, Batch, ChangeEvent, Key, Position, Row
+from tidesync.protocols import Context
+from tidesync.sources.polling import query
+from tidesync.sources.polling.config import SqlPollConfig
+from tidesync.sources.polling.dialect import create_engine, redact, reflect, translate
+from tidesync.sources.polling.marks import Mark, commit_time, decode_marks, encode_marks, floor_of
+from tidesync.sources.polling.tracker import BatchBuilder, PendingShadows, TableSpec, change_for
+
+log = logging.getLogger("tidesync.sources.sql_poll")
+T = TypeVar("T")
+EPOCH_NS = "sql_poll_epoch"
+
+
+@dataclass
+class _Table:
+    spec: TableSpec
+    hw: Mark | None = None
+    scan: Mark | None = None
+    passing: bool = False
+    floor: Any = None
+    next_poll: float = 0.0
+    next_key_scan: float = 0.0
+    deletes: list[tuple[Key, Row]] = field(default_factory=list)
+
+
+class SqlPollSource:
+    """Polls tables of one database; see the module docstring for the rules."""
+
+    def __init__(self, config: SqlPollConfig) -> None:
+        self.config = config
+        try:
+            self._naive_tz = ZoneInfo(config.naive_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"unknown time zone {config.naive_timezone!r} in naive_timezone") from None
+        self._exec: ThreadPoolExecutor | None = None
+        self._engine: sa.Engine | None = None
+        self._ctx: Context | None = None
+        self._tables: list[_Table] = []
+        self._pending = PendingShadows()
+        self._epoch = 0
+        self._seq = 0
+        self._marks: tuple[Any, ...] = ()
+        self._scope = ""
+        self.rows_read = 0  # rows fetched by passes (look-back re-reads included), for metrics and tests
+        self.keys_scanned = 0
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._exec is not None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._exec, fn, *args)
+        except sa.exc.SQLAlchemyError as exc:
+            raise translate(exc, f"SQL poll source {redact(self.config.dsn)}") from exc
+
+    async def open(self, ctx: Context, after: Position | None) -> None:
+        self._ctx = ctx
+        self._scope = self.config.shadow_scope or ctx.pipeline
+        if self._exec is None:
+            self._exec = ThreadPoolExecutor(1, thread_name_prefix="tidesync-sql-poll")
+        if self._engine is None:
+            self._engine = create_engine(self.config.dsn, connect_timeout=self.config.connect_timeout)
+        specs = await self._run(self._resolve)
+        for spec in specs:
+            ctx.schemas.put(spec.meta.entity_schema(spec.entity, spec.key))
+        epoch, _, marks = decode_marks(after)
+        stored = await ctx.state.kv_get(EPOCH_NS, self._scope) or 0
+        self._epoch = max(int(stored), epoch) + 1
+        await ctx.state.kv_put(EPOCH_NS, self._scope, self._epoch)
+        self._seq = 0
+        now = ctx.clock.monotonic()
+        self._tables = []
+        for spec in specs:
+            hw, scan = marks.get(spec.entity, (None, None))
+            self._tables.append(_Table(spec, hw, scan, passing=scan is not None, next_poll=now, next_key_scan=now))
+        self._marks = self._current_marks()
+
+    def _resolve(self) -> list[TableSpec]:
+        assert self._engine is not None
+        specs = []
+        for t in self.config.tables:
+            try:
+                meta = reflect(self._engine, t.table)
+            except sa.exc.NoSuchTableError:
+                raise SourceError(f"table {t.table!r} does not exist in {redact(self.config.dsn)}") from None
+            cursor = t.cursor or self.config.cursor
+            assert cursor is not None  # the config model checks this
+            key = tuple(t.key or meta.primary_key)
+            if not key:
+                raise SourceError(f"table {t.table!r} has no primary key: name its key columns with key: [...]")
+            wanted = [("cursor", cursor), *(("key", k) for k in key)]
+            if t.soft_delete is not None:
+                wanted.append(("soft_delete column", t.soft_delete.column))
+            for what, col in wanted:
+                if col not in meta.columns:
+                    raise SourceError(
+                        f"table {t.table!r} has no column {col!r} (the {what}); columns: {', '.join(meta.columns)}"
+                    )
+            lookback = self.config.lookback if t.lookback is None else t.lookback
+            specs.append(TableSpec(t.entity or t.table, meta, cursor, key, t.soft_delete, lookback))
+        return specs
+
+    async def commit(self, position: Position) -> None:
+        self._pending.release(position)
+
+    async def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None and self._exec is not None:
+            await asyncio.get_running_loop().run_in_executor(self._exec, engine.dispose)
+        if self._exec is not None:
+            self._exec.shutdown(wait=False)
+            self._exec = None
+
+    def request_poll(self, *, key_scan: bool = False) -> None:
+        """Start the next pass over every table now (and a key scan, if asked) instead of at its time."""
+        for t in self._tables:
+            t.next_poll = float("-inf")
+            if key_scan:
+                t.next_key_scan = float("-inf")
+
+    @property
+    def idle(self) -> bool:
+        """No pass in progress and no delete waiting to be emitted."""
+        return not any(t.passing or t.deletes for t in self._tables)
+
+    # --- for a hybrid wrapper ----------------------------------------------------------
+
+    def cursor_column(self, entity: str) -> str:
+        for t in self._tables:
+            if t.spec.entity == entity:
+                return t.spec.cursor
+        raise KeyError(entity)
+
+    def version(self, event: ChangeEvent) -> Any:
+        """The record version of an emitted insert or update: its cursor value. None for deletes.
+
+        A delete's time is its ``committed_at`` (the soft-delete row's cursor, or the key scan's time).
+        """
+        if event.op == DELETE or event.after is None:
+            return None
+        return event.after.get(self.cursor_column(event.entity))
+
+    # --- reading -----------------------------------------------------------------------
+
+    async def read(self, max_events: int, max_wait: float) -> Batch:
+        assert self._ctx is not None
+        clock = self._ctx.clock
+        deadline = clock.monotonic() + max_wait
+        b = BatchBuilder(self._scope, self._epoch, self._seq, self._pending)
+        while len(b.events) < max_events:
+            worked = await self._step(b, max_events)
+            now = clock.monotonic()
+            if worked:
+                if now >= deadline and b.events:
+                    break
+                continue
+            if b.events or now >= deadline:
+                break
+            await clock.sleep(max(0.0, min(self._next_due() - now, deadline - now)))
+        marks = self._current_marks()
+        b.marks_moved = marks != self._marks
+        self._marks = marks
+        batch = b.build(marks, clock.time())
+        self._seq = b.seq
+        return batch
+
+    def _current_marks(self) -> tuple[Any, ...]:
+        return encode_marks({t.spec.entity: (t.hw, t.scan) for t in self._tables})
+
+    def _next_due(self) -> float:
+        due = [t.next_poll for t in self._tables]
+        if self.config.key_scan is not None:
+            due += [t.next_key_scan for t in self._tables]
+        return min(due) if due else float("inf")
+
+    async def _step(self, b: BatchBuilder, max_events: int) -> bool:
+        """Do one unit of work (a page, a key scan, or emitting key-scan deletes); False when nothing is due."""
+        assert self._ctx is not None
+        for t in self._tables:
+            if t.deletes:
+                self._emit_deletes(t, b, max_events)
+                return True
+        for t in self._tables:
+            if t.passing:
+                await self._page(t, b, max_events)
+                return True
+        now = self._ctx.clock.monotonic()
+        for t in self._tables:
+            if self.config.key_scan is not None and now >= t.next_key_scan:
+                await self._key_scan(t)
+                t.next_key_scan = self._ctx.clock.monotonic() + self.config.key_scan.every
+                return True
+            if now >= t.next_poll:
+                t.passing, t.scan = True, None
+                t.floor = floor_of(t.hw[0], t.spec.lookback) if t.hw is not None else None
+                await self._page(t, b, max_events)
+                return True
+        return False
+
+    async def _page(self, t: _Table, b: BatchBuilder, max_events: int) -> None:
+        assert self._ctx is not None and self._engine is not None
+        spec = t.spec
+        q = query.page(
+            spec.meta.table(), spec.cursor, spec.key, floor=t.floor, after=t.scan, limit=self.config.page_size
+        )
+        rows = await self._run(self._fetch, q)
+        self.rows_read += len(rows)
+        shadows = await self._shadows(spec, rows)
+        now = self._ctx.clock.time()
+        done = 0
+        for row in rows:
+            if len(b.events) >= max_events:
+                break
+            key = spec.key_of(row)
+            known, shadow = self._pending.lookup(spec.entity, key)
+            if not known:
+                shadow = shadows.get(key)
+            change = change_for(spec, row, shadow)
+            if change is not None:
+                op, changed = change
+                b.emit(
+                    spec.entity,
+                    key,
+                    op,
+                    before=shadow,
+                    after=None if op == DELETE else row,
+                    changed=changed,
+                    committed_at=commit_time(row[spec.cursor], self._naive_tz, now),
+                )
+            t.scan = (row[spec.cursor], *key)
+            done += 1
+        if done == len(rows) and len(rows) < self.config.page_size:
+            # The end of the table: the last row read is the highest (cursor, key) there is.
+            if t.scan is not None:
+                t.hw = t.scan
+            t.passing, t.scan = False, None
+            t.next_poll = self._ctx.clock.monotonic() + self.config.poll_interval
+
+    def _fetch(self, q: sa.Select[Any]) -> list[Row]:
+        assert self._engine is not None
+        with self._engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    async def _shadows(self, spec: TableSpec, rows: list[Row]) -> dict[Key, Row]:
+        assert self._ctx is not None
+        keys = []
+        for row in rows:
+            key = spec.key_of(row)
+            if not self._pending.lookup(spec.entity, key)[0]:
+                keys.append(key)
+        if not keys:
+            return {}
+        found = await self._ctx.state.shadow_get(self._scope, spec.entity, keys)
+        return {k: s.row for k, s in found.items()}
+
+    # --- hard deletes ------------------------------------------------------------------
+
+    async def _key_scan(self, t: _Table) -> None:
+        assert self._ctx is not None and self.config.key_scan is not None
+        spec = t.spec
+        known = {s.key: s.row for s in await self._ctx.state.shadow_scan(self._scope, spec.entity)}
+        present, gone = self._pending.keys(spec.entity)
+        for key in gone:
+            known.pop(key, None)
+        for key in present:
+            known[key] = self._pending.lookup(spec.entity, key)[1] or {}
+        if not known:
+            return
+        missing = await self._run(self._missing_keys, spec, set(known), self.config.key_scan.chunk_size)
+        t.deletes = [(key, known[key]) for key in missing]
+        if missing:
+            log.info("%s: %d row(s) deleted since they were read", spec.entity, len(missing))
+
+    def _missing_keys(self, spec: TableSpec, known: set[Key], chunk: int) -> set[Key]:
+        assert self._engine is not None
+        table = spec.meta.table(spec.key)
+        after: Key | None = None
+        while True:
+            with self._engine.connect() as conn:
+                rows = [tuple(r) for r in conn.execute(query.keys_after(table, spec.key, after, chunk))]
+            self.keys_scanned += len(rows)
+            known.difference_update(rows)
+            if len(rows) < chunk:
+                return known
+            after = rows[-1]
+
+    def _emit_deletes(self, t: _Table, b: BatchBuilder, max_events: int) -> None:
+        assert self._ctx is not None
+        now = self._ctx.clock.time()
+        while t.deletes and len(b.events) < max_events:
+            key, before = t.deletes.pop()
+            b.emit(t.spec.entity, key, DELETE, before=before, after=None, changed=None, committed_at=now)
