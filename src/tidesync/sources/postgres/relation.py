@@ -1,0 +1,207 @@
+"""What the source knows about one captured table: its columns, their converters, its key, its schema.
+
+Built once per Relation message (or, for a snapshot, from the catalog), then
+used for every row of the table. The row decoder is a loop over
+``(name, converter)`` pairs — a per-relation converter table, no per-value
+type dispatch.
+
+Keys: an event's ``key`` is the replica identity index's columns under
+``REPLICA IDENTITY USING INDEX`` (deletes carry nothing else), else the
+primary key, else (``REPLICA IDENTITY FULL`` without a key) every column.
+``identity`` names the columns a 'K' old tuple carries: pgoutput sends every
+column in a 'K' tuple, with NULL in the columns that are not part of the
+replica identity, so only ``identity`` columns are read from it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidesync.schema import Column, EntitySchema
+from tidesync.sources.postgres.pgoutput import PgoutputDecodeError, Relation
+from tidesync.sources.postgres.types import Converter, TypeMap, typmod_facts
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_unpack_i16 = _I16.unpack_from
+_unpack_i32 = _I32.unpack_from
+
+
+@dataclass(frozen=True, slots=True)
+class RelationFacts:
+    """Catalog facts pgoutput does not send: the primary key and NOT NULL columns."""
+
+    primary_key: tuple[str, ...] = ()
+    not_null: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class RelationInfo:
+    oid: int
+    entity: str
+    names: tuple[str, ...]
+    type_oids: tuple[int, ...]
+    converters: tuple[Converter, ...]
+    key: tuple[str, ...]
+    identity: tuple[str, ...]
+    replica_identity: str
+    schema: EntitySchema
+    cols: tuple[tuple[str, Converter], ...] = ()
+    key_of: Callable[[dict[str, Any]], tuple[Any, ...]] = field(default=lambda row: ())
+
+    def __post_init__(self) -> None:
+        self.cols = tuple(zip(self.names, self.converters, strict=True))
+        self.key_of = key_function(self.key)
+
+    def same_shape(self, other: RelationInfo) -> bool:
+        return (
+            self.names == other.names
+            and self.type_oids == other.type_oids
+            and self.key == other.key
+            and self.schema.columns == other.schema.columns
+        )
+
+
+def key_function(names: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A fast ``row -> key tuple`` for these key columns (missing columns give None)."""
+    if len(names) == 1:
+        (only,) = names
+        return lambda row: (row.get(only),)
+    names = tuple(names)
+    return lambda row: tuple([row.get(n) for n in names])
+
+
+def entity_name(namespace: str, name: str) -> str:
+    return f"{namespace or 'pg_catalog'}.{name}"
+
+
+def build_relation(msg: Relation, types: TypeMap, facts: RelationFacts | None = None, version: int = 0) -> RelationInfo:
+    """The decoding table for a Relation message (type rows for its columns must be in ``types``)."""
+    facts = facts or RelationFacts()
+    names = tuple(c.name for c in msg.columns)
+    oids = tuple(c.type_oid for c in msg.columns)
+    identity = tuple(c.name for c in msg.columns if c.is_key)
+    pk = tuple(n for n in facts.primary_key if n in names)
+    if len(pk) != len(facts.primary_key):
+        pk = ()
+    if msg.replica_identity == "i" and identity:
+        key = identity  # deletes carry only the index's columns: key every event by them
+    elif pk:
+        key = pk
+    elif identity and msg.replica_identity != "f":
+        key = identity
+    else:
+        key = names
+    columns = tuple(
+        _column(c.name, c.type_oid, c.typmod, types, c.name not in facts.not_null and c.name not in pk)
+        for c in msg.columns
+    )
+    entity = entity_name(msg.namespace, msg.name)
+    schema = EntitySchema(entity=entity, columns=columns, primary_key=key, version=version)
+    return RelationInfo(
+        oid=msg.oid,
+        entity=entity,
+        names=names,
+        type_oids=oids,
+        converters=tuple(types.converter(o) for o in oids),
+        key=key,
+        identity=identity,
+        replica_identity=msg.replica_identity,
+        schema=schema,
+    )
+
+
+def _column(name: str, oid: int, typmod: int, types: TypeMap, nullable: bool) -> Column:
+    portable, item = types.portable(oid)
+    return Column(
+        name=name,
+        type=portable,
+        nullable=nullable,
+        native=types.native(oid),
+        item=item,
+        **typmod_facts(portable, typmod),
+    )
+
+
+_UNCONVERTED = object()
+
+
+def read_row(
+    data: bytes, pos: int, cols: tuple[tuple[str, Converter], ...]
+) -> tuple[dict[str, Any], list[str] | None, int]:
+    """Decode TupleData at ``pos`` straight into ``{column: python value}``.
+
+    Returns the row, the names of unchanged-TOAST ('u') columns (None when
+    there are none; they are absent from the row), and the position after
+    the tuple. Raises :class:`PgoutputDecodeError` on malformed data.
+    """
+    origin = pos
+    try:
+        (n,) = _unpack_i16(data, pos)
+        if n != len(cols):
+            raise PgoutputDecodeError(f"tuple has {n} columns, the relation {len(cols)}")
+        pos += 2
+        row: dict[str, Any] = {}
+        missing: list[str] | None = None
+        for name, conv in cols:
+            kind = data[pos]
+            if kind == 116:  # 't'
+                start = pos + 5
+                pos = start + _unpack_i32(data, pos + 1)[0]
+                row[name] = conv(data[start:pos])
+            elif kind == 110:  # 'n'
+                row[name] = None
+                pos += 1
+            elif kind == 117:  # 'u'
+                if missing is None:
+                    missing = [name]
+                else:
+                    missing.append(name)
+                pos += 1
+            elif kind == 98:  # 'b': binary values are passed on as bytes
+                start = pos + 5
+                pos = start + _unpack_i32(data, pos + 1)[0]
+                row[name] = data[start:pos]
+            else:
+                raise PgoutputDecodeError(f"unknown tuple column kind {kind!r}")
+        if pos > len(data):
+            raise PgoutputDecodeError("tuple data runs past the end of the message")
+        return row, missing, pos
+    except PgoutputDecodeError:
+        raise
+    except (IndexError, struct.error) as exc:
+        raise PgoutputDecodeError(f"malformed tuple data: {exc}") from exc
+    except (ValueError, TypeError, ArithmeticError):
+        # A converter refused a value (a text form this version does not expect):
+        # decode again, keeping such values as text instead of stopping.
+        return _read_row_lenient(data, origin, cols)
+
+
+def _read_row_lenient(
+    data: bytes, pos: int, cols: tuple[tuple[str, Converter], ...]
+) -> tuple[dict[str, Any], list[str] | None, int]:
+    from tidesync.sources.postgres.pgoutput import UNCHANGED, Binary, decode_tuple
+
+    try:
+        values, end = decode_tuple(data, pos)
+    except (IndexError, struct.error) as exc:
+        raise PgoutputDecodeError(f"malformed tuple data: {exc}") from exc
+    row: dict[str, Any] = {}
+    missing: list[str] | None = None
+    for (name, conv), raw in zip(cols, values, strict=True):
+        if raw is UNCHANGED:
+            missing = (missing or []) + [name]
+        elif raw is None:
+            row[name] = None
+        elif isinstance(raw, Binary):
+            row[name] = raw.data
+        else:
+            assert isinstance(raw, bytes)
+            try:
+                row[name] = conv(raw)
+            except (ValueError, TypeError, ArithmeticError):
+                row[name] = raw.decode("utf-8", "replace")
+    return row, missing, end
