@@ -22,6 +22,7 @@ from tidesync.errors import ConfigError
 from tidesync.reconcile.config import ReconcileSchedule
 from tidesync.registry import REGISTRY
 from tidesync.secrets import REDACTOR, ResolvedStr, Secret, resolve_string
+from tidesync.sync.config import SyncConfig, check_value_steps
 
 DEFAULT_STATE = "sqlite:///.tidesync/state.db"
 Loc = tuple[str | int, ...]
@@ -78,6 +79,7 @@ class ApiConfig(Strict):
 class TidesyncConfig(Strict):
     state: str = DEFAULT_STATE
     pipelines: list[PipelineConfig] = Field(default_factory=list)
+    syncs: list[SyncConfig] = Field(default_factory=list)
     api: ApiConfig | None = None
 
 
@@ -96,11 +98,34 @@ class PipelineSpec:
 
 
 @dataclass
+class SyncSpec:
+    """A sync's config with both sides' source models and transform steps validated."""
+
+    config: SyncConfig
+    a_source: BaseModel
+    b_source: BaseModel
+    a_to_b: list[Any]
+    b_to_a: list[Any]
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass
 class LoadedConfig:
     path: Path | None
     model: TidesyncConfig
     pipelines: list[PipelineSpec]
     raw: dict[str, Any] = field(default_factory=dict)
+    syncs: list[SyncSpec] = field(default_factory=list)
+
+    def sync(self, name: str) -> SyncSpec:
+        for s in self.syncs:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.syncs) or "none"
+        raise ConfigError(f"no sync named {name!r}; syncs: {known}", path=str(self.path) if self.path else None)
 
     @property
     def state_url(self) -> str:
@@ -224,9 +249,37 @@ def load_config_text(text: str, path: Path | None = None) -> LoadedConfig:
         errors.raise_if_any()
         raise  # unreachable: errors were added
     specs = _validate_plugins(model, resolved, errors)
+    syncs = _validate_syncs(model, errors)
     _check_unique([p.name for p in model.pipelines], "pipelines", "name", errors)
+    _check_unique([s.name for s in model.syncs], "syncs", "name", errors)
     errors.raise_if_any()
-    return LoadedConfig(path=path, model=model, pipelines=specs, raw=data)
+    return LoadedConfig(path=path, model=model, pipelines=specs, raw=data, syncs=syncs)
+
+
+def _validate_syncs(model: TidesyncConfig, errors: _Errors) -> list[SyncSpec]:
+    from tidesync.transform import parse_steps
+
+    specs = []
+    for i, s in enumerate(model.syncs):
+        a = validate_plugin("source", s.a.source, ("syncs", i, "a", "source"), errors)
+        b = validate_plugin("source", s.b.source, ("syncs", i, "b", "source"), errors)
+        steps: dict[str, list[Any]] = {}
+        for direction in ("a_to_b", "b_to_a"):
+            raw = getattr(s.transforms, direction)
+            loc: Loc = ("syncs", i, "transforms", direction)
+            problem = check_value_steps(raw)
+            if problem:
+                errors.add(loc, problem)
+                continue
+            try:
+                steps[direction] = parse_steps(raw)
+            except ValidationError as exc:
+                errors.add_validation(loc, exc)
+            except ConfigError as exc:
+                errors.add(loc, str(exc))
+        if a is not None and b is not None and len(steps) == 2:
+            specs.append(SyncSpec(s, a, b, steps["a_to_b"], steps["b_to_a"]))
+    return specs
 
 
 def _check_unique(names: Sequence[str], section: str, key: str, errors: _Errors) -> None:

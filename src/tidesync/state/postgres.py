@@ -156,9 +156,7 @@ class PostgresStateStore:
             if version < 2:
                 for statement in _schema_v2(s):
                     await conn.execute(statement)
-            await conn.execute(
-                f"UPDATE {s}.meta SET value = %s WHERE name = 'schema_version'", (str(SCHEMA_VERSION),)
-            )
+            await conn.execute(f"UPDATE {s}.meta SET value = %s WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
 
     async def _schema_version(self, conn: Conn) -> int | None:
         # A catalog query, not to_regclass(): after waiting on the advisory lock the
@@ -383,7 +381,6 @@ class PostgresStateStore:
         rows = await self._fetchall("reading status", self._q["list_status"])
         return sorted((status_from_row(r) for r in rows), key=lambda s: s.pipeline)
 
-
     # --- intake journal ---------------------------------------------------------------------
 
     async def journal_append(self, entries: Sequence[JournalAppend]) -> list[int | None]:
@@ -412,9 +409,7 @@ class PostgresStateStore:
 
         return await self._run("journaling deliveries", body, write=True)
 
-    async def journal_read(
-        self, source: str, after: int, limit: int, through: int | None = None
-    ) -> list[JournalEntry]:
+    async def journal_read(self, source: str, after: int, limit: int, through: int | None = None) -> list[JournalEntry]:
         upper = through if through is not None else 2**63 - 1
         rows = await self._fetchall("reading the journal", self._q["journal_read"], (source, after, upper, limit))
         return [journal_entry_from_row(source, r) for r in rows]

@@ -406,7 +406,6 @@ class SqliteStateStore:
         rows = await self._read("reading status", lambda c: c.execute(sql).fetchall())
         return sorted((status_from_row(r) for r in rows), key=lambda s: s.pipeline)
 
-
     # --- intake journal -------------------------------------------------------------
 
     async def journal_append(self, entries: Sequence[JournalAppend]) -> list[int | None]:
@@ -426,15 +425,14 @@ class SqliteStateStore:
 
         return await self._write("journaling deliveries", q)
 
-    async def journal_read(
-        self, source: str, after: int, limit: int, through: int | None = None
-    ) -> list[JournalEntry]:
+    async def journal_read(self, source: str, after: int, limit: int, through: int | None = None) -> list[JournalEntry]:
         sql = (
             "SELECT seq, event_id, received_at, meta, body FROM journal WHERE source = ? AND seq > ?"
             " AND seq <= ? AND body IS NOT NULL ORDER BY seq LIMIT ?"
         )
         upper = through if through is not None else _MAX_SEQ
-        rows = await self._read("reading the journal", lambda c: c.execute(sql, (source, after, upper, limit)).fetchall())
+        params = (source, after, upper, limit)
+        rows = await self._read("reading the journal", lambda c: c.execute(sql, params).fetchall())
         return [journal_entry_from_row(source, r) for r in rows]
 
     async def journal_trim(self, source: str, through: int, forget_before: float) -> int:

@@ -231,9 +231,7 @@ class StateStore(Protocol):
         a reader that saw sequence ``n`` never later finds a new entry below it.
         """
 
-    async def journal_read(
-        self, source: str, after: int, limit: int, through: int | None = None
-    ) -> list[JournalEntry]:
+    async def journal_read(self, source: str, after: int, limit: int, through: int | None = None) -> list[JournalEntry]:
         """Untrimmed entries of ``source`` with ``after < seq`` (and ``seq <= through``), in sequence order."""
 
     async def journal_trim(self, source: str, through: int, forget_before: float) -> int:

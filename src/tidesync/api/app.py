@@ -1,0 +1,40 @@
+"""The HTTP app: ``create_app(runtime)`` builds the FastAPI application the process serves.
+
+It carries ``/healthz`` and the webhook intake routes. The admin API adds its
+routers from its own modules (``app.include_router``); nothing here is
+authenticated by the bearer token, because webhook senders prove themselves by
+signature.
+
+Any error that escapes a route is answered 500 with a fixed text (never a
+traceback or an exception message); the intake itself answers bad input with
+4xx and a failing journal with 503.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from tidesync.api import webhooks
+from tidesync.api.runtime import ApiRuntime
+
+log = logging.getLogger("tidesync.api")
+
+
+def create_app(runtime: ApiRuntime) -> FastAPI:
+    app = FastAPI(title="tidesync", version="0.1.0")
+    app.state.runtime = runtime
+
+    @app.get("/healthz", tags=["health"], summary="The process is up and serving")
+    async def healthz() -> dict[str, object]:
+        return {"status": "ok", "webhook_sources": sorted(runtime.intakes)}
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error serving %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    app.include_router(webhooks.router)
+    return app

@@ -1,0 +1,47 @@
+"""What the HTTP app serves from: the running process's webhook intakes, API settings and (later) the engine.
+
+The admin API extends this object (its routes read the engine and the state
+store from it); the webhook routes only need ``intakes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidesync.sources.webhook.intake import WebhookIntake
+from tidesync.sources.webhook.journal import JournalWriter
+from tidesync.state.store import StateStore
+
+
+@dataclass
+class ApiRuntime:
+    """``intakes`` maps a route name to its intake; ``journal`` writes for all of them (group commit).
+
+    ``public_url`` is how senders reach this server (``https://hooks.example.com``);
+    an intake's own ``public_url`` wins. ``max_body_bytes`` is the default size limit.
+    """
+
+    intakes: dict[str, WebhookIntake] = field(default_factory=dict)
+    state: StateStore | None = None
+    journal: JournalWriter | None = None
+    public_url: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    engine: Any = None
+    token: Any = None  # a tidesync.secrets.Secret for the admin routes, or None
+
+    def add_intake(self, intake: WebhookIntake) -> None:
+        if intake.name in self.intakes and self.intakes[intake.name] is not intake:
+            raise ValueError(f"two webhook sources use the route name {intake.name!r}")
+        self.intakes[intake.name] = intake
+        if intake.config.max_body_bytes is None:
+            intake.max_body_bytes = self.max_body_bytes
+        if self.journal is not None:
+            intake.journal = self.journal
+
+    def bind(self, state: StateStore) -> None:
+        """Journal through ``state`` (opened by the caller) from now on."""
+        self.state = state
+        self.journal = JournalWriter(state)
+        for intake in self.intakes.values():
+            intake.journal = self.journal

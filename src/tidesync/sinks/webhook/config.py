@@ -1,0 +1,63 @@
+"""Configuration of a webhook sink.
+
+::
+
+    sink:
+      type: webhook
+      url: https://example.com/hooks/tidesync
+      secrets: ["${env:HOOK_SECRET}"]     # whsec_...; several sign together during a rotation
+      batch_size: 1                       # events per POST (1: one event per POST)
+      concurrency: 4                      # POSTs in flight at once
+      per_key_order: true                 # one key's events never in flight together
+      timeout: 15
+      retry: {initial_delay: 5, max_delay: 3600, multiplier: 2, jitter: full}
+      disable_after: 432000               # seconds of continuous failure before the endpoint is disabled
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tidesync.secrets import Secret
+from tidesync.sources.webhook.signatures import standard_key
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeliveryRetry(_Strict):
+    """The schedule of one event's attempts: exponential backoff with jitter, persisted across restarts."""
+
+    initial_delay: float = Field(5.0, gt=0)
+    max_delay: float = Field(3600.0, gt=0)
+    multiplier: float = Field(2.0, ge=1)
+    jitter: Literal["full", "none"] = "full"
+
+
+class WebhookSinkConfig(_Strict):
+    type: Literal["webhook"] = "webhook"
+    url: str = Field(pattern=r"^https?://", description="the endpoint events are POSTed to")
+    secrets: Secret = Field(description="Standard Webhooks secrets (whsec_ + base64)")
+    batch_size: int = Field(1, ge=1, le=1000, description="events per POST")
+    concurrency: int = Field(4, ge=1, le=256, description="POSTs in flight at once")
+    per_key_order: bool = Field(True, description="never two events of one key in flight at once")
+    timeout: float = Field(15.0, gt=0, description="seconds for one POST")
+    retry: DeliveryRetry = Field(default_factory=lambda: DeliveryRetry.model_validate({}))
+    disable_after: float = Field(5 * 86400.0, gt=0, description="continuous failure (s) that disables the endpoint")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+
+    @field_validator("secrets")
+    @classmethod
+    def _standard(cls, value: Secret) -> Secret:
+        for s in value.values():
+            try:
+                standard_key(s)
+            except ValueError as exc:
+                raise ValueError(
+                    f'{exc} (generate one with: python -c "import base64,os;'
+                    " print('whsec_'+base64.b64encode(os.urandom(32)).decode())\")"
+                ) from None
+        return value

@@ -1,0 +1,64 @@
+"""What the webhook sink sends: the JSON envelope, the idempotency id, the Standard Webhooks headers.
+
+One event per POST::
+
+    {"id": "msg_<32 hex>", "type": "<entity>.<op>", "timestamp": "<committed_at, ISO 8601>",
+     "data": <the event as tidesync.event.to_json gives it>}
+
+A batch (``batch_size`` > 1) is ``{"id": ..., "type": "batch", "timestamp": ..., "data": [<envelope>, ...]}``.
+
+The id is derived from the pipeline, the sink's name and the event (entity,
+key, op, position), so it is the same on every retry and after a restart: a
+receiver de-duplicates by it (the ``webhook-id`` header, and each envelope's
+``id`` inside a batch). A batch's id is derived from its events' ids.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+
+import orjson
+
+from tidesync.event import ChangeEvent, json_dumps, to_json
+from tidesync.sources.webhook.signatures import sign_standard
+
+
+def idempotency_id(pipeline: str, sink: str, event: ChangeEvent) -> str:
+    material = json_dumps([pipeline, sink, event.entity, list(event.key), event.op, list(event.position)])
+    return "msg_" + hashlib.blake2b(material, digest_size=16).hexdigest()
+
+
+def batch_id(ids: Sequence[str]) -> str:
+    if len(ids) == 1:
+        return ids[0]
+    return "msg_" + hashlib.blake2b(",".join(ids).encode(), digest_size=16).hexdigest()
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def envelope(event: ChangeEvent, msg_id: str) -> bytes:
+    head = orjson.dumps({"id": msg_id, "type": f"{event.entity}.{event.op}", "timestamp": _iso(event.committed_at)})
+    return head[:-1] + b',"data":' + to_json(event) + b"}"
+
+
+def body_of(events: Sequence[ChangeEvent], ids: Sequence[str], batched: bool) -> tuple[str, bytes]:
+    """The webhook id and body for one POST."""
+    if not batched:
+        return ids[0], envelope(events[0], ids[0])
+    bid = batch_id(ids)
+    head = orjson.dumps({"id": bid, "type": "batch", "timestamp": _iso(events[-1].committed_at)})
+    items = b",".join(envelope(e, i) for e, i in zip(events, ids, strict=True))
+    return bid, head[:-1] + b',"data":[' + items + b"]}"
+
+
+def standard_headers(msg_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign_standard(msg_id, timestamp, body, secrets),
+    }

@@ -1,0 +1,14 @@
+"""Webhook intake as a source: signed deliveries are journaled before the 2xx, then read, mapped and applied.
+
+Modules: ``signatures`` (pure verifiers per scheme), ``provider`` and one
+module per sender (``stripe``, ``hubspot``, ``github``, ``generic``: split a
+delivery, map it to changes), ``intake`` (the answer to one HTTP delivery),
+``journal`` (group commit), ``source`` (reads the journal), ``ordering``
+(older versions never overwrite newer ones), ``stripe_events`` (backfill).
+"""
+
+from tidesync.sources.webhook.config import WebhookSourceConfig
+from tidesync.sources.webhook.intake import WebhookIntake
+from tidesync.sources.webhook.source import WebhookSource
+
+__all__ = ["WebhookIntake", "WebhookSource", "WebhookSourceConfig"]

@@ -1,0 +1,137 @@
+"""Configuration of a webhook source: which sender, its secrets, and (generic) how to map its payloads.
+
+::
+
+    source:
+      type: webhook
+      provider: stripe                    # stripe | hubspot | github | generic
+      name: billing                       # route: POST /webhooks/billing (default: the pipeline name)
+      secrets: ["${env:STRIPE_WHSEC}", "${env:STRIPE_WHSEC_OLD}"]   # several during a rotation
+      stripe: {api_key: "${env:STRIPE_KEY}", backfill: true}
+
+A generic source names its signature scheme and JSON paths::
+
+      provider: generic
+      signature: {scheme: hmac-sha256, header: X-Signature, encoding: hex, prefix: "sha256="}
+      mapping: {event_id: id, entity: orders, key: [data.id], op: action,
+                ops: {created: insert, updated: update, removed: delete},
+                after: data, changed: changed_fields, timestamp: occurred_at, timestamp_unit: ms}
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tidesync.secrets import Secret
+from tidesync.sources.webhook.paths import compile_path
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_path(value: str | None) -> str | None:
+    if value is not None:
+        compile_path(value)
+    return value
+
+
+class StripeOptions(_Strict):
+    """Backfill from Stripe's Events API after downtime (needs an API key that may read events)."""
+
+    api_key: Secret | None = None
+    base_url: str = "https://api.stripe.com"
+    backfill: bool = Field(True, description="at start, fetch events created since the newest one applied")
+    overlap: float = Field(300.0, ge=0, description="seconds to look back before the newest applied event")
+    backfill_every: float | None = Field(None, gt=0, description="also backfill this often (seconds)")
+    timeout: float = Field(30.0, gt=0)
+
+
+class GitHubOptions(_Strict):
+    events: list[str] = Field(default_factory=lambda: ["issues", "pull_request"])
+
+
+class SignatureOptions(_Strict):
+    """How a generic sender signs: an HMAC-SHA256 header, or Standard Webhooks."""
+
+    scheme: Literal["hmac-sha256", "standard-webhooks"] = "hmac-sha256"
+    header: str = "X-Signature"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""
+
+
+Op = Literal["insert", "update", "delete", "snapshot"]
+
+
+class GenericMapping(_Strict):
+    """JSON paths into a delivery (see :mod:`tidesync.sources.webhook.paths`)."""
+
+    events: str | None = Field(None, description="path to a list of events; default: the body is one event")
+    event_id: str | None = Field(None, description="path to the event id (else event_id_header)")
+    event_id_header: str | None = Field(None, description="header holding the delivery id (webhook-id, ...)")
+    entity: str | None = Field(None, description="a fixed entity name")
+    entity_path: str | None = Field(None, description="path to the entity name (prefixed by entity_prefix)")
+    entity_prefix: str = ""
+    key: list[str] = Field(min_length=1, description="paths to the key fields, in order")
+    op: str | None = Field(None, description="path to the operation; its value is looked up in ops")
+    ops: dict[str, Op] = Field(default_factory=dict)
+    default_op: Op = "update"
+    after: str | None = Field("$", description="path to the record after the change")
+    before: str | None = None
+    changed: str | None = Field(None, description="path to the changed field names (a list, or an object's keys)")
+    timestamp: str | None = None
+    timestamp_unit: Literal["s", "ms", "iso"] = "s"
+
+    _paths = field_validator("events", "event_id", "entity_path", "op", "after", "before", "changed", "timestamp")(
+        _check_path
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for p in value:
+            compile_path(p)
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> GenericMapping:
+        if (self.entity is None) == (self.entity_path is None):
+            raise ValueError("give exactly one of entity (a fixed name) or entity_path")
+        if self.event_id is None and self.event_id_header is None:
+            raise ValueError("give event_id (a path) or event_id_header: de-duplication needs an id per event")
+        return self
+
+
+class WebhookSourceConfig(_Strict):
+    type: Literal["webhook"] = "webhook"
+    provider: Literal["stripe", "hubspot", "github", "generic"]
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="route name (default: the pipeline name)"
+    )
+    secrets: Secret = Field(description="signing secrets; several (a list) while rotating")
+    tolerance: float = Field(300.0, gt=0, description="seconds a signed timestamp may differ from now")
+    public_url: str | None = Field(
+        None, description="the full URL senders call, when a proxy stands between (HubSpot signs the URL)"
+    )
+    max_body_bytes: int | None = Field(None, ge=1, description="default: api.max_body_bytes")
+    dedup_retention: float = Field(259_200.0, gt=0, description="seconds a delivered event id is remembered")
+    poll_interval_ms: float = Field(500.0, gt=0, description="journal polling when no wake-up arrives")
+    ordering: bool | None = Field(None, description="drop events older than the applied version (default: stripe)")
+    stripe: StripeOptions = Field(default_factory=lambda: StripeOptions.model_validate({}))
+    github: GitHubOptions = Field(default_factory=lambda: GitHubOptions.model_validate({}))
+    signature: SignatureOptions | None = None
+    mapping: GenericMapping | None = None
+
+    @model_validator(mode="after")
+    def _generic_needs_mapping(self) -> WebhookSourceConfig:
+        if self.provider == "generic" and (self.mapping is None or self.signature is None):
+            raise ValueError("a generic webhook source needs signature: and mapping:")
+        if self.provider != "generic" and (self.mapping is not None or self.signature is not None):
+            raise ValueError(f"signature: and mapping: are for provider generic, not {self.provider}")
+        return self
+
+    @property
+    def guarded(self) -> bool:
+        return self.provider == "stripe" if self.ordering is None else self.ordering

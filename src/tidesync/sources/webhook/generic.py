@@ -1,0 +1,166 @@
+"""Any other sender: an HMAC-SHA256 header or Standard Webhooks signature, and a mapping by JSON paths.
+
+With ``mapping.events`` the body holds a list of events, each journaled on its
+own (as its own JSON) under its id; otherwise the body is one event and is
+journaled as received. ``event_id_header`` (e.g. ``webhook-id``) names the id
+of a one-event body. The op value found at ``mapping.op`` is looked up in
+``ops``; a value that is itself an op name stands for itself; no path, or no
+value, means ``default_op``. Timestamps are unix seconds, milliseconds or ISO
+8601 (``timestamp_unit``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from tidesync.event import OPS, ChangeEvent
+from tidesync.sources.webhook.config import GenericMapping, SignatureOptions
+from tidesync.sources.webhook.paths import MISSING, compile_path, lookup
+from tidesync.sources.webhook.provider import (
+    Delivery,
+    Malformed,
+    Mapped,
+    MappingError,
+    RawRequest,
+    event_id_text,
+    load_entry,
+    parse_json,
+)
+from tidesync.sources.webhook.signatures import verify_hmac, verify_standard
+from tidesync.state.store import JournalEntry
+
+MAX_EVENTS = 10_000
+
+
+def _p(text: str | None) -> tuple[Any, ...] | None:
+    return None if text is None else compile_path(text)
+
+
+class GenericProvider:
+    name = "generic"
+
+    def __init__(self, signature: SignatureOptions, mapping: GenericMapping, tolerance: float) -> None:
+        self.signature = signature
+        self.mapping = mapping
+        self.tolerance = tolerance
+        m = mapping
+        self._events, self._id = _p(m.events), _p(m.event_id)
+        self._entity, self._op, self._after = _p(m.entity_path), _p(m.op), _p(m.after)
+        self._before, self._changed, self._ts = _p(m.before), _p(m.changed), _p(m.timestamp)
+        self._key = [compile_path(k) for k in m.key]
+        self._id_header = m.event_id_header.lower() if m.event_id_header else None
+
+    def verify(self, request: RawRequest, secrets: Sequence[str], now: float) -> None:
+        s = self.signature
+        if s.scheme == "standard-webhooks":
+            verify_standard(request.body, request.headers, secrets, now, self.tolerance)
+        else:
+            verify_hmac(request.body, request.headers, secrets, s.header, s.encoding, s.prefix)
+
+    def split(self, request: RawRequest) -> tuple[list[Delivery], int]:
+        doc = parse_json(request.body)
+        if self._events is None:
+            return [Delivery(self._event_id(doc, request, "event id"), request.body)], 0
+        events = lookup(doc, self._events)
+        if not isinstance(events, list):
+            raise Malformed(f"{self.mapping.events} must be a list of events")
+        if len(events) > MAX_EVENTS:
+            raise Malformed(f"more than {MAX_EVENTS} events in one delivery")
+        return [
+            Delivery(self._event_id(e, request, f"event [{i}] id"), orjson.dumps(e)) for i, e in enumerate(events)
+        ], 0
+
+    def _event_id(self, event: Any, request: RawRequest, what: str) -> str:
+        if self._id is not None:
+            value = lookup(event, self._id)
+            if value is MISSING:
+                raise Malformed(f"{what} missing at {self.mapping.event_id}")
+            return event_id_text(value, what)
+        assert self._id_header is not None
+        value = request.headers.get(self._id_header)
+        if not value:
+            raise Malformed(f"{self.mapping.event_id_header} header is required")
+        return event_id_text(value, self.mapping.event_id_header or "")
+
+    def map(self, entry: JournalEntry) -> list[Mapped]:
+        return [Mapped(self.map_event(load_entry(entry)))]
+
+    def map_event(self, doc: Any) -> ChangeEvent:
+        m = self.mapping
+        if self._entity is not None:
+            name = lookup(doc, self._entity)
+            if not isinstance(name, str) or not name:
+                raise MappingError(f"no entity name at {m.entity_path}")
+            entity = m.entity_prefix + name
+        else:
+            entity = m.entity or ""
+        key = []
+        for text, path in zip(m.key, self._key, strict=True):
+            value = lookup(doc, path)
+            if value is MISSING or value is None or isinstance(value, (dict, list)):
+                raise MappingError(f"no key value at {text}")
+            key.append(value)
+        op = self._op_of(doc)
+        after = self._row(doc, self._after, m.after)
+        before = self._row(doc, self._before, m.before)
+        changed = self._changed_of(doc)
+        if op == "delete":
+            before, after, changed = before or after, None, None
+        elif after is None:
+            raise MappingError(f"no record at {m.after}")
+        return ChangeEvent(entity, tuple(key), op, before, after, changed, committed_at=self._time(doc))
+
+    def _op_of(self, doc: Any) -> str:
+        if self._op is None:
+            return self.mapping.default_op
+        value = lookup(doc, self._op)
+        if value is MISSING or value is None:
+            return self.mapping.default_op
+        op = self.mapping.ops.get(str(value), str(value))
+        if op not in OPS or op == "truncate":
+            raise MappingError(f"op value {str(value)[:50]!r} is not in ops")
+        return op
+
+    @staticmethod
+    def _row(doc: Any, path: tuple[Any, ...] | None, text: str | None) -> dict[str, Any] | None:
+        if path is None:
+            return None
+        value = lookup(doc, path)
+        if value is MISSING or value is None:
+            return None
+        if not isinstance(value, dict):
+            raise MappingError(f"{text} is not an object")
+        return value
+
+    def _changed_of(self, doc: Any) -> tuple[str, ...] | None:
+        if self._changed is None:
+            return None
+        value = lookup(doc, self._changed)
+        if value is MISSING or value is None:
+            return None
+        if isinstance(value, dict):
+            return tuple(value)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise MappingError(f"{self.mapping.changed} must be a list of field names or an object")
+
+    def _time(self, doc: Any) -> float:
+        if self._ts is None:
+            return 0.0
+        value = lookup(doc, self._ts)
+        unit = self.mapping.timestamp_unit
+        if unit == "iso":
+            if isinstance(value, str):
+                try:
+                    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+                except ValueError:
+                    pass
+                else:
+                    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value) / (1000.0 if unit == "ms" else 1.0)
+        raise MappingError(f"no {unit} timestamp at {self.mapping.timestamp}")
