@@ -266,3 +266,132 @@ class FlakySink(MemorySink):
                 if self.poison(ev):
                     raise PermanentError(f"destination rejected record {ev.entity} {ev.key}")
         self.apply(events, replay)
+
+
+class TcpProxy:
+    """A loopback TCP proxy that cuts connections on demand (a destination or source "outage").
+
+    Runs its own event loop in a thread, so both async tests and tests driving
+    subprocesses can use it. ``block()`` closes every open connection and
+    makes new ones close right after they are accepted; ``unblock()`` lets
+    traffic through again.
+    """
+
+    def __init__(self, target_host: str, target_port: int, listen_host: str = "127.0.0.1") -> None:
+        import threading
+
+        self.target = (target_host, target_port)
+        self.listen_host = listen_host
+        self.port = 0
+        self.blocked = False
+        self.connections = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tcp-proxy", daemon=True)
+
+    def __enter__(self) -> TcpProxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> int:
+        self._thread.start()
+        self._ready.wait(10)
+        return self.port
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._serve())
+        self._ready.set()
+        self._loop.run_forever()
+        pending = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
+
+    async def _serve(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.listen_host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self.blocked:
+            client_w.close()
+            return
+        try:
+            server_r, server_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_w.close()
+            return
+        self.connections += 1
+        self._writers.update((client_w, server_w))
+        try:
+            await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping
+        finally:
+            self._writers.discard(client_w)
+            self._writers.discard(server_w)
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        import threading
+
+        assert self._loop is not None
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+
+        self._loop.call_soon_threadsafe(run)
+        done.wait(10)
+
+    def block(self) -> None:
+        def cut() -> None:
+            self.blocked = True
+            for w in list(self._writers):
+                transport = w.transport
+                if transport is not None:
+                    transport.abort()
+            self._writers.clear()
+
+        self._call(cut)
+
+    def unblock(self) -> None:
+        def open_() -> None:
+            self.blocked = False
+
+        self._call(open_)
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+
+        def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for w in list(self._writers):
+                if w.transport is not None:
+                    w.transport.abort()
+            assert self._loop is not None
+            self._loop.stop()
+
+        self._loop.call_soon_threadsafe(shutdown)
+        self._thread.join(10)
+        self._loop = None

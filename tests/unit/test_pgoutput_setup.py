@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from tidesync.registry import REGISTRY
 from tidesync.sources.postgres.assembler import FULL, IDLE, Assembler
 from tidesync.sources.postgres.config import PostgresSourceConfig, default_name
 from tidesync.sources.postgres.pgoutput import PgoutputDecodeError, RelationColumn
-from tidesync.sources.postgres.setup import SetupFacts, SlotState, TableFacts, problems, slot_problem
+from tidesync.sources.postgres.setup import SetupFacts, SlotState, TableFacts, problems, slot_problem, warnings
 from tidesync.sources.postgres.spill import SpillDir
 from tidesync.sources.postgres.types import TypeMap
 
@@ -24,6 +25,22 @@ GOOD = SetupFacts(
 
 def test_a_good_setup_has_no_problems() -> None:
     assert problems(GOOD) == []
+    assert warnings(GOOD) == []
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        (TableFacts("t", 1, "public.t", "public.t", "d", False), "no primary key and REPLICA IDENTITY DEFAULT"),
+        (TableFacts("t", 1, "public.t", "public.t", "n", True), "REPLICA IDENTITY NOTHING"),
+    ],
+)
+def test_a_keyless_table_is_captured_append_only_with_a_warning(table: TableFacts, words: str) -> None:
+    facts = replace(GOOD, tables=(table,))
+    assert problems(facts) == []  # inserts are still captured: not a reason to refuse to start
+    (warning,) = warnings(facts)
+    assert words in warning and "only its inserts are captured" in warning
+    assert "ALTER TABLE public.t REPLICA IDENTITY FULL;" in warning
 
 
 @pytest.mark.parametrize(
@@ -33,12 +50,6 @@ def test_a_good_setup_has_no_problems() -> None:
         (dict(can_replicate=False), "ALTER ROLE app WITH REPLICATION;"),
         (dict(server_version=120000), "13 and newer"),
         (dict(tables=(TableFacts("nope", None),)), "table 'nope' does not exist"),
-        (
-            dict(tables=(TableFacts("t", 1, "public.t", "public.t", "d", False),)),
-            "no primary key and REPLICA IDENTITY DEFAULT, so its updates and deletes would carry no key. "
-            "Add a primary key, or run: ALTER TABLE public.t REPLICA IDENTITY FULL;",
-        ),
-        (dict(tables=(TableFacts("t", 1, "public.t", "public.t", "n", True),)), "REPLICA IDENTITY NOTHING"),
         (
             dict(tables=(TableFacts("t", 1, "public.t", "public.t", "d", True, can_select=False),)),
             "GRANT SELECT ON public.t TO app;",

@@ -178,3 +178,6 @@ def test_relation_keys_schema_and_identity() -> None:
     keyless = build_relation(rel, tm, RelationFacts())
     assert keyless.key == ("id", "v", "n")
     assert keyless.key_of({"id": 1, "v": "a", "n": None}) == (1, "a", None)
+    # events are keyed by the whole row, but a table made from the schema gets no key: append-only
+    assert keyless.schema.primary_key == ()
+    assert all(c.nullable for c in keyless.schema.columns)

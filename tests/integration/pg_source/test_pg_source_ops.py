@@ -14,15 +14,30 @@ from tidesync.testing import eventually
 
 
 async def test_setup_problems_are_reported_with_the_fix(harness: Harness) -> None:
-    sql(harness.dsn, "CREATE TABLE nokey (a int, b text)", "CREATE TABLE ok (id int PRIMARY KEY)")
+    sql(harness.dsn, "CREATE TABLE ok (id int PRIMARY KEY)", "CREATE TABLE v0 (id int PRIMARY KEY)",
+        "CREATE VIEW vw AS SELECT * FROM v0")
     with pytest.raises(SourceError) as info:
-        await harness.open(["ok", "nokey", "missing_table"])
+        await harness.open(["ok", "vw", "missing_table"])
     text = str(info.value)
     assert "table 'missing_table' does not exist" in text
-    assert "public.nokey has no primary key and REPLICA IDENTITY DEFAULT" in text
-    assert "ALTER TABLE public.nokey REPLICA IDENTITY FULL;" in text
+    assert "public.vw is not a table" in text
     # nothing was created for a source that cannot start
     assert slot_row(harness.dsn, harness.slot) is None
+
+
+async def test_a_keyless_table_is_captured_append_only_with_a_warning(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    sql(harness.dsn, "CREATE TABLE nokey (a int, b text)")
+    await harness.open(["nokey"])
+    assert "public.nokey has no primary key and REPLICA IDENTITY DEFAULT" in caplog.text
+    assert "ALTER TABLE public.nokey REPLICA IDENTITY FULL;" in caplog.text
+    sql(harness.dsn, "INSERT INTO nokey VALUES (1, 'x'), (1, 'x')")
+    events = await harness.read_n(2)
+    assert [(e.op, e.after) for e in events] == [("insert", {"a": 1, "b": "x"})] * 2
+    # PostgreSQL itself refuses keyless updates while the table is published: nothing slips through
+    with pytest.raises(Exception, match="replica identity"):
+        sql(harness.dsn, "UPDATE nokey SET b = 'y'")
 
 
 async def test_a_role_without_replication_is_told_which_alter_role_to_run(harness: Harness) -> None:

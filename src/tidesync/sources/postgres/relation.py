@@ -95,12 +95,17 @@ def build_relation(msg: Relation, types: TypeMap, facts: RelationFacts | None = 
         key = identity
     else:
         key = names
+    # The schema's primary key is what identifies a row in the source table; a
+    # table with none keys its events by the whole row, but a destination made
+    # from its schema must not get a whole-row primary key (or NOT NULL on every
+    # column): it is applied append-only.
+    schema_key = key if key is not names else ()
     columns = tuple(
         _column(c.name, c.type_oid, c.typmod, types, c.name not in facts.not_null and c.name not in pk)
         for c in msg.columns
     )
     entity = entity_name(msg.namespace, msg.name)
-    schema = EntitySchema(entity=entity, columns=columns, primary_key=key, version=version)
+    schema = EntitySchema(entity=entity, columns=columns, primary_key=schema_key, version=version)
     return RelationInfo(
         oid=msg.oid,
         entity=entity,

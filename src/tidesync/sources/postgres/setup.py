@@ -114,18 +114,30 @@ def problems(facts: SetupFacts, *, proto_version: int | None = None) -> list[str
         if not t.can_select:
             grant = f"GRANT SELECT ON {t.qualified} TO {_ident(facts.user)};"
             out.append(f"role {facts.user!r} cannot read {t.entity}. Run: {grant}")
-        if t.replica_identity == "n" or (t.replica_identity == "d" and not t.has_primary_key):
-            why = (
-                "REPLICA IDENTITY NOTHING"
-                if t.replica_identity == "n"
-                else "no primary key and REPLICA IDENTITY DEFAULT"
-            )
-            out.append(
-                f"table {t.entity} has {why}, so its updates and deletes would carry no key. "
-                f"Add a primary key, or run: ALTER TABLE {t.qualified} REPLICA IDENTITY FULL;"
-            )
     if facts.encoding not in _known_encodings():
         out.append(f"database encoding {facts.encoding} is not supported; use UTF8.")
+    return out
+
+
+def warnings(facts: SetupFacts) -> list[str]:
+    """What does not stop capture but the user must know: tables whose updates and deletes carry no key.
+
+    Such a table can still be captured append-only (inserts; pgbench_history is
+    one). While it is in the publication, PostgreSQL itself refuses UPDATE and
+    DELETE on it ("does not have a replica identity"), so no keyless change can
+    slip through unnoticed.
+    """
+    out: list[str] = []
+    for t in facts.tables:
+        if t.oid is None or not t.is_table:
+            continue
+        if t.replica_identity == "n" or (t.replica_identity == "d" and not t.has_primary_key):
+            why = "REPLICA IDENTITY NOTHING" if t.replica_identity == "n" else "no primary key and REPLICA IDENTITY DEFAULT"
+            out.append(
+                f"table {t.entity} has {why}, so only its inserts are captured and PostgreSQL refuses its "
+                f"updates and deletes while it is published. Add a primary key, or run: "
+                f"ALTER TABLE {t.qualified} REPLICA IDENTITY FULL;"
+            )
     return out
 
 

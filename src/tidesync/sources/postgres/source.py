@@ -58,6 +58,7 @@ from tidesync.sources.postgres.setup import (
     problems,
     slot_problem,
     slot_state,
+    warnings,
 )
 from tidesync.sources.postgres.shadow import ShadowKeeper
 from tidesync.sources.postgres.snapshot import SnapshotPlan, SnapshotReader, begin_snapshot
@@ -113,6 +114,8 @@ class PostgresSource:
         found = problems(facts, proto_version=proto)
         if found:
             raise SourceError("the Postgres source cannot start:\n- " + "\n- ".join(found))
+        for warning in warnings(facts):
+            log.warning("pipeline %s: %s", ctx.pipeline, warning)
         self.proto_version = proto
         self._types_encoding = ENCODINGS[facts.encoding]
         types = TypeMap(self._types_encoding)
