@@ -130,6 +130,14 @@ def _builtins() -> None:
          "MariaDB/MySQL tables: multi-row upserts, field-level updates, exactly-once"),
         ("sink", "mysql", "tidesync.sinks.sql.config:MariadbSinkConfig", "tidesync.sinks.sql.mariadb:MariadbSink",
          "alias of mariadb"),
+        ("source", "stripe", "tidesync.sources.http.config:StripeSourceConfig",
+         "tidesync.sources.http.stripe:StripeSource",
+         "Stripe's Events API as a change feed (30 days), list endpoints for a first snapshot"),
+        ("source", "hubspot", "tidesync.sources.http.config:HubSpotSourceConfig",
+         "tidesync.sources.http.hubspot:HubSpotSource",
+         "HubSpot CRM objects polled through search by last-modified time, diffed field by field"),
+        ("source", "hybrid", "tidesync.sources.hybrid.config:HybridConfig", "tidesync.sources.hybrid:HybridSource",
+         "a primary event source with a fallback poller: merged, de-duplicated, missed_by_primary counted"),
     ]
     for kind, type_, model, factory, summary in builtin:
         register(kind, type_, model, factory, summary)

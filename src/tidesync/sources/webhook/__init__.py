@@ -4,7 +4,8 @@ Modules: ``signatures`` (pure verifiers per scheme), ``provider`` and one
 module per sender (``stripe``, ``hubspot``, ``github``, ``generic``: split a
 delivery, map it to changes), ``intake`` (the answer to one HTTP delivery),
 ``journal`` (group commit), ``source`` (reads the journal), ``ordering``
-(older versions never overwrite newer ones), ``stripe_events`` (backfill).
+(older versions never overwrite newer ones), backfill through the Events API client shared with the
+Stripe polling source (:mod:`tidesync.sources.http.stripe_api`).
 """
 
 from tidesync.sources.webhook.config import WebhookSourceConfig

@@ -65,9 +65,10 @@ class OrderingGuard:
             repair = {f: known.row[f] for f in fields if f in known.row} if event.op != "delete" else {}
             if not repair:
                 return None
+            # ``before``: the record as the stale event knew it, so a destination finds its key columns there
             return ChangeEvent(
-                event.entity, event.key, "update", after=repair, changed=tuple(repair),
-                position=event.position, committed_at=known.committed_at,
+                event.entity, event.key, "update", before=event.before or event.after, after=repair,
+                changed=tuple(repair), position=event.position, committed_at=known.committed_at,
             )  # fmt: skip
         row = dict(record) if record is not None else {}
         self._known[k] = _Known(version, row, event.committed_at)

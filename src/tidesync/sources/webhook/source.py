@@ -13,10 +13,13 @@ transaction as the checkpoint, exactly like records a transform rejects.
 Replaying such an entry writes the placeholder, so inspect and discard them:
 fix the mapping and have the sender deliver again.
 
-Each batch carries, in ``batch.extra["state"]``, the ordering versions it
-admitted (shadow rows, scope ``webhook:<source>``) and the newest Stripe
-``created`` seen; the engine commits them in the checkpoint's transaction, so
-after a crash the replayed events meet exactly the versions that were applied.
+Each batch carries in ``batch.extra["versions"]`` the record version of each
+event (a list in event order, see :class:`~.provider.Mapped`; a hybrid source
+matches them with its fallback's), and in ``batch.extra["state"]`` the
+ordering versions it admitted (shadow rows, scope ``webhook:<source>``) and
+the newest Stripe ``created`` seen; the engine commits them in the
+checkpoint's transaction, so after a crash the replayed events meet exactly
+the versions that were applied.
 ``commit(position)`` drops the journal payloads through ``position``; the ids
 stay for ``dedup_retention``. A crash before that trim is finished by ``open``.
 
@@ -35,15 +38,16 @@ from typing import Any
 
 import orjson
 
-from tidesync.errors import SourceTransientError, StateStoreError
+from tidesync.errors import SourceError, SourceTransientError, StateStoreError
 from tidesync.event import Batch, ChangeEvent, Position
 from tidesync.observe.metrics import WEBHOOK_STALE
 from tidesync.protocols import Context
+from tidesync.sources.http.config import HttpOptions
+from tidesync.sources.http.stripe_api import MAX_WINDOW, StripeApi, stripe_client
 from tidesync.sources.webhook.config import WebhookSourceConfig
 from tidesync.sources.webhook.intake import WebhookIntake
 from tidesync.sources.webhook.ordering import OrderingGuard
 from tidesync.sources.webhook.provider import Mapped, MappingError
-from tidesync.sources.webhook.stripe_events import MAX_WINDOW, StripeEvents
 from tidesync.state.store import JournalAppend, JournalEntry, StateChanges, StateStore
 
 log = logging.getLogger("tidesync.webhook")
@@ -127,9 +131,9 @@ class WebhookSource:
                 return Batch([])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(intake.wake.wait(), min(remaining, poll))
-        events, failures = await self._convert(entries)
+        events, versions, failures = await self._convert(entries)
         self._after = entries[-1].seq
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"versions": versions}
         if failures:
             extra["failures"] = failures
         state = StateChanges()
@@ -141,8 +145,14 @@ class WebhookSource:
             extra["state"] = state  # committed by the engine in the checkpoint's transaction
         return Batch(events, (self._after,), extra=extra)
 
-    async def _convert(self, entries: list[JournalEntry]) -> tuple[list[ChangeEvent], list[tuple[ChangeEvent, str]]]:
-        """Map entries, then (when ordering is on) admit each change against the newest version known."""
+    async def _convert(
+        self, entries: list[JournalEntry]
+    ) -> tuple[list[ChangeEvent], list[Any], list[tuple[ChangeEvent, str]]]:
+        """Map entries, then (when ordering is on) admit each change against the newest version known.
+
+        Also returns each event's record version (Stripe: ``(created, event id)``; None where
+        the sender gives none), in event order.
+        """
         provider = self._intake.provider  # type: ignore[union-attr]
         decoded: list[tuple[JournalEntry, list[Mapped]]] = []
         failures: list[tuple[ChangeEvent, str]] = []
@@ -162,6 +172,7 @@ class WebhookSource:
                 raise SourceTransientError(f"webhook source {self.name}: {exc}") from exc
         stale_before = guard.stale if guard is not None else 0
         events: list[ChangeEvent] = []
+        versions: list[Any] = []
         for entry, mapped in decoded:
             for m in mapped:
                 event = m.event.replace(position=(entry.seq,))
@@ -173,9 +184,10 @@ class WebhookSource:
                             continue
                         event = admitted
                 events.append(event)
+                versions.append(m.version)
         if guard is not None and guard.stale > stale_before:
             WEBHOOK_STALE.labels(self.name).inc(guard.stale - stale_before)
-        return events, failures
+        return events, versions, failures
 
     def _placeholder(self, entry: JournalEntry) -> ChangeEvent:
         after = {
@@ -219,8 +231,16 @@ class WebhookSource:
             return 0
         now = self._ctx.clock.time()
         since = max(float(stored) - opts.overlap, now - MAX_WINDOW)
-        client = StripeEvents(opts.base_url, opts.api_key.get(), timeout=opts.timeout)
-        events = await client.since(int(since))
+        api = StripeApi(
+            stripe_client(
+                f"webhook source {self.name} backfill", opts.base_url, opts.api_key,
+                http=HttpOptions.model_validate({"timeout": opts.timeout}), clock=self._ctx.clock,
+            )
+        )  # fmt: skip
+        try:
+            events = await api.events_since(int(since))
+        finally:
+            await api.close()
         entries = [JournalAppend(self.name, e["id"], orjson.dumps(e), {"via": "events-api"}, now) for e in events]
         added = 0
         for i in range(0, len(entries), 500):
@@ -239,7 +259,7 @@ class WebhookSource:
         while True:
             try:
                 await self.backfill_once()
-            except (SourceTransientError, StateStoreError) as exc:
+            except (SourceError, StateStoreError) as exc:  # a rejected key too: say so, try again later
                 log.warning("webhook source %s: Stripe backfill failed: %s", self.name, exc)
             if every is None:
                 return

@@ -1,0 +1,223 @@
+"""The HubSpot polling source: CRM objects read through the search endpoint, diffed field by field.
+
+Per object type, passes read every record modified in ``(high-water mark -
+lookback, now - settle]`` (see :mod:`.hubspot_search` for windows, the
+10,000-result ceiling and ties). Each record's properties are compared with
+its shadow (the properties last emitted): no shadow is an ``insert`` (the
+whole record), different values an ``update`` whose ``changed`` names only
+the properties that differ (``before`` is the shadow, ``after`` the record
+as read), equal values nothing. So the look-back, which re-reads records to
+catch ones the search index showed late, emits nothing twice, and neither
+does a window read again after its offsets shifted.
+
+Entities are ``hubspot.<singular type>`` (``hubspot.contact``), keys
+``(record id,)`` as text, like the webhook mapping; ``committed_at`` is the
+cursor property's time. Deleted (archived) records are not in search results:
+this source does not see deletes.
+
+Shadow rows (scope ``shadow_scope``, default the pipeline name) travel with
+each batch in ``batch.extra["state"]`` and are committed with its checkpoint;
+until then the pending ones are consulted first (the same mechanism as the SQL
+polling source: :mod:`tidesync.sources.polling.tracker`).
+
+Requests: ``POST {base_url}/crm/v3/objects/{type}/search`` with a bearer
+private-app token or OAuth2 access token (refreshed with the refresh token),
+paced by a token bucket (default 5/s: the search endpoint's limit per account).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tidesync.errors import SourceTransientError
+from tidesync.event import Batch, Key, Position, Row, diff_fields
+from tidesync.protocols import Context
+from tidesync.sources.http.auth import BearerKey, Credential, OAuth2Refresh
+from tidesync.sources.http.client import ApiClient
+from tidesync.sources.http.config import HubSpotObject, HubSpotSourceConfig
+from tidesync.sources.http.hubspot_search import Pass, cursor_ms
+from tidesync.sources.http.positions import next_epoch, split
+from tidesync.sources.http.ratelimit import TokenBucket
+from tidesync.sources.polling.tracker import BatchBuilder, PendingShadows
+
+log = logging.getLogger("tidesync.sources.hubspot")
+
+
+@dataclass
+class _Object:
+    spec: HubSpotObject
+    hw: int | None = None  # every record modified at or before this (ms) was read
+    run: Pass | None = None
+
+    def marks(self) -> tuple[Any, ...]:
+        return (self.spec.entity_name, self.hw, self.run.marks() if self.run is not None else None)
+
+
+def hubspot_client(config: HubSpotSourceConfig, name: str, ctx: Context) -> ApiClient:
+    credential: Credential
+    if config.oauth is not None:
+        o = config.oauth
+        credential = OAuth2Refresh(
+            o.token_url or f"{config.base_url.rstrip('/')}/oauth/v1/token", o.client_id, o.client_secret,
+            o.refresh_token, refresh_margin=o.refresh_margin, clock=ctx.clock,
+        )  # fmt: skip
+    else:
+        assert config.token is not None
+        credential = BearerKey(config.token, "HubSpot access token")
+    rl, opts = config.rate_limit, config.http
+    return ApiClient(
+        name, config.base_url, credential, TokenBucket(rl.per_second, rl.burst, clock=ctx.clock),
+        max_attempts=opts.max_attempts, max_throttled=opts.max_throttled, timeout=opts.timeout, clock=ctx.clock,
+    )  # fmt: skip
+
+
+class HubSpotSource:
+    """See the module docstring."""
+
+    def __init__(self, config: HubSpotSourceConfig) -> None:
+        self.config = config
+        self._ctx: Context | None = None
+        self._client: ApiClient | None = None
+        self._objects: list[_Object] = []
+        self._pending = PendingShadows()
+        self._scope = ""
+        self._epoch = 0
+        self._seq = 0
+        self._marks: tuple[Any, ...] = ()
+        self._next_poll: dict[str, float] = {}
+        self.records_read = 0
+
+    @property
+    def client(self) -> ApiClient:
+        assert self._client is not None, "open() first"
+        return self._client
+
+    async def open(self, ctx: Context, after: Position | None) -> None:
+        self._ctx = ctx
+        self._scope = self.config.shadow_scope or ctx.pipeline
+        epoch, _, marks = split(after)
+        self._epoch = await next_epoch(ctx.state, f"hubspot:{self._scope}", epoch)
+        self._seq = 0
+        stored = {m[0]: m for m in marks or ()}
+        self._objects = []
+        for spec in self.config.objects:
+            obj = _Object(spec)
+            if spec.entity_name in stored:
+                _, obj.hw, run = stored[spec.entity_name]
+                if run is not None:
+                    obj.run = Pass.restore(spec.cursor_property, run, self.config.page_size, self.config.max_results)
+            self._objects.append(obj)
+        self._marks = self._current_marks()
+        self._next_poll = {o.spec.entity_name: -math.inf for o in self._objects}
+        if self._client is None:
+            self._client = hubspot_client(self.config, f"hubspot source {ctx.pipeline}", ctx)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def commit(self, position: Position) -> None:
+        self._pending.release(position)
+
+    def request_poll(self) -> None:
+        for name in self._next_poll:
+            self._next_poll[name] = -math.inf
+
+    @property
+    def idle(self) -> bool:
+        return all(o.run is None for o in self._objects)
+
+    def passes(self) -> dict[str, Pass | None]:
+        return {o.spec.entity_name: o.run for o in self._objects}
+
+    def _current_marks(self) -> tuple[Any, ...]:
+        return tuple(o.marks() for o in self._objects)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def read(self, max_events: int, max_wait: float) -> Batch:
+        assert self._ctx is not None, "open() first"
+        clock = self._ctx.clock
+        deadline = clock.monotonic() + max_wait
+        b = BatchBuilder(self._scope, self._epoch, self._seq, self._pending)
+        while len(b.events) < max_events:
+            worked = await self._step(b)
+            now = clock.monotonic()
+            if worked and now < deadline:
+                continue
+            if worked or b.events or now >= deadline:
+                break
+            await clock.sleep(max(0.0, min(min(self._next_poll.values(), default=deadline), deadline) - now))
+        marks = self._current_marks()
+        b.marks_moved = marks != self._marks
+        self._marks = marks
+        batch = b.build(marks, clock.time())
+        self._seq = b.seq
+        return batch
+
+    async def _step(self, b: BatchBuilder) -> bool:
+        assert self._ctx is not None
+        clock = self._ctx.clock
+        for obj in self._objects:
+            if obj.run is not None:
+                await self._page(obj, b)
+                return True
+        now = clock.monotonic()
+        for obj in self._objects:
+            if now >= self._next_poll[obj.spec.entity_name]:
+                end = math.floor((clock.time() - self.config.settle) * 1000)
+                lo = 0 if obj.hw is None else max(0, obj.hw - round(self.config.lookback * 1000))
+                if end <= lo:
+                    self._next_poll[obj.spec.entity_name] = now + self.config.poll_interval
+                    continue
+                obj.run = Pass(obj.spec.cursor_property, lo, end, limit=self.config.page_size,
+                               ceiling=self.config.max_results)  # fmt: skip
+                await self._page(obj, b)
+                return True
+        return False
+
+    async def _page(self, obj: _Object, b: BatchBuilder) -> None:
+        assert self._ctx is not None and obj.run is not None
+        run, spec = obj.run, obj.spec
+        answer = await self.client.post(f"/crm/v3/objects/{spec.type}/search", run.request(spec.properties))
+        try:
+            results = run.advance(answer if isinstance(answer, dict) else {})
+        except ValueError as exc:
+            raise SourceTransientError(f"{self.client.name}: search of {spec.type}: {exc}") from exc
+        if results:
+            self.records_read += len(results)
+            await self._diff(spec, results, b)
+        if run.done:
+            obj.hw, obj.run = run.end, None
+            self._next_poll[spec.entity_name] = self._ctx.clock.monotonic() + self.config.poll_interval
+
+    async def _diff(self, spec: HubSpotObject, results: list[dict[str, Any]], b: BatchBuilder) -> None:
+        assert self._ctx is not None
+        entity = spec.entity_name
+        records: list[tuple[Key, Row]] = []
+        for r in results:
+            rid, props = r.get("id"), r.get("properties")
+            if not isinstance(rid, (str, int)) or not isinstance(props, dict):
+                log.warning("%s: a search result without id or properties was skipped", self.client.name)
+                continue
+            records.append(((str(rid),), dict(props)))
+        unknown = [k for k, _ in records if not self._pending.lookup(entity, k)[0]]
+        stored = await self._ctx.state.shadow_get(self._scope, entity, unknown) if unknown else {}
+        now = self._ctx.clock.time()
+        for key, row in records:
+            known, shadow = self._pending.lookup(entity, key)
+            if not known:
+                hit = stored.get(key)
+                shadow = hit.row if hit is not None else None
+            ms = cursor_ms(row.get(spec.cursor_property))
+            at = min(ms / 1000, now) if ms is not None else now
+            if shadow is None:
+                b.emit(entity, key, "insert", before=None, after=row, changed=None, committed_at=at)
+                continue
+            changed = diff_fields(shadow, row)
+            if changed:
+                b.emit(entity, key, "update", before=shadow, after=row, changed=changed, committed_at=at)
