@@ -104,31 +104,31 @@ def validate(
     out.print(f"[green]ok[/]: {config} — {len(loaded.pipelines)} pipeline(s): {names}", highlight=False)
 
 
-@app.command()
-def run(
-    config: ConfigArg,
-    pipeline: Annotated[list[str] | None, typer.Option("--pipeline", "-p", help="run only these")] = None,
-) -> None:
-    """Run the pipelines of a config until SIGINT/SIGTERM (finishes the batch in flight, checkpoints, exits 0)."""
+def _run_engine(config: Path, pipeline: list[str] | None, force_api: bool) -> None:
     from tidesync.engine.build import build_engine
 
     loaded = _load(config)
 
     async def main() -> int:
         from tidesync.api.server import build_api
+        from tidesync.observe.monitor import Monitor
+        from tidesync.observe.recent import install as keep_recent_errors
         from tidesync.reconcile.schedule import ReconcileSchedules
 
+        keep_recent_errors()
         engine = build_engine(loaded, pipeline)
         if not engine.runners:
             raise ConfigError("no enabled pipeline to run", path=str(config))
-        api = build_api(loaded, engine)
+        monitor = Monitor.for_config(loaded, engine)
+        api = build_api(loaded, engine, monitor=monitor, force=force_api)
         schedules = ReconcileSchedules(loaded, [r.name for r in engine.runners]).start()
         try:
-            if api is None:
-                code = await engine.run()
-            else:
-                async with api:  # serves webhooks in this process; stops after the pipelines stopped
+            async with monitor:  # metrics readings and alerts, on a timer
+                if api is None:
                     code = await engine.run()
+                else:
+                    async with api:  # webhooks, admin API, dashboard; stops after the pipelines stopped
+                        code = await engine.run()
         finally:
             await schedules.stop()
         for name, exc in engine.failed.items():
@@ -136,6 +136,38 @@ def run(
         return code
 
     raise typer.Exit(run_async(main))
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    pipeline: Annotated[list[str] | None, typer.Option("--pipeline", "-p", help="run only these")] = None,
+    api: Annotated[bool, typer.Option("--api", help="serve the admin API and dashboard (needs api.token)")] = False,
+) -> None:
+    """Run the pipelines of a config until SIGINT/SIGTERM (finishes the batch in flight, checkpoints, exits 0)."""
+    _run_engine(config, pipeline, api)
+
+
+@app.command()
+def serve(
+    config: ConfigArg,
+    pipeline: Annotated[list[str] | None, typer.Option("--pipeline", "-p", help="run only these")] = None,
+) -> None:
+    """Run the pipelines plus the admin API, /metrics and the dashboard on api.listen (needs api.token)."""
+    _run_engine(config, pipeline, True)
+
+
+@app.command()
+def top(
+    config: ConfigArg,
+    interval: Annotated[float, typer.Option(min=0.2, help="seconds between refreshes")] = 1.0,
+    once: Annotated[bool, typer.Option("--once", help="print one view and exit")] = False,
+) -> None:
+    """A live view of throughput, latency, lag and DLQ per pipeline (from the running server, else the state store)."""
+    from tidesync.observe.top import run_top
+
+    loaded = _load(config)
+    run_async(lambda: run_top(loaded, out, interval=interval, once=once))
 
 
 def _ago(ts: float | None) -> str:

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tidesync.errors import ConfigError
+from tidesync.observe.alerts_config import AlertsConfig, check_alerts
 from tidesync.reconcile.config import ReconcileSchedule
 from tidesync.registry import REGISTRY
 from tidesync.secrets import REDACTOR, ResolvedStr, Secret, resolve_string
@@ -74,6 +75,7 @@ class ApiConfig(Strict):
     token: Secret | None = Field(None, description="bearer token for the admin API")
     max_body_bytes: int = Field(1024 * 1024, ge=1, description="largest request body accepted (413 beyond)")
     public_url: str | None = Field(None, description="how senders reach this server, e.g. https://hooks.example.com")
+    metrics_public: bool = Field(False, description="serve /metrics without the bearer token")
 
 
 class TidesyncConfig(Strict):
@@ -81,6 +83,7 @@ class TidesyncConfig(Strict):
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     syncs: list[SyncConfig] = Field(default_factory=list)
     api: ApiConfig | None = None
+    alerts: AlertsConfig | None = None
 
 
 @dataclass
@@ -252,6 +255,7 @@ def load_config_text(text: str, path: Path | None = None) -> LoadedConfig:
     syncs = _validate_syncs(model, errors)
     _check_unique([p.name for p in model.pipelines], "pipelines", "name", errors)
     _check_unique([s.name for s in model.syncs], "syncs", "name", errors)
+    check_alerts(model.alerts, [p.name for p in model.pipelines], errors.add)
     errors.raise_if_any()
     return LoadedConfig(path=path, model=model, pipelines=specs, raw=data, syncs=syncs)
 

@@ -1,9 +1,9 @@
 """The HTTP app: ``create_app(runtime)`` builds the FastAPI application the process serves.
 
-It carries ``/healthz`` and the webhook intake routes. The admin API adds its
-routers from its own modules (``app.include_router``); nothing here is
-authenticated by the bearer token, because webhook senders prove themselves by
-signature.
+It carries ``/healthz`` and the webhook intake routes, which are not
+authenticated by the bearer token (webhook senders prove themselves by
+signature), and the admin API, metrics and dashboard that
+:func:`tidesync.api.admin.install` adds (token-protected, see ``api/auth.py``).
 
 Any error that escapes a route is answered 500 with a fixed text (never a
 traceback or an exception message); the intake itself answers bad input with
@@ -17,14 +17,15 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from tidesync.api import webhooks
+from tidesync.api import admin, webhooks
 from tidesync.api.runtime import ApiRuntime
 
 log = logging.getLogger("tidesync.api")
 
 
 def create_app(runtime: ApiRuntime) -> FastAPI:
-    app = FastAPI(title="tidesync", version="0.1.0")
+    # The schema is served by the admin API behind the token (tidesync.api.monitoring); no CDN-backed docs pages.
+    app = FastAPI(title="tidesync", version="0.1.0", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
 
     @app.get("/healthz", tags=["health"], summary="The process is up and serving")
@@ -37,4 +38,5 @@ def create_app(runtime: ApiRuntime) -> FastAPI:
         return JSONResponse({"error": "internal error"}, status_code=500)
 
     app.include_router(webhooks.router)
+    admin.install(app)
     return app

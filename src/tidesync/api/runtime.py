@@ -1,7 +1,7 @@
-"""What the HTTP app serves from: the running process's webhook intakes, API settings and (later) the engine.
+"""What the HTTP app serves from: the running process's webhook intakes, API settings, engine and monitor.
 
-The admin API extends this object (its routes read the engine and the state
-store from it); the webhook routes only need ``intakes``.
+The admin routes read the engine, the state store, the config and the monitor
+from it; the webhook routes only need ``intakes``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ class ApiRuntime:
     max_body_bytes: int = 1024 * 1024
     engine: Any = None
     token: Any = None  # a tidesync.secrets.Secret for the admin routes, or None
+    config: Any = None  # the LoadedConfig (admin: syncs, replay and reconcile of stopped pipelines)
+    monitor: Any = None  # a tidesync.observe.monitor.Monitor (admin: /metrics, alerts, readings)
+    metrics_public: bool = False  # serve /metrics without the token
 
     def add_intake(self, intake: WebhookIntake) -> None:
         if intake.name in self.intakes and self.intakes[intake.name] is not intake:

@@ -115,6 +115,9 @@ class ApiServer:
             server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        jobs = getattr(getattr(self.app, "state", None), "jobs", None)
+        if jobs is not None:
+            await jobs.cancel_all()
         if self.runtime.journal is not None:
             await self.runtime.journal.close()
         await self._close_state()
@@ -136,21 +139,35 @@ class ApiServer:
         await self.stop()
 
 
-def build_api(config: Any, engine: Any) -> ApiServer | None:
-    """The server ``tidesync run`` starts: when the config has an ``api:`` section or a webhook source."""
+def build_api(config: Any, engine: Any, *, monitor: Any = None, force: bool = False) -> ApiServer | None:
+    """The server ``tidesync run`` starts: when the config has an ``api:`` section or a webhook source, or ``force``.
+
+    ``force`` (``tidesync serve``, ``tidesync run --api``) also requires ``api.token``: the admin API is the point.
+    """
     from tidesync.sources.webhook.source import WebhookSource
 
     intakes = [
-        r.source.intake_for(r.name) for r in getattr(engine, "runners", []) if isinstance(r.source, WebhookSource)
+        s.intake_for(r.name)
+        for r in getattr(engine, "runners", [])
+        for s in (r.source, *getattr(r.source, "parts", ()))  # a hybrid source's webhook primary too
+        if isinstance(s, WebhookSource)
     ]
     api = getattr(config.model, "api", None)
-    if api is None and not intakes:
+    if force and getattr(api, "token", None) is None:
+        raise ConfigError(
+            "the admin API needs a bearer token: set api.token in the config (e.g. token: ${env:TIDESYNC_TOKEN})",
+            path=str(config.path) if getattr(config, "path", None) else None,
+        )
+    if api is None and not intakes and not force:
         return None
     runtime = ApiRuntime(
         public_url=getattr(api, "public_url", None),
         max_body_bytes=getattr(api, "max_body_bytes", 1024 * 1024),
         engine=engine,
         token=getattr(api, "token", None),
+        config=config,
+        monitor=monitor,
+        metrics_public=bool(getattr(api, "metrics_public", False)),
     )
     for intake in intakes:
         try:

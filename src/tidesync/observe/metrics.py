@@ -42,3 +42,9 @@ WEBHOOK_ENDPOINT_DISABLED = Gauge(
     ["pipeline", "sink"],
     registry=REGISTRY,
 )
+MISSED_BY_PRIMARY = Counter(
+    "tidesync_missed_by_primary_total",
+    "Changes of a hybrid pipeline that only its fallback poller saw: the primary (webhooks, CDC) dropped them.",
+    ["pipeline", "entity"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,115 @@
+"""Admin routes of the two-way sync review queue: list, show, resolve (``/api/conflicts``).
+
+They call :mod:`tidesync.sync.resolve`, the same functions the CLI uses: a
+resolution is recorded as a request in the state store, and the running sync
+applies it in its own loop (writing the chosen value to both sides, closing
+the conflict and recording the history), so the API never races a change of
+the same record.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+
+from tidesync.api.auth import UNAUTHORIZED, require_token
+from tidesync.api.models import ConflictInfo, Problem, ResolutionOutcome, ResolveRequest, clean
+from tidesync.api.views import now_of, store_of
+from tidesync.state.store import StateStore
+
+router = APIRouter(
+    prefix="/api/conflicts", tags=["conflicts"], dependencies=[Depends(require_token)], responses=UNAUTHORIZED
+)
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "no such pending conflict"}}
+BAD: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "the body is not JSON, or the request cannot be recorded"}
+}
+ConflictId = Annotated[str, Path(min_length=1, max_length=300, description="SYNC:NUMBER, e.g. customers:7")]
+
+
+async def entries(store: StateStore, sync: str | None = None) -> list[dict[str, Any]]:
+    """Pending review items (none when two-way sync is not part of this build)."""
+    try:
+        from tidesync.sync.resolve import list_conflicts
+    except ImportError:
+        return []
+    return await list_conflicts(store, sync)
+
+
+def _info(entry: dict[str, Any]) -> ConflictInfo:
+    return ConflictInfo.model_validate(clean(entry))
+
+
+async def _get(store: StateStore, cid: str) -> dict[str, Any]:
+    from tidesync.sync.resolve import ResolutionError, get_conflict
+
+    try:
+        entry = await get_conflict(store, cid)
+    except ResolutionError as exc:
+        raise HTTPException(404, str(exc)) from None
+    if entry is None:
+        raise HTTPException(404, f"no pending conflict {cid} (already resolved, or a wrong id)")
+    return entry
+
+
+@router.get("", summary="Pending conflicts, oldest first, with any resolution waiting to be applied")
+async def list_pending(
+    request: Request, sync: Annotated[str | None, Query(max_length=200, description="only this sync")] = None
+) -> list[ConflictInfo]:
+    store = store_of(request.app.state.runtime)
+    pending = await entries(store, sync)
+    if not pending:
+        return []
+    from tidesync.sync.journal import RESOLVE, parse_conflict_id
+
+    requests = await store.kv_scan(RESOLVE, f"{sync}/" if sync else "")
+    out = []
+    for e in pending:
+        name, n = parse_conflict_id(e["id"])
+        out.append(_info({**e, "pending_resolution": requests.get(f"{name}/{n}")}))
+    return out
+
+
+@router.get("/{conflict_id}", summary="One conflict: both candidates and the agreed value", responses=NOT_FOUND)
+async def show(request: Request, conflict_id: ConflictId) -> ConflictInfo:
+    return _info(await _get(store_of(request.app.state.runtime), conflict_id))
+
+
+@router.post(
+    "/{conflict_id}/resolve",
+    summary="Choose the winning value; the running sync writes it to both sides",
+    responses={**NOT_FOUND, **BAD},
+)
+async def resolve(request: Request, conflict_id: ConflictId, body: ResolveRequest) -> ResolutionOutcome:
+    from tidesync.sync.resolve import ResolutionError, request_resolution
+
+    rt = request.app.state.runtime
+    store = store_of(rt)
+    await _get(store, conflict_id)
+    try:
+        res = await request_resolution(
+            store,
+            conflict_id,
+            take=body.take,
+            value=body.value,
+            has_value=body.use_value,
+            remember=body.remember,
+            by="admin api",
+            now=now_of(rt),
+        )
+    except ResolutionError as exc:
+        raise HTTPException(400, str(exc)) from None
+    return ResolutionOutcome.model_validate(
+        clean(
+            {
+                "conflict": res.conflict,
+                "field": res.field,
+                "take": res.take,
+                "value": res.value,
+                "remember": res.remember,
+                "rule_line": res.rule_line,
+                "note": "recorded; the running sync writes the chosen value to both sides and closes the conflict",
+            }
+        )
+    )
