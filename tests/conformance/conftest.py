@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from tests.conformance.harnesses import SINKS, SOURCES
+from tidesync.protocols import Context
+from tidesync.state import open_state_store
 
 
 @pytest.fixture(params=sorted(SOURCES))
@@ -21,3 +23,12 @@ def sink_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any
     h = SINKS[request.param](tmp_path)
     yield h
     h.cleanup()
+
+
+@pytest.fixture
+async def source_ctx(tmp_path: Path) -> Any:
+    """A context with an open state store (sources may keep progress in it)."""
+    store = open_state_store(f"sqlite:///{tmp_path / 'conformance-state.db'}")
+    await store.open()
+    yield Context(pipeline="conformance", name="source", state=store)
+    await store.close()

@@ -96,5 +96,61 @@ class MemorySinkHarness:
         pass
 
 
-SOURCES: dict[str, type] = {"sqlite": SqliteSourceHarness}
-SINKS: dict[str, type] = {"memory": MemorySinkHarness}
+class PostgresSourceHarness:
+    """Logical replication from a fresh database; each harness gets its own slot (pipeline name)."""
+
+    entity = "public.items"
+
+    def __init__(self, tmp: Path) -> None:
+        import uuid
+
+        import psycopg
+
+        self.tmp = tmp
+        self.db = f"ts_conf_{uuid.uuid4().hex[:10]}"
+        self.admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db}"')
+        self.dsn = self.admin.rsplit("/", 1)[0] + "/" + self.db
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE items (id integer PRIMARY KEY, name text, qty integer)")
+
+    def make_source(self) -> Source:
+        from tidesync.sources.postgres import PostgresSource, PostgresSourceConfig
+
+        return PostgresSource(
+            PostgresSourceConfig(
+                dsn=self.dsn, tables=["items"], snapshot="never", progress=False, heartbeat_interval=0,
+                slot=self.db, publication=self.db, work_dir=str(self.tmp / "spill"),
+            )
+        )
+
+    def _exec(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        import psycopg
+
+        with psycopg.connect(self.dsn) as conn, conn.cursor() as cur:
+            cur.executemany(sql, rows)
+
+    def insert(self, ids: range) -> None:
+        self._exec("INSERT INTO items VALUES (%s, %s, %s)", [(i, f"item {i}", 0) for i in ids])
+
+    def update(self, ids: range, qty: int) -> None:
+        self._exec("UPDATE items SET qty = %s WHERE id = %s", [(qty, i) for i in ids])
+
+    def delete(self, ids: range) -> None:
+        self._exec("DELETE FROM items WHERE id = %s", [(i,) for i in ids])
+
+    def cleanup(self) -> None:
+        from tests.conftest import drop_pg_database
+
+        drop_pg_database(self.db)
+
+
+def _sql_sinks() -> dict[str, type]:
+    from tests.integration.sql_sinks.conformance import SQL_SINKS
+
+    return dict(SQL_SINKS)
+
+
+SOURCES: dict[str, type] = {"sqlite": SqliteSourceHarness, "postgres": PostgresSourceHarness}
+SINKS: dict[str, type] = {"memory": MemorySinkHarness, **_sql_sinks()}

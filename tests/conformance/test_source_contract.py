@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from tidesync.event import ChangeEvent
 from tidesync.protocols import Context
-from tidesync.state import open_state_store
 
 
 async def _drain(source: Any, want: int, rounds: int = 200) -> list[ChangeEvent]:
@@ -20,13 +18,9 @@ async def _drain(source: Any, want: int, rounds: int = 200) -> list[ChangeEvent]
     return out
 
 
-def _ctx(tmp_path: Path) -> Context:
-    return Context(pipeline="conformance", name="source", state=open_state_store(f"sqlite:///{tmp_path / 's.db'}"))
-
-
-async def test_reads_every_change_in_order_with_increasing_positions(source_harness: Any, tmp_path: Path) -> None:
+async def test_reads_every_change_in_order_with_increasing_positions(source_harness: Any, source_ctx: Context) -> None:
     src = source_harness.make_source()
-    await src.open(_ctx(tmp_path), None)
+    await src.open(source_ctx, None)
     source_harness.insert(range(1, 51))
     source_harness.update(range(1, 11), qty=5)
     source_harness.delete(range(41, 51))
@@ -39,9 +33,9 @@ async def test_reads_every_change_in_order_with_increasing_positions(source_harn
     assert all(e.entity.endswith(source_harness.entity) for e in events)
 
 
-async def test_resume_after_checkpoint_yields_nothing_at_or_before_it(source_harness: Any, tmp_path: Path) -> None:
+async def test_resume_after_checkpoint_yields_nothing_at_or_before_it(source_harness: Any, source_ctx: Context) -> None:
     src = source_harness.make_source()
-    await src.open(_ctx(tmp_path), None)
+    await src.open(source_ctx, None)
     source_harness.insert(range(1, 31))
     first: list[ChangeEvent] = []
     checkpoint = None
@@ -55,7 +49,7 @@ async def test_resume_after_checkpoint_yields_nothing_at_or_before_it(source_har
     await src.close()
     source_harness.insert(range(31, 41))
     again = source_harness.make_source()
-    await again.open(_ctx(tmp_path), checkpoint)
+    await again.open(source_ctx, checkpoint)
     rest = await _drain(again, 40 - sum(1 for e in first if e.position <= checkpoint))
     await again.close()
     assert rest, "resumed source produced nothing"
@@ -64,10 +58,10 @@ async def test_resume_after_checkpoint_yields_nothing_at_or_before_it(source_har
     assert keys == {(i,) for i in range(1, 41)}  # nothing lost across the restart
 
 
-async def test_open_close_are_idempotent_and_empty_reads_are_fine(source_harness: Any, tmp_path: Path) -> None:
+async def test_open_close_are_idempotent_and_empty_reads_are_fine(source_harness: Any, source_ctx: Context) -> None:
     src = source_harness.make_source()
     await src.close()  # close before open
-    await src.open(_ctx(tmp_path), None)
+    await src.open(source_ctx, None)
     batch = await src.read(10, 0.01)
     assert batch.events == []
     await src.close()

@@ -1,0 +1,273 @@
+"""The SQLite sink (stdlib sqlite3, in one thread per sink).
+
+Each write is one ``BEGIN IMMEDIATE`` transaction (the write lock is taken
+first, so a busy database makes the write wait up to ``lock_timeout`` and then
+fail transiently, instead of failing half-way); each step is one
+``executemany``: ``INSERT ... ON CONFLICT (key) DO UPDATE`` for upserts,
+``UPDATE ... WHERE key = ?`` and ``DELETE ... WHERE key = ?`` for the rest.
+The file runs in WAL mode with ``synchronous = NORMAL``: a power cut may lose
+the last transactions, but data and stored position are lost together, so the
+source replays them.
+
+Values are stored as typemap describes: timestamps as ISO 8601 text (aware
+ones in UTC with ``+00:00``), decimals, uuids and dates as text, JSON as text,
+intervals as integer microseconds, booleans as 0/1.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tidesync.errors import DeliveryError
+from tidesync.event import DELETE, UPDATE, Key
+from tidesync.schema import Column, EntitySchema
+from tidesync.sinks.sql import sqlite_errors
+from tidesync.sinks.sql.common import SqlSink, Worker
+from tidesync.sinks.sql.config import SqliteSinkConfig
+from tidesync.sinks.sql.plan import REKEY, UPSERT, Step
+from tidesync.sinks.sql.tables import ColumnInfo, TableInfo, TableName
+from tidesync.sinks.sql.typemap import kind_of_sqlite, sqlite_type
+from tidesync.sinks.sql.values import SQLITE_PLAIN, encode_rows, sqlite_value
+
+__all__ = ["SqliteSink", "SqliteSinkConfig"]
+
+
+def q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qt(table: TableName) -> str:
+    return f"{q(table.schema)}.{q(table.name)}" if table.schema else q(table.name)
+
+
+def _pragma(table: TableName, pragma: str, arg: str) -> str:
+    prefix = f"{q(table.schema)}." if table.schema else ""
+    return f"PRAGMA {prefix}{pragma}({q(arg)})"
+
+
+def _encode(rows: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:
+    return encode_rows(rows, [sqlite_value] * len(rows[0]) if rows else [], SQLITE_PLAIN)
+
+
+class _Connection:
+    """The blocking half: everything here runs in the worker thread."""
+
+    def __init__(self, config: SqliteSinkConfig) -> None:
+        self.config = config
+        self.conn: sqlite3.Connection | None = None
+        self.position = q("_tidesync_applied")
+
+    def c(self) -> sqlite3.Connection:
+        if self.conn is None:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        return self.conn
+
+    def connect(self, position_table: TableName) -> None:
+        path = Path(self.config.path)
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=self.config.lock_timeout or 0.0)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self.position = qt(position_table)
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.position} (pipeline TEXT NOT NULL, sink TEXT NOT NULL, "
+                "position BLOB NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (pipeline, sink))"
+            )
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+    def read_position(self, pipeline: str, sink: str) -> bytes | None:
+        conn = self.c()
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute(
+            f"SELECT position FROM {self.position} WHERE pipeline = ? AND sink = ?", (pipeline, sink)
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def write_position(self, pipeline: str, sink: str, position: bytes) -> None:
+        self.c().execute(
+            f"INSERT INTO {self.position} (pipeline, sink, position, applied_at) "
+            "VALUES (?, ?, ?, strftime('%Y-%m-%d %H:%M:%f+00:00', 'now')) "
+            "ON CONFLICT (pipeline, sink) DO UPDATE SET position = excluded.position, applied_at = excluded.applied_at",
+            (pipeline, sink, position),
+        )
+
+    def commit(self) -> None:
+        conn = self.c()
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn is not None and self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    # --- tables ------------------------------------------------------------------------------
+
+    def describe(self, table: TableName, key: tuple[str, ...] | None) -> TableInfo | None:
+        conn = self.c()
+        rows = conn.execute(_pragma(table, "table_info", table.name)).fetchall()
+        if not rows:
+            return None
+        columns = {
+            name: ColumnInfo(name, decl, kind_of_sqlite(decl), not notnull) for _, name, decl, notnull, _, _ in rows
+        }
+        primary = tuple(r[1] for r in sorted((r for r in rows if r[5]), key=lambda r: r[5]))
+        indexes: list[tuple[bool, list[str]]] = [(True, list(primary))] if primary else []
+        for _, index, unique, _, partial in conn.execute(_pragma(table, "index_list", table.name)).fetchall():
+            cols = [r[2] for r in conn.execute(_pragma(table, "index_info", index)).fetchall()]
+            indexes.append((bool(unique) and not partial and None not in cols, cols))
+        key = key or primary
+        return TableInfo(
+            name=table,
+            columns=columns,
+            key=key,
+            key_unique=bool(key) and any(u and set(c) == set(key) for u, c in indexes),
+            key_indexed=bool(key) and any(c and c[0] in key for _, c in indexes),
+        )
+
+    def create_table(self, table: TableName, schema: EntitySchema, key: tuple[str, ...]) -> None:
+        defs = [
+            f"{q(c.name)} {sqlite_type(c)}{' NOT NULL' if not c.nullable or c.name in key else ''}"
+            for c in schema.columns
+        ]
+        if key:
+            defs.append(f"PRIMARY KEY ({', '.join(q(k) for k in key)})")
+        self.c().execute(f"CREATE TABLE IF NOT EXISTS {qt(table)} ({', '.join(defs)})")
+
+    def add_columns(self, table: TableInfo, columns: Sequence[Column]) -> None:
+        conn = self.c()
+        existing = {r[1] for r in conn.execute(_pragma(table.name, "table_info", table.name.name))}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for c in columns:
+                if c.name not in existing:
+                    conn.execute(f"ALTER TABLE {qt(table.name)} ADD COLUMN {q(c.name)} {sqlite_type(c)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def truncate(self, table: TableInfo) -> None:
+        self.c().execute(f"DELETE FROM {qt(table.name)}")
+
+    # --- steps -------------------------------------------------------------------------------
+
+    def run(self, step: Step) -> int:
+        conn = self.c()
+        table = step.table
+        t = qt(table.name)
+        key = table.key
+        where = " AND ".join(f"{q(k)} = ?" for k in key)
+        rows = _encode(step.rows)
+        if step.kind == DELETE:
+            return conn.executemany(f"DELETE FROM {t} WHERE {where}", rows).rowcount
+        nk = len(key)
+        sets = step.set_columns
+        if step.kind == UPDATE:
+            if not sets:
+                return 0
+            # Numbered parameters: the rows stay as they are (key first).
+            assign = ", ".join(f"{q(c)} = ?{nk + i}" for i, c in enumerate(sets, 1))
+            keyed = " AND ".join(f"{q(k)} = ?{i}" for i, k in enumerate(key, 1))
+            return conn.executemany(f"UPDATE {t} SET {assign} WHERE {keyed}", rows).rowcount
+        if step.kind == REKEY:
+            assign = ", ".join(f"{q(c)} = ?" for c in step.columns)
+            args = [row + tuple(map(sqlite_value, old)) for row, old in zip(rows, step.old_keys, strict=True)]
+            return conn.executemany(f"UPDATE {t} SET {assign} WHERE {where}", args).rowcount
+        marks = ", ".join(["?"] * len(step.columns))
+        query = f"INSERT INTO {t} ({', '.join(q(c) for c in step.columns)}) VALUES ({marks})"
+        if step.kind == UPSERT:
+            conflict = ", ".join(q(k) for k in key)
+            if sets:
+                query += f" ON CONFLICT ({conflict}) DO UPDATE SET " + ", ".join(
+                    f"{q(c)} = excluded.{q(c)}" for c in sets
+                )
+            else:
+                query += f" ON CONFLICT ({conflict}) DO NOTHING"
+        return conn.executemany(query, rows).rowcount
+
+    def missing(self, table: TableInfo, keys: Sequence[Key]) -> list[int]:
+        conn = self.c()
+        where = " AND ".join(f"{q(k)} = ?" for k in table.key)
+        query = f"SELECT 1 FROM {qt(table.name)} WHERE {where} LIMIT 1"
+        return [i for i, k in enumerate(keys) if conn.execute(query, tuple(map(sqlite_value, k))).fetchone() is None]
+
+
+class SqliteBackend:
+    """The async face of :class:`_Connection`: each call runs in the sink's worker thread."""
+
+    keep_schema = False
+
+    def __init__(self, config: SqliteSinkConfig) -> None:
+        self._c = _Connection(config)
+        self._w = Worker("tidesync-sqlite")
+        self.where = f"SQLite database {config.path}"
+
+    @property
+    def connected(self) -> bool:
+        return self._c.conn is not None
+
+    def classify(self, exc: BaseException) -> tuple[DeliveryError, bool]:
+        return sqlite_errors.classify(exc, self.where)
+
+    async def connect(self, position_table: TableName) -> None:
+        await self._w.call(self._c.connect, position_table)
+
+    async def close(self) -> None:
+        await self._w.call(self._c.close)
+        self._w.shutdown()
+
+    async def read_position(self, pipeline: str, sink: str) -> bytes | None:
+        return await self._w.call(self._c.read_position, pipeline, sink)
+
+    async def write_position(self, pipeline: str, sink: str, position: bytes) -> None:
+        await self._w.call(self._c.write_position, pipeline, sink, position)
+
+    async def commit(self) -> None:
+        await self._w.call(self._c.commit)
+
+    async def rollback(self) -> None:
+        await self._w.call(self._c.rollback)
+
+    async def describe(self, table: TableName, key: tuple[str, ...] | None) -> TableInfo | None:
+        return await self._w.call(self._c.describe, table, key)
+
+    async def create_table(self, table: TableName, schema: EntitySchema, key: tuple[str, ...]) -> None:
+        await self._w.call(self._c.create_table, table, schema, key)
+
+    async def add_columns(self, table: TableInfo, columns: Sequence[Column]) -> None:
+        await self._w.call(self._c.add_columns, table, columns)
+
+    async def truncate(self, table: TableInfo) -> None:
+        await self._w.call(self._c.truncate, table)
+
+    async def run(self, step: Step) -> int:
+        return await self._w.call(self._c.run, step)
+
+    async def missing(self, table: TableInfo, keys: Sequence[Key]) -> list[int]:
+        return await self._w.call(self._c.missing, table, keys)
+
+
+class SqliteSink(SqlSink):
+    """Applies events to SQLite tables; see the module docstring and tidesync.sinks.sql.common."""
+
+    def __init__(self, config: SqliteSinkConfig) -> None:
+        super().__init__(config)
+
+    def _make_backend(self) -> SqliteBackend:
+        assert isinstance(self.config, SqliteSinkConfig)
+        return SqliteBackend(self.config)
