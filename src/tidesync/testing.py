@@ -305,13 +305,15 @@ class TcpProxy:
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
         self._loop.run_until_complete(self._serve())
         self._ready.set()
         self._loop.run_forever()
         pending = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
         for t in pending:
             t.cancel()
-        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     async def _serve(self) -> None:
