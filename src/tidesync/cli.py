@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -31,6 +33,10 @@ dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and act on the dead-le
 app.add_typer(dlq_app, name="dlq")
 webhook_app = typer.Typer(no_args_is_help=True, help="Webhook delivery endpoints.")
 app.add_typer(webhook_app, name="webhook")
+from tidesync.sync.cli import conflicts_app, sync_app  # noqa: E402  (the sync commands live with the sync)
+
+app.add_typer(sync_app, name="sync")
+app.add_typer(conflicts_app, name="conflicts")
 
 out = Console()
 err = Console(stderr=True)
@@ -101,7 +107,22 @@ def validate(
     if show:
         out.print_json(json.dumps(loaded.redacted(), default=str))
     names = ", ".join(p.name for p in loaded.pipelines) or "none"
-    out.print(f"[green]ok[/]: {config} — {len(loaded.pipelines)} pipeline(s): {names}", highlight=False)
+    syncs = f"; {len(loaded.syncs)} sync(s): {', '.join(s.name for s in loaded.syncs)}" if loaded.syncs else ""
+    out.print(f"[green]ok[/]: {config} — {len(loaded.pipelines)} pipeline(s): {names}{syncs}", highlight=False)
+
+
+def handle_stop_signals(engine: Any) -> None:
+    """First SIGINT/SIGTERM: drain and stop. A second one: leave at once (as safe as a crash)."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if engine.stop.is_set():
+            err.print(f"{sig.name} again: stopping without draining", highlight=False)
+            os._exit(128 + int(sig))
+        engine.request_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
 
 
 def _run_engine(config: Path, pipeline: list[str] | None, force_api: bool) -> None:
@@ -117,18 +138,21 @@ def _run_engine(config: Path, pipeline: list[str] | None, force_api: bool) -> No
 
         keep_recent_errors()
         engine = build_engine(loaded, pipeline)
-        if not engine.runners:
-            raise ConfigError("no enabled pipeline to run", path=str(config))
+        if not engine.runners and not engine.syncs:
+            raise ConfigError("no enabled pipeline or sync to run", path=str(config))
+        # Signals are handled for the whole life of the command, not only while the
+        # pipelines run: a SIGTERM during start-up or shutdown still drains cleanly.
+        handle_stop_signals(engine)
         monitor = Monitor.for_config(loaded, engine)
         api = build_api(loaded, engine, monitor=monitor, force=force_api)
         schedules = ReconcileSchedules(loaded, [r.name for r in engine.runners]).start()
         try:
             async with monitor:  # metrics readings and alerts, on a timer
                 if api is None:
-                    code = await engine.run()
+                    code = await engine.run(install_signals=False)
                 else:
                     async with api:  # webhooks, admin API, dashboard; stops after the pipelines stopped
-                        code = await engine.run()
+                        code = await engine.run(install_signals=False)
         finally:
             await schedules.stop()
         for name, exc in engine.failed.items():

@@ -296,6 +296,9 @@ def _check_unique(names: Sequence[str], section: str, key: str, errors: _Errors)
 
 def validate_plugin(kind: Literal["source", "sink"], raw: dict[str, Any], loc: Loc, errors: _Errors) -> BaseModel | None:
     type_ = raw.get("type")
+    if "type" in raw and type_ is None:
+        errors.add((*loc, "type"), "is empty (YAML reads a bare null or ~ as nothing); quote the name")
+        return None
     if not isinstance(type_, str):
         errors.add((*loc, "type"), f"required key is missing: which {kind} (one of: {', '.join(REGISTRY.names(kind))})")
         return None

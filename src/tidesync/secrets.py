@@ -38,7 +38,9 @@ class Redactor:
         self._pattern: re.Pattern[str] | None = None
 
     def add(self, value: str) -> None:
-        if len(value) < 3:  # too short to mask without destroying unrelated text
+        # Shorter values would mask ordinary words everywhere ("one" in every message).
+        # Passwords inside URLs are masked by position whatever their length.
+        if len(value) < 6:
             return
         with self._lock:
             if value not in self._values:

@@ -98,12 +98,12 @@ def test_missing_env_reference_names_key_and_line(tmp_path: Path) -> None:
 
 def test_secret_rereads_its_file_on_every_get(tmp_path: Path) -> None:
     f = tmp_path / "token"
-    f.write_text("one")
+    f.write_text("first-token")
     s = Secret(f"${{file:{f}}}")
-    assert s.get() == "one"
-    f.write_text("two three")
-    assert s.get() == "two three" and s.values() == ["two", "three"]
-    assert "two" not in repr(s)
+    assert s.get() == "first-token"
+    f.write_text("second-token third-token")
+    assert s.get() == "second-token third-token" and s.values() == ["second-token", "third-token"]
+    assert "second" not in repr(s)
 
 
 def test_cli_validate_and_run_exit_2_on_bad_config(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from tidesync.protocols import Context
 class NullSinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["null"] = "null"
+    type: Literal["discard", "null"] = "discard"
 
 
 class NullSink:
