@@ -28,7 +28,13 @@ from tidesync.state.store import StateStore
 from tidesync.testing import FakeClock, MemorySink, eventually
 
 TOKEN = "pat-na1-fake"
-NOW_MS = int(time.time() * 1000) - 3_600_000  # an hour ago: every record is older than "now - settle"
+NOW_MS = 0  # set per test (an hour before it starts), not at import: under xdist a test may run minutes later
+
+
+@pytest.fixture(autouse=True)
+def _now_ms() -> None:
+    global NOW_MS
+    NOW_MS = int(time.time() * 1000) - 3_600_000  # an hour ago: every record is older than "now - settle"
 
 
 @pytest.fixture
@@ -80,7 +86,7 @@ async def test_only_changed_properties_are_emitted_and_re_reads_emit_nothing(sto
         fake.upsert("contacts", i, NOW_MS + i * 10, email=f"{i}@x", firstname=f"f{i}")
     async with serve(app=fake.app) as api:
         sink = MemorySink()
-        src = source(api.url, lookback=3600, objects=[{"type": "contacts", "properties": ["email", "firstname"]}])
+        src = source(api.url, lookback=7200, objects=[{"type": "contacts", "properties": ["email", "firstname"]}])
         runner = PipelineRunner("hs", src, sink, store, batch=BatchPolicy(100, 0.01))
         await run_until(runner, lambda: table(sink) == expected(fake, keys=CONTACT), "the first pass")
         assert [w.op for w in sink.writes] == ["insert"] * 50
