@@ -11,7 +11,6 @@ import httpx
 from rich.console import Console
 
 from tests.integration.api_harness import SHOP, dst_rows, make_shop, running, sample, src_insert
-from tidesync.api.dlq import SharedSink
 from tidesync.config import load_config_text
 from tidesync.event import ChangeEvent
 from tidesync.observe.top import run_top
@@ -87,7 +86,7 @@ async def test_dead_letters_list_show_replay_through_the_running_sink_and_discar
         out = await run.post("/api/dlq/replay", {"ids": [first["id"]]})
         assert out["written"] == [] and [f["id"] for f in out["failed"]] == [first["id"]]
         assert (await run.get(f"/api/dlq/{first['id']}"))["attempts"] == 2
-        assert isinstance(run.engine.runners[0].writer.sink, SharedSink)  # written through the pipeline's sink
+        assert run.engine.runners[0].serial_sink.replay_writes == 1  # through the pipeline's own open sink
 
         with sqlite3.connect(tmp_path / "dst.db") as conn:  # the destination is fixed
             conn.execute("DROP TRIGGER no_negative")

@@ -3,16 +3,15 @@
 Replay follows :mod:`tidesync.engine.replay` (id order, blocked entries with
 their blocker, stale entries skipped, transform failures transformed again).
 When this process runs the pipeline, entries are written through that
-pipeline's own sink: the sink is wrapped once in :class:`SharedSink`, which
-lets one write through at a time, because a sink's methods are never called
-concurrently and the pipeline's writer keeps writing meanwhile. Otherwise a
+pipeline's own open sink, through the runner's
+:class:`~tidesync.engine.delivery.SerialSink` (one write at a time, because a
+sink's methods are never called concurrently and the pipeline's writer keeps
+writing meanwhile). Otherwise a
 sink is built from the config, opened for the replay and closed.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -33,8 +32,7 @@ from tidesync.api.runtime import ApiRuntime
 from tidesync.api.views import runner_of, store_of
 from tidesync.engine.lifecycle import State
 from tidesync.engine.replay import ReplayReport, discard, replay, select_entries
-from tidesync.event import ChangeEvent, to_jsonable
-from tidesync.protocols import Context
+from tidesync.event import to_jsonable
 from tidesync.secrets import REDACTOR
 from tidesync.state.store import DeadLetter, DeadLetterFilter
 
@@ -45,32 +43,6 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "descripti
 BAD_BODY: dict[int | str, dict[str, Any]] = {400: {"model": Problem, "description": "the body is not JSON"}}
 EntryId = Annotated[int, Path(ge=1, le=MAX_ID)]
 _LIVE = (State.RUNNING, State.RETRYING, State.PAUSED)
-
-
-class SharedSink:
-    """A pipeline's sink shared by its writer and in-process replays: one ``write`` at a time."""
-
-    def __init__(self, sink: Any) -> None:
-        self.sink = sink
-        self.lock = asyncio.Lock()
-
-    async def open(self, ctx: Context) -> None:
-        await self.sink.open(ctx)
-
-    async def write(self, events: Sequence[ChangeEvent], *, replay: bool = False) -> None:
-        async with self.lock:
-            await self.sink.write(events, replay=replay)
-
-    async def close(self) -> None:
-        await self.sink.close()
-
-
-def shared_sink(runner: Any) -> SharedSink:
-    """The running pipeline's sink, wrapped (once) so replays and the pipeline take turns."""
-    writer = runner.writer
-    if not isinstance(writer.sink, SharedSink):
-        writer.sink = SharedSink(writer.sink)
-    return writer.sink
 
 
 def summary(e: DeadLetter) -> dict[str, Any]:
@@ -127,7 +99,7 @@ async def _replay_group(rt: ApiRuntime, pipeline: str, sink_name: str, group: li
     runner = runner_of(rt, pipeline)
     if runner is not None and runner.sink_name == sink_name and runner.lifecycle.state in _LIVE:
         return await replay(
-            store, shared_sink(runner), group, transform=runner.transform, clock=runner.clock, open_sink=False
+            store, runner.serial_sink, group, transform=runner.transform, clock=runner.clock, open_sink=False
         )
     spec = next((p for p in getattr(rt.config, "pipelines", []) if p.name == pipeline), None)
     if spec is None:

@@ -11,6 +11,7 @@ other 999.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -22,10 +23,35 @@ from tidesync.clock import Clock
 from tidesync.engine.retry import RetryPolicy
 from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, TransientError
 from tidesync.event import ChangeEvent, Key
-from tidesync.protocols import Sink
+from tidesync.protocols import Context, Sink
 from tidesync.state.store import NewDeadLetter
 
 log = logging.getLogger("tidesync.delivery")
+
+
+class SerialSink:
+    """A sink shared by its pipeline's writer and in-process dead-letter replays: one ``write`` at a time.
+
+    A sink's methods are never called concurrently (the Sink contract); the
+    runner wraps its sink in this so a replay from the admin API can use the
+    pipeline's own open sink while the pipeline keeps writing.
+    """
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.lock = asyncio.Lock()
+        self.replay_writes = 0
+
+    async def open(self, ctx: Context) -> None:
+        await self.sink.open(ctx)
+
+    async def write(self, events: Sequence[ChangeEvent], *, replay: bool = False) -> None:
+        async with self.lock:
+            self.replay_writes += replay
+            await self.sink.write(events, replay=replay)
+
+    async def close(self) -> None:
+        await self.sink.close()
 
 
 class RetriesExhausted(DeliveryError):
@@ -81,7 +107,8 @@ class RetryingWriter:
         failed_before = False
 
         def stop(rs: RetryCallState) -> bool:
-            return self.policy.gives_up(rs.attempt_number, first_failure[0] if first_failure else 0.0, self.clock.time())
+            first = first_failure[0] if first_failure else 0.0
+            return self.policy.gives_up(rs.attempt_number, first, self.clock.time())
 
         def wait(rs: RetryCallState) -> float:
             return self.policy.delay(rs.attempt_number, self.rng.random())

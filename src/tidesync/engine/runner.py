@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
-from tidesync.engine.delivery import DeadLetterWriter, RetryingWriter, RetryNotice
+from tidesync.engine.delivery import DeadLetterWriter, RetryingWriter, RetryNotice, SerialSink
 from tidesync.engine.lifecycle import Lifecycle, State
 from tidesync.engine.replay import GENERATION_NS
 from tidesync.engine.retry import RetryPolicy
@@ -104,8 +104,9 @@ class PipelineRunner:
             self.source_schemas.subscribe(lambda s: self.sink_schemas.put(transform.map_schema(s)))
         else:
             self.source_schemas.subscribe(self.sink_schemas.put)
+        self.serial_sink = SerialSink(sink)  # shared with in-process dead-letter replays
         self.writer = RetryingWriter(
-            sink, retry or RetryPolicy(), clock, on_retry=self._on_retry, on_recover=self._on_recover
+            self.serial_sink, retry or RetryPolicy(), clock, on_retry=self._on_retry, on_recover=self._on_recover
         )
         self.delivery = DeadLetterWriter(self.writer, name, sink_name, clock)
         self.position: Position | None = None
@@ -382,7 +383,7 @@ class PipelineRunner:
             tagged.append((ev.position, i, ev, None))
         for j, (ev, reason) in enumerate(item.failures):
             tagged.append((ev.position, -1 - j, ev, reason))
-        tagged.sort(key=lambda t: (t[0], t[1] < 0 and -1 or 0))
+        tagged.sort(key=lambda t: (t[0], (t[1] < 0 and -1) or 0))
         out: list[ChangeEvent] = []
         parked = self.delivery.parked
         for _, _, ev, reason in tagged:
