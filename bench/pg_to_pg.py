@@ -47,6 +47,14 @@ def dsn(db: str) -> str:
 
 def generator(db: str, rate: float, seconds: float, start_id: int, done: mp.Queue) -> None:  # type: ignore[type-arg]
     """Offer ``rate`` changes/s for ``seconds``: 100-change transactions, 60% insert, 30% update, 10% delete."""
+    try:
+        _generate(db, rate, seconds, start_id, done)
+    except BaseException as exc:
+        done.put(exc)
+        raise
+
+
+def _generate(db: str, rate: float, seconds: float, start_id: int, done: mp.Queue) -> None:  # type: ignore[type-arg]
     conn = psycopg.connect(dsn(db), autocommit=True)
     per_tx = 100
     interval = per_tx / rate
@@ -59,7 +67,7 @@ def generator(db: str, rate: float, seconds: float, start_id: int, done: mp.Queu
         with conn.transaction():
             conn.execute(
                 "INSERT INTO items (id, account, amount, status, note) "
-                "SELECT g, g % 97, (g % 1000) / 10.0, 'new', 'generated row' FROM generate_series(%s::bigint, %s::bigint) g",
+                "SELECT g, mod(g, 97), mod(g, 1000) / 10.0, 'new', 'generated row' FROM generate_series(%s::bigint, %s::bigint) g",
                 (nid, nid + ins - 1),
             )
             conn.execute(
@@ -107,7 +115,10 @@ async def measure(db_src: str, db_dst: str, rates: list[float], seconds: float) 
         t0 = time.perf_counter()
         proc = ctx.Process(target=generator, args=(db_src, rate, seconds, next_id, done))
         proc.start()
-        sent, next_id = await asyncio.to_thread(done.get)
+        got = await asyncio.to_thread(done.get)
+        if isinstance(got, BaseException):
+            raise got
+        sent, next_id = got
         proc.join()
         elapsed = time.perf_counter() - t0
         lag_end = runner.lag_seconds()

@@ -45,6 +45,13 @@ def build_runner(spec: PipelineSpec, state: StateStore) -> PipelineRunner:
 
 
 def build_engine(config: LoadedConfig, only: Sequence[str] | None = None) -> Engine:
+    """``only`` names pipelines and syncs to run (default: every enabled one)."""
     state = open_state_store(config.state_url)
     specs = [p for p in config.pipelines if p.config.enabled and (not only or p.name in only)]
-    return Engine(state, [build_runner(spec, state) for spec in specs])
+    syncs = [s for s in config.syncs if s.config.enabled and (not only or s.name in only)]
+    runners = [build_runner(spec, state) for spec in specs]
+    if not syncs:
+        return Engine(state, runners)
+    from tidesync.sync.build import build_sync
+
+    return Engine(state, runners, [build_sync(s, state) for s in syncs])

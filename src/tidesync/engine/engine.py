@@ -1,7 +1,7 @@
-"""Runs many pipelines in one process until a signal (SIGINT/SIGTERM) or a stop event.
+"""Runs many pipelines (and two-way syncs) in one process until a signal (SIGINT/SIGTERM) or a stop event.
 
-A pipeline that fails does not stop the others; the exit code says whether any
-failed (1) or all stopped cleanly (0).
+A pipeline or sync that fails does not stop the others; the exit code says
+whether any failed (1) or all stopped cleanly (0).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
+from typing import Any
 
 from tidesync.engine.runner import PipelineRunner
 from tidesync.state.store import StateStore
@@ -19,9 +20,10 @@ log = logging.getLogger("tidesync.engine")
 
 
 class Engine:
-    def __init__(self, state: StateStore, runners: Sequence[PipelineRunner]) -> None:
+    def __init__(self, state: StateStore, runners: Sequence[PipelineRunner], syncs: Sequence[Any] = ()) -> None:
         self.state = state
         self.runners = list(runners)
+        self.syncs = list(syncs)  # tidesync.sync.runner.SyncRunner: name, run(stop)
         self.stop = asyncio.Event()
         self.failed: dict[str, BaseException] = {}
 
@@ -42,8 +44,9 @@ class Engine:
                     loop.add_signal_handler(sig, self.request_stop)
         await self.state.open()
         try:
-            results = await asyncio.gather(*(r.run(self.stop) for r in self.runners), return_exceptions=True)
-            for runner, result in zip(self.runners, results, strict=True):
+            every = [*self.runners, *self.syncs]
+            results = await asyncio.gather(*(r.run(self.stop) for r in every), return_exceptions=True)
+            for runner, result in zip(every, results, strict=True):
                 if isinstance(result, asyncio.CancelledError):
                     raise result
                 if isinstance(result, BaseException):

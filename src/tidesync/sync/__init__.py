@@ -1,1 +1,35 @@
+"""Two-way sync: two endpoints kept in step field by field, conflicts settled by rules, no echo loops.
 
+Modules, from pure to I/O:
+
+- ``record``: what is kept per record (shadow, both sides' images, keys, tombstones, intents);
+- ``rules``: the conflict rules (lww with a clock-skew bound, prefer, non_null, max, min, sum, union, manual);
+- ``core``: record state + one side's change -> what to write (pure; property-tested);
+- ``echo``: the ledger that recognises the sync's own writes when they come back;
+- ``conclude``: the outcome of the writes applied to the record state (pure);
+- ``mapping``: side rows <-> canonical records (field mapping, per-direction transforms, keys, record ids);
+- ``endpoint`` / ``sql`` / ``memory``: conditional writes (SQLAlchemy Core for Postgres, MariaDB, SQLite;
+  in-memory tables and change feeds for tests);
+- ``writes``: decisions -> endpoint ops -> results;
+- ``book`` / ``journal`` / ``resolve``: review queue, history, rule overrides, resolutions;
+- ``processor``: one batch -> decisions -> writes -> one state-store commit;
+- ``pairing``: initial pairing of populated tables and its dry run;
+- ``runner`` / ``build`` / ``config`` / ``cli``: running it from a ``syncs:`` config.
+
+Design decisions (the why is in each module's docstring):
+
+- Canonical records use A's field names and A's representation; B converts
+  with its transforms. Both sides are compared with the shadow symmetrically.
+- Every field write is conditional on the value the sync last saw there, so
+  a concurrent edit is never overwritten; the shadow moves only when a write
+  landed, and the side that changed under us reports its own change.
+- Echoes are recognised by replication origin (Postgres) and by a ledger of
+  announced writes committed before they are made (every side), so they are
+  known even after a crash; recognising them also keeps stale changes, older
+  than a write, from undoing it.
+- Record state, ID map, review queue, history and both sides' positions
+  commit in one state-store transaction; sources hear about positions after.
+- Postgres writes need ``pg_replication_origin_create``,
+  ``pg_replication_origin_session_setup`` and ``pg_replication_origin_oid``:
+  superuser, or EXECUTE granted on them to the sync's user.
+"""

@@ -1,0 +1,132 @@
+"""From a ``syncs:`` entry to a :class:`~tidesync.sync.runner.SyncRunner` (and the pieces ``sync plan`` needs).
+
+Each side's source comes from the registry like a pipeline's; its writes go
+to a :class:`~tidesync.sync.sql.SqlEndpoint` on the side's ``dsn`` (default:
+the source's ``dsn``, or ``sqlite:///<path>`` for a SQLite source). On
+Postgres the endpoint writes under the replication origin
+``tidesync_<sync>_<side>``, and that side's change events carrying it are
+known as the sync's own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tidesync.config import SyncSpec
+from tidesync.engine.retry import RetryPolicy
+from tidesync.errors import ConfigError
+from tidesync.registry import REGISTRY
+from tidesync.state.store import StateStore
+from tidesync.sync import core, pairing
+from tidesync.sync.mapping import FieldMap, side_specs
+from tidesync.sync.processor import SyncProcessor
+from tidesync.sync.runner import ReadPolicy, SyncRunner
+from tidesync.sync.sql import SqlEndpoint
+
+
+def origin_name(sync: str, side: str) -> str:
+    return ("tidesync_" + re.sub(r"[^a-z0-9_]", "_", sync.lower()))[:60] + f"_{side}"
+
+
+def side_dsn(side_cfg: Any, source: Any) -> str:
+    if side_cfg.dsn:
+        return str(side_cfg.dsn)
+    dsn = getattr(source, "dsn", None)
+    if dsn:
+        return str(dsn)
+    path = getattr(source, "path", None)
+    if path:
+        return f"sqlite:///{path}"
+    raise ConfigError(f"sync side with a {source.type} source needs dsn: (where writes go)")
+
+
+def side_entity(side_cfg: Any, source: Any) -> str:
+    """The entity name the side's source gives the table's change events."""
+    if side_cfg.entity:
+        return str(side_cfg.entity)
+    table = side_cfg.table
+    if source.type == "postgres":
+        return table if "." in table else f"public.{table}"
+    for t in getattr(source, "tables", ()) or ():
+        if getattr(t, "table", None) == table:
+            return getattr(t, "entity", None) or table
+    return str(table)
+
+
+def is_postgres(dsn: str) -> bool:
+    return dsn.split(":", 1)[0].split("+", 1)[0].lower() in ("postgresql", "postgres")
+
+
+@dataclass
+class SyncParts:
+    spec: SyncSpec
+    fmap: FieldMap
+    endpoints: dict[str, SqlEndpoint]
+    origins: dict[str, str | None]
+    policy: core.Policy
+    match: pairing.Match | None
+
+    def processor(self, state: StateStore) -> SyncProcessor:
+        cfg = self.spec.config
+        cols = None
+        if self.match is not None:
+            cols = {s: tuple(self.fmap.column(s, f) for f in self.match.by) for s in ("a", "b")}
+        return SyncProcessor(
+            cfg.name,
+            self.fmap,
+            self.endpoints,
+            state,
+            self.policy,
+            origins=self.origins,
+            retry=RetryPolicy.from_config(cfg.retry),
+            history_keep=cfg.history_keep,
+            match_columns=cols or {"a": None, "b": None},
+        )
+
+
+def build_parts(spec: SyncSpec) -> SyncParts:
+    from tidesync.transform import compile_transforms
+
+    cfg = spec.config
+    sources = {"a": spec.a_source, "b": spec.b_source}
+    sides = {"a": cfg.a, "b": cfg.b}
+    dsns = {s: side_dsn(sides[s], sources[s]) for s in ("a", "b")}
+    origins = {s: (origin_name(cfg.name, s) if is_postgres(dsns[s]) else None) for s in ("a", "b")}
+    endpoints = {s: SqlEndpoint(dsns[s], sides[s].table, sides[s].key, origin=origins[s]) for s in ("a", "b")}
+    a, b = side_specs(cfg.fields, cfg.a, cfg.b, [side_entity(sides[s], sources[s]) for s in ("a", "b")])
+    fmap = FieldMap(
+        a,
+        b,
+        shared_keys=cfg.shared_keys,
+        a_to_b=compile_transforms(list(spec.a_to_b)) if spec.a_to_b else None,
+        b_to_a=compile_transforms(list(spec.b_to_a)) if spec.b_to_a else None,
+    )
+    match = None
+    if cfg.match is not None:
+        fb = tuple(cfg.match.fallback) if cfg.match.fallback else None
+        match = pairing.Match(tuple(cfg.match.by), fb, cfg.match.on_collision)
+    return SyncParts(spec, fmap, endpoints, origins, core.Policy(cfg.rule_set(), cfg.deletes), match)
+
+
+def build_sync(spec: SyncSpec, state: StateStore) -> SyncRunner:
+    cfg = spec.config
+    parts = build_parts(spec)
+    sources = {
+        "a": REGISTRY.get("source", spec.a_source.type).build(spec.a_source),  # type: ignore[attr-defined]
+        "b": REGISTRY.get("source", spec.b_source.type).build(spec.b_source),  # type: ignore[attr-defined]
+    }
+
+    async def pair(proc: SyncProcessor) -> None:
+        await pairing.go_live(proc, parts.match)
+
+    return SyncRunner(
+        cfg.name,
+        sources,
+        parts.endpoints,
+        state,
+        lambda: parts.processor(state),
+        pair=pair,
+        read=ReadPolicy(cfg.batch.max_events, cfg.batch.max_wait_ms / 1000),
+    )

@@ -1,0 +1,255 @@
+"""``tidesync sync plan|history`` and ``tidesync conflicts list|show|resolve``.
+
+These commands never write to either side of a sync. ``sync plan`` reads both
+tables; ``conflicts resolve`` records a person's choice in the state store,
+and the running sync applies it (see :mod:`.resolve`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tidesync.event import json_dumps
+
+sync_app = typer.Typer(no_args_is_help=True, help="Two-way syncs: dry-run the initial pairing, read the history.")
+conflicts_app = typer.Typer(no_args_is_help=True, help="The review queue of two-way syncs.")
+
+ConfigArg = Annotated[Path, typer.Argument(help="the YAML config file", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _cli() -> Any:
+    from tidesync import cli
+
+    return cli
+
+
+def _show(value: Any) -> str:
+    text = json_dumps(value).decode()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@sync_app.command("plan")
+def sync_plan(
+    name: Annotated[str, typer.Argument(help="the sync")],
+    config: ConfigArg,
+    limit: Annotated[int, typer.Option(help="at most this many items per list")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Dry run of the initial pairing: matches, records to create, collisions, field differences and their settlement.
+
+    Reads both tables; writes nothing. Exit 1 when match collisions would make the start fail.
+    """
+    cli = _cli()
+    loaded = cli._load(config)
+    spec = cli.guarded(lambda: loaded.sync(name))
+
+    async def main() -> dict[str, Any]:
+        from tidesync.state import open_state_store
+        from tidesync.sync import pairing
+        from tidesync.sync.build import build_parts
+
+        parts = build_parts(spec)
+        store = open_state_store(loaded.state_url)
+        await store.open()
+        try:
+            for e in parts.endpoints.values():
+                await e.open()
+            proc = parts.processor(store)
+            await proc.load()
+            p = await pairing.plan(proc, parts.match, proc.policy.rules)
+            report = p.as_dict(limit)
+            report["blocking_collisions"] = sum(1 for c in p.collisions if "a_keys" in c and "b_keys" in c)
+            report["on_collision"] = parts.match.on_collision if parts.match else None
+            return report
+        finally:
+            for e in parts.endpoints.values():
+                await e.close()
+            await store.close()
+
+    report = cli.run_async(main)
+    blocked = report["blocking_collisions"] and report["on_collision"] != "create"
+    if as_json:
+        sys.stdout.write(json_dumps(report).decode() + "\n")
+        raise typer.Exit(1 if blocked else 0)
+    out = cli.out
+    out.print(
+        f"sync {name}: {report['matched']} matched pair(s); {report['create_on_b']} record(s) to create on B, "
+        f"{report['create_on_a']} on A; {len(report['collisions'])} collision(s); "
+        f"{len(report['differences'])} differing field(s); {report['already_tracked']} already tracked",
+        highlight=False,
+    )
+    if report["collisions"]:
+        t = Table(title="match collisions (would create duplicates)")
+        for col in ("fields", "value", "A keys", "B keys"):
+            t.add_column(col, overflow="fold")
+        for c in report["collisions"]:
+            t.add_row(", ".join(c["fields"]), _show(c["value"]), _show(c.get("a_keys", [])), _show(c.get("b_keys", [])))
+        out.print(t)
+    if report["differences"]:
+        t = Table(title="differing fields of matched records, and how the rules settle them")
+        for col in ("A key", "B key", "field", "A", "B", "rule", "outcome", "why"):
+            t.add_column(col, overflow="fold")
+        for d in report["differences"]:
+            t.add_row(
+                _show(d["a_key"]),
+                _show(d["b_key"]),
+                d["field"],
+                _show(d["a"]),
+                _show(d["b"]),
+                d["rule"],
+                d["outcome"] + ("" if d["value"] is None else f" -> {_show(d['value'])}"),
+                d["why"],
+            )
+        out.print(t)
+    for side, other in (("b", "a"), ("a", "b")):
+        keys = report[f"records_to_create_on_{side}"]
+        if keys:
+            out.print(f"to create on {side.upper()} (from {other.upper()}): " + ", ".join(_show(k) for k in keys))
+    if blocked:
+        out.print("[red]the start would fail on these collisions[/] (fix them, or set match.on_collision: create)")
+        raise typer.Exit(1)
+
+
+@sync_app.command("history")
+def sync_history(
+    name: Annotated[str, typer.Argument(help="the sync")],
+    config: ConfigArg,
+    limit: Annotated[int, typer.Option(help="the newest this many")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Settled conflicts, newest last: field, candidates, winner, rule and why."""
+    from tidesync.sync.resolve import history
+
+    cli = _cli()
+    loaded = cli._load(config)
+    cli.guarded(lambda: loaded.sync(name))
+    entries = cli.run_async(lambda: cli._with_store(loaded, lambda s: history(s, name, limit)))
+    if as_json:
+        sys.stdout.write(json_dumps(entries).decode() + "\n")
+        return
+    t = Table(title=f"sync {name}: history")
+    for col in ("#", "record", "field", "A", "B", "rule", "winner", "value", "by", "why"):
+        t.add_column(col, overflow="fold")
+    for h in entries:
+        t.add_row(
+            str(h["seq"]),
+            _show(h["keys"]),
+            h["field"],
+            _show((h["a"] or {}).get("value")),
+            _show((h["b"] or {}).get("value")),
+            h["rule"],
+            h["winner"] or "-",
+            _show(h["value"]),
+            h["by"],
+            h["why"],
+        )
+    cli.out.print(t)
+
+
+@conflicts_app.command("list")
+def conflicts_list(
+    config: ConfigArg,
+    sync: Annotated[str | None, typer.Option("--sync", "-s", help="only this sync")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pending conflicts, oldest first."""
+    from tidesync.sync.resolve import list_conflicts
+
+    cli = _cli()
+    loaded = cli._load(config)
+    if sync is not None:
+        cli.guarded(lambda: loaded.sync(sync))
+    entries = cli.run_async(lambda: cli._with_store(loaded, lambda s: list_conflicts(s, sync)))
+    if as_json:
+        sys.stdout.write(json_dumps(entries).decode() + "\n")
+        return
+    t = Table(title=f"conflicts ({len(entries)})")
+    for col in ("id", "kind", "record", "field", "A", "B", "agreed before", "rule", "waiting", "why"):
+        t.add_column(col, overflow="fold")
+    for e in entries:
+        t.add_row(
+            e["id"],
+            e["kind"],
+            _show(e["keys"]),
+            e["field"],
+            _show((e["a"] or {}).get("value")),
+            _show((e["b"] or {}).get("value")),
+            _show((e["shadow"] or {}).get("value")),
+            e["rule"],
+            cli._ago(e["created_at"]),
+            e["why"],
+        )
+    cli.out.print(t)
+
+
+@conflicts_app.command("show")
+def conflicts_show(
+    config: ConfigArg, conflict: Annotated[str, typer.Argument(help="the id, e.g. customers:7")]
+) -> None:
+    """One conflict: both candidates with their commit times, the value agreed before, why it waits."""
+    from tidesync.sync.resolve import get_conflict
+
+    cli = _cli()
+    loaded = cli._load(config)
+    entry = cli.run_async(lambda: cli._with_store(loaded, lambda s: get_conflict(s, conflict)))
+    if entry is None:
+        cli._fail(f"no pending conflict {conflict}", 1)
+    cli.out.print_json(json_dumps(entry).decode())
+
+
+@conflicts_app.command("resolve")
+def conflicts_resolve(
+    config: ConfigArg,
+    conflict: Annotated[str, typer.Argument(help="the id, e.g. customers:7")],
+    take: Annotated[str | None, typer.Option("--take", help="a or b: that side's value wins")] = None,
+    value: Annotated[str | None, typer.Option("--value", help="a JSON value to write to both sides")] = None,
+    remember: Annotated[
+        bool, typer.Option("--remember", help="with --take: prefer that side for this field from now on")
+    ] = False,
+    by: Annotated[str, typer.Option("--by", help="who resolves it (goes to the history)")] = "cli",
+) -> None:
+    """Choose the winner of a conflict; the running sync writes it to both sides and records it."""
+    from tidesync.sync.resolve import request_resolution
+
+    cli = _cli()
+    loaded = cli._load(config)
+    parsed: Any = None
+    if value is not None:
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            cli._fail(f"--value is not valid JSON ({exc.msg}); quote strings: --value '\"text\"'", 2)
+    res = cli.run_async(
+        lambda: cli._with_store(
+            loaded,
+            lambda s: request_resolution(
+                s,
+                conflict,
+                take=take,
+                value=parsed,
+                has_value=value is not None,
+                remember=remember,
+                by=by,
+                now=time.time(),
+            ),
+        )
+    )
+    what = f"take {take.upper()}" if take else f"value {_show(parsed)}"
+    cli.out.print(
+        f"{conflict} ({res.field}): {what} recorded; the running sync writes it to both sides", highlight=False
+    )
+    if res.rule_line:
+        sync = conflict.rpartition(":")[0]
+        cli.out.print(
+            f"remembered: {res.field} now prefers {take.upper()} (kept in the state store). To keep it in the "  # type: ignore[union-attr]
+            f"config, add under syncs[{sync}].rules.fields:\n  {res.rule_line}",
+            highlight=False,
+        )

@@ -1,0 +1,200 @@
+"""The ``syncs:`` section: two endpoints kept in step in both directions (pydantic only; no driver imports).
+
+::
+
+    syncs:
+      - name: customers
+        a:
+          source: {type: postgres, dsn: "postgresql://postgres@127.0.0.1/crm", tables: [public.customers],
+                   snapshot: never}
+          table: public.customers          # where writes go (dsn defaults to the source's)
+          key: [id]
+          timestamp: updated_at            # per-row modification time: lets lww settle initial pairing
+        b:
+          source: {type: sql_poll, dsn: "mysql://root@127.0.0.1/billing", tables: [accounts], cursor: updated_at}
+          table: accounts
+          key: [id]
+        fields: {id: id, email: email_address, name: full_name, score: score, tags: tags}   # a_field: b_field
+        match: {by: email, fallback: name}  # initial pairing of populated tables (sides with their own keys)
+        rules:
+          default: lww                     # lww | prefer: a | prefer: b | non_null | max | min | sum | union | manual
+          fallback: manual                 # what lww and non_null escalate to: manual | prefer: a | prefer: b
+          skew: 1s                         # lww: edits closer than this escalate to the fallback
+          tie: a
+          fields: {score: sum, tags: union, email: {prefer: a}}
+        deletes: delete_wins               # or resurrect
+        transforms:                        # values only (cast, compute, set, function): names are in `fields`
+          b_to_a: [{cast: {tags: json}}]   # B's values into canonical (A's) form
+          a_to_b: [{cast: {tags: string}}]
+
+Canonical names are A's. When A's key columns map onto B's key columns the
+sides share keys (records are created with the same key); otherwise each side
+generates its own and an ID map joins them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from tidesync.sources.polling.config import Seconds
+from tidesync.sync.rules import Rule
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+VALUE_STEPS = ("cast", "compute", "set", "function")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _rule(value: Any) -> Any:
+    if isinstance(value, dict) and len(value) == 1 and "prefer" in value:
+        return f"prefer:{value['prefer']}"
+    if isinstance(value, Rule):
+        return str(value)
+    return value
+
+
+def _check_rule(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a rule is a name (lww, manual, ...) or {prefer: a|b}")
+    return str(Rule.parse(value))
+
+
+RuleSpec = Annotated[str, BeforeValidator(lambda v: _check_rule(_rule(v)))]
+
+
+def _names(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Names = Annotated[list[str], BeforeValidator(_names)]
+
+
+class SyncSide(_Strict):
+    source: dict[str, Any] = Field(description="any source: where this side's changes come from")
+    table: str = Field(min_length=1, description="the table writes go to (schema.table or table)")
+    dsn: str | None = Field(None, description="database for writes (default: the source's dsn or path)")
+    entity: str | None = Field(None, description="entity name of this table's change events (default: derived)")
+    key: Names = Field(min_length=1, description="key columns, in the source's key order")
+    timestamp: str | None = Field(None, description="per-row modification time column (initial pairing with lww)")
+
+
+class MatchConfig(_Strict):
+    """Initial pairing of two populated tables: records with equal ``by`` values (canonical names) are one.
+
+    (``by``, not ``on``: YAML reads a bare ``on`` key as the boolean true.)
+    """
+
+    by: Names = Field(min_length=1)
+    fallback: Names | None = Field(None, description="matched on these when `by` is empty or matches nothing")
+    on_collision: Literal["fail", "create"] = Field(
+        "fail", description="several records share a match value: fail the start, or create them unmatched"
+    )
+
+
+class RulesConfig(_Strict):
+    default: RuleSpec = "lww"
+    fallback: RuleSpec = "manual"
+    skew: Seconds = Field(1.0, ge=0, description="lww: edits closer in time than this escalate to the fallback")
+    tie: Literal["a", "b"] = "a"
+    fields: dict[str, RuleSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fallback_decides(self) -> RulesConfig:
+        if Rule.parse(self.fallback).kind not in ("manual", "prefer"):
+            raise ValueError("fallback must be manual, prefer: a or prefer: b (a rule that always decides)")
+        return self
+
+
+class SyncTransforms(_Strict):
+    a_to_b: list[Any] = Field(default_factory=list, description="canonical (A) values into B's form")
+    b_to_a: list[Any] = Field(default_factory=list, description="B's values into canonical (A) form")
+
+
+class SyncBatch(_Strict):
+    max_events: int = Field(500, ge=1, le=100_000)
+    max_wait_ms: float = Field(50.0, ge=0)
+
+
+class SyncRetry(_Strict):
+    initial_delay: float = Field(0.1, gt=0)
+    max_delay: float = Field(10.0, gt=0)
+    multiplier: float = Field(2.0, ge=1)
+    jitter: Literal["full", "none"] = "full"
+    max_attempts: int | None = Field(None, ge=1)
+    max_age: float | None = Field(None, gt=0)
+
+
+class SyncConfig(_Strict):
+    name: str = Field(pattern=_NAME)
+    a: SyncSide
+    b: SyncSide
+    fields: dict[str, str] = Field(min_length=1, description="a_field: b_field")
+    match: MatchConfig | None = None
+    rules: RulesConfig = Field(default_factory=lambda: RulesConfig.model_validate({}))
+    deletes: Literal["delete_wins", "resurrect"] = "delete_wins"
+    transforms: SyncTransforms = Field(default_factory=SyncTransforms)
+    batch: SyncBatch = Field(default_factory=lambda: SyncBatch.model_validate({}))
+    retry: SyncRetry = Field(default_factory=lambda: SyncRetry.model_validate({}))
+    history_keep: int = Field(10_000, ge=0, description="settlements kept in the sync history")
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SyncConfig:
+        known = set(self.fields)
+        targets = list(self.fields.values())
+        dup = sorted({t for t in targets if targets.count(t) > 1})
+        if dup:
+            raise ValueError(f"fields: B field(s) {', '.join(dup)} mapped from more than one A field")
+        bad = sorted(set(self.rules.fields) - known)
+        if bad:
+            raise ValueError(f"rules.fields: {', '.join(bad)} not in fields (use A's field names)")
+        if self.match is not None:
+            bad = sorted({*self.match.by, *(self.match.fallback or ())} - known)
+            if bad:
+                raise ValueError(f"match: {', '.join(bad)} not in fields (use A's field names)")
+        a_keys = [self.fields.get(k) for k in self.a.key]
+        if any(k is not None for k in a_keys) and sorted(str(k) for k in a_keys) != sorted(self.b.key):
+            raise ValueError(
+                "keys: map every key column of A onto B's key columns (shared keys), or none of them "
+                "(each side generates its own keys and an ID map joins them)"
+            )
+        if self.match is not None and self.shared_keys:
+            raise ValueError(
+                "match: pairs records of sides that make their own keys; here the key columns are mapped onto "
+                "each other (shared keys), so records are paired by key: remove match: or the key mapping"
+            )
+        return self
+
+    @property
+    def shared_keys(self) -> bool:
+        return all(k in self.fields for k in self.a.key)
+
+    def rule_set(self) -> Any:
+        from tidesync.sync.rules import Rules
+
+        r = self.rules
+        return Rules(
+            default=Rule.parse(r.default),
+            fields={f: Rule.parse(v) for f, v in r.fields.items()},
+            fallback=Rule.parse(r.fallback),
+            skew=r.skew,
+            tie=r.tie,
+        )
+
+
+def check_value_steps(raw: list[Any]) -> str | None:
+    """Why a sync transform list is not allowed (renames and filters would break the mapping), or None."""
+    for i, step in enumerate(raw):
+        if isinstance(step, dict):
+            kinds = [k for k in step if k != "entity"]
+            for k in kinds:
+                if k in ("rename", "select", "drop", "filter"):
+                    return (
+                        f"[{i}]: {k} is not allowed in a sync transform: field names are mapped by `fields`, "
+                        f"and every record takes part (allowed: {', '.join(VALUE_STEPS)})"
+                    )
+    return None

@@ -1,0 +1,156 @@
+"""Recognising the sync's own writes when they come back as changes: a durable ledger per record (pure).
+
+Every side reports the sync's writes like anyone else's. Two marks tell them apart:
+
+- **Origins** (Postgres): writes run under a replication origin, and the
+  change events carry its name. Exact, but only says "ours", not "which write".
+- **The ledger** (every side): before a field write is made, it is announced
+  in the record state (``RecordState.sent``: side -> field -> entries
+  ``{v: value, done, base}``) and that state is committed. A change of the
+  field to an announced value is the echo of that write: it and every older
+  entry are consumed. A change to any other value is an edit of the side (or
+  a change older than the write, still on its way): it drops the entries of
+  writes known to have landed, and keeps those whose outcome is unknown
+  (their echo may still come).
+
+Why a ledger that survives crashes rather than fingerprints in memory: a write
+can land and the process die before the state records it. Its echo then looks
+like an edit of that side, and an edit made meanwhile on the other side could
+lose to it. With the entry committed before the write, the echo is still
+recognised. For an entry whose outcome the state never learnt (``done``
+false), the side is known to hold a value the sync wrote, with no edit of its
+own: the shadow becomes the other side's value at the time of the decision
+(``base``), or the written value itself when the other side already holds it.
+That is the same rule as a partly failed merge (:mod:`.conclude`), so counters
+(``sum``) stay exact and set merges lose nothing.
+
+Echo handling per field (:func:`on_change`):
+
+- echo of the newest write: applied to the side's image (a no-op when the
+  state knew; a correction when a stale change moved the image meanwhile);
+- echo of an older write while a newer one is announced: ignored (no flapping
+  back to an older value);
+- not an echo: an edit, handled as any other.
+
+On a side with replication origins only changes carrying the origin are
+compared with the ledger: there, an echo is certain, never a coincidence.
+
+A write's outcome (:func:`written`): ok marks the entry ``done``; a
+conflict removes it, and so does ``already`` (nothing was written), except
+for counters, where it is left to the echo. ``already`` counts as written for
+every rule but ``sum``: a counter
+that reached the value by its own increment has counted it itself, and one
+that reached it by a write cut short by a crash shows it by its echo, which
+the ledger then recognises.
+
+Limit: on a side without origins, an echo is recognised by value. After a
+crash between announcing a counter write and making it, an increment of that
+side that happens to reach the same value is taken for the sync's write (that
+increment is then not added). Postgres sides, which have origins, are exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tidesync.sync.record import Agreed, RecordState, Seen, other, same
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    echo: bool  # the change is the sync's own write
+    apply: bool  # apply it to the side's image (False: an older write, a newer one is coming)
+    shadow: Agreed | None = None  # set the shadow to this (the state never learnt the write's outcome)
+
+
+NOT_ECHO = Echo(False, True)
+MAX_ENTRIES = 8  # per side and field: writes whose echo has not come back
+
+
+def _entries(st: RecordState, side: str, name: str) -> list[dict[str, Any]]:
+    return st.sent.get(side, {}).get(name, [])
+
+
+def _prune(st: RecordState, side: str, name: str) -> None:
+    if side in st.sent and not st.sent[side].get(name):
+        st.sent[side].pop(name, None)
+        if not st.sent[side]:
+            del st.sent[side]
+
+
+def announce(st: RecordState, side: str, name: str, value: Any, base: Seen | None) -> None:
+    """Record that ``value`` is about to be written to ``side`` (``base``: the other side's image then).
+
+    An entry for the same value whose outcome is unknown (an attempt cut short
+    by a crash) stands for this attempt too: at most one of them can land, as
+    the other then finds the value in place.
+    """
+    entries = st.sent.setdefault(side, {}).setdefault(name, [])
+    if entries and not entries[-1]["done"] and same(entries[-1]["v"], value):
+        entries[-1]["tries"] = entries[-1].get("tries", 1) + 1
+        return
+    entries.append(
+        {"v": value, "done": False, "base": None if base is None else base.value, "has_base": base is not None}
+    )
+    del entries[:-MAX_ENTRIES]
+
+
+def written(st: RecordState, side: str, name: str, value: Any, status: str, strict: bool = False) -> None:
+    """The outcome of this attempt's write of ``value`` (an :mod:`.conclude` status).
+
+    ok: the entry is done (its echo will come). Otherwise nothing was written
+    now: if an earlier attempt cut short by a crash announced the same value,
+    that attempt may have written it and its echo may still come, so the entry
+    stays (done when the value is in place and not a counter, else open until
+    an echo tells); else the entry goes.
+    """
+    entries = _entries(st, side, name)
+    for i in range(len(entries) - 1, -1, -1):
+        if same(entries[i]["v"], value) and not entries[i]["done"]:
+            earlier = entries[i].get("tries", 1) > 1  # announced by an attempt a crash cut short, too
+            if status == "ok":
+                entries[i]["done"] = True
+            elif earlier:
+                # That attempt may have written it; then its echo is on its way (a counter waits for it to
+                # tell; for other fields a value already in place is as good as written).
+                entries[i]["tries"] = 1
+                entries[i]["done"] = status == "already" and not strict
+            else:
+                del entries[i]
+            break
+    _prune(st, side, name)
+
+
+def landed(st: RecordState, side: str, name: str) -> bool:
+    """A write of the sync to this field there is known to have landed, and its echo has not come back."""
+    return any(e["done"] for e in _entries(st, side, name))
+
+
+def on_change(st: RecordState, side: str, name: str, seen: Seen) -> Echo:
+    """Classify a change of ``name`` on ``side`` and consume the ledger entries it answers."""
+    entries = _entries(st, side, name)
+    if not entries:
+        return NOT_ECHO
+    hit = next((i for i, e in enumerate(entries) if same(e["v"], seen.value)), None)
+    if hit is None:
+        # An edit, or a change older than the writes, still on its way. Writes known to have landed
+        # have been overtaken; one whose outcome is unknown may still echo.
+        entries[:] = [e for e in entries if not e["done"]]
+        _prune(st, side, name)
+        return NOT_ECHO
+    entry = entries[hit]
+    del entries[: hit + 1]
+    newer = any(e["done"] for e in entries)  # a newer write landed (one cut short by a crash may never have)
+    _prune(st, side, name)
+    if newer:
+        return Echo(True, False)
+    if entry["done"]:
+        return Echo(True, True)
+    o = other(side)  # type: ignore[arg-type]
+    theirs = st.image[o].get(name)
+    if theirs is not None and same(theirs.value, seen.value):
+        return Echo(True, True, Agreed(seen.value, seen.at, o))
+    if entry["has_base"]:
+        return Echo(True, True, Agreed(entry["base"], 0.0, o))
+    return Echo(True, True)
