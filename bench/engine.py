@@ -38,7 +38,14 @@ def events(n: int) -> Iterator[ChangeEvent]:
             "public.customers",
             (i,),
             "insert" if i % 3 else "update",
-            after={"id": i, "name": "customer", "email": "c@example.com", "score": i % 1000, "tier": "pro", "active": True},
+            after={
+                "id": i,
+                "name": "customer",
+                "email": "c@example.com",
+                "score": i % 1000,
+                "tier": "pro",
+                "active": True,
+            },
             changed=None if i % 3 else ("score",),
             position=(i,),
             committed_at=1.0,
@@ -113,7 +120,9 @@ def main() -> None:
     print(f"tidesync engine, end to end:  {elapsed:6.2f} s  ({elapsed / n * 1e6:5.2f} µs/event) = {rate:,.0f} events/s")
     overhead = (elapsed - gen) / n * 1e6
     print(f"engine cost beyond generating the events: {overhead:.2f} µs/event")
-    print(f"target ≥ {TARGET:,} events/s: {rate / TARGET:.2f}× target; engine/bare-loop time ratio {elapsed / bare:.2f}")
+    print(
+        f"target ≥ {TARGET:,} events/s: {rate / TARGET:.2f}x target; engine/bare-loop time ratio {elapsed / bare:.2f}"
+    )
     print("resident memory at each 10% of the run (MiB): " + ", ".join(f"{m:.0f}" for m in rss))
     if rss:
         print(f"memory growth first→last sample: {rss[-1] - rss[0]:+.1f} MiB")

@@ -67,12 +67,12 @@ def _generate(db: str, rate: float, seconds: float, start_id: int, done: mp.Queu
         with conn.transaction():
             conn.execute(
                 "INSERT INTO items (id, account, amount, status, note) "
-                "SELECT g, mod(g, 97), mod(g, 1000) / 10.0, 'new', 'generated row' FROM generate_series(%s::bigint, %s::bigint) g",
+                "SELECT g, mod(g, 97), mod(g, 1000) / 10.0, 'new', 'generated row' "
+                "FROM generate_series(%s::bigint, %s::bigint) g",
                 (nid, nid + ins - 1),
             )
             conn.execute(
-                "UPDATE items SET amount = amount + 1, status = 'paid', updated_at = now() "
-                "WHERE id >= %s AND id < %s",
+                "UPDATE items SET amount = amount + 1, status = 'paid', updated_at = now() WHERE id >= %s AND id < %s",
                 (nid - 200, nid - 200 + upd),
             )
             conn.execute("DELETE FROM items WHERE id >= %s AND id < %s", (nid - 400, nid - 400 + dele))
@@ -86,17 +86,22 @@ def _generate(db: str, rate: float, seconds: float, start_id: int, done: mp.Queu
     done.put((sent, nid))
 
 
-async def measure(db_src: str, db_dst: str, rates: list[float], seconds: float) -> list[tuple[float, float, float, float | None, float | None]]:
+async def measure(
+    db_src: str, db_dst: str, rates: list[float], seconds: float
+) -> list[tuple[float, float, float, float | None, float | None]]:
     workdir = tempfile.mkdtemp(prefix="tidesync-bench-")
     state = open_state_store(f"sqlite:///{workdir}/state.db")
     await state.open()
     pipeline = f"bench_{uuid.uuid4().hex[:8]}"
     source = PostgresSource(
-        PostgresSourceConfig(dsn=dsn(db_src), tables=["items"], snapshot="never", progress=False, work_dir=workdir,
-                             heartbeat_interval=1)
+        PostgresSourceConfig(
+            dsn=dsn(db_src), tables=["items"], snapshot="never", progress=False, work_dir=workdir, heartbeat_interval=1
+        )
     )
     sink = PostgresSink(PostgresSinkConfig(dsn=dsn(db_dst)))
-    runner = PipelineRunner(pipeline, source, sink, state, batch=BatchPolicy(max_events=5000, max_wait=0.002), queue_batches=8)
+    runner = PipelineRunner(
+        pipeline, source, sink, state, batch=BatchPolicy(max_events=5000, max_wait=0.002), queue_batches=8
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     while runner.state_name != "running":
@@ -129,7 +134,9 @@ async def measure(db_src: str, db_dst: str, rates: list[float], seconds: float) 
         step = LatencyHistogram()
         step.counts = [c - b for c, b in zip(runner.stats.latency.cumulative.counts, base_counts, strict=True)]
         step.total = runner.stats.latency.cumulative.total - base_total
-        results.append((rate, sent / elapsed, lag + (1.0 if backlog > rate else 0.0), step.quantile(0.5), step.quantile(0.99)))
+        results.append(
+            (rate, sent / elapsed, lag + (1.0 if backlog > rate else 0.0), step.quantile(0.5), step.quantile(0.99))
+        )
         # let the pipeline drain before the next step
         deadline = time.monotonic() + 120
         while runner.stats.events_written - written0 < sent and time.monotonic() < deadline:
@@ -157,7 +164,7 @@ def main() -> None:
         results = asyncio.run(measure(src, dst, rates, args.seconds))
     finally:
         with psycopg.connect(ADMIN, autocommit=True) as conn:
-            for slot, in conn.execute(
+            for (slot,) in conn.execute(
                 "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (src,)
             ).fetchall():
                 conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
@@ -170,13 +177,16 @@ def main() -> None:
         if kept:
             best = max(best, achieved)
         print(
-            f"{rate:9,.0f}  {achieved:10,.0f}  {lag:8.2f}s  {(p50 or 0) * 1000:7.1f}  {(p99 or 0) * 1000:7.1f}  {'yes' if kept else 'NO'}"
+            f"{rate:9,.0f}  {achieved:10,.0f}  {lag:8.2f}s  "
+            f"{(p50 or 0) * 1000:7.1f}  {(p99 or 0) * 1000:7.1f}  {'yes' if kept else 'NO'}"
         )
-    print(f"highest sustained rate: {best:,.0f} changes/s (target ≥ 20,000: {best / 20_000:.2f}× target)")
+    print(f"highest sustained rate: {best:,.0f} changes/s (target ≥ 20,000: {best / 20_000:.2f}x target)")
     at5k = [r for r in results if r[0] == 5000]
     if at5k and at5k[0][4] is not None:
         p99 = at5k[0][4] * 1000
-        print(f"p99 at 5,000/s offered: {p99:.1f} ms (target ≤ 20 ms: {20 / p99 if p99 else float('inf'):.2f}× headroom)")
+        print(
+            f"p99 at 5,000/s offered: {p99:.1f} ms (target ≤ 20 ms: {20 / p99 if p99 else float('inf'):.2f}x headroom)"
+        )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ class SqliteSourceHarness:
             conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER)")
 
     def make_source(self) -> Source:
-        return SqliteSource(SqliteSourceConfig(path=str(self.path), tables=["items"], snapshot="never", poll_interval_ms=2))
+        return SqliteSource(
+            SqliteSourceConfig(path=str(self.path), tables=["items"], snapshot="never", poll_interval_ms=2)
+        )
 
     def _exec(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         with sqlite3.connect(self.path) as conn:
@@ -120,8 +122,14 @@ class PostgresSourceHarness:
 
         return PostgresSource(
             PostgresSourceConfig(
-                dsn=self.dsn, tables=["items"], snapshot="never", progress=False, heartbeat_interval=0,
-                slot=self.db, publication=self.db, work_dir=str(self.tmp / "spill"),
+                dsn=self.dsn,
+                tables=["items"],
+                snapshot="never",
+                progress=False,
+                heartbeat_interval=0,
+                slot=self.db,
+                publication=self.db,
+                work_dir=str(self.tmp / "spill"),
             )
         )
 

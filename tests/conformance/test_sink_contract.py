@@ -14,12 +14,16 @@ def ev(op: str, i: int, pos: int, **row: Any) -> ChangeEvent:
     after = {"id": i, **row} if op != "delete" else None
     before = {"id": i} if op == "delete" else None
     changed = tuple(row) if op == "update" else None
-    return ChangeEvent("items", (i,), op, before=before, after=after, changed=changed, position=(pos,), committed_at=1.0)
+    return ChangeEvent(
+        "items", (i,), op, before=before, after=after, changed=changed, position=(pos,), committed_at=1.0
+    )
 
 
 async def _open(h: Any, tmp_path: Path) -> Any:
     sink = h.make_sink()
-    await sink.open(Context(pipeline="conformance", name="sink", state=open_state_store(f"sqlite:///{tmp_path / 's.db'}")))
+    await sink.open(
+        Context(pipeline="conformance", name="sink", state=open_state_store(f"sqlite:///{tmp_path / 's.db'}"))
+    )
     return sink
 
 

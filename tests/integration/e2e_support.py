@@ -51,7 +51,10 @@ def kill_engine(proc: subprocess.Popen[bytes]) -> None:
 
 def status(config: Path) -> list[dict[str, Any]]:
     out = subprocess.run(
-        [sys.executable, "-m", "tidesync.cli", "status", str(config), "--json"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tidesync.cli", "status", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)  # type: ignore[no-any-return]
@@ -97,8 +100,9 @@ def pg_checksum(dsn: str, table: str, columns: str) -> tuple[int, int]:
 
 def mariadb_checksum(dsn: str, table: str, columns: str) -> tuple[int, int]:
     db = dsn.rsplit("/", 1)[1]
-    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database=db,
-                           cursorclass=pymysql.cursors.SSCursor)
+    conn = pymysql.connect(
+        host="127.0.0.1", port=3306, user="root", password="", database=db, cursorclass=pymysql.cursors.SSCursor
+    )
     try:
         with conn.cursor() as cur:
             cur.execute(f"SELECT {columns} FROM {table}")
@@ -125,5 +129,9 @@ def current_lsn(dsn: str) -> int:
 def wait_caught_up(dsn: str, slots: list[str], timeout: float = 180) -> None:
     """Every slot's confirmed flush (moved only after tidesync's checkpoint) passed the current WAL end."""
     target = current_lsn(dsn)
-    wait_until(lambda: all(slot_flushed(dsn, s) >= target for s in slots), timeout=timeout, interval=0.5,
-               message=f"slots {slots} to confirm LSN {target}")
+    wait_until(
+        lambda: all(slot_flushed(dsn, s) >= target for s in slots),
+        timeout=timeout,
+        interval=0.5,
+        message=f"slots {slots} to confirm LSN {target}",
+    )

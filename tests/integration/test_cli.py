@@ -27,7 +27,9 @@ pipelines:
 """
 
 
-def tidesync(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def tidesync(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tidesync.cli", *args],
         capture_output=True,
@@ -89,7 +91,9 @@ def test_run_status_dead_letters_and_replay(shop: Path, tmp_path: Path) -> None:
         wait_until(lambda: status(shop)["state"] == "running", timeout=60, message="running")
         src_exec(tmp_path, "INSERT INTO orders VALUES (?, ?, ?)", [(i, str(i * 10), "n") for i in range(1, 101)])
         # two records the destination rejects (negative), one that the cast cannot convert
-        src_exec(tmp_path, "INSERT INTO orders VALUES (?, ?, ?)", [(101, "-5", "bad"), (102, "-7", "bad"), (103, "ten", "x")])
+        src_exec(
+            tmp_path, "INSERT INTO orders VALUES (?, ?, ?)", [(101, "-5", "bad"), (102, "-7", "bad"), (103, "ten", "x")]
+        )
         src_exec(tmp_path, "UPDATE orders SET note = ? WHERE id = ?", [("later", 101), ("later", 1)])
         wait_until(lambda: status(shop)["events_applied"] == 101, timeout=60, message="applied")
         row = status(shop)
@@ -185,7 +189,10 @@ def test_a_third_party_plugin_registers_through_an_entry_point(tmp_path: Path) -
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
         conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(5)])
     config = tmp_path / "plug.yaml"
-    base = f"state: sqlite:///{tmp_path}/state.db\npipelines:\n  - name: plug\n    source: {{type: sqlite, path: {tmp_path}/src.db, tables: [t]}}\n"
+    base = (
+        f"state: sqlite:///{tmp_path}/state.db\npipelines:\n  - name: plug\n"
+        f"    source: {{type: sqlite, path: {tmp_path}/src.db, tables: [t]}}\n"
+    )
     env = {"PYTHONPATH": str(pkg)}
     config.write_text(base + f"    sink: {{type: jsonl, path: {tmp_path}/out.jsonl, colour: red}}\n")
     bad = tidesync("validate", str(config), env=env)
@@ -195,7 +202,10 @@ def test_a_third_party_plugin_registers_through_an_entry_point(tmp_path: Path) -
     log = tmp_path / "plug.log"
     proc = start(config, log, env=env)
     try:
-        wait_until(lambda: (tmp_path / "out.jsonl").exists() and len((tmp_path / "out.jsonl").read_text().splitlines()) == 5, timeout=60)
+        wait_until(
+            lambda: (tmp_path / "out.jsonl").exists() and len((tmp_path / "out.jsonl").read_text().splitlines()) == 5,
+            timeout=60,
+        )
     finally:
         stop(proc, log)
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]

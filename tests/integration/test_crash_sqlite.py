@@ -112,7 +112,10 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> 
     # every row the sink writes into the destination is recorded, to check order and duplicates
     with sqlite3.connect(dst) as conn:
         conn.execute("CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, id INTEGER, version INTEGER)")
-        conn.execute("CREATE TRIGGER a_ins AFTER INSERT ON items BEGIN INSERT INTO audit (id, version) VALUES (NEW.id, NEW.version); END")
+        conn.execute(
+            "CREATE TRIGGER a_ins AFTER INSERT ON items "
+            "BEGIN INSERT INTO audit (id, version) VALUES (NEW.id, NEW.version); END"
+        )
         conn.execute(
             "CREATE TRIGGER a_upd AFTER UPDATE ON items WHEN NEW.version IS NOT OLD.version "
             "BEGIN INSERT INTO audit (id, version) VALUES (NEW.id, NEW.version); END"
@@ -140,7 +143,9 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> 
         writer.join()
         target = last_logged(src)
         wait_until(
-            lambda: checkpoint_seq(tmp_path / "state.db") >= target, timeout=90, message="catch-up after the last restart"
+            lambda: checkpoint_seq(tmp_path / "state.db") >= target,
+            timeout=90,
+            message="catch-up after the last restart",
         )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()[-3000:]
@@ -155,5 +160,7 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path: Path) -> 
         applied = conn.execute("SELECT id, version FROM audit ORDER BY seq").fetchall()
     last: dict[int, int] = {}
     for i, version in applied:
-        assert version > last.get(i, 0), f"row {i}: version {version} applied after {last.get(i)} (out of order or twice)"
+        assert version > last.get(i, 0), (
+            f"row {i}: version {version} applied after {last.get(i)} (out of order or twice)"
+        )
         last[i] = version

@@ -12,8 +12,8 @@ import pytest
 from tests.integration.e2e_support import (
     kill_engine,
     mariadb_checksum,
-    running,
     pg_checksum,
+    running,
     start_engine,
     stop_engine,
     wait_caught_up,
@@ -47,8 +47,9 @@ TABLES = {
 def test_pgbench_to_postgres_and_mariadb_with_two_kills(
     tmp_path: Path, pg_database: str, mariadb_database: str, request: pytest.FixtureRequest
 ) -> None:
-    from tests.conftest import pg_dsn, unique, drop_pg_database
     import psycopg
+
+    from tests.conftest import drop_pg_database, pg_dsn, unique
 
     dest_name = unique("tsdst")
     with psycopg.connect(pg_dsn("postgres"), autocommit=True) as conn:
@@ -73,7 +74,9 @@ def test_pgbench_to_postgres_and_mariadb_with_two_kills(
             interval=1,
             message="snapshot",
         )
-        bench = subprocess.Popen(["pgbench", "-c", "4", "-T", "30", "-n", src], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        bench = subprocess.Popen(
+            ["pgbench", "-c", "4", "-T", "30", "-n", src], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         for delay in (8, 10):
             time.sleep(delay)
             kill_engine(proc)

@@ -96,7 +96,9 @@ class Writer(threading.Thread):
                         self.next_id += 1
                     for _ in range(3):
                         i = self.rng.randrange(1, self.next_id)
-                        conn.execute("UPDATE items SET version = version + 1, payload = %s WHERE id = %s", (str(self.ops), i))
+                        conn.execute(
+                            "UPDATE items SET version = version + 1, payload = %s WHERE id = %s", (str(self.ops), i)
+                        )
                 self.ops += 10
             except psycopg.OperationalError:
                 conn = None  # the server is restarting: the transaction was rolled back, try again
@@ -195,11 +197,16 @@ def test_postgres_restart_during_streaming_resumes_from_the_checkpoint(tmp_path:
         version = sorted(Path("/etc/postgresql").iterdir())[-1].name
         subprocess.run(
             ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart", "-m", "fast"],
-            check=True, capture_output=True, timeout=120,
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         applied = status(config)[0]["events_applied"]
-        wait_until(lambda: running(proc, log) and status(config)[0]["events_applied"] > applied + 300, timeout=120,
-                   message="streaming after the restart")
+        wait_until(
+            lambda: running(proc, log) and status(config)[0]["events_applied"] > applied + 300,
+            timeout=120,
+            message="streaming after the restart",
+        )
         writer.stop.set()
         writer.join()
         wait_caught_up(src, [f"tidesync_{name}"], timeout=120)
@@ -232,14 +239,21 @@ def test_ten_sigkills_under_pgbench_load(tmp_path: Path, pg_database: str, dest_
     proc = start_engine(config, log)
     bench = None
     try:
-        wait_until(lambda: running(proc, log) and status(config)[0]["events_applied"] >= 100_000, timeout=120,
-                   message="initial snapshot")
-        bench = subprocess.Popen(["pgbench", "-c", "2", "-T", "60", "-n", src], stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT)
+        wait_until(
+            lambda: running(proc, log) and status(config)[0]["events_applied"] >= 100_000,
+            timeout=120,
+            message="initial snapshot",
+        )
+        bench = subprocess.Popen(
+            ["pgbench", "-c", "2", "-T", "60", "-n", src], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         for _ in range(10):
             before = status(config)[0]["events_applied"]
-            wait_until(lambda b=before: running(proc, log) and status(config)[0]["events_applied"] > b, timeout=60,
-                       message="progress before the next kill")
+            wait_until(
+                lambda b=before, p=proc: running(p, log) and status(config)[0]["events_applied"] > b,
+                timeout=60,
+                message="progress before the next kill",
+            )
             time.sleep(rng.uniform(0.2, 2.0))
             kill_engine(proc)
             proc = start_engine(config, log)
@@ -283,8 +297,12 @@ def test_one_percent_poison_rows_wait_in_the_dead_letter_queue_until_replayed(
         if proc.poll() is None:
             kill_engine(proc)
     bad = set(range(100, 5001, 100))
-    listed = subprocess.run([sys.executable, "-m", "tidesync.cli", "dlq", "list", str(config), "--json", "--limit", "1000"],
-                            capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [sys.executable, "-m", "tidesync.cli", "dlq", "list", str(config), "--json", "--limit", "1000"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     import json
 
     entries = json.loads(listed.stdout)
@@ -301,8 +319,9 @@ def test_one_percent_poison_rows_wait_in_the_dead_letter_queue_until_replayed(
     assert all(got[k] == want[k] for k in got)  # everything else applied, updates included
     # fix the destination, replay everything: destination == source
     sql(dst, "ALTER TABLE items DROP CONSTRAINT no_bad_rows")
-    replay = subprocess.run([sys.executable, "-m", "tidesync.cli", "dlq", "replay", str(config), "--all"],
-                            capture_output=True, text=True)
+    replay = subprocess.run(
+        [sys.executable, "-m", "tidesync.cli", "dlq", "replay", str(config), "--all"], capture_output=True, text=True
+    )
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert f"written {len(entries)}" in replay.stdout
     assert rows(dst) == rows(src)

@@ -20,7 +20,9 @@ def db(tmp_path: Path) -> Path:
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, data BLOB, qty INTEGER)")
         conn.execute("CREATE TABLE pairs (a TEXT, b INTEGER, note TEXT, PRIMARY KEY (a, b))")
-        conn.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?)", [(i, f"n{i}", i * 1.5, None, i) for i in range(1, 4)])
+        conn.executemany(
+            "INSERT INTO items VALUES (?, ?, ?, ?, ?)", [(i, f"n{i}", i * 1.5, None, i) for i in range(1, 4)]
+        )
     return path
 
 

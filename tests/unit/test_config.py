@@ -46,11 +46,26 @@ def test_a_good_config_loads_with_each_connector_model(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "line", "path_text", "message"),
     [
-        (("      tables: [customers]", "      tables: [customers]\n      tabels: [x]"), 8, "pipelines[0].source.tabels", "unknown key"),
+        (
+            ("      tables: [customers]", "      tables: [customers]\n      tabels: [x]"),
+            8,
+            "pipelines[0].source.tabels",
+            "unknown key",
+        ),
         (("      path: {tmp}/dst.db", "      pth: {tmp}/dst.db"), 12, "pipelines[0].sink.pth", "unknown key"),
-        (("      type: sqlite\n      path: {tmp}/src", "      type: nosuch\n      path: {tmp}/src"), 5, "pipelines[0].source.type", "known source types: "),
+        (
+            ("      type: sqlite\n      path: {tmp}/src", "      type: nosuch\n      path: {tmp}/src"),
+            5,
+            "pipelines[0].source.type",
+            "known source types: ",
+        ),
         (("  - name: copy", "  - name: 'bad name!'"), 3, "pipelines[0].name", "should match pattern"),
-        (("      - rename: {{email: email_address}}", "      - renam: {{email: email_address}}"), 9, "pipelines[0].transforms[0]", "rename"),
+        (
+            ("      - rename: {{email: email_address}}", "      - renam: {{email: email_address}}"),
+            9,
+            "pipelines[0].transforms[0]",
+            "rename",
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_line(tmp_path: Path, edit, line, path_text, message) -> None:  # type: ignore[no-untyped-def]
@@ -85,14 +100,19 @@ def test_secret_references_resolve_and_are_redacted(tmp_path: Path, monkeypatch:
     assert cfg.pipelines[0].sink.path == f"{tmp_path}/dst.db"  # type: ignore[attr-defined]
     assert "s3cr3t-from-file" not in str(cfg.redacted())
     assert REDACTOR.redact("connecting with s3cr3t-from-file") == "connecting with ***"
-    record = logging.LogRecord("t", logging.INFO, __file__, 1, "dsn=%s", ("postgresql://u:s3cr3t-from-file@h/db",), None)
+    record = logging.LogRecord(
+        "t", logging.INFO, __file__, 1, "dsn=%s", ("postgresql://u:s3cr3t-from-file@h/db",), None
+    )
     RedactingFilter().filter(record)
     assert "s3cr3t" not in record.getMessage()
 
 
 def test_missing_env_reference_names_key_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("path: {tmp}/dst.db", "path: ${{env:TS_DEFINITELY_UNSET}}/dst.db"))
-    with pytest.raises(ConfigError, match=r"tidesync.yaml:12: pipelines\[0\].sink.path: environment variable TS_DEFINITELY_UNSET is not set"):
+    with pytest.raises(
+        ConfigError,
+        match=r"tidesync.yaml:12: pipelines\[0\].sink.path: environment variable TS_DEFINITELY_UNSET is not set",
+    ):
         load_config(path)
 
 
@@ -112,7 +132,9 @@ def test_cli_validate_and_run_exit_2_on_bad_config(tmp_path: Path) -> None:
     ok = runner.invoke(app, ["validate", str(good)])
     assert ok.exit_code == 0, ok.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text(GOOD.format(tmp=tmp_path).replace("      tables: [customers]", "      tables: [customers]\n      tabels: 1"))
+    bad.write_text(
+        GOOD.format(tmp=tmp_path).replace("      tables: [customers]", "      tables: [customers]\n      tabels: 1")
+    )
     for cmd in ("validate", "run"):
         result = runner.invoke(app, [cmd, str(bad)])
         assert result.exit_code == 2, result.output
