@@ -35,7 +35,7 @@ from tidesync.event import Key, Row
 from tidesync.reconcile.target import Side
 from tidesync.sinks.sql import values as sink_values
 from tidesync.sources.polling import query
-from tidesync.sources.polling.dialect import create_engine, redact, translate
+from tidesync.sources.polling.dialect import close_engine, create_engine, redact, translate
 
 T = TypeVar("T")
 RETRIES = 4
@@ -143,11 +143,8 @@ class Reader:
 
     async def close(self) -> None:
         engine, self._engine = self._engine, None
-        if engine is not None and self._exec is not None:
-            await asyncio.get_running_loop().run_in_executor(self._exec, engine.dispose)
-        if self._exec is not None:
-            self._exec.shutdown(wait=False)
-            self._exec = None
+        executor, self._exec = self._exec, None
+        await close_engine(engine, executor)
 
     def _all(self, q: sa.Select[Any]) -> list[Any]:
         assert self._engine is not None

@@ -14,9 +14,11 @@ Sessions run in UTC (Postgres ``TimeZone``, MariaDB ``time_zone``), so
 
 from __future__ import annotations
 
+import asyncio
 import re
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +76,18 @@ def create_engine(dsn: str, *, connect_timeout: float = 10.0, pool_size: int = 1
     if backend != "sqlite":
         kwargs.update(pool_size=pool_size, max_overflow=1)
     return sa.create_engine(url, connect_args=args, **kwargs)
+
+
+async def close_engine(engine: sa.Engine | None, executor: ThreadPoolExecutor | None) -> None:
+    """Dispose of ``engine`` on the worker thread that used it, then let that thread go.
+
+    Every blocking SQL user (the polling source, reconciliation, two-way sync endpoints) drives one
+    engine through one worker thread; its connections are closed on that same thread.
+    """
+    if engine is not None and executor is not None:
+        await asyncio.get_running_loop().run_in_executor(executor, engine.dispose)
+    if executor is not None:
+        executor.shutdown(wait=False)
 
 
 def split_table(name: str) -> tuple[str | None, str]:

@@ -54,7 +54,7 @@ from tidesync.event import DELETE, Batch, ChangeEvent, Key, Position, Row
 from tidesync.protocols import Context
 from tidesync.sources.polling import query
 from tidesync.sources.polling.config import SqlPollConfig
-from tidesync.sources.polling.dialect import create_engine, redact, reflect, translate
+from tidesync.sources.polling.dialect import close_engine, create_engine, redact, reflect, translate
 from tidesync.sources.polling.marks import Mark, commit_time, decode_marks, encode_marks, floor_of
 from tidesync.sources.polling.tracker import BatchBuilder, PendingShadows, TableSpec, change_for
 
@@ -157,11 +157,8 @@ class SqlPollSource:
 
     async def close(self) -> None:
         engine, self._engine = self._engine, None
-        if engine is not None and self._exec is not None:
-            await asyncio.get_running_loop().run_in_executor(self._exec, engine.dispose)
-        if self._exec is not None:
-            self._exec.shutdown(wait=False)
-            self._exec = None
+        executor, self._exec = self._exec, None
+        await close_engine(engine, executor)
 
     def request_poll(self, *, key_scan: bool = False) -> None:
         """Start the next pass over every table now (and a key scan, if asked) instead of at its time."""
