@@ -61,6 +61,7 @@ class RowResult:
     source_row: Mapping[str, Seen] | None = None  # re-create: the row fetched from the editing side
     error: str = ""
     retried: bool = False  # the insert was attempted before (a crash cut it short): a row found is the sync's
+    earlier: tuple[Mapping[str, Any], ...] = ()  # retried: the canonical rows those earlier attempts wrote
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,15 +136,24 @@ def _row_op(d: Decision, r: RowResult | None, out: Outcome) -> None:
         return
     if r.status == FAILED:
         out.failures.append(("*", r.error))
+    intents: list[dict[str, Any]] = []
     if isinstance(op, Insert | Recreate):
         for name, value in _inserted(op, r, st).items():
             echo.written(st, op.side, name, value, OK if r.status == OK else r.status)
+        if r.status in (OK, EXISTS) or not r.retried:
+            intents = st.pending.pop(op.side, [])
+        # else nothing was inserted now (the row to copy is gone, or the insert failed), but an attempt a crash
+        # cut short may have landed: its intent stays until that row comes back, to be known as the sync's.
     if isinstance(op, Insert):
-        intents = st.pending.pop(op.side, [])
         if r.status == OK:
             st.keys[op.side] = r.key
             st.image[op.side] = dict(r.row or op.row)
             st.shadow.update(op.stamps)
+            # A repeated insert writes what its first attempt meant to: what the source changed since follows.
+            src, dst = st.image[other(op.side)], st.image[op.side]
+            newer = [f for f, v in src.items() if f not in dst or not same(v.value, dst[f].value)]
+            if newer:
+                out.reconsider = tuple(sorted(newer))
         elif r.status == EXISTS:
             _found(st, op.side, r, out, intents)
     elif isinstance(op, Delete):
@@ -153,7 +163,6 @@ def _row_op(d: Decision, r: RowResult | None, out: Outcome) -> None:
             out.closed.extend((f, cid, "the record was deleted") for f, cid in st.conflicts.items())
             st.conflicts = {}
     elif isinstance(op, Recreate):
-        intents = st.pending.pop(op.side, [])
         if r.source_row is not None:
             st.image[op.source] = dict(r.source_row)
         if r.status == OK:
@@ -177,17 +186,19 @@ def _found(st: RecordState, side: Side, r: RowResult, out: Outcome, intents: lis
     """The insert found the record already there: compare field by field.
 
     When an earlier attempt of this insert was cut short by a crash, the row
-    found is the sync's own: what it inserted (``intents``) is what both sides
-    agreed on, so each field's inserted value becomes the shadow and a later
-    edit of either side counts as that side's edit (a counter's increment is
-    not lost). Otherwise someone else created the row: only fields holding
-    what the sync meant to insert count as agreed; the rest are compared by
-    the rules as edits of both sides.
+    found is the sync's own: what that attempt inserted (``r.earlier``; not
+    what this attempt meant to, which did not run and may carry newer values)
+    is what both sides agreed on, so each field's inserted value becomes the
+    shadow and a later edit of either side counts as that side's edit (a
+    counter's increment is not lost). Otherwise someone else created the row:
+    only fields holding what the sync meant to insert (``intents``) count as
+    agreed; the rest are compared by the rules as edits of both sides.
     """
     st.keys[side] = r.key
     st.image[side] = dict(r.row or {})
+    rows = r.earlier if r.retried and r.earlier else intents
     for name, seen in st.image[side].items():
-        values = [row[name] for row in intents if name in row]
+        values = [row[name] for row in rows if name in row]
         if r.retried and values and all(same(v, values[0]) for v in values):
             st.shadow[name] = Agreed(values[0], 0.0, other(side))
         elif any(same(v, seen.value) for v in values):

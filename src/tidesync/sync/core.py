@@ -36,6 +36,9 @@ Decisions (and why):
   the delete (conditional on its image); an edit committed after the delete
   re-creates the deleted side from the editing side's full row.
 - An insert of a key whose record is deleted on that side starts a new life.
+- An insert whose earlier attempt a crash cut short repeats that attempt's
+  row, so a row it finds there holds exactly what was inserted; newer values
+  of the source are then copied field by field.
 """
 
 from __future__ import annotations
@@ -237,8 +240,11 @@ def _after_upsert(st: RecordState, ev: SideEvent, policy: Policy, applied: list[
     if st.gone[o] is not None:
         if policy.deletes == DELETE_WINS:
             return Decision(st, op=Delete(s, st.gone[o] or ev.at, None), note="deleted on the other side")
-        if ev.at > (st.gone[o] or 0.0):
-            return Decision(st, op=Recreate(s, o, ev.at), note="edited after the other side deleted it")
+        # The side's image, not this change alone: a change read again after a crash may come before edits of
+        # the side that the image already holds (and that decided this before), as in _on_delete.
+        edited = max(ev.at, _latest(img))
+        if edited > (st.gone[o] or 0.0):
+            return Decision(st, op=Recreate(s, o, edited), note="edited after the other side deleted it")
         return Decision(st, op=Delete(s, st.gone[o] or ev.at, dict(img)), note="edit older than the delete")
     return evaluate(st, applied, policy.rules)
 
@@ -282,8 +288,15 @@ def _create_on(st: RecordState, side: Side, ev: SideEvent) -> Decision:
     if not ev.full:
         # An update of a record never seen before: the row may be partial, so fetch it whole.
         return Decision(st, op=Recreate(ev.side, side, ev.at), note="first seen as an update")
-    stamps = {f: Agreed(v.value, v.at, ev.side) for f, v in src.items()}
-    return Decision(st, op=Insert(side, dict(src), stamps))
+    row = dict(src)
+    earlier = st.pending.get(side)
+    if earlier:
+        # An insert there whose outcome is unknown (a crash cut it short) is repeated as it was, so that a row
+        # found there is what every attempt wrote (a counter's agreed value is then known); what changed here
+        # since is copied after it, field by field (see conclude).
+        row = {f: src[f] if f in src and same(src[f].value, v) else Seen(v, 0.0) for f, v in earlier[0].items()}
+    stamps = {f: Agreed(v.value, v.at, ev.side) for f, v in row.items()}
+    return Decision(st, op=Insert(side, row, stamps))
 
 
 def _on_delete(st: RecordState, ev: SideEvent, policy: Policy) -> Decision:

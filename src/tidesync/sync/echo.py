@@ -22,7 +22,13 @@ false), the side is known to hold a value the sync wrote, with no edit of its
 own: the shadow becomes the other side's value at the time of the decision
 (``base``), or the written value itself when the other side already holds it.
 That is the same rule as a partly failed merge (:mod:`.conclude`), so counters
-(``sum``) stay exact and set merges lose nothing.
+(``sum``) stay exact and set merges lose nothing. A counter's shadow may have
+moved meanwhile, though: a merge decided before the echo came, on the side's
+older image, wrote the other side and made that image the shadow (the partial
+rule). So for counters the entry also keeps the side's own image the write
+replaced (``was``), and the shadow moves by what the write brought there
+(``value - was``) from wherever it is now: with the shadow unmoved that is
+``base``, and an increment merged into the other side since is not counted twice.
 
 Echo handling per field (:func:`on_change`):
 
@@ -52,6 +58,7 @@ increment is then not added). Postgres sides, which have origins, are exact.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from tidesync.sync.record import Agreed, RecordState, Seen, other, same
@@ -79,8 +86,20 @@ def _prune(st: RecordState, side: str, name: str) -> None:
             del st.sent[side]
 
 
-def announce(st: RecordState, side: str, name: str, value: Any, base: Seen | None) -> None:
+def announce(
+    st: RecordState,
+    side: str,
+    name: str,
+    value: Any,
+    base: Seen | None,
+    *,
+    counter: bool = False,
+    was: Seen | None = None,
+) -> None:
     """Record that ``value`` is about to be written to ``side`` (``base``: the other side's image then).
+
+    ``counter``: the field is a counter (``sum``); ``was`` is then the side's
+    own image the write replaces (None: it had none).
 
     An entry for the same value whose outcome is unknown (an attempt cut short
     by a crash) stands for this attempt too: at most one of them can land, as
@@ -90,9 +109,10 @@ def announce(st: RecordState, side: str, name: str, value: Any, base: Seen | Non
     if entries and not entries[-1]["done"] and same(entries[-1]["v"], value):
         entries[-1]["tries"] = entries[-1].get("tries", 1) + 1
         return
-    entries.append(
-        {"v": value, "done": False, "base": None if base is None else base.value, "has_base": base is not None}
-    )
+    entry = {"v": value, "done": False, "base": None if base is None else base.value, "has_base": base is not None}
+    if counter:
+        entry["was"] = None if was is None else was.value
+    entries.append(entry)
     del entries[:-MAX_ENTRIES]
 
 
@@ -151,6 +171,23 @@ def on_change(st: RecordState, side: str, name: str, seen: Seen) -> Echo:
     theirs = st.image[o].get(name)
     if theirs is not None and same(theirs.value, seen.value):
         return Echo(True, True, Agreed(seen.value, seen.at, o))
+    if "was" in entry:
+        moved = _moved(st.shadow.get(name), entry["v"], entry["was"])
+        if moved is not None:
+            return Echo(True, True, Agreed(moved, 0.0, o))
     if entry["has_base"]:
         return Echo(True, True, Agreed(entry["base"], 0.0, o))
     return Echo(True, True)
+
+
+def _moved(shadow: Agreed | None, value: Any, was: Any) -> Any:
+    """A counter's shadow moved by what a write of ``value`` over ``was`` brought (None: not numbers)."""
+    if shadow is None:
+        return None
+    nums = [0 if v is None else v for v in (shadow.value, value, was)]
+    if not all(isinstance(v, (int, float, Decimal)) and not isinstance(v, bool) for v in nums):
+        return None
+    try:
+        return nums[0] + (nums[1] - nums[2])
+    except TypeError:  # Decimal with float
+        return None

@@ -113,6 +113,8 @@ class SyncProcessor:
         # side -> rid -> rows of unconfirmed inserts there (an index of RecordState.pending, stored beside it)
         self._intents: dict[str, dict[Key, list[dict[str, Any]]]] = {"a": {}, "b": {}}
         self._claimed: dict[Key, set[str]] = {}  # index entries claimed in this batch, deleted at its commit
+        # rid -> both sides' stream images as this batch found them: what its intents commits store (see there)
+        self._streams: dict[Key, dict[str, dict[str, Any]]] = {}
 
     @property
     def policy(self) -> core.Policy:
@@ -160,8 +162,12 @@ class SyncProcessor:
         self, side: Side, events: list[core.SideEvent], rid_of: dict[Key, Key], new_ids: dict[tuple[str, Key], Key]
     ) -> None:
         """A new key whose row is what an unconfirmed insert of the sync wrote there: that insert's record."""
-        intents = self._intents[side]
         origin_side = self.origins.get(side) is not None
+        # A record whose insert here comes back in this batch under a key the ID map already gives it (stored
+        # before a crash) has its intent answered by that row: a second new row with the same values (a retry
+        # that found the first one deleted or changed) is not that insert, and claimed, it would be ignored.
+        answered = {rid_of[e.key] for e in events if e.created and (side, e.key) not in new_ids}
+        intents = {rid: rows for rid, rows in self._intents[side].items() if rid not in answered}
         for e in events:
             if not e.created or new_ids.get((side, e.key)) != rid_of[e.key]:
                 continue
@@ -175,6 +181,7 @@ class SyncProcessor:
                     )
                     rid_of[e.key] = new_ids[(side, e.key)] = self._idmap[(side, e.key)] = rid
                     del intents[rid]
+                    del self._intents[side][rid]
                     self._claimed.setdefault(rid, set()).add(side)
                     break
 
@@ -224,6 +231,7 @@ class SyncProcessor:
             else:
                 q.append([e])
         states = await self.states(list(queues))
+        self._streams = {rid: {s: dict(row) for s, row in st.stream.items()} for rid, st in states.items()}
         touched: set[Key] = set()
         while queues:
             round_: list[tuple[Key, RecordState, core.Decision]] = []
@@ -263,6 +271,7 @@ class SyncProcessor:
         new_ids: dict[tuple[str, Key], Key] = {}
         round_: list[tuple[Key, RecordState, core.Decision]] = []
         picked: list[dict[str, Any]] = []
+        self._streams = {}
         for key, req in sorted(requests.items()):
             entry = await self.book.conflict(req["id"])
             if entry is None:
@@ -300,6 +309,7 @@ class SyncProcessor:
         for i, (_, before, d) in enumerate(round_):
             if isinstance(d.op, core.Insert | core.Recreate) and d.op.side in before.pending:
                 rw.retries.add(i)
+                rw.earlier[i] = [dict(row) for row in before.pending[d.op.side]]
         rw.build()
         await rw.fetch_sources(self.endpoints)
         await self._commit_intents(rw, new_ids)
@@ -315,7 +325,7 @@ class SyncProcessor:
         for i, d in enumerate(decisions):
             row = rw.row_results.get(i)
             if row is not None and i in rw.retries:
-                row = replace(row, retried=True)
+                row = replace(row, retried=True, earlier=tuple(rw.earlier.get(i, ())))
             out = conclude(d, rw.field_results.get(i, {}), row)
             for side in ("a", "b"):
                 key = out.state.keys[side]
@@ -329,6 +339,13 @@ class SyncProcessor:
         """Before writing what cannot be repeated blindly, store what is about to be written.
 
         Inserts (see ``RecordState.pending``) and field writes (the echo ledger, :mod:`.echo`).
+
+        The record state stored is the decision's, with one exception: the
+        stream images stay as the batch found them. This batch's position is
+        not committed, so after a crash its events are read again; narrowed
+        against a stream image that already holds them (a whole-row event,
+        :func:`core._changed`), they would change nothing, no field would be
+        decided again, and a write announced here but never made would be lost.
         """
         states: dict[Key, RecordState] = {}
         for side in ("a", "b"):
@@ -347,13 +364,18 @@ class SyncProcessor:
             for plan in d.fields:
                 for side in plan.writes:
                     if (i, side, plan.field) in sending:
-                        echo.announce(d.state, side, plan.field, plan.stamp.value, plan.b if side == "a" else plan.a)
+                        base, was = (plan.b if side == "a" else plan.a), plan.writes[side]
+                        value = plan.stamp.value
+                        echo.announce(d.state, side, plan.field, value, base, counter=plan.strict, was=was)
                         states[d.state.rid] = d.state
         if states:
-            changes = StateChanges(
-                shadow_put=[ShadowRow(self.scope, "record", rid, st.to_row()) for rid, st in states.items()]
-                + self._id_rows(new_ids)
-            )
+            rows = []
+            for rid, st in states.items():
+                row = st.to_row()
+                if rid in self._streams:
+                    row["r"] = self._streams[rid]
+                rows.append(ShadowRow(self.scope, "record", rid, row))
+            changes = StateChanges(shadow_put=rows + self._id_rows(new_ids))
             self._index_intents(states, changes)
             await self.state.commit(self.name, changes)
             if self.hook is not None:
@@ -392,7 +414,7 @@ class SyncProcessor:
             exc = rs.outcome.exception() if rs.outcome else None
             log.warning("sync %s: writing side %s failed (%s); retrying", self.name, side, exc)
             # The failed call may have committed: its inserts of generated keys look before they write.
-            rw.retries.update(ref.index for ref in rw.refs[side])
+            rw.retry_of_failed_call(side)
 
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
@@ -457,6 +479,7 @@ class SyncProcessor:
         )
         self._index_intents({rid: states[rid] for rid in touched}, changes)
         self._claimed.clear()
+        self._streams = {}
         self.book.stage(changes)
         for side in ("a", "b"):
             if self.positions[side] is not None:

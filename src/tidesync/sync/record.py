@@ -17,10 +17,10 @@ side it was first seen on. For each record the state holds:
   (committed before an insert runs: after a crash, a row found there is
   known to be the sync's own, so it is neither created twice nor mistaken
   for a conflicting edit);
-- ``sent``: side -> field -> values the sync wrote to a counter (``sum``) on
-  a side without replication origins, stored before the write, until their
-  echo comes back: after a crash the echo is still known as the sync's own,
-  so no increment is counted twice;
+- ``sent``: side -> field -> the ledger of the sync's field writes to that
+  side, committed before each write is made, until its echo comes back: after
+  a crash the echo is still known as the sync's own, so it neither counts an
+  increment twice nor passes for an edit of that side (see :mod:`.echo`);
 - ``stream``: per side, the row as that side's change stream last showed it
   (never moved by the sync's own writes): a change event that carries the
   whole row is narrowed to the fields that differ from it, so a field the

@@ -39,7 +39,7 @@ from sqlalchemy import exc as sa_exc
 
 from tidesync.errors import PermanentError, TransientError
 from tidesync.event import Key, Row
-from tidesync.sources.polling.dialect import TableMeta, create_engine, redact, reflect
+from tidesync.sources.polling.dialect import TableMeta, close_engine, create_engine, redact, reflect
 from tidesync.sources.polling.query import key_in, lit, tuple_gt
 from tidesync.sync.endpoint import DeleteOp, FieldWrite, InsertOp, Op, OpResult, UpdateOp
 from tidesync.sync.record import same
@@ -132,11 +132,8 @@ class SqlEndpoint:
 
     async def close(self) -> None:
         engine, self._engine = self._engine, None
-        if engine is not None and self._exec is not None:
-            await asyncio.get_running_loop().run_in_executor(self._exec, engine.dispose)
-        if self._exec is not None:
-            self._exec.shutdown(wait=False)
-            self._exec = None
+        executor, self._exec = self._exec, None
+        await close_engine(engine, executor)
 
     # --- helpers ----------------------------------------------------------------------------
 

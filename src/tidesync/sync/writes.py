@@ -45,6 +45,7 @@ class RoundWrites:
     decisions: list[Decision]
     find_columns: Mapping[str, tuple[str, ...] | None]  # side -> columns an insert retry looks for (None: all)
     retries: set[int] = field(default_factory=set)  # decisions whose insert may have landed before a crash
+    earlier: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # retries: rows those attempts wrote
     ops: dict[str, list[Op]] = field(default_factory=lambda: {"a": [], "b": []})
     refs: dict[str, list[_Update | _RowOp]] = field(default_factory=lambda: {"a": [], "b": []})
     field_results: dict[int, dict[tuple[str, str], cc.FieldResult]] = field(default_factory=dict)
@@ -121,6 +122,16 @@ class RoundWrites:
                 if isinstance(ref, _Update):
                     out.update((ref.index, side, f) for f in ref.forms)
         return out
+
+    def retry_of_failed_call(self, side: str) -> None:
+        """A call to ``side`` failed and may have committed: its inserts count as earlier attempts."""
+        for ref in self.refs[side]:
+            self.retries.add(ref.index)
+            if isinstance(ref, _RowOp) and ref.kind in ("insert", "recreate"):
+                rows = self.earlier.setdefault(ref.index, [])
+                row = {f: s.value for f, s in ref.row.items()}
+                if row not in rows:
+                    rows.append(row)
 
     def unsure_inserts(self, side: str) -> list[tuple[int, InsertOp]]:
         """Inserts of generated keys that may have landed already (positions in ``ops[side]``)."""
