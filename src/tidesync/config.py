@@ -294,7 +294,9 @@ def _check_unique(names: Sequence[str], section: str, key: str, errors: _Errors)
         seen.add(name)
 
 
-def validate_plugin(kind: Literal["source", "sink"], raw: dict[str, Any], loc: Loc, errors: _Errors) -> BaseModel | None:
+def validate_plugin(
+    kind: Literal["source", "sink"], raw: dict[str, Any], loc: Loc, errors: _Errors
+) -> BaseModel | None:
     type_ = raw.get("type")
     if "type" in raw and type_ is None:
         errors.add((*loc, "type"), "is empty (YAML reads a bare null or ~ as nothing); quote the name")
@@ -340,4 +342,3 @@ def load_config(path: str | Path) -> LoadedConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
     return load_config_text(text, p)
-

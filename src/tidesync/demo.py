@@ -115,7 +115,10 @@ def create_databases(workdir: Path, rows: int) -> tuple[Path, Path]:
         conn.execute(DDL)
         conn.executemany(
             f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?, ?)",
-            [(i, f"customer {i}", f"c{i}@example.com", rng.random() * 100, 0, rng.choice(TIERS)) for i in range(1, rows + 1)],
+            [
+                (i, f"customer {i}", f"c{i}@example.com", rng.random() * 100, 0, rng.choice(TIERS))
+                for i in range(1, rows + 1)
+            ],
         )
     with sqlite3.connect(dst) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -161,10 +164,15 @@ def _view(runner: PipelineRunner, gen: Generator, elapsed: float, duration: floa
         return f"{v * 1000:.1f} ms" if v is not None else "-"
 
     table.add_row("elapsed", f"{elapsed:5.1f} / {duration:.0f} s")
-    table.add_row("changes generated", f"{gen.total:,}  (ins {gen.counts['insert']:,} / upd {gen.counts['update']:,} / del {gen.counts['delete']:,})")
+    table.add_row(
+        "changes generated",
+        f"{gen.total:,}  (ins {gen.counts['insert']:,} / upd {gen.counts['update']:,} / del {gen.counts['delete']:,})",
+    )
     table.add_row("events applied", f"{stats.events_written:,}")
     table.add_row("throughput (last 5 s)", f"{stats.rate(now, 5):,.0f} events/s")
-    table.add_row("end-to-end latency p50 / p99 (last 5 s)", f"{ms(recent.quantile(0.5))} / {ms(recent.quantile(0.99))}")
+    table.add_row(
+        "end-to-end latency p50 / p99 (last 5 s)", f"{ms(recent.quantile(0.5))} / {ms(recent.quantile(0.99))}"
+    )
     table.add_row("end-to-end latency p50 / p99 (whole run)", f"{ms(total.quantile(0.5))} / {ms(total.quantile(0.99))}")
     table.add_row("lag", f"{runner.lag_seconds() * 1000:.0f} ms")
     table.add_row("dead letters", str(stats.dead_lettered))
@@ -182,7 +190,9 @@ async def run_demo(
     runner = PipelineRunner("demo", source, sink, state, batch=BatchPolicy(max_events=2000, max_wait=0.005))
     engine = Engine(state, [runner])
     gen = Generator(src, rate, rows)
-    console.print(f"source {src}  →  destination {dst}  ({rows:,} rows to start, {rate:,.0f} changes/s for {duration:.0f} s)")
+    console.print(
+        f"source {src}  →  destination {dst}  ({rows:,} rows to start, {rate:,.0f} changes/s for {duration:.0f} s)"
+    )
     run_task = asyncio.create_task(engine.run(install_signals=True))
     start = time.monotonic()
     with Live(console=console, auto_refresh=False, transient=False) as view:

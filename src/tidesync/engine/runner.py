@@ -199,7 +199,9 @@ class PipelineRunner:
             self._force(State.STOPPED)
             raise
         except BaseException as exc:
-            self.last_error = REDACTOR.redact(f"{type(exc).__name__}: {exc}" if not isinstance(exc, TidesyncError) else str(exc))
+            self.last_error = REDACTOR.redact(
+                f"{type(exc).__name__}: {exc}" if not isinstance(exc, TidesyncError) else str(exc)
+            )
             self._force(State.FAILED)
             log.error("pipeline %s failed: %s", self.name, self.last_error)
             raise
@@ -281,7 +283,9 @@ class PipelineRunner:
                         [now - e.committed_at for e in (batch.events[0], batch.events[-1]) if e.committed_at > 0]
                     )
                 self._pending_commits.append(oldest)
-                await queue.put(_Item(events, transform_failures, batch.position, now, oldest, batch.extra.get("state")))
+                await queue.put(
+                    _Item(events, transform_failures, batch.position, now, oldest, batch.extra.get("state"))
+                )
                 if batch.position is not None:
                     last_read = batch.position
         finally:
@@ -390,7 +394,9 @@ class PipelineRunner:
             if reason is not None:
                 letters.append(self.delivery.park(ev, "transform", reason))
             elif ev.op != "truncate" and (ev.entity, ev.key) in parked:
-                letters.append(self.delivery.park(ev, "blocked", "waits behind an earlier dead-lettered event of this key"))
+                letters.append(
+                    self.delivery.park(ev, "blocked", "waits behind an earlier dead-lettered event of this key")
+                )
             else:
                 out.append(ev)
         return out

@@ -26,7 +26,11 @@ class PipelineStats:
     by_op: Counter[str] = field(default_factory=Counter)
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     stage: dict[str, LatencyHistogram] = field(
-        default_factory=lambda: {"capture": LatencyHistogram(), "transform": LatencyHistogram(), "write": LatencyHistogram()}
+        default_factory=lambda: {
+            "capture": LatencyHistogram(),
+            "transform": LatencyHistogram(),
+            "write": LatencyHistogram(),
+        }
     )
     lag_seconds: float = 0.0
     _per_second: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=600))

@@ -169,7 +169,8 @@ class SqliteSource:
         rows = conn.execute(f"PRAGMA table_info({_q(table)})").fetchall()
         if not rows:
             raise SourceError(
-                f"table {table!r} does not exist in SQLite source {self.config.path}; create it or remove it from tables"
+                f"table {table!r} does not exist in SQLite source {self.config.path}; "
+                "create it or remove it from tables"
             )
         cols = [(r[1], r[2] or "", not r[3]) for r in rows]
         pk = [r[1] for r in sorted((r for r in rows if r[5]), key=lambda r: r[5])]
@@ -250,7 +251,9 @@ class SqliteSource:
         new_key, old_key = self._key_expr("NEW.", pk), self._key_expr("OLD.", pk)
         ent = "'" + table.replace("'", "''") + "'"
         key_cols = pk or ["rowid"]
-        same_key = " AND ".join(f"OLD.{_q(c) if c != 'rowid' else c} IS NEW.{_q(c) if c != 'rowid' else c}" for c in key_cols)
+        same_key = " AND ".join(
+            f"OLD.{_q(c) if c != 'rowid' else c} IS NEW.{_q(c) if c != 'rowid' else c}" for c in key_cols
+        )
         any_change = " OR ".join(f"OLD.{_q(n)} IS NOT NEW.{_q(n)}" for n in names)
         conn.execute(
             f"CREATE TRIGGER {_q(base + '_ins')} AFTER INSERT ON {t} BEGIN INSERT INTO {log}"
@@ -284,7 +287,8 @@ class SqliteSource:
             if version != self._schema_version:
                 schemas = self._install()
             rows = conn.execute(
-                f"SELECT seq, entity, op, pk, before, after, ts FROM {_q(self._log)} WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT seq, entity, op, pk, before, after, ts FROM {_q(self._log)} "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
                 (self._after, limit),
             ).fetchall()
             return rows, schemas

@@ -132,7 +132,11 @@ def warnings(facts: SetupFacts) -> list[str]:
         if t.oid is None or not t.is_table:
             continue
         if t.replica_identity == "n" or (t.replica_identity == "d" and not t.has_primary_key):
-            why = "REPLICA IDENTITY NOTHING" if t.replica_identity == "n" else "no primary key and REPLICA IDENTITY DEFAULT"
+            why = (
+                "REPLICA IDENTITY NOTHING"
+                if t.replica_identity == "n"
+                else "no primary key and REPLICA IDENTITY DEFAULT"
+            )
             out.append(
                 f"table {t.entity} has {why}, so only its inserts are captured and PostgreSQL refuses its "
                 f"updates and deletes while it is published. Add a primary key, or run: "
