@@ -24,7 +24,7 @@ def pg_dsn(dbname: str) -> str:
 
 def drop_pg_database(name: str) -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        for (slot, active_pid) in conn.execute(
+        for slot, active_pid in conn.execute(
             "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (name,)
         ).fetchall():
             if active_pid:
@@ -36,9 +36,7 @@ def drop_pg_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A new empty Postgres database; yields its DSN."""
+def _new_pg_database() -> Iterator[str]:
     name = unique("ts")
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -46,6 +44,18 @@ def pg_database() -> Iterator[str]:
         yield pg_dsn(name)
     finally:
         drop_pg_database(name)
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A new empty Postgres database; yields its DSN."""
+    yield from _new_pg_database()
+
+
+@pytest.fixture
+def pg_database_b() -> Iterator[str]:
+    """A second new Postgres database (the other side of a Postgres <-> Postgres sync)."""
+    yield from _new_pg_database()
 
 
 @pytest.fixture

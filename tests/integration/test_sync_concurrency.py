@@ -24,10 +24,9 @@ import psycopg
 import pymysql
 import pytest
 
-from tests.integration.test_sync_support import (  # noqa: F401  (pg_database_b is a fixture)
+from tests.integration.test_sync_support import (
     Side,
     SyncHarness,
-    pg_database_b,
     pg_source,
     poll_source,
 )

@@ -19,10 +19,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.test_sync_support import (  # noqa: F401  (pg_database_b is a fixture)
+from tests.integration.test_sync_support import (
     Side,
     SyncHarness,
-    pg_database_b,
     pg_source,
 )
 from tidesync.testing import eventually
@@ -55,7 +54,7 @@ async def start(path: Path, log: Path) -> asyncio.subprocess.Process:
 @pytest.mark.slow
 async def test_sigkill_while_editing_loses_nothing(
     pg_database: str,
-    pg_database_b: str,  # noqa: F811
+    pg_database_b: str,
     tmp_path: Path,
 ) -> None:
     a, b = Side("pg", pg_database), Side("pg", pg_database_b)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_sync_support import (  # noqa: F401  (pg_database_b is a fixture)
+from tests.integration.test_sync_support import (
     Side,
     SyncHarness,
-    pg_database_b,
     pg_source,
     versions,
 )
@@ -28,7 +27,7 @@ TABLE = "CREATE TABLE items (id int PRIMARY KEY, name text, note text)"
 
 
 @pytest.mark.parametrize("policy", ["delete_wins", "resurrect"])
-async def test_deletes(policy: str, pg_database: str, pg_database_b: str, tmp_path: Path) -> None:  # noqa: F811
+async def test_deletes(policy: str, pg_database: str, pg_database_b: str, tmp_path: Path) -> None:
     a, b = Side("pg", pg_database), Side("pg", pg_database_b)
     a.sql(TABLE)
     b.sql(TABLE)

@@ -13,16 +13,13 @@ import contextlib
 import json
 import sqlite3
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pymysql
-import pytest
 
-from tests.conftest import drop_pg_database, pg_dsn, unique
 from tidesync.config import load_config
 from tidesync.engine.build import build_engine
 from tidesync.engine.engine import Engine
@@ -150,18 +147,6 @@ def versions(side: Side, table: str = "items") -> list[tuple[Any, ...]]:
     if side.kind == "pg":
         return side.rows("id, xmin::text", table)
     return side.rows("id, updated_at", table)
-
-
-@pytest.fixture
-def pg_database_b() -> Iterator[str]:
-    """A second new Postgres database (the B side of a Postgres <-> Postgres sync)."""
-    name = unique("ts")
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield pg_dsn(name)
-    finally:
-        drop_pg_database(name)
 
 
 def pg_source(dsn: str, table: str, work: Path) -> str:
