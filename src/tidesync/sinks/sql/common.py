@@ -106,6 +106,57 @@ class Worker:
             executor.shutdown(wait=False)
 
 
+class ThreadedBackend:
+    """The async face of a blocking driver's connection object: each call runs in one worker thread.
+
+    Subclasses set ``_c`` (an object with the blocking methods of the same
+    names), ``_w`` (its :class:`Worker`) and ``where``, and define
+    ``connected`` and ``classify``.
+    """
+
+    keep_schema = False
+    _c: Any
+    _w: Worker
+    where: str
+
+    async def connect(self, position_table: TableName) -> None:
+        await self._w.call(self._c.connect, position_table)
+
+    async def close(self) -> None:
+        await self._w.call(self._c.close)
+        self._w.shutdown()
+
+    async def read_position(self, pipeline: str, sink: str) -> bytes | None:
+        return await self._w.call(self._c.read_position, pipeline, sink)
+
+    async def write_position(self, pipeline: str, sink: str, position: bytes) -> None:
+        await self._w.call(self._c.write_position, pipeline, sink, position)
+
+    async def commit(self) -> None:
+        await self._w.call(self._c.commit)
+
+    async def rollback(self) -> None:
+        await self._w.call(self._c.rollback)
+
+    async def describe(self, table: TableName, key: tuple[str, ...] | None) -> TableInfo | None:
+        return await self._w.call(self._c.describe, table, key)
+
+    async def create_table(self, table: TableName, schema: EntitySchema, key: tuple[str, ...]) -> None:
+        await self._w.call(self._c.create_table, table, schema, key)
+
+    async def add_columns(self, table: TableInfo, columns: Sequence[Column]) -> None:
+        await self._w.call(self._c.add_columns, table, columns)
+
+    async def truncate(self, table: TableInfo) -> None:
+        await self._w.call(self._c.truncate, table)
+
+    async def run(self, step: Step) -> int:
+        return await self._w.call(self._c.run, step)
+
+    async def missing(self, table: TableInfo, keys: Sequence[Key]) -> list[int]:
+        return await self._w.call(self._c.missing, table, keys)
+
+
 def live_events(
     events: Sequence[ChangeEvent], stored: Position | None, replay: bool
 ) -> tuple[list[int], Position | None]:

@@ -42,7 +42,7 @@ from tidesync.errors import ConfigError, DeliveryError
 from tidesync.event import DELETE, UPDATE, Key
 from tidesync.schema import Column, EntitySchema
 from tidesync.sinks.sql import mariadb_errors
-from tidesync.sinks.sql.common import SqlSink, Worker
+from tidesync.sinks.sql.common import SqlSink, ThreadedBackend, Worker
 from tidesync.sinks.sql.config import MariadbSinkConfig
 from tidesync.sinks.sql.plan import REKEY, UPSERT, Step
 from tidesync.sinks.sql.tables import ColumnInfo, TableInfo, TableName
@@ -300,10 +300,8 @@ class _Connection:
         return sorted(out)
 
 
-class MariadbBackend:
+class MariadbBackend(ThreadedBackend):
     """The async face of :class:`_Connection`: each call runs in the sink's worker thread."""
-
-    keep_schema = False
 
     def __init__(self, config: MariadbSinkConfig) -> None:
         self._c = _Connection(config)
@@ -317,43 +315,6 @@ class MariadbBackend:
 
     def classify(self, exc: BaseException) -> tuple[DeliveryError, bool]:
         return mariadb_errors.classify(exc, self.where)
-
-    async def connect(self, position_table: TableName) -> None:
-        await self._w.call(self._c.connect, position_table)
-
-    async def close(self) -> None:
-        await self._w.call(self._c.close)
-        self._w.shutdown()
-
-    async def read_position(self, pipeline: str, sink: str) -> bytes | None:
-        return await self._w.call(self._c.read_position, pipeline, sink)
-
-    async def write_position(self, pipeline: str, sink: str, position: bytes) -> None:
-        await self._w.call(self._c.write_position, pipeline, sink, position)
-
-    async def commit(self) -> None:
-        await self._w.call(self._c.commit)
-
-    async def rollback(self) -> None:
-        await self._w.call(self._c.rollback)
-
-    async def describe(self, table: TableName, key: tuple[str, ...] | None) -> TableInfo | None:
-        return await self._w.call(self._c.describe, table, key)
-
-    async def create_table(self, table: TableName, schema: EntitySchema, key: tuple[str, ...]) -> None:
-        await self._w.call(self._c.create_table, table, schema, key)
-
-    async def add_columns(self, table: TableInfo, columns: Sequence[Column]) -> None:
-        await self._w.call(self._c.add_columns, table, columns)
-
-    async def truncate(self, table: TableInfo) -> None:
-        await self._w.call(self._c.truncate, table)
-
-    async def run(self, step: Step) -> int:
-        return await self._w.call(self._c.run, step)
-
-    async def missing(self, table: TableInfo, keys: Sequence[Key]) -> list[int]:
-        return await self._w.call(self._c.missing, table, keys)
 
 
 class MariadbSink(SqlSink):
