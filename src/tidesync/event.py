@@ -108,8 +108,43 @@ class Batch:
 # msgpack keeps exact Python types through msgpack extension codes, because the
 # dead-letter queue and shadow state must give back the Decimal, datetime or
 # UUID the source produced, not its string form. msgspec encodes these natively
-# as strings, so values are tagged before encoding (a shallow walk; nested JSON
-# documents only hold JSON types).
+# as strings, so values are tagged before encoding (a walk that descends only
+# into containers; scalars of JSON types are passed through untouched).
+#
+# Nesting is bounded: msgspec encodes and decodes containers by recursion in C,
+# which shares Python's recursion limit, so a value nested a thousand levels
+# deep would raise RecursionError from wherever it happens to be encoded. Every
+# codec here refuses a value nested deeper than MAX_DEPTH containers with
+# ValueTooDeep instead (a ValueError: the caller dead-letters that one value);
+# a value that passes also decodes, and also encodes as JSON.
+
+MAX_DEPTH: Final = 200
+
+
+class ValueTooDeep(ValueError):
+    """A value nests containers (dict, list, tuple) deeper than :data:`MAX_DEPTH`; it cannot be encoded."""
+
+    def __init__(self, limit: int = MAX_DEPTH) -> None:
+        self.limit = limit
+        super().__init__(f"value nested deeper than {limit} levels")
+
+
+def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
+    """Raise :class:`ValueTooDeep` if ``value`` nests more than ``limit`` containers. Iterative, never recurses."""
+    t = type(value)
+    if t is not dict and t is not list and t is not tuple:
+        return
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        if depth > limit:
+            raise ValueTooDeep(limit)
+        for child in node.values() if type(node) is dict else node:
+            c = type(child)
+            if c is dict or c is list or c is tuple:
+                push((child, depth + 1))
+
 
 _EXT_DECIMAL = 1
 _EXT_UUID = 2
@@ -127,21 +162,28 @@ _TAGGERS: dict[type, tuple[int, Any]] = {
     dt.time: (_EXT_TIME, dt.time.isoformat),
     dt.timedelta: (_EXT_TIMEDELTA, lambda v: f"{v.days}:{v.seconds}:{v.microseconds}"),
 }
+# Types msgspec encodes as they are: no call to _tag for them (the common case in a row).
+_PLAIN: Final = frozenset({str, int, float, bool, type(None), bytes})
 
 
-def _tag(value: Any) -> Any:
+def _tag(value: Any, depth: int = 0) -> Any:
+    """``value`` with exact types wrapped as extensions; ``depth`` containers enclose it. Raises ValueTooDeep."""
     t = type(value)
+    if t in _PLAIN:
+        return value
     tagger = _TAGGERS.get(t)
     if tagger is not None:
         code, conv = tagger
         payload = conv(value)
         return msgspec.msgpack.Ext(code, payload.encode() if isinstance(payload, str) else payload)
-    if t is list:
-        return [_tag(v) for v in value]
-    if t is tuple:
-        return msgspec.msgpack.Ext(_EXT_TUPLE, _packer.encode([_tag(v) for v in value]))
-    if t is dict:
-        return {k: _tag(v) for k, v in value.items()}
+    if t is dict or t is list or t is tuple:
+        if depth >= MAX_DEPTH:
+            raise ValueTooDeep
+        d = depth + 1
+        if t is dict:
+            return {k: v if type(v) in _PLAIN else _tag(v, d) for k, v in value.items()}
+        items = [v if type(v) in _PLAIN else _tag(v, d) for v in value]
+        return items if t is list else msgspec.msgpack.Ext(_EXT_TUPLE, _packer.encode(items))
     return value
 
 
@@ -169,13 +211,23 @@ _packer = msgspec.msgpack.Encoder()
 _unpacker = msgspec.msgpack.Decoder(ext_hook=_untag)
 
 
+def _decode(decoder: Any, data: Any) -> Any:
+    # msgspec has no depth limit of its own: bytes from elsewhere (not made by this
+    # module, which bounds depth) may nest deeper than the C recursion allows.
+    try:
+        return decoder.decode(data)
+    except RecursionError:
+        raise ValueTooDeep from None
+
+
 def pack_value(value: Any) -> bytes:
-    """Encode any row value, row or key to msgpack, keeping exact types."""
+    """Encode any row value, row or key to msgpack, keeping exact types. Raises ValueTooDeep (a ValueError)."""
     return _packer.encode(_tag(value))
 
 
 def unpack_value(data: bytes) -> Any:
-    return _unpacker.decode(data)
+    """Decode what :func:`pack_value` made. Raises ValueTooDeep for foreign bytes nested too deep."""
+    return _decode(_unpacker, data)
 
 
 def _event_fields(e: ChangeEvent) -> list[Any]:
@@ -194,12 +246,15 @@ def _event_fields(e: ChangeEvent) -> list[Any]:
 
 
 def to_msgpack(event: ChangeEvent) -> bytes:
-    """Type-preserving binary form (state store, brokers between tidesync processes)."""
+    """Type-preserving binary form (state store, brokers between tidesync processes).
+
+    Raises ValueTooDeep (a ValueError) when a row, key or position nests deeper than :data:`MAX_DEPTH`.
+    """
     return _packer.encode(_event_fields(event))
 
 
 def from_msgpack(data: bytes) -> ChangeEvent:
-    entity, key, op, before, after, changed, position, committed_at, origin, txid = _unpacker.decode(data)
+    entity, key, op, before, after, changed, position, committed_at, origin, txid = _decode(_unpacker, data)
     return ChangeEvent(
         entity=entity,
         key=tuple(key) if isinstance(key, list) else key,
@@ -225,9 +280,20 @@ def _json_default(value: Any) -> Any:
 _json_encoder = msgspec.json.Encoder(enc_hook=_json_default, decimal_format="string")
 
 
+def _encode_json(value: Any) -> bytes:
+    # Only a value that fails msgpack's MAX_DEPTH can get here this deep, so no walk on the way in.
+    try:
+        return _json_encoder.encode(value)
+    except RecursionError:
+        raise ValueTooDeep from None
+
+
 def to_json(event: ChangeEvent) -> bytes:
-    """JSON for people and HTTP peers: Decimal as string, bytes as base64, times as ISO 8601."""
-    return _json_encoder.encode(event)
+    """JSON for people and HTTP peers: Decimal as string, bytes as base64, times as ISO 8601.
+
+    Raises ValueTooDeep (a ValueError) for rows nested deeper than the encoder can recurse.
+    """
+    return _encode_json(event)
 
 
 def to_jsonable(event: ChangeEvent) -> dict[str, Any]:
@@ -236,7 +302,7 @@ def to_jsonable(event: ChangeEvent) -> dict[str, Any]:
 
 def from_json(data: bytes | str) -> ChangeEvent:
     """Parse the JSON form. Types that JSON cannot carry come back as strings."""
-    raw = msgspec.json.decode(data)
+    raw = _decode(msgspec.json, data)
     raw["key"] = tuple(raw.get("key", ()))
     raw["position"] = tuple(raw.get("position", ()))
     if raw.get("changed") is not None:
@@ -245,8 +311,8 @@ def from_json(data: bytes | str) -> ChangeEvent:
 
 
 def json_dumps(value: Any) -> bytes:
-    """JSON for any value tidesync shows (rows, keys, positions)."""
-    return _json_encoder.encode(value)
+    """JSON for any value tidesync shows (rows, keys, positions). Raises ValueTooDeep like :func:`to_json`."""
+    return _encode_json(value)
 
 
 def keys_of(events: Iterable[ChangeEvent]) -> set[tuple[str, Key]]:

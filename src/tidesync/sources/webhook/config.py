@@ -15,7 +15,14 @@ A generic source names its signature scheme and JSON paths::
       signature: {scheme: hmac-sha256, header: X-Signature, encoding: hex, prefix: "sha256="}
       mapping: {event_id: id, entity: orders, key: [data.id], op: action,
                 ops: {created: insert, updated: update, removed: delete},
-                after: data, changed: changed_fields, timestamp: occurred_at, timestamp_unit: ms}
+                after: data, changed: changed_fields, timestamp: occurred_at, timestamp_unit: ms,
+                version: data.revision}
+      ordering: true                      # needs mapping.version or mapping.timestamp
+
+Every provider refuses (400, nothing journaled) a body nested deeper than
+``max_depth`` (default 64), with more than ``max_width`` keys in one object or
+items in one array (default 10,000), or more than ``max_values`` values in all
+(default 200,000).
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tidesync.event import MAX_DEPTH
 from tidesync.secrets import Secret
+from tidesync.sources.webhook.limits import DEFAULT_MAX_DEPTH, DEFAULT_MAX_VALUES, DEFAULT_MAX_WIDTH
 from tidesync.sources.webhook.paths import compile_path
 
 
@@ -83,10 +92,15 @@ class GenericMapping(_Strict):
     changed: str | None = Field(None, description="path to the changed field names (a list, or an object's keys)")
     timestamp: str | None = None
     timestamp_unit: Literal["s", "ms", "iso"] = "s"
-
-    _paths = field_validator("events", "event_id", "entity_path", "op", "after", "before", "changed", "timestamp")(
-        _check_path
+    version: str | None = Field(
+        None,
+        description="path to the record's version (a number, or an ISO 8601 timestamp) that ordering compares; "
+        "default: the timestamp",
     )
+
+    _paths = field_validator(
+        "events", "event_id", "entity_path", "op", "after", "before", "changed", "timestamp", "version"
+    )(_check_path)
 
     @field_validator("key")
     @classmethod
@@ -119,6 +133,11 @@ class WebhookSourceConfig(_Strict):
     dedup_retention: float = Field(259_200.0, gt=0, description="seconds a delivered event id is remembered")
     poll_interval_ms: float = Field(500.0, gt=0, description="journal polling when no wake-up arrives")
     ordering: bool | None = Field(None, description="drop events older than the applied version (default: stripe)")
+    max_depth: int = Field(
+        DEFAULT_MAX_DEPTH, ge=1, le=MAX_DEPTH, description="objects/arrays nested in a body, at most (else 400)"
+    )
+    max_width: int = Field(DEFAULT_MAX_WIDTH, ge=1, description="keys of one object or items of one array (else 400)")
+    max_values: int = Field(DEFAULT_MAX_VALUES, ge=1, description="values in one body, at most (else 400)")
     stripe: StripeOptions = Field(default_factory=lambda: StripeOptions.model_validate({}))
     github: GitHubOptions = Field(default_factory=lambda: GitHubOptions.model_validate({}))
     signature: SignatureOptions | None = None
@@ -130,6 +149,12 @@ class WebhookSourceConfig(_Strict):
             raise ValueError("a generic webhook source needs signature: and mapping:")
         if self.provider != "generic" and (self.mapping is not None or self.signature is not None):
             raise ValueError(f"signature: and mapping: are for provider generic, not {self.provider}")
+        m = self.mapping
+        if self.ordering and m is not None and m.version is None and m.timestamp is None:
+            raise ValueError(
+                "ordering: true on a generic webhook source needs mapping.version or mapping.timestamp "
+                "(a path to each event's version, to tell an older event from a newer one)"
+            )
         return self
 
     @property

@@ -7,11 +7,20 @@ of a one-event body. The op value found at ``mapping.op`` is looked up in
 ``ops``; a value that is itself an op name stands for itself; no path, or no
 value, means ``default_op``. Timestamps are unix seconds, milliseconds or ISO
 8601 (``timestamp_unit``).
+
+Versions (what ``ordering: true`` compares, see :mod:`.ordering`): the value at
+``mapping.version`` (a number, a numeric string, or an ISO 8601 timestamp, as
+seconds), else the ``timestamp``, paired with the event id to break ties; with
+neither, events carry no version. Whole-number versions compare exactly up to
+2**53. The record kept for repairs is ``after``: ordering assumes ``after``
+is the whole record at that version.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +37,7 @@ from tidesync.sources.webhook.provider import (
     RawRequest,
     event_id_text,
     load_entry,
-    parse_json,
+    request_json,
 )
 from tidesync.sources.webhook.signatures import verify_hmac, verify_standard
 from tidesync.state.store import JournalEntry
@@ -51,6 +60,7 @@ class GenericProvider:
         self._events, self._id = _p(m.events), _p(m.event_id)
         self._entity, self._op, self._after = _p(m.entity_path), _p(m.op), _p(m.after)
         self._before, self._changed, self._ts = _p(m.before), _p(m.changed), _p(m.timestamp)
+        self._version = _p(m.version)
         self._key = [compile_path(k) for k in m.key]
         self._id_header = m.event_id_header.lower() if m.event_id_header else None
 
@@ -62,7 +72,7 @@ class GenericProvider:
             verify_hmac(request.body, request.headers, secrets, s.header, s.encoding, s.prefix)
 
     def split(self, request: RawRequest) -> tuple[list[Delivery], int]:
-        doc = parse_json(request.body)
+        doc = request_json(request)
         if self._events is None:
             return [Delivery(self._event_id(doc, request, "event id"), request.body)], 0
         events = lookup(doc, self._events)
@@ -87,7 +97,35 @@ class GenericProvider:
         return event_id_text(value, self.mapping.event_id_header or "")
 
     def map(self, entry: JournalEntry) -> list[Mapped]:
-        return [Mapped(self.map_event(load_entry(entry)))]
+        doc = load_entry(entry)
+        event = self.map_event(doc)
+        if self._version is not None:
+            version: tuple[float, str] | None = (self._version_of(doc), entry.event_id)
+        elif self._ts is not None:
+            version = (event.committed_at, entry.event_id)
+        else:
+            return [Mapped(event)]
+        return [Mapped(event, version, None if event.op == "delete" else event.after)]
+
+    def _version_of(self, doc: Any) -> float:
+        assert self._version is not None
+        value = lookup(doc, self._version)
+        number: float | None = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is not None and math.isfinite(number):  # NaN would compare as neither older nor newer
+            return number
+        if isinstance(value, str) and number is None:
+            try:
+                parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                pass
+            else:
+                return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+        raise MappingError(f"no version (a number or an ISO 8601 timestamp) at {self.mapping.version}")
 
     def map_event(self, doc: Any) -> ChangeEvent:
         m = self.mapping

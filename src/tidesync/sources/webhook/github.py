@@ -28,7 +28,7 @@ from tidesync.sources.webhook.provider import (
     RawRequest,
     event_id_text,
     load_entry,
-    parse_json,
+    request_json,
 )
 from tidesync.sources.webhook.signatures import verify_github
 from tidesync.state.store import JournalEntry
@@ -60,7 +60,7 @@ class GitHubProvider:
         event = request.headers.get("x-github-event")
         if not delivery or not event:
             raise Malformed("X-GitHub-Delivery and X-GitHub-Event headers are required")
-        doc = parse_json(request.body)
+        doc = request_json(request)
         if not isinstance(doc, dict):
             raise Malformed("a GitHub delivery is a JSON object")
         if event not in self.events:

@@ -33,7 +33,7 @@ from tidesync.sources.webhook.provider import (
     RawRequest,
     event_id_text,
     load_entry,
-    parse_json,
+    request_json,
 )
 from tidesync.sources.webhook.signatures import verify_hubspot_v3
 from tidesync.state.store import JournalEntry
@@ -51,7 +51,7 @@ class HubSpotProvider:
         verify_hubspot_v3(request.method, request.url, request.body, request.headers, secrets, now, self.tolerance)
 
     def split(self, request: RawRequest) -> tuple[list[Delivery], int]:
-        doc = parse_json(request.body)
+        doc = request_json(request)
         if not isinstance(doc, list):
             raise Malformed("a HubSpot delivery is a JSON array of events")
         if len(doc) > MAX_BATCH:

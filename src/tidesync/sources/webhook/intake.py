@@ -6,7 +6,9 @@
 status  when
 ======  ===================================================================
 200     accepted (journaled before this answer) or a duplicate, or ignored
-400     the body is not a delivery of this provider (short reason)
+400     the body is not a delivery of this provider (short reason), or it is
+        nested deeper, wider or larger in values than the source's limits
+        (:mod:`~tidesync.sources.webhook.limits`: checked before journaling)
 401     missing or bad signature, or a timestamp outside the tolerance
 413     larger than the limit (the HTTP layer checks while reading)
 415     not JSON
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
@@ -36,7 +38,8 @@ from tidesync.sources.webhook.config import WebhookSourceConfig
 from tidesync.sources.webhook.github import GitHubProvider
 from tidesync.sources.webhook.hubspot import HubSpotProvider
 from tidesync.sources.webhook.journal import JournalWriter
-from tidesync.sources.webhook.provider import Malformed, Provider, RawRequest
+from tidesync.sources.webhook.limits import ShapeError, ShapeLimits
+from tidesync.sources.webhook.provider import Malformed, Provider, RawRequest, parse_json
 from tidesync.sources.webhook.signatures import SignatureError
 from tidesync.sources.webhook.stripe import StripeProvider
 from tidesync.state.store import JournalAppend
@@ -101,6 +104,7 @@ class WebhookIntake:
         self.wake = asyncio.Event()
         self.max_body_bytes = config.max_body_bytes or DEFAULT_MAX_BODY
         self.public_url = config.public_url
+        self.limits = ShapeLimits(config.max_depth, config.max_width, config.max_values)
         self._secrets: list[str] = []
         self._secrets_read = float("-inf")
         if config.provider == "hubspot" and not config.public_url:
@@ -127,7 +131,12 @@ class WebhookIntake:
         except SignatureError as exc:
             return reject(name, 401, exc.reason, str(exc))
         try:
-            deliveries, ignored = self.provider.split(request)
+            doc = parse_json(request.body)
+            # Before split and journal: a body past the limits never reaches a recursive walk.
+            self.limits.check(doc)
+            deliveries, ignored = self.provider.split(replace(request, parsed=doc))
+        except ShapeError as exc:
+            return reject(name, 400, exc.reason, str(exc))
         except Malformed as exc:
             return reject(name, 400, "malformed", str(exc))
         except Exception:  # a bug in a provider must still not become a 5xx for a sender's bad input

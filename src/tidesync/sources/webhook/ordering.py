@@ -2,7 +2,8 @@
 
 For every record the guard knows the newest version admitted so far (its
 ``(timestamp, event id)`` and, where the payload carries it, the whole record).
-An event older than that is *stale*: it is dropped and counted. Because
+An event older than that is *stale*: it is dropped, counted (``stale``; the
+source adds it to ``tidesync_webhook_stale_events_total``) and logged at debug. Because
 changes are field-level, dropping alone could lose a field: if the newer
 event was applied first and named only the fields *it* changed, the fields
 the older event changed were never written. So a stale event that changed
@@ -16,12 +17,14 @@ transaction, so after a restart the replayed events meet the same decisions.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from tidesync.event import ChangeEvent, Key
 from tidesync.state.store import ShadowRow, StateStore
 
+log = logging.getLogger("tidesync.webhook")
 Version = tuple[float, str]
 
 
@@ -61,6 +64,10 @@ class OrderingGuard:
         known = self._known.get(k)
         if known is not None and version < known.version:
             self.stale += 1
+            log.debug(
+                "%s: %s %s version %s is older than %s, already admitted: dropped",
+                self.scope, event.entity, event.key, version, known.version,
+            )  # fmt: skip
             fields = event.changed if event.changed is not None else tuple(event.after or ())
             repair = {f: known.row[f] for f in fields if f in known.row} if event.op != "delete" else {}
             if not repair:

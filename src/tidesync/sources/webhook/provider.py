@@ -19,15 +19,22 @@ import orjson
 from tidesync.event import ChangeEvent
 from tidesync.state.store import JournalEntry
 
+_UNPARSED: Any = object()
+
 
 @dataclass(frozen=True, slots=True)
 class RawRequest:
-    """One HTTP delivery as received: ``url`` is the URL the sender called (the public one behind a proxy)."""
+    """One HTTP delivery as received: ``url`` is the URL the sender called (the public one behind a proxy).
+
+    ``parsed`` is the body as JSON when the intake has parsed it already (to check its shape), so
+    a provider does not parse it again; read it through :func:`request_json`.
+    """
 
     method: str
     url: str
     headers: Mapping[str, str]
     body: bytes
+    parsed: Any = field(default=_UNPARSED, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +84,17 @@ class Provider(Protocol):
 def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # the parser's own nesting limit (far above any source's max_depth)
+            raise Malformed("body nested too deep") from None
         raise Malformed("body is not valid JSON") from None
+
+
+def request_json(request: RawRequest) -> Any:
+    """The body as JSON (parsed once per request); raise Malformed when it is not JSON."""
+    if request.parsed is not _UNPARSED:
+        return request.parsed
+    return parse_json(request.body)
 
 
 def load_entry(entry: JournalEntry) -> Any:

@@ -4,9 +4,11 @@ Positions are ``(journal sequence,)``. ``read`` waits on the intake's wake-up
 event (set by every append in this process) and polls the journal as a
 fallback (another process appending to a shared Postgres store).
 
-Mapping failures are never lost: an entry the provider cannot map becomes a
-placeholder event (entity ``webhook.<source>``, key ``(event id,)``, ``after``
-holding the raw body, headers and the time received), returned in
+Mapping failures are never lost: an entry the provider cannot map (a
+:class:`~.provider.MappingError`, a value nested deeper than the event codecs
+accept, or any other exception a provider raises) becomes a placeholder
+event (entity ``webhook.<source>``, key ``(event id,)``, ``after`` holding
+the raw body, headers and the time received), returned in
 ``batch.extra["failures"]`` as ``(event, reason)``. The engine parks those in
 the dead-letter queue with the reason (error class ``transform``), in the same
 transaction as the checkpoint, exactly like records a transform rejects.
@@ -39,7 +41,7 @@ from typing import Any
 import orjson
 
 from tidesync.errors import SourceError, SourceTransientError, StateStoreError
-from tidesync.event import Batch, ChangeEvent, Position
+from tidesync.event import Batch, ChangeEvent, Position, ValueTooDeep, check_depth
 from tidesync.observe.metrics import WEBHOOK_STALE
 from tidesync.protocols import Context
 from tidesync.sources.http.config import HttpOptions
@@ -52,6 +54,19 @@ from tidesync.state.store import JournalAppend, JournalEntry, StateChanges, Stat
 
 log = logging.getLogger("tidesync.webhook")
 BACKFILL_NS = "webhook_backfill"
+
+
+def _check_encodable(m: Mapped) -> None:
+    """Raise ValueTooDeep unless the event and its shadow record can be encoded (stored, dead-lettered).
+
+    The intake refuses deep bodies, but entries journaled otherwise (a Stripe backfill, an older
+    version of tidesync, another process sharing the store) reach this point unchecked; here they
+    become one dead letter each instead of a state store write that fails the pipeline.
+    """
+    ev = m.event
+    for value in (ev.key, ev.before, ev.after, m.record):
+        if value is not None:
+            check_depth(value)
 
 
 class WebhookSource:
@@ -158,12 +173,16 @@ class WebhookSource:
         failures: list[tuple[ChangeEvent, str]] = []
         for entry in entries:
             try:
-                decoded.append((entry, provider.map(entry)))
-            except MappingError as exc:
+                mapped = provider.map(entry)
+                for m in mapped:
+                    _check_encodable(m)
+            except (MappingError, ValueTooDeep) as exc:
                 failures.append((self._placeholder(entry), f"webhook mapping: {exc}"))
-            except Exception as exc:  # a provider bug: park the entry rather than stop the pipeline
+            except Exception as exc:  # a provider bug (RecursionError too): park the entry, never stop the pipeline
                 log.exception("webhook source %s: mapping entry %s failed", self.name, entry.seq)
                 failures.append((self._placeholder(entry), f"webhook mapping failed: {type(exc).__name__}"))
+            else:
+                decoded.append((entry, mapped))
         guard = self._guard
         if guard is not None:
             try:
@@ -190,6 +209,7 @@ class WebhookSource:
         return events, versions, failures
 
     def _placeholder(self, entry: JournalEntry) -> ChangeEvent:
+        """The dead letter of an entry that cannot be mapped: the raw body as text, which always encodes."""
         after = {
             "event_id": entry.event_id,
             "body": entry.body.decode("utf-8", "replace"),

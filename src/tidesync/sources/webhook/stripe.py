@@ -29,7 +29,7 @@ from tidesync.sources.webhook.provider import (
     RawRequest,
     event_id_text,
     load_entry,
-    parse_json,
+    request_json,
 )
 from tidesync.sources.webhook.signatures import verify_stripe
 from tidesync.state.store import JournalEntry
@@ -45,7 +45,7 @@ class StripeProvider:
         verify_stripe(request.body, request.headers, secrets, now, self.tolerance)
 
     def split(self, request: RawRequest) -> tuple[list[Delivery], int]:
-        doc = parse_json(request.body)
+        doc = request_json(request)
         if not isinstance(doc, dict):
             raise Malformed("a Stripe event is a JSON object")
         event_id = event_id_text(doc.get("id"), "id")
