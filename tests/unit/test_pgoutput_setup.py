@@ -260,9 +260,10 @@ def test_start_with_a_slot() -> None:
     assert (s.create_slot, s.snapshot, s.plan.complete, s.save_plan) == (False, "none", True, True)
     # a snapshot checkpoint: resume as a new run whose positions sort after it
     unfinished = SnapshotPlan("s", run=2, tables={"public.t": TableProgress(False, ["9"])})
-    s = plan_start(slot="s", slot_exists=True, after=(0, 4, 0, 7, 100), saved=unfinished, mode="initial", pipeline="p")
+    # (positions are (0, table_index, run, chunk, row): the resumed table's rows come after the checkpoint)
+    s = plan_start(slot="s", slot_exists=True, after=(0, 1, 4, 7, 100), saved=unfinished, mode="initial", pipeline="p")
     assert (s.snapshot, s.plan.run, s.plan.tables["public.t"].last_key) == ("fresh", 5, ["9"])
-    assert (0, s.plan.run, 0, 0, 0) > (0, 4, 0, 7, 100)
+    assert (0, 1, s.plan.run, 0, 0) > (0, 1, 4, 7, 100)
     # an existing slot without a stored plan and no checkpoint: snapshot in a fresh snapshot
     s = plan_start(slot="s", slot_exists=True, after=None, saved=None, mode="initial", pipeline="p")
     assert (s.snapshot, s.plan.run) == ("fresh", 1)

@@ -192,11 +192,13 @@ def test_cast_step_reason_names_step_field_and_value() -> None:
     assert bad.after == {"phone": "+49 030 1234", "score": "abc"}  # the original, untouched
 
 
-def test_cast_failure_in_before_image_says_so() -> None:
+def test_cast_failure_in_before_image_keeps_the_value_and_applies_the_update() -> None:
+    # The update that repairs a bad value must not be dead-lettered because of the value it replaces.
     transform = compile_transforms([{"cast": {"age": "int"}}])
     event = ChangeEvent("t", (1,), "update", before={"age": "x"}, after={"age": "3"}, changed=("age",))
-    _, failures = transform.apply([event])
-    assert failures == [(event, "cast age: cannot convert 'x' to int (before image)")]
+    out, failures = transform.apply([event])
+    assert failures == []
+    assert [(e.before, e.after) for e in out] == [({"age": "x"}, {"age": 3})]
 
 
 def test_cast_never_half_applies() -> None:

@@ -13,7 +13,10 @@ Steps (each list item has one step key and an optional ``entity:`` scope):
 function ``(ChangeEvent) -> ChangeEvent | None``) and any transform in the
 registry. Steps apply to both row images (``after`` and ``before``) and to
 ``changed``; ``key`` never changes. A field absent from an update's ``after``
-is unknown, not NULL: casts and computations never invent it.
+is unknown, not NULL: casts and computations never invent it. Only ``after``
+can make an event fail; ``before`` is transformed best-effort. A ``filter``
+is the edge of what the destination holds: an update crossing it becomes a
+delete (``on_exit: delete``, the default) or an insert of the whole row.
 """
 
 from tidesync.transform.chain import Transform, compile_transforms

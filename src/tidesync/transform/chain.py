@@ -63,7 +63,7 @@ def _prepare(index: int, step: StepConfig) -> Prepared:
     if isinstance(step, ComputeStep):
         return Prepared(step, tuple((name, compile_expression(src)) for name, src in step.compute.items()))
     if isinstance(step, FilterStep):
-        return Prepared(step, (("", compile_expression(step.filter)),))
+        return Prepared(step, (("", compile_expression(step.filter.when)),))
     if isinstance(step, FunctionStep):
         return Prepared(step, fn=resolve_function(step.function), label=f"function {step.function}")
     if isinstance(step, PluginStep):
@@ -118,7 +118,7 @@ def _fuse(steps: Sequence[Prepared]) -> list[Stage]:
         else:
             flush()
             if isinstance(c, FilterStep):
-                stages.append(filter_stage(p.exprs[0][1]))
+                stages.append(filter_stage(p.exprs[0][1], c.filter.on_exit))
             else:
                 assert p.fn is not None
                 stages.append(function_stage(p.fn, p.label, copy_rows=not row_stage_before))

@@ -9,6 +9,7 @@ plus an optional ``entity:`` (a name or list of names, ``fnmatch`` globs such as
       - cast: {phone: string, score: decimal}
       - filter: "status != 'deleted'"
         entity: public.customers
+      - filter: {when: "plan == 'pro'", on_exit: keep}
 
 Step keys are the built-ins below, or a transform registered in
 :data:`tidesync.registry.REGISTRY` (kind ``transform``), whose config model
@@ -29,7 +30,7 @@ import inspect
 from collections.abc import Callable
 from decimal import Decimal
 from fnmatch import fnmatchcase
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -175,11 +176,35 @@ class ComputeStep(_Step):
     compute: Annotated[dict[Name, Expr], Field(min_length=1)]
 
 
+class FilterSpec(BaseModel):
+    """``filter: {when: expression, on_exit: delete | keep}``.
+
+    ``when``: the records the destination holds. ``on_exit``: what happens to a
+    record in the destination when an update makes it stop matching: ``delete``
+    (the default) turns that update into a delete of its key, so the
+    destination holds exactly the matching records; ``keep`` leaves the last
+    matching version there.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    when: Expr
+    on_exit: Literal["delete", "keep"] = "delete"
+
+
+def _filter_shorthand(value: Any) -> Any:
+    # ``filter: "expr"`` is ``filter: {when: "expr"}``; checked here so its error stays at ``filter``.
+    if isinstance(value, str):
+        return FilterSpec(when=_check_expression(value))
+    return value
+
+
 class FilterStep(_Step):
-    """``filter: expression``: keep the records for which it is true."""
+    """``filter: expression`` or ``filter: {when: expression, on_exit: delete | keep}``
+    (see :class:`FilterSpec` and :func:`tidesync.transform.stages.filter_stage`)."""
 
     KEY: ClassVar[str] = "filter"
-    filter: Expr
+    filter: Annotated[FilterSpec, BeforeValidator(_filter_shorthand)]
 
 
 class FunctionStep(_Step):

@@ -5,6 +5,12 @@ see :mod:`tidesync.transform.plan`) followed by in-place steps (set, compute,
 later casts) on a fresh dict, over ``after`` and ``before``, and maps
 ``changed``. Event stages are ``filter`` and user functions. A stage never
 mutates the event it gets, so a failing record can be reported as it came in.
+
+Only ``after`` can make a record fail. ``before`` is informational (what the
+row was): it is transformed best-effort, a cast that fails there keeps the
+value as it was and a computation that fails there leaves its field unknown
+(absent). Otherwise the update that repairs a bad value would be dead-lettered
+because of the bad value it replaces.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidesync.errors import TransformError
-from tidesync.event import UPDATE, ChangeEvent, Row
+from tidesync.event import DELETE, INSERT, UPDATE, ChangeEvent, Row
 from tidesync.transform.casts import CastFailure, Converter, show
 from tidesync.transform.expr import Expression
 from tidesync.transform.plan import CompiledColumns
@@ -120,6 +126,24 @@ def row_stage(columns: CompiledColumns, ops: Sequence[InPlaceOp]) -> Stage:
             op.apply(out)
         return out
 
+    def transform_before(row: Row) -> Row:
+        # Best effort (see the module docstring): the before image never fails an event.
+        out = rows(row)
+        for name, conv, _ in casts:
+            value = out.get(name)
+            if value is not None:
+                try:
+                    out[name] = conv(value)
+                except CastFailure:
+                    pass  # keep the value as the source had it
+        for op in ops:
+            try:
+                op.apply(out)
+            except TransformError:
+                if isinstance(op, ComputeOp):
+                    out.pop(op.target, None)  # unknown rather than wrong
+        return out
+
     def stage(e: ChangeEvent) -> ChangeEvent:
         after = e.after
         before = e.before
@@ -127,10 +151,7 @@ def row_stage(columns: CompiledColumns, ops: Sequence[InPlaceOp]) -> Stage:
         if after is not None:
             after = transform_row(after)
         if before is not None:
-            try:
-                before = transform_row(before)
-            except TransformError as exc:
-                raise TransformError(f"{exc} (before image)") from None
+            before = transform_before(before)
         if changed is not None and (fields is not None or adjusting):
             if fields is not None:
                 changed = fields(changed)
@@ -144,10 +165,55 @@ def row_stage(columns: CompiledColumns, ops: Sequence[InPlaceOp]) -> Stage:
     return stage
 
 
-def filter_stage(expr: Expression) -> Stage:
-    names, evaluate, label = expr.names, expr.evaluate, f"filter {expr.source!r}"
+def filter_stage(expr: Expression, on_exit: str = "delete") -> Stage:
+    """Keep the records that match ``expr``, and turn crossings of the filter's edge into writes.
 
-    def complete(e: ChangeEvent, row: Row) -> Row:
+    The destination should hold exactly the matching records. Per operation:
+
+    - insert / snapshot: kept when ``after`` matches, else filtered out.
+    - update, ``after`` matches: when ``before`` is known and did not match,
+      the record *enters*: it becomes an ``insert`` of the whole row
+      (``before`` completed by ``after``), an upsert in SQL destinations, so it
+      appears with every field. When ``before`` matched, or is not known (e.g.
+      Postgres without REPLICA IDENTITY FULL), the update passes unchanged; SQL
+      destinations insert an update whose row they lack from everything
+      ``after`` holds (a field absent from ``after``, such as an unchanged
+      TOASTed column, is then missing: the limit of a source that sends only
+      what changed).
+    - update, ``after`` does not match: with ``on_exit: delete`` it becomes a
+      ``delete`` of its key, unless ``before`` is known and did not match
+      either (then it is filtered out: the record was never there). With
+      ``on_exit: keep`` it is filtered out, so the destination keeps the last
+      matching version.
+    - delete: filtered out when ``before`` is known and did not match (the
+      record was never there); otherwise passed (deleting an absent record
+      changes nothing).
+
+    A field the expression needs that is absent from an update's ``after`` is
+    read from ``before`` (it did not change); absent from both, the event fails.
+    """
+    names, evaluate, label = expr.names, expr.evaluate, f"filter {expr.source!r}"
+    delete_on_exit = on_exit == "delete"
+
+    def matches(row: Row) -> bool:
+        try:
+            return bool(evaluate(row))
+        except Exception as exc:
+            raise TransformError(f"{label}: {describe_error(exc)}") from None
+
+    def known(row: Row | None) -> bool:
+        return row is not None and all(n in row for n in names)
+
+    def matched(before: Row | None) -> bool | None:
+        # Whether the before image matched; None when unknown. Informational: it never fails the event.
+        if before is None or not known(before):
+            return None
+        try:
+            return bool(evaluate(before))
+        except Exception:
+            return None
+
+    def current(e: ChangeEvent, row: Row) -> Row:
         # A field absent from an update's ``after`` did not change: its value is in ``before``, if anywhere.
         if e.op == UPDATE and e.before:
             row = {**e.before, **row}
@@ -157,18 +223,32 @@ def filter_stage(expr: Expression) -> Stage:
         return row
 
     def stage(e: ChangeEvent) -> ChangeEvent | None:
-        row = e.after if e.after is not None else e.before
-        if row is None:
-            row = {}
-        for n in names:
-            if n not in row:
-                row = complete(e, row)
-                break
-        try:
-            keep = evaluate(row)
-        except Exception as exc:
-            raise TransformError(f"{label}: {describe_error(exc)}") from None
-        return e if keep else None
+        op = e.op
+        if op == DELETE or e.after is None:
+            before = e.before
+            if matched(before) is False:
+                return None
+            if before is None or op == DELETE:
+                return e
+            # Neither a delete nor an after image: judge by what is known, as before this rule existed.
+            return e if matches(current(e, before)) else None
+        after = e.after
+        now = matches(after if known(after) else current(e, after))
+        if op != UPDATE:  # insert, snapshot
+            return e if now else None
+        before = e.before
+        was = matched(before)
+        if now:
+            if was is False:
+                assert before is not None
+                return ChangeEvent(
+                    e.entity, e.key, INSERT, None, {**before, **after}, None,
+                    e.position, e.committed_at, e.origin, e.txid,
+                )  # fmt: skip
+            return e
+        if was is False or not delete_on_exit:
+            return None
+        return ChangeEvent(e.entity, e.key, DELETE, before, None, None, e.position, e.committed_at, e.origin, e.txid)
 
     return stage
 

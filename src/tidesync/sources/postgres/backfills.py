@@ -3,7 +3,7 @@
 Progress lives under ``<pipeline>/<source>/backfill`` in the state store: per
 entity, the last key whose chunk the engine committed. A source that opens
 with entries there resumes them; an entry is removed when its last chunk is
-committed.
+committed. Tables without a key are refused (their destinations append).
 """
 
 from __future__ import annotations
@@ -61,7 +61,17 @@ class Backfills:
     async def add(
         self, shape: TableShape, info: RelationInfo, last_key: list[str] | None = None, *, resumed: bool = False
     ) -> None:
-        """Queue a backfill of ``info``'s table after ``last_key`` (None: from the start)."""
+        """Queue a backfill of ``info``'s table after ``last_key`` (None: from the start).
+
+        Raises SourceError for a table without a key: its destination appends
+        rows, so reading it again would double every row.
+        """
+        if not resumed and not info.schema.primary_key:
+            raise SourceError(
+                f"{info.entity} has no primary key (nor a replica identity index): an on-demand snapshot would "
+                "append every row to the destination again. Add a primary key, or re-create the destination "
+                "table and reset the pipeline to take a new initial snapshot."
+            )
         if not resumed:
             await self._save(info.entity, None, done=False)
         self._queue.append((shape, info, last_key))

@@ -61,7 +61,7 @@ from tidesync.sources.postgres.setup import (
     warnings,
 )
 from tidesync.sources.postgres.shadow import ShadowKeeper
-from tidesync.sources.postgres.snapshot import SnapshotPlan, SnapshotReader, begin_snapshot
+from tidesync.sources.postgres.snapshot import SnapshotPlan, SnapshotReader, begin_snapshot, snapshot_view
 from tidesync.sources.postgres.spill import SpillDir
 from tidesync.sources.postgres.startup import plan_start
 from tidesync.sources.postgres.types import TypeMap
@@ -200,6 +200,9 @@ class PostgresSource:
         cfg = self.config
         conn = await connect(cfg.dsn)
         await begin_snapshot(conn, snapshot_name)
+        if snapshot_name is not None:  # stored before any row: a resume reads keyless tables as this one saw them
+            plan.view = await snapshot_view(conn)
+            await self._save_plan(plan)
         reader_tables: list[tuple[TableShape, RelationInfo]] = []
         for t in facts.tables:
             assert t.oid is not None

@@ -60,6 +60,6 @@ def plan_start(
         return Start(False, "none", saved or SnapshotPlan(slot, complete=True), False)
     plan = saved or SnapshotPlan(slot)
     if after is not None:
-        plan.run = max(plan.run, int(after[1]))  # positions of the new run sort after the checkpoint
+        plan.run = max(plan.run, int(after[2]))  # (0, table, run, chunk, row): the new run sorts after the checkpoint
     plan.run += 1
     return Start(False, "fresh", plan, True)
