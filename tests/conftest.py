@@ -23,16 +23,33 @@ def pg_dsn(dbname: str) -> str:
 
 
 def drop_pg_database(name: str) -> None:
+    """Drop a test database and its replication slots.
+
+    pg_terminate_backend only signals the walsender; its slot stays active until
+    the process has exited, and an active slot blocks both pg_drop_replication_slot
+    and DROP DATABASE (even WITH FORCE). So each slot is waited for, up to 30 s.
+    """
+    import time
+
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        for slot, active_pid in conn.execute(
-            "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (name,)
-        ).fetchall():
-            if active_pid:
-                conn.execute("SELECT pg_terminate_backend(%s)", (active_pid,))
-            try:
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            except psycopg.Error:
-                pass
+        deadline = time.monotonic() + 30
+        while True:
+            slots = conn.execute(
+                "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", (name,)
+            ).fetchall()
+            if not slots:
+                break
+            for slot, active_pid in slots:
+                if active_pid:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (active_pid,))
+                    continue
+                try:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                except psycopg.errors.ObjectInUse:
+                    pass  # re-acquired by a process still shutting down: next round
+            if time.monotonic() > deadline:
+                raise AssertionError(f"replication slots of {name} still active after 30 s: {slots}")
+            time.sleep(0.05)
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -83,8 +83,11 @@ def run_async(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return guarded(lambda: asyncio.run(coro_fn()))
 
 
-def _load(path: Path) -> LoadedConfig:
-    return guarded(lambda: load_config(path))
+def _load(path: Path, *, lazy: bool = False) -> LoadedConfig:
+    """Load the config. ``lazy``: for commands that only read the state store, a secret
+    reference that cannot be read is left unresolved instead of failing the load (the
+    state URL's own secret is still needed); see :func:`tidesync.config.load_config`."""
+    return guarded(lambda: load_config(path, secrets="lazy" if lazy else "eager"))
 
 
 @app.callback()
@@ -208,16 +211,18 @@ def status(
     config: ConfigArg,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Per pipeline: state, position, events applied, lag, DLQ depth, last error."""
+    """Per pipeline: state, position, events applied, lag, DLQ depth, last error, WAL its slot retains."""
+    from tidesync.footprint import read_slots
     from tidesync.state import open_state_store
 
-    loaded = _load(config)
+    loaded = _load(config, lazy=True)
 
     async def main() -> list[dict[str, Any]]:
         store = open_state_store(loaded.state_url)
-        await store.open()
+        slots = asyncio.ensure_future(read_slots(loaded, [p.name for p in loaded.pipelines]))
         try:
-            rows = []
+            await store.open()
+            rows: list[dict[str, Any]] = []
             known = {s.pipeline: s for s in await store.status_list()}
             for spec in loaded.pipelines:
                 st = known.get(spec.name)
@@ -233,10 +238,16 @@ def status(
                         "last_error": st.last_error if st else None,
                         "next_attempt_at": st.next_attempt_at if st else None,
                         "updated_at": st.updated_at if st else None,
+                        "blocked_entity": st.extra.get("blocked_entity") if st else None,
+                        "blocked_since": st.extra.get("blocked_since") if st else None,
                     }
                 )
+            readings = await slots
+            for row in rows:
+                row["retained_wal"] = _retained_wal(readings[str(row["pipeline"])])
             return rows
         finally:
+            slots.cancel()
             await store.close()
 
     rows = run_async(main)
@@ -244,10 +255,27 @@ def status(
         sys.stdout.write(json_dumps(REDACTOR.redact_obj(rows)).decode() + "\n")
         return
     table = Table(title="tidesync pipelines")
-    for col in ("pipeline", "state", "position", "applied", "lag", "DLQ", "updated", "last error / next attempt"):
+    cols = (
+        "pipeline",
+        "state",
+        "position",
+        "applied",
+        "lag",
+        "DLQ",
+        "retained WAL",
+        "updated",
+        "last error / next attempt",
+    )
+    for col in cols:
         table.add_column(col)
     for r in rows:
-        state_style = {"running": "green", "retrying": "yellow", "failed": "red"}.get(r["state"], "")
+        state_style = {
+            "running": "green",
+            "retrying": "yellow",
+            "degraded": "yellow",
+            "blocked": "red",
+            "failed": "red",
+        }.get(r["state"], "")
         note = r["last_error"] or ""
         if r["next_attempt_at"]:
             note += f" (next attempt {_ago(r['next_attempt_at'])})"
@@ -258,10 +286,63 @@ def status(
             f"{r['events_applied']:,}",
             f"{r['lag_seconds']:.2f}s" if r["lag_seconds"] is not None else "-",
             str(r["dlq_depth"]),
+            _wal_cell(r["retained_wal"]),
             _ago(r["updated_at"]),
             REDACTOR.redact(note),
         )
     out.print(table)
+    for r in rows:
+        if r["state"] == "blocked":
+            out.print(
+                f"[red]pipeline {r['pipeline']} is blocked on {r['blocked_entity'] or 'its sink'} since "
+                f"{_ago(r['blocked_since'])}: nothing is dead-lettered and its position is kept; fix the cause above "
+                "and it resumes by itself[/]",
+                highlight=False,
+            )
+        elif r["state"] == "degraded":
+            out.print(
+                f"[yellow]pipeline {r['pipeline']} dead-lettered events in the last 5 minutes: "
+                f"`tidesync dlq list {config} --pipeline {r['pipeline']}`[/]",
+                highlight=False,
+            )
+        wal = r["retained_wal"]
+        if wal and wal.get("exists") and not wal.get("active") and wal.get("bytes") is not None:
+            out.print(
+                f"[yellow]pipeline {r['pipeline']} is stopped and its slot {wal['slot']} retains {wal['size']} of WAL;"
+                f" run it, or `tidesync drop {config} {r['pipeline']}`[/]",
+                highlight=False,
+            )
+
+
+def _retained_wal(readings: list[Any]) -> dict[str, Any] | None:
+    """The status entry of a pipeline's replication slot: None for a source without one."""
+    from tidesync.footprint import human_bytes
+
+    if not readings:
+        return None
+    r = readings[0]  # a pipeline has one source
+    entry: dict[str, Any] = {"slot": r.ref.slot, "exists": None, "active": None, "bytes": None, "size": None}
+    if r.error is not None:
+        entry["error"] = r.error
+    elif r.usage is None:
+        entry["exists"] = False
+    else:
+        u = r.usage
+        entry.update(exists=True, active=u.active, bytes=u.retained_bytes, wal_status=u.wal_status)
+        entry["size"] = human_bytes(u.retained_bytes) if u.retained_bytes is not None else None
+    return entry
+
+
+def _wal_cell(wal: dict[str, Any] | None) -> str:
+    if wal is None:
+        return "-"
+    if "error" in wal:
+        return f"unknown ({wal['error']})"
+    if not wal["exists"]:
+        return "no slot"
+    if wal["size"] is None:
+        return f"none ({wal.get('wal_status') or 'invalidated'})"
+    return f"{wal['size']}" + ("" if wal["active"] else " (stopped)")
 
 
 # --- dead-letter queue --------------------------------------------------------
@@ -351,7 +432,7 @@ def dlq_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List dead letters, oldest first."""
-    loaded = _load(config)
+    loaded = _load(config, lazy=True)
     flt = guarded(lambda: _filter(pipeline, entity, error, contains, older_than, newer_than, limit=limit))
     entries = run_async(lambda: _with_store(loaded, lambda s: s.dlq_list(flt)))
     if as_json:
@@ -362,8 +443,15 @@ def dlq_list(
         table.add_column(col, overflow="fold")
     for e in entries:
         table.add_row(
-            str(e.id), e.pipeline, e.entity, json_dumps(list(e.key)).decode(), e.event.op, e.error_class,
-            str(e.attempts), _ago(e.last_failed_at), REDACTOR.redact(e.error)[:120],
+            str(e.id),
+            e.pipeline,
+            e.entity,
+            json_dumps(list(e.key)).decode(),
+            e.event.op,
+            e.error_class,
+            str(e.attempts),
+            _ago(e.last_failed_at),
+            REDACTOR.redact(e.error)[:120],
         )
     out.print(table)
 
@@ -371,7 +459,7 @@ def dlq_list(
 @dlq_app.command("show")
 def dlq_show(config: ConfigArg, entry_id: Annotated[int, typer.Argument(help="the entry id")]) -> None:
     """Show one dead letter with its whole event."""
-    loaded = _load(config)
+    loaded = _load(config, lazy=True)
     entry = run_async(lambda: _with_store(loaded, lambda s: s.dlq_get(entry_id)))
     if entry is None:
         _fail(f"no dead letter with id {entry_id}", 1)
@@ -472,6 +560,45 @@ def dlq_discard(
     out.print(f"discarded {n} dead letter(s)")
 
 
+@app.command()
+def drop(
+    config: ConfigArg,
+    pipeline: Annotated[str, typer.Argument(help="the pipeline (or sync) to remove", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+) -> None:
+    """Remove a stopped pipeline's replication slot, the publication tidesync created for it, its replication
+    origins and its state (checkpoint, status, shadow rows, dead letters, kv entries, journal rows).
+
+    Asks first on a terminal; without a terminal it needs --yes (else it lists what it would remove, exit 2).
+    Refuses while the pipeline runs. The config keeps the pipeline: remove it there too, or its next run starts afresh.
+    """
+    from tidesync import drop as dropping
+
+    loaded = _load(config, lazy=True)
+
+    async def main(store: Any) -> list[str] | None:
+        p = await dropping.plan(loaded, pipeline, store)
+        if p.running:
+            raise TidesyncError(f"{p.running}; stop it first (nothing was removed)")
+        out.print(f"dropping {pipeline} removes:", highlight=False)
+        for line in p.lines(store.url):
+            out.print(f"  - {REDACTOR.redact(line)}", highlight=False, soft_wrap=True)
+        for line in p.kept:
+            out.print(f"  (kept: {REDACTOR.redact(line)})", highlight=False, soft_wrap=True)
+        if not yes:
+            if not sys.stdin.isatty():
+                err.print("not a terminal: nothing removed; run again with --yes to remove these", highlight=False)
+                raise typer.Exit(2)
+            if not typer.confirm(f"remove all of this for {pipeline}?", default=False):
+                err.print("nothing removed", highlight=False)
+                raise typer.Exit(1)
+        return await dropping.execute(loaded, p, store)
+
+    done = run_async(lambda: _with_store(loaded, main))
+    for line in done or []:
+        out.print(f"[green]{REDACTOR.redact(line)}[/]", highlight=False, soft_wrap=True)
+
+
 @webhook_app.command("enable")
 def webhook_enable(
     config: ConfigArg,
@@ -480,7 +607,7 @@ def webhook_enable(
     """Re-enable a webhook sink endpoint disabled by 410 Gone or by failing too long."""
     from tidesync.sinks.webhook import enable_endpoint
 
-    loaded = _load(config)
+    loaded = _load(config, lazy=True)
     guarded(lambda: loaded.pipeline(pipeline))
     changed = run_async(lambda: _with_store(loaded, lambda s: enable_endpoint(s, pipeline)))
     out.print(f"{pipeline}: endpoint re-enabled" if changed else f"{pipeline}: endpoint was not disabled")

@@ -6,6 +6,12 @@ model validated → each connector's own model (found by ``type:`` in the
 registry) validated at its place. Every error, whichever step finds it, is a
 :class:`~tidesync.errors.ConfigError` naming the key path and the file line,
 e.g. ``tidesync.yaml:14: pipelines[0].sink.dsn: field required``.
+
+``secrets="lazy"`` (the commands that read only the state store): a reference
+that cannot be read is not an error at load; it stays a
+:class:`~tidesync.secrets.PendingRef`, and :meth:`LoadedConfig.require_secrets`
+raises the error an eager load would have raised, when a command needs the
+values under a key. The state store URL is always resolved at load.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from tidesync.errors import ConfigError
 from tidesync.observe.alerts_config import AlertsConfig, check_alerts
 from tidesync.reconcile.config import ReconcileSchedule
 from tidesync.registry import REGISTRY
-from tidesync.secrets import REDACTOR, ResolvedStr, Secret, resolve_string
+from tidesync.secrets import REDACTOR, PendingRef, ResolvedStr, Secret, resolve_string
 from tidesync.sync.config import SyncConfig, check_value_steps
 
 DEFAULT_STATE = "sqlite:///.tidesync/state.db"
@@ -45,26 +51,48 @@ class RetryConfig(Strict):
     pipeline until the destination returns (nothing is dead-lettered for it).
     """
 
-    initial_delay: float = Field(0.1, gt=0)
-    max_delay: float = Field(30.0, gt=0)
-    multiplier: float = Field(2.0, ge=1)
-    jitter: Literal["full", "none"] = "full"
-    max_attempts: int | None = Field(None, ge=1)
+    initial_delay: float = Field(0.1, gt=0, description="seconds before the first retry")
+    max_delay: float = Field(30.0, gt=0, description="longest wait between retries")
+    multiplier: float = Field(2.0, ge=1, description="each wait's cap is the previous one's times this")
+    jitter: Literal["full", "none"] = Field("full", description="full: a random wait up to the cap; none: the cap")
+    max_attempts: int | None = Field(
+        None, ge=1, description="attempts before the events are dead-lettered (none: no limit)"
+    )
     max_age: float | None = Field(None, gt=0, description="seconds after the first failure")
+
+
+class BreakerConfig(Strict):
+    """The circuit breaker: a run of events dead-lettered with one error class blocks the pipeline instead."""
+
+    events: int = Field(100, ge=0, description="consecutive events failing with one error class that block (0: off)")
+    seconds: float = Field(
+        60.0, ge=0, description="or every event failing with one error class for this long, 10 at least (0: off)"
+    )
+
+
+class ProbeConfig(Strict):
+    """How a blocked pipeline probes its destination: exponential backoff with full jitter."""
+
+    initial_delay: float = Field(1.0, gt=0, description="seconds before the first probe")
+    max_delay: float = Field(30.0, gt=0, description="longest wait between probes")
 
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class PipelineConfig(Strict):
-    name: str = Field(pattern=_NAME)
-    source: dict[str, Any]
-    transforms: list[Any] = Field(default_factory=list)
-    sink: dict[str, Any]
-    batch: BatchConfig = Field(default_factory=BatchConfig)
+    name: str = Field(pattern=_NAME, description="names the pipeline everywhere: letters, digits, . _ -")
+    source: dict[str, Any] = Field(description="where changes come from: `type:` and that source's keys (below)")
+    transforms: list[Any] = Field(
+        default_factory=list, description="steps applied in order: rename, cast, drop, set, compute, filter, function"
+    )
+    sink: dict[str, Any] = Field(description="where changes go: `type:` and that sink's keys (below)")
+    batch: BatchConfig = Field(default_factory=BatchConfig, description="how events are grouped for writing")
     retry: RetryConfig = Field(default_factory=RetryConfig)
     queue_batches: int = Field(4, ge=1, le=1000, description="batches buffered between read and write")
-    enabled: bool = True
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    enabled: bool = Field(True, description="false: the pipeline is kept in the config but not run")
     reconcile: ReconcileSchedule | None = Field(None, description="compare source and destination on a timer")
 
 
@@ -122,6 +150,8 @@ class LoadedConfig:
     pipelines: list[PipelineSpec]
     raw: dict[str, Any] = field(default_factory=dict)
     syncs: list[SyncSpec] = field(default_factory=list)
+    # Loaded lazily: what each unreadable reference's key would have failed with, by key path.
+    pending: dict[Loc, str] = field(default_factory=dict)
 
     def sync(self, name: str) -> SyncSpec:
         for s in self.syncs:
@@ -140,6 +170,16 @@ class LoadedConfig:
                 return p
         known = ", ".join(p.name for p in self.pipelines) or "none"
         raise ConfigError(f"no pipeline named {name!r}; pipelines: {known}", path=str(self.path) if self.path else None)
+
+    def unresolved(self, *prefix: str | int) -> list[str]:
+        """The errors of the unreadable secret references under key path ``prefix`` (all when empty)."""
+        return [msg for loc, msg in self.pending.items() if loc[: len(prefix)] == prefix]
+
+    def require_secrets(self, *prefix: str | int) -> None:
+        """Raise the ConfigError an eager load would have raised for references under ``prefix``."""
+        problems = self.unresolved(*prefix)
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
     def redacted(self) -> dict[str, Any]:
         """The config as loaded, with every secret masked (for printing)."""
@@ -197,34 +237,48 @@ class _Errors:
                 msg = "required key is missing"
             self.add(loc, msg)
 
+    def describe(self, loc: Loc, msg: str) -> str:
+        line = self.line_of(loc)
+        where = f"{self.path or '<config>'}:{line}" if line else (self.path or "<config>")
+        return f"{where}: {format_loc(loc)}: {REDACTOR.redact(msg)}"
+
     def raise_if_any(self) -> None:
         if not self.items:
             return
-        lines = []
-        for loc, msg in self.items:
-            line = self.line_of(loc)
-            where = f"{self.path or '<config>'}:{line}" if line else (self.path or "<config>")
-            lines.append(f"{where}: {format_loc(loc)}: {REDACTOR.redact(msg)}")
+        lines = [self.describe(loc, msg) for loc, msg in self.items]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
 
+    def at_pending(self, loc: Loc, pending: dict[Loc, str]) -> bool:
+        return any(loc[: len(p)] == p for p in pending)
 
-def _resolve_refs(value: Any, loc: Loc, base_dir: Path | None, errors: _Errors) -> Any:
+
+SecretsMode = Literal["eager", "lazy"]
+_ALWAYS_RESOLVED: tuple[Loc, ...] = (("state",),)  # every command needs the state store
+
+
+def _resolve_refs(
+    value: Any, loc: Loc, base_dir: Path | None, errors: _Errors, pending: dict[Loc, str] | None = None
+) -> Any:
+    """Resolve every reference; one that cannot be read is an error, or with ``pending`` a PendingRef."""
     if isinstance(value, str):
         if "${" not in value:
             return value
         try:
             return ResolvedStr(resolve_string(value, base_dir), value, base_dir)
         except ConfigError as exc:
-            errors.add(loc, str(exc))
-            return value
+            if pending is None or loc in _ALWAYS_RESOLVED:
+                errors.add(loc, str(exc))
+                return value
+            pending[loc] = errors.describe(loc, str(exc))
+            return PendingRef(value, base_dir, str(exc))
     if isinstance(value, dict):
-        return {k: _resolve_refs(v, (*loc, k), base_dir, errors) for k, v in value.items()}
+        return {k: _resolve_refs(v, (*loc, k), base_dir, errors, pending) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_refs(v, (*loc, i), base_dir, errors) for i, v in enumerate(value)]
+        return [_resolve_refs(v, (*loc, i), base_dir, errors, pending) for i, v in enumerate(value)]
     return value
 
 
-def load_config_text(text: str, path: Path | None = None) -> LoadedConfig:
+def load_config_text(text: str, path: Path | None = None, *, secrets: SecretsMode = "eager") -> LoadedConfig:
     where = str(path) if path else None
     try:
         node = yaml.compose(text)
@@ -243,7 +297,8 @@ def load_config_text(text: str, path: Path | None = None) -> LoadedConfig:
         _line_map(node, (), lines)
     errors = _Errors(where, lines)
     base_dir = path.parent if path else None
-    resolved = _resolve_refs(data, (), base_dir, errors)
+    pending: dict[Loc, str] | None = {} if secrets == "lazy" else None
+    resolved = _resolve_refs(data, (), base_dir, errors, pending)
     errors.raise_if_any()
     try:
         model = TidesyncConfig.model_validate(resolved)
@@ -251,22 +306,22 @@ def load_config_text(text: str, path: Path | None = None) -> LoadedConfig:
         errors.add_validation((), exc)
         errors.raise_if_any()
         raise  # unreachable: errors were added
-    specs = _validate_plugins(model, resolved, errors)
-    syncs = _validate_syncs(model, errors)
+    specs = _validate_plugins(model, resolved, errors, pending)
+    syncs = _validate_syncs(model, errors, pending)
     _check_unique([p.name for p in model.pipelines], "pipelines", "name", errors)
     _check_unique([s.name for s in model.syncs], "syncs", "name", errors)
     check_alerts(model.alerts, [p.name for p in model.pipelines], errors.add)
     errors.raise_if_any()
-    return LoadedConfig(path=path, model=model, pipelines=specs, raw=data, syncs=syncs)
+    return LoadedConfig(path=path, model=model, pipelines=specs, raw=data, syncs=syncs, pending=pending or {})
 
 
-def _validate_syncs(model: TidesyncConfig, errors: _Errors) -> list[SyncSpec]:
+def _validate_syncs(model: TidesyncConfig, errors: _Errors, pending: dict[Loc, str] | None = None) -> list[SyncSpec]:
     from tidesync.transform import parse_steps
 
     specs = []
     for i, s in enumerate(model.syncs):
-        a = validate_plugin("source", s.a.source, ("syncs", i, "a", "source"), errors)
-        b = validate_plugin("source", s.b.source, ("syncs", i, "b", "source"), errors)
+        a = validate_plugin("source", s.a.source, ("syncs", i, "a", "source"), errors, pending)
+        b = validate_plugin("source", s.b.source, ("syncs", i, "b", "source"), errors, pending)
         steps: dict[str, list[Any]] = {}
         for direction in ("a_to_b", "b_to_a"):
             raw = getattr(s.transforms, direction)
@@ -295,8 +350,19 @@ def _check_unique(names: Sequence[str], section: str, key: str, errors: _Errors)
 
 
 def validate_plugin(
-    kind: Literal["source", "sink"], raw: dict[str, Any], loc: Loc, errors: _Errors
+    kind: Literal["source", "sink"],
+    raw: dict[str, Any],
+    loc: Loc,
+    errors: _Errors,
+    pending: dict[Loc, str] | None = None,
 ) -> BaseModel | None:
+    """The connector's model of ``raw``, or None after adding its errors.
+
+    With ``pending`` (a lazy load), a model whose only errors are at unreadable
+    references (a ``url:`` that is all ``${env:...}`` fails its pattern, a
+    validator reads a secret) is built unvalidated: commands that read only the state store need its name,
+    and :meth:`LoadedConfig.require_secrets` stops every other use.
+    """
     type_ = raw.get("type")
     if "type" in raw and type_ is None:
         errors.add((*loc, "type"), "is empty (YAML reads a bare null or ~ as nothing); quote the name")
@@ -308,19 +374,28 @@ def validate_plugin(
         plugin = REGISTRY.get(kind, type_)
         return plugin.model().model_validate(raw)
     except ConfigError as exc:
+        # A validator that reads a Secret (checks its format) meets the unreadable reference.
+        if pending and any(str(exc) in msg for at, msg in pending.items() if at[: len(loc)] == loc):
+            return REGISTRY.get(kind, type_).model().model_construct(**raw)
         errors.add((*loc, "type"), str(exc))
     except ValidationError as exc:
-        errors.add_validation(loc, exc)
+        found = _Errors(errors.path, errors.lines)
+        found.add_validation(loc, exc)
+        if pending and all(found.at_pending(at, pending) for at, _ in found.items):
+            return plugin.model().model_construct(**raw)
+        errors.items.extend(found.items)
     return None
 
 
-def _validate_plugins(model: TidesyncConfig, raw: dict[str, Any], errors: _Errors) -> list[PipelineSpec]:
+def _validate_plugins(
+    model: TidesyncConfig, raw: dict[str, Any], errors: _Errors, pending: dict[Loc, str] | None = None
+) -> list[PipelineSpec]:
     from tidesync.transform import parse_steps
 
     specs = []
     for i, p in enumerate(model.pipelines):
-        src = validate_plugin("source", p.source, ("pipelines", i, "source"), errors)
-        snk = validate_plugin("sink", p.sink, ("pipelines", i, "sink"), errors)
+        src = validate_plugin("source", p.source, ("pipelines", i, "source"), errors, pending)
+        snk = validate_plugin("sink", p.sink, ("pipelines", i, "sink"), errors, pending)
         steps: list[Any] = []
         try:
             steps = parse_steps(p.transforms)
@@ -333,7 +408,7 @@ def _validate_plugins(model: TidesyncConfig, raw: dict[str, Any], errors: _Error
     return specs
 
 
-def load_config(path: str | Path) -> LoadedConfig:
+def load_config(path: str | Path, *, secrets: SecretsMode = "eager") -> LoadedConfig:
     p = Path(path)
     try:
         text = p.read_text()
@@ -341,4 +416,4 @@ def load_config(path: str | Path) -> LoadedConfig:
         raise ConfigError(f"config file {p} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
-    return load_config_text(text, p)
+    return load_config_text(text, p, secrets=secrets)

@@ -10,6 +10,8 @@
     └── DeliveryError          writing an event failed
         ├── TransientError     retry later, the same write may succeed
         ├── PermanentError     dead-letter this event; retrying will not help
+        ├── SystemicError      every event would fail (missing table or column, permission,
+        │                      authentication): hold the batch, block the pipeline, probe until fixed
         └── PartialBatchError  some events of a batch failed; carries per-event errors
 
 Each connector translates the errors of its driver into these at one boundary
@@ -67,6 +69,24 @@ class PermanentError(DeliveryError):
     """Retrying will not help (constraint violation, bad value, missing table, 4xx)."""
 
     error_class = "permanent"
+
+
+class SystemicError(DeliveryError):
+    """Every event would hit this failure, not only the one being written.
+
+    A missing destination table or column, a permission not granted, failed
+    authentication, a key without a unique index. Dead-lettering would fill
+    the queue with good events, so the engine keeps its position instead: the
+    batch is held, the pipeline shows ``blocked`` and probes with backoff until
+    a person fixes the cause, then resumes by itself. ``entity`` names the
+    entity whose write failed, when the sink knows it.
+    """
+
+    error_class = "systemic"
+
+    def __init__(self, message: str, *, entity: str | None = None) -> None:
+        self.entity = entity
+        super().__init__(message)
 
 
 class TransformError(PermanentError):

@@ -8,6 +8,11 @@ removes it from anything tidesync prints, logs or returns over the API.
 A field typed :class:`Secret` keeps its reference and resolves it again on
 every :meth:`Secret.get`, so a rotated file or variable takes effect without a
 restart (API tokens, webhook signing secrets).
+
+Commands that read only the state store load the config with references left
+lazy: a reference that cannot be read then becomes a :class:`PendingRef` (its
+text is the reference itself, never a value) and the command fails only if it
+uses it, with the same message naming the variable or file.
 """
 
 from __future__ import annotations
@@ -132,6 +137,25 @@ class ResolvedStr(str):
         obj = super().__new__(cls, value)
         obj.template = template
         obj.base_dir = base_dir
+        return obj
+
+
+class PendingRef(ResolvedStr):
+    """A config string whose references could not be read when the config was loaded lazily.
+
+    Its text is the reference (``${env:NAME}``), so it never carries a value;
+    ``problem`` says what is missing, in the words an eager load would have used.
+    A :class:`Secret` field built from it resolves the reference on first
+    :meth:`Secret.get` and fails then, naming the variable.
+    """
+
+    problem: str
+
+    def __new__(cls, template: str, base_dir: Path | None, problem: str) -> PendingRef:
+        obj = str.__new__(cls, template)
+        obj.template = template
+        obj.base_dir = base_dir
+        obj.problem = problem
         return obj
 
 

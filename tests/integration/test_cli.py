@@ -97,7 +97,7 @@ def test_run_status_dead_letters_and_replay(shop: Path, tmp_path: Path) -> None:
         src_exec(tmp_path, "UPDATE orders SET note = ? WHERE id = ?", [("later", 101), ("later", 1)])
         wait_until(lambda: status(shop)["events_applied"] == 101, timeout=60, message="applied")
         row = status(shop)
-        assert row["state"] == "running" and row["dlq_depth"] == 4
+        assert row["state"] == "degraded" and row["dlq_depth"] == 4  # running; its DLQ grew lately
     finally:
         stop(proc, log)
     assert status(shop)["state"] == "stopped"

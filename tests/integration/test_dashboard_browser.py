@@ -132,7 +132,8 @@ async def test_the_dashboard_shows_the_run_and_its_buttons_act_on_the_databases(
                 await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
 
                 # The pipeline row, and the latency chart drawing new seconds as events keep coming.
-                await expect(page.locator("tr[data-pipeline=shop] .state")).to_have_text("running")
+                # running, with a dead letter (row 2) in the last 5 minutes
+                await expect(page.locator("tr[data-pipeline=shop] .state")).to_have_text("degraded")
                 async with feeding(tmp_path):
                     # (polled from here: the page's CSP forbids the eval that wait_for_function needs)
                     first = await eventually(lambda: last_second(page), timeout=15, message="a first point")

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from typing import Any
+from unittest.mock import ANY
 
 import psycopg
 import pytest
@@ -609,6 +610,84 @@ async def test_two_stores_on_the_same_state_see_each_others_commits(
     assert await one.dlq_count() == 0
     status = await one.status_get("p")
     assert status is not None and status.events_applied == 7
+
+
+# --- removing a pipeline -------------------------------------------------------------------------
+
+
+async def _state_of(store: StateStore, name: str) -> dict[str, Any]:
+    return {
+        "checkpoint": await store.load_checkpoint(name),
+        "status": await store.status_get(name),
+        "dlq": await store.dlq_count(name),
+        "shadow": await store.shadow_scan(name),
+        "journal": await store.journal_read(name, 0, 10),
+        "kv": [
+            await store.kv_get("dlq_generation", name),
+            await store.kv_get("postgres-source", f"{name}/source"),
+            await store.kv_get("webhook_sink_retry", f"{name}:sink:msg_1"),
+            await store.kv_scan(f"dlq_applied:{name}:sink"),
+        ],
+    }
+
+
+async def _fill(store: StateStore, name: str) -> None:
+    await store.commit(
+        name,
+        StateChanges(
+            checkpoint=(7, name),
+            shadow_put=[ShadowRow(name, "public.customers", (1,), {"a": 1})],
+            dead_letters=[dead(pipeline=name), dead(pipeline=name, ev=event((2,)))],
+            kv_put={
+                ("dlq_generation", name): 3,  # keyed by the name
+                ("postgres-source", f"{name}/source"): {"run": 1},  # name and "/"
+                ("webhook_sink_retry", f"{name}:sink:msg_1"): {"attempts": 2},  # name and ":"
+                (f"dlq_applied:{name}:sink", '["e",[1]]'): {"entry": 1},  # the namespace names it
+            },
+            status=PipelineStatus(name, state="stopped", updated_at=1.0),
+            events_applied=4,
+        ),
+    )
+    assert await store.journal_append([delivery("e1", source=name), delivery("e2", source=name)]) == [ANY, ANY]
+
+
+async def test_remove_pipeline_deletes_its_state_and_nothing_of_other_pipelines(state_store: StateStore) -> None:
+    for name in ("shop", "shop2", "shopping"):  # names sharing a prefix keep their own state
+        await _fill(state_store, name)
+    await state_store.commit("shop", StateChanges(shadow_put=[ShadowRow("webhook:shop", "e", (1,), {"v": 1})]))
+    await state_store.kv_put("webhook_backfill", "shop", 1700000000.0)
+    await state_store.kv_put("sync-meta", "shop2/paired", True)
+    before_others = {n: await _state_of(state_store, n) for n in ("shop2", "shopping")}
+
+    removed = await state_store.remove_pipeline("shop", ["webhook:shop"])
+
+    assert removed == {
+        "checkpoint": 1,
+        "status": 1,
+        "dead letters": 2,
+        "shadow rows": 2,
+        "kv entries": 5,
+        "journal rows": 2,
+    }
+    assert await _state_of(state_store, "shop") == {
+        "checkpoint": None,
+        "status": None,
+        "dlq": 0,
+        "shadow": [],
+        "journal": [],
+        "kv": [None, None, None, {}],
+    }
+    assert await state_store.shadow_scan("webhook:shop") == []
+    assert await state_store.kv_get("webhook_backfill", "shop") is None
+    others = {n: await _state_of(state_store, n) for n in ("shop2", "shopping")}
+    assert others == before_others
+    assert others["shop2"]["kv"][0] == 3 and others["shopping"]["dlq"] == 2
+    assert await state_store.kv_get("sync-meta", "shop2/paired") is True
+    assert await state_store.dlq_count() == 4
+
+    # Idempotent, and the journal takes the removed ids again (they are forgotten, not remembered).
+    assert set((await state_store.remove_pipeline("shop", ["webhook:shop"])).values()) == {0}
+    assert await state_store.journal_append([delivery("e1", source="shop")]) == [ANY]
 
 
 # --- SQLite specifics ------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import pytest
 from tests.integration.test_sync_support import (
     Side,
     SyncHarness,
+    divergence,
     pg_source,
     poll_source,
 )
@@ -107,12 +108,15 @@ syncs:
         assert len(last_a) > 500 and len(last_b) > 500  # both writers really covered the rows
 
         expected = sorted(((i, last_a.get(i, 0), last_b.get(i, 0)) for i in range(1, ROWS + 1)), key=repr)
-        await eventually(
-            lambda: a.rows("id, fa, fb") == expected and b.rows("id, fa, fb") == expected,
-            timeout=180,
-            interval=0.5,
-            message="every edit of every field on both sides",
-        )
+        try:
+            await eventually(
+                lambda: a.rows("id, fa, fb") == expected and b.rows("id, fa, fb") == expected,
+                timeout=180,
+                interval=0.5,
+                message="every edit of every field on both sides",
+            )
+        except AssertionError as exc:
+            pytest.fail(f"{exc}\n{await divergence(h, a, b, expected, 'id, fa, fb')}")
         assert await h.cli_json("conflicts", "list", str(h.path)) == []  # different fields never conflict
     finally:
         await h.close()

@@ -65,7 +65,7 @@ syncs:
 """
     h.write()
     try:
-        code, out, err = await h.cli("sync", "plan", h.name, str(h.path), "--json")
+        code, out, err = await h.cli("sync", "plan", str(h.path), h.name, "--json")
         assert code == 1, (out, err)  # a collision would make the start fail
         plan = json.loads(out)
         assert plan["matched"] == 3
@@ -105,7 +105,7 @@ syncs:
         )
         assert await h.cli_json("conflicts", "list", str(h.path)) == []
         await h.stop()
-        code, out, err = await h.cli("sync", "plan", h.name, str(h.path), "--json")
+        code, out, err = await h.cli("sync", "plan", str(h.path), h.name, "--json")
         assert code == 0, err
         again = json.loads(out)
         assert (again["matched"], again["create_on_a"], again["create_on_b"], again["already_tracked"]) == (0, 0, 0, 6)

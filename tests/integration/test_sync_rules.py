@@ -125,7 +125,7 @@ async def test_each_rule_settles_its_conflict(
         assert b.rows("id, man") == [(1, "mb"), (2, "m0")]
         assert await h.cli_json("conflicts", "list", str(h.path)) == []
 
-        history = await h.cli_json("sync", "history", h.name, str(h.path))
+        history = await h.cli_json("sync", "history", str(h.path), h.name)
         settled = {e["field"]: (e["rule"], e["winner"], e["by"]) for e in history if e["winner"]}
         assert settled == {
             "lww": ("lww", "b", "rule"),

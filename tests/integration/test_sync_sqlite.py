@@ -99,7 +99,7 @@ syncs:
             message="prefer a from the remembered rule",
         )
         assert await h.cli_json("conflicts", "list", str(h.path)) == []
-        history = await h.cli_json("sync", "history", h.name, str(h.path))
+        history = await h.cli_json("sync", "history", str(h.path), h.name)
         assert [(e["field"], e["rule"], e["winner"], e["by"]) for e in history if e["winner"]][-3:] == [
             ("score", "sum", "merge", "rule"),
             ("name", "manual", "a", "cli"),

@@ -13,6 +13,7 @@ import contextlib
 import json
 import sqlite3
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,86 @@ def poll_source(dsn: str, table: str) -> str:
         f'{{type: sql_poll, dsn: "{dsn}", tables: [{table}], cursor: updated_at, poll_interval: 0.1s, '
         f"lookback: 2s, key_scan: {{every: 0.5s}}}}"
     )
+
+
+async def divergence(
+    h: SyncHarness, a: Side, b: Side, expected: list[tuple[Any, ...]], columns: str, limit: int = 20
+) -> str:
+    """What differs from ``expected`` (rows of ``columns``, key first), side by side, with the sync's view.
+
+    For each differing key: the expected row, both sides' rows, side B's cursor where it is polled, the
+    record state the sync keeps (shadow, images, announced writes) and the poller's shadow of the B row,
+    then the runner's restarts and last error: enough to tell an edit never read from one never written.
+    """
+    want = {r[0]: r for r in expected}
+    rows_a = {r[0]: r for r in a.rows(columns)}
+    rows_b = {r[0]: r for r in b.rows(columns)}
+    b_cursor = dict(b.rows("id, updated_at")) if b.kind == "mariadb" else {}
+    bad = sorted(k for k in want if rows_a.get(k) != want[k] or rows_b.get(k) != want[k])
+    lines = [f"{len(bad)} of {len(want)} row(s) differ ({columns}); the first {min(limit, len(bad))}:"]
+    runner = h.runner if h.engine is not None else None
+    proc = runner.processor if runner is not None else None
+    for k in bad[:limit]:
+        lines.append(f"  key {k}: expected {want[k]}  A {rows_a.get(k)}  B {rows_b.get(k)}")
+        if k in b_cursor:
+            lines.append(f"    B updated_at {b_cursor[k]}")
+        if runner is None or proc is None:
+            continue
+        rid = proc.fmap.rid_of("a", (k,))
+        rec = await runner.state.shadow_get(proc.scope, "record", [rid])
+        if rid in rec:
+            row = rec[rid].row
+            lines.append(f"    shadow {row['s']}")
+            lines.append(f"    images {row['i']}")
+            lines.append(f"    announced {row['w']}  conflicts {row['c']}")
+        polled = await runner.state.shadow_get(f"{h.name}.b", "items", [(k,)])
+        if (k,) in polled:
+            lines.append(f"    poller's shadow of B {polled[(k,)].row}")
+    if runner is not None:
+        lines.append(f"  runner: restarts {runner.restarts}, last error {runner.last_error!r}")
+        poller = runner.sources.get("b")
+        if hasattr(poller, "rows_read"):
+            lines.append(f"  B poller: rows read {poller.rows_read}")
+        if proc is not None:
+            lines.append(f"  processor: {proc.stats}")
+    return "\n".join(lines)
+
+
+# A CPU burner spins; an I/O burner writes and fsyncs a file in a loop (what stalls a database's commits).
+# Both stop on their own after the given seconds, so a killed test run leaves nothing behind for long.
+_CPU_BURNER = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end: pass\n"
+_IO_BURNER = (
+    "import os, sys, time\n"
+    "end = time.monotonic() + float(sys.argv[1])\n"
+    "block = os.urandom(1 << 20)\n"
+    "with open(sys.argv[2], 'wb') as f:\n"
+    "    while time.monotonic() < end:\n"
+    "        for _ in range(8): f.write(block)\n"
+    "        f.flush(); os.fsync(f.fileno()); f.seek(0)\n"
+)
+
+
+@contextlib.asynccontextmanager
+async def burners(work: Path, *, cpu: int, io: int, seconds: float) -> AsyncIterator[None]:
+    """Load the machine with ``cpu`` spinning and ``io`` fsyncing processes for at most ``seconds``.
+
+    They are killed (by their own process ids) when the block ends, and end by themselves after
+    ``seconds`` in any case.
+    """
+    procs = []
+    try:
+        for _ in range(cpu):
+            procs.append(await asyncio.create_subprocess_exec(sys.executable, "-c", _CPU_BURNER, str(seconds)))
+        for i in range(io):
+            target = str(work / f"io-burner-{i}.bin")
+            procs.append(await asyncio.create_subprocess_exec(sys.executable, "-c", _IO_BURNER, str(seconds), target))
+        yield
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+        for p in procs:
+            await p.wait()
+        for i in range(io):
+            (work / f"io-burner-{i}.bin").unlink(missing_ok=True)

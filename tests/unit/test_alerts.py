@@ -88,7 +88,9 @@ def test_notices_alternate_and_follow_the_thresholds(
         n = a.step(v, float(i))
         if n is not None:
             notices.append(n)
-            assert (n.kind == FIRED and v > above) or (n.kind == CLEARED and v < above * band)
+            # a clear_below of 0 clears at 0 (values are never negative, so it could not clear otherwise)
+            clears = v < above * band or (above * band <= 0 and v <= 0)
+            assert (n.kind == FIRED and v > above) or (n.kind == CLEARED and clears)
     kinds = [n.kind for n in notices]
     assert kinds == [FIRED, CLEARED] * (len(kinds) // 2) + ([FIRED] if len(kinds) % 2 else [])
     assert (a.phase == Phase.FIRING) == (len(kinds) % 2 == 1)
@@ -122,7 +124,7 @@ class FakeStore:
 
 
 def rules(*raw: dict[str, Any]) -> AlertsConfig:
-    return AlertsConfig.model_validate({"interval": "2s", "rules": list(raw)})
+    return AlertsConfig.model_validate({"interval": "2s", "builtin": False, "rules": list(raw)})
 
 
 async def test_the_monitor_evaluates_every_interval_on_its_clock(caplog: pytest.LogCaptureFixture) -> None:

@@ -33,7 +33,11 @@ class Problem(_Model):
 
 class PipelineInfo(_Model):
     name: str
-    state: str = Field(description="starting, running, retrying, paused, draining, stopped, failed, or never run")
+    state: str = Field(
+        description="starting, running, degraded (running; the DLQ grew in the last 5 minutes), retrying, "
+        "blocked (every write would fail: events held, not dead-lettered), paused, draining, stopped, failed, "
+        "or never run"
+    )
     running: bool = Field(description="this process runs the pipeline")
     source: str = Field(description="the source's type")
     sink: str = Field(description="the sink's type")
@@ -50,6 +54,8 @@ class PipelineInfo(_Model):
     last_error: str | None
     next_attempt_at: float | None
     updated_at: float | None
+    blocked_entity: str | None = Field(None, description="blocked: the entity whose write failed first")
+    blocked_since: float | None = Field(None, description="blocked: since when (epoch seconds)")
 
 
 class SyncInfo(_Model):

@@ -89,8 +89,11 @@ async def pipeline_info(rt: ApiRuntime, name: str, status: PipelineStatus | None
     }
     if runner is not None:
         recent = runner.stats.latency.recent(now, LATENCY_WINDOW)
+        held = runner.blocked if runner.state_name == "blocked" else None
         info.update(
-            state=runner.state_name,
+            state=runner.display_state,
+            blocked_entity=held.entity if held is not None else None,
+            blocked_since=held.since if held is not None else None,
             running=True,
             position=list(runner.position) if runner.position is not None else None,
             events_written=runner.stats.events_written,
@@ -103,8 +106,11 @@ async def pipeline_info(rt: ApiRuntime, name: str, status: PipelineStatus | None
             next_attempt_at=runner.next_attempt_at,
         )
     else:
+        extra = status.extra if status is not None and status.state == "blocked" else {}
         info.update(
             state=status.state if status else "never run",
+            blocked_entity=extra.get("blocked_entity"),
+            blocked_since=extra.get("blocked_since"),
             running=False,
             position=list(status.position) if status and status.position is not None else None,
             events_written=0,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidesync.config import LoadedConfig, PipelineSpec
+from tidesync.engine.breaker import CircuitBreaker
 from tidesync.engine.engine import Engine
 from tidesync.engine.retry import RetryPolicy
 from tidesync.engine.runner import BatchPolicy, PipelineRunner
@@ -41,6 +42,8 @@ def build_runner(spec: PipelineSpec, state: StateStore) -> PipelineRunner:
         batch=BatchPolicy(cfg.batch.max_events, cfg.batch.max_wait_ms / 1000),
         retry=RetryPolicy.from_config(cfg.retry),
         queue_batches=cfg.queue_batches,
+        breaker=CircuitBreaker(cfg.breaker.events, cfg.breaker.seconds),
+        probe=RetryPolicy(initial_delay=cfg.probe.initial_delay, max_delay=cfg.probe.max_delay),
     )
 
 

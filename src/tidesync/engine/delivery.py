@@ -15,13 +15,21 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from tidesync.clock import Clock
+from tidesync.engine.breaker import CircuitBreaker
 from tidesync.engine.retry import RetryPolicy
-from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, TransientError
+from tidesync.errors import (
+    DeliveryError,
+    PartialBatchError,
+    PermanentError,
+    SystemicError,
+    TidesyncError,
+    TransientError,
+)
 from tidesync.event import ChangeEvent, Key
 from tidesync.protocols import Context, Sink
 from tidesync.state.store import NewDeadLetter
@@ -52,6 +60,29 @@ class SerialSink:
 
     async def close(self) -> None:
         await self.sink.close()
+
+
+async def _guarded(sink: Sink, events: Sequence[ChangeEvent], replay: bool) -> None:
+    """``sink.write``, with a foreign exception (a sink's bug, a value it cannot encode) made permanent.
+
+    Such an exception concerns the events of this write, not the pipeline: the
+    dead-letter policy splits the batch to find the event and parks it with
+    the exception as its reason. A tidesync error other than a delivery error
+    (a state store failure) still stops the pipeline.
+    """
+    try:
+        await sink.write(events, replay=replay)
+    except TidesyncError:
+        raise
+    except Exception as exc:  # RecursionError, TypeError, UnicodeEncodeError, ...
+        raise PermanentError(f"the sink failed on this event: {type(exc).__name__}: {exc}") from exc
+
+
+def _systemic_of(exc: PartialBatchError) -> SystemicError | None:
+    for err in exc.failures.values():
+        if isinstance(err, SystemicError):
+            return err
+    return None
 
 
 class RetriesExhausted(DeliveryError):
@@ -133,7 +164,7 @@ class RetryingWriter:
                 with attempt:
                     batch = [events[i] for i in pending]
                     try:
-                        await self.sink.write(batch, replay=replay)
+                        await _guarded(self.sink, batch, replay)
                     except TransientError:
                         failed_before = True
                         if not first_failure:
@@ -166,22 +197,74 @@ class RetryingWriter:
             raise PartialBatchError(permanent)
 
 
+@dataclass(frozen=True, slots=True)
+class BlockNotice:
+    """A held batch: why, which entity failed first, and when the next probe is due."""
+
+    error: str
+    error_class: str
+    entity: str
+    events: int  # how many events are held
+    since: float
+    probes: int = 0  # probes made so far
+    next_probe_at: float | None = None
+    breaker: str | None = None  # set when the circuit breaker (not a systemic error) blocked
+
+
+class HoldAborted(Exception):
+    """The pipeline stops while a batch is held: nothing of it is written or checkpointed."""
+
+
 class DeadLetterWriter:
-    """Delivers events, parking what cannot be written; returns the new dead letters.
+    """Delivers events, parking what cannot be written and holding what no event could be; returns the new dead letters.
 
     Per-key order: ``parked`` holds the (entity, key) of every event waiting in
     the dead-letter queue for this sink; a later event of such a key is parked
     behind it ("blocked") instead of overtaking it. Truncate events are never
     parked by key.
+
+    Holding: a :class:`SystemicError` (every event would fail: missing table,
+    permission) parks nothing. The events of that write are held: the writer
+    calls ``on_block`` once, then probes by writing the same events again,
+    waiting ``probe`` backoff between attempts on the clock, until the write
+    answers something else; then ``on_unblock`` and delivery goes on. The
+    :class:`~tidesync.engine.breaker.CircuitBreaker` holds the same way once
+    too many consecutive events failed with one error class. Events a sink
+    reported failed one by one (a PartialBatchError) are probed with
+    ``replay=True``: the sink may have stored a position past them. When
+    ``stopping()`` turns true, a hold ends with :class:`HoldAborted`.
     """
 
-    def __init__(self, writer: RetryingWriter, pipeline: str, sink_name: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        writer: RetryingWriter,
+        pipeline: str,
+        sink_name: str,
+        clock: Clock,
+        *,
+        breaker: CircuitBreaker | None = None,
+        probe: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        on_block: Callable[[BlockNotice], None] | None = None,
+        on_probe: Callable[[BlockNotice], None] | None = None,
+        on_unblock: Callable[[BlockNotice], None] | None = None,
+        stopping: Callable[[], bool] | None = None,
+    ) -> None:
         self.writer = writer
         self.pipeline = pipeline
         self.sink_name = sink_name
         self.clock = clock
+        self.breaker = breaker or CircuitBreaker()
+        self.probe = probe or RetryPolicy(initial_delay=1.0, max_delay=30.0)
+        self.rng = rng or random.Random()
+        self.on_block = on_block
+        self.on_probe = on_probe
+        self.on_unblock = on_unblock
+        self.stopping = stopping
         self.parked: set[tuple[str, Key]] = set()
         self.writes = 0
+        self.probes = 0  # probes made, all holds
+        self.held: BlockNotice | None = None  # the hold in progress
 
     def _letter(self, event: ChangeEvent, error_class: str, error: str, attempts: int = 1) -> NewDeadLetter:
         now = self.clock.time()
@@ -217,26 +300,154 @@ class DeadLetterWriter:
                 out.append(ev)
         return out
 
-    async def _deliver(self, events: list[ChangeEvent], letters: list[NewDeadLetter], replay: bool) -> None:
-        if not events:
-            return
+    async def _try(self, events: Sequence[ChangeEvent], replay: bool) -> DeliveryError | None:
         self.writes += 1
         try:
             await self.writer.write(events, replay=replay)
-        except RetriesExhausted as exc:
+        except DeliveryError as exc:
+            return exc
+        return None
+
+    async def _deliver(self, events: list[ChangeEvent], letters: list[NewDeadLetter], replay: bool) -> None:
+        if events:
+            await self._settle(events, replay, await self._try(events, replay), letters)
+
+    def _holds(self, exc: DeliveryError, n: int) -> bool:
+        """Is this outcome of writing ``n`` events one to hold rather than dead-letter?"""
+        if isinstance(exc, SystemicError):
+            return True
+        now = self.clock.time()
+        if isinstance(exc, PartialBatchError):
+            if _systemic_of(exc) is not None:
+                return True
+            first = exc.failures[min(exc.failures)] if exc.failures else None
+            return first is not None and self.breaker.tripped(_class_of(first), now)
+        if isinstance(exc, RetriesExhausted) or n == 1:
+            return self.breaker.tripped(_class_of(exc), now)
+        return False
+
+    async def _settle(
+        self, events: list[ChangeEvent], replay: bool, exc: DeliveryError | None, letters: list[NewDeadLetter]
+    ) -> None:
+        if exc is not None and self._holds(exc, len(events)):
+            events, replay, exc = await self._hold(events, replay, exc)
+        if exc is None:
+            self.breaker.written()
+            return
+        now = self.clock.time()
+        if isinstance(exc, RetriesExhausted):
             # The destination itself kept failing: park the whole batch, in order.
-            log.warning("%s/%s: %s; %d event(s) dead-lettered", self.pipeline, self.sink_name, exc, len(events))
-            for ev in events:
+            for k, ev in enumerate(events):
+                if self.breaker.tripped("transient", now):
+                    await self._settle(events[k:], replay, exc, letters)
+                    return
                 letters.append(self.park(ev, "transient", str(exc.last), exc.attempts))
-        except PartialBatchError as exc:
-            for i, ev in enumerate(events):
-                err = exc.failures.get(i)
-                if err is not None:
-                    letters.append(self.park(ev, err.error_class, str(err)))
-        except PermanentError as exc:
-            if len(events) == 1:
-                letters.append(self.park(events[0], exc.error_class, str(exc)))
-                return
+                self.breaker.failed("transient", now)
+            log.warning("%s/%s: %s; %d event(s) dead-lettered", self.pipeline, self.sink_name, exc, len(events))
+        elif isinstance(exc, PartialBatchError):
+            failed = sorted(exc.failures.items())
+            expected = 0
+            for n, (i, err) in enumerate(failed):
+                if i > expected:
+                    self.breaker.written()  # events before this one were written
+                expected = i + 1
+                cls = err.error_class
+                if self.breaker.tripped(cls, now):
+                    rest = failed[n:]
+                    held = PartialBatchError({j: e for j, (_, e) in enumerate(rest)})
+                    await self._settle([events[j] for j, _ in rest], True, held, letters)
+                    return
+                letters.append(self.park(events[i], cls, str(err)))
+                self.breaker.failed(cls, now)
+            if expected < len(events):
+                self.breaker.written()
+        elif isinstance(exc, PermanentError) and len(events) > 1:
             mid = len(events) // 2
             await self._deliver(events[:mid], letters, replay)
             await self._deliver(self._unblocked(events[mid:], letters), letters, replay)
+        else:
+            letters.append(self.park(events[0], _class_of(exc), str(exc)))
+            for ev in events[1:]:  # a multi-event failure that is neither permanent nor per event
+                letters.append(self.park(ev, _class_of(exc), str(exc)))
+            self.breaker.failed(_class_of(exc), now)
+
+    async def _hold(
+        self, events: list[ChangeEvent], replay: bool, exc: DeliveryError
+    ) -> tuple[list[ChangeEvent], bool, DeliveryError | None]:
+        """Probe until the write answers something not to hold; the events, replay flag and answer then."""
+        if self.stopping is not None and self.stopping():
+            raise HoldAborted()
+        events, replay, narrowed = _narrow(events, replay, exc)
+        exc = narrowed or exc
+        since = self.clock.time()
+        breaker = None if _is_systemic(exc) else self.breaker.describe(since)
+        entity = _entity_of(exc, events)
+        notice = BlockNotice(_reason(exc), _class_of(exc), entity, len(events), since, breaker=breaker)
+        self.held = notice
+        if self.on_block is not None:
+            self.on_block(notice)
+        attempt = 0
+        answer: DeliveryError | None = exc
+        try:
+            while True:
+                attempt += 1
+                delay = self.probe.delay(attempt, self.rng.random())
+                notice = replace(notice, probes=attempt - 1, next_probe_at=self.clock.time() + delay)
+                self.held = notice
+                if self.on_probe is not None and attempt > 1:
+                    self.on_probe(notice)
+                await self.clock.sleep(delay)
+                if self.stopping is not None and self.stopping():
+                    raise HoldAborted()
+                self.probes += 1
+                answer = await self._try(events, replay)
+                if answer is not None:
+                    events, replay, answer = _narrow(events, replay, answer)
+                if answer is None or not self._holds(answer, len(events)):
+                    break
+                notice = replace(notice, error=_reason(answer), error_class=_class_of(answer))
+                log.debug("%s/%s: probe %d still fails: %s", self.pipeline, self.sink_name, attempt, answer)
+        finally:
+            self.held = None
+        if self.on_unblock is not None:
+            self.on_unblock(replace(notice, probes=attempt, next_probe_at=None))
+        return events, replay, answer
+
+
+def _narrow(
+    events: list[ChangeEvent], replay: bool, exc: DeliveryError | None
+) -> tuple[list[ChangeEvent], bool, DeliveryError | None]:
+    """Only the events a per-event failure names stay held (the others were written), probed as a replay."""
+    if not isinstance(exc, PartialBatchError) or len(exc.failures) == len(events):
+        return events, replay if not isinstance(exc, PartialBatchError) else True, exc
+    order = sorted(exc.failures)
+    return [events[i] for i in order], True, PartialBatchError({n: exc.failures[i] for n, i in enumerate(order)})
+
+
+def _first(exc: DeliveryError) -> DeliveryError:
+    if isinstance(exc, PartialBatchError) and exc.failures:
+        return _systemic_of(exc) or exc.failures[min(exc.failures)]
+    return exc
+
+
+def _is_systemic(exc: DeliveryError) -> bool:
+    return isinstance(_first(exc), SystemicError)
+
+
+def _class_of(exc: DeliveryError) -> str:
+    first = _first(exc)
+    return "transient" if isinstance(first, RetriesExhausted) else first.error_class
+
+
+def _reason(exc: DeliveryError) -> str:
+    first = _first(exc)
+    return str(first.last) if isinstance(first, RetriesExhausted) else str(first)
+
+
+def _entity_of(exc: DeliveryError, events: Sequence[ChangeEvent]) -> str:
+    first = _first(exc)
+    if isinstance(first, SystemicError) and first.entity:
+        return first.entity
+    if isinstance(exc, PartialBatchError) and exc.failures:
+        return events[min(exc.failures)].entity
+    return events[0].entity if events else ""

@@ -9,17 +9,25 @@ class State(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     RETRYING = "retrying"  # the sink fails transiently; the pipeline waits and probes
+    BLOCKED = "blocked"  # every event would fail (missing table, permission): the batch is held, probed
     PAUSED = "paused"  # a person paused it; nothing is read
     DRAINING = "draining"  # shutting down: finishing the in-flight batch
     STOPPED = "stopped"
     FAILED = "failed"  # cannot go on without a person (the status says why)
 
 
+# Not a lifecycle state but what status shows for a running pipeline whose dead-letter
+# queue grew lately (see tidesync.engine.runner.DEGRADED_FOR).
+DEGRADED = "degraded"
+
 ALLOWED: dict[State, frozenset[State]] = {
     State.STOPPED: frozenset({State.STARTING}),
-    State.STARTING: frozenset({State.RUNNING, State.RETRYING, State.DRAINING, State.FAILED, State.STOPPED}),
-    State.RUNNING: frozenset({State.RETRYING, State.PAUSED, State.DRAINING, State.FAILED}),
-    State.RETRYING: frozenset({State.RUNNING, State.PAUSED, State.DRAINING, State.FAILED}),
+    State.STARTING: frozenset(
+        {State.RUNNING, State.RETRYING, State.BLOCKED, State.DRAINING, State.FAILED, State.STOPPED}
+    ),
+    State.RUNNING: frozenset({State.RETRYING, State.BLOCKED, State.PAUSED, State.DRAINING, State.FAILED}),
+    State.RETRYING: frozenset({State.RUNNING, State.BLOCKED, State.PAUSED, State.DRAINING, State.FAILED}),
+    State.BLOCKED: frozenset({State.RUNNING, State.DRAINING, State.FAILED}),
     State.PAUSED: frozenset({State.RUNNING, State.DRAINING, State.FAILED}),
     State.DRAINING: frozenset({State.STOPPED, State.FAILED}),
     State.FAILED: frozenset({State.STARTING}),

@@ -51,9 +51,7 @@ class ReplayReport:
     waiting: list[int] = field(default_factory=list)  # not tried: an earlier entry of the key failed
 
 
-async def select_entries(
-    state: StateStore, flt: DeadLetterFilter, *, with_blocked: bool = True
-) -> list[DeadLetter]:
+async def select_entries(state: StateStore, flt: DeadLetterFilter, *, with_blocked: bool = True) -> list[DeadLetter]:
     chosen = await state.dlq_list(flt)
     if not with_blocked or not chosen:
         return chosen

@@ -10,7 +10,16 @@ store transaction, and only then tells the source the position is handled.
 
 Shutdown (``stop`` set): the reader stops; the writer finishes the batch in
 flight, checkpoints it and exits; anything still queued was never
-checkpointed and is read again on the next start.
+checkpointed and is read again on the next start. A batch held while the
+pipeline is retrying or blocked is dropped unwritten, so it is read again too.
+
+Failures are loud and contained. A failure every event would hit (a
+:class:`~tidesync.errors.SystemicError`, or the circuit breaker) moves the
+pipeline to ``blocked``: one ERROR line, the batch held, nothing
+dead-lettered, the checkpoint kept, probes with backoff until the write goes
+through, then one INFO line and on. Every dead letter is logged (rate-limited,
+see :mod:`tidesync.engine.parklog`), and a pipeline whose dead-letter queue
+grew in the last ``DEGRADED_FOR`` seconds shows ``degraded`` while it runs.
 """
 
 from __future__ import annotations
@@ -23,19 +32,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
-from tidesync.engine.delivery import DeadLetterWriter, RetryingWriter, RetryNotice, SerialSink
-from tidesync.engine.lifecycle import Lifecycle, State
+from tidesync.engine.breaker import CircuitBreaker
+from tidesync.engine.delivery import (
+    BlockNotice,
+    DeadLetterWriter,
+    HoldAborted,
+    RetryingWriter,
+    RetryNotice,
+    SerialSink,
+)
+from tidesync.engine.lifecycle import DEGRADED, Lifecycle, State
+from tidesync.engine.parklog import ParkLog
 from tidesync.engine.replay import GENERATION_NS
 from tidesync.engine.retry import RetryPolicy
-from tidesync.errors import SourceTransientError, StateStoreError, TidesyncError
+from tidesync.errors import SourceTransientError, StateStoreError, SystemicError, TidesyncError, TransientError
 from tidesync.event import ChangeEvent, Position
 from tidesync.observe.stats import PipelineStats
 from tidesync.protocols import Context, Sink, Source
 from tidesync.schema import SchemaRegistry
 from tidesync.secrets import REDACTOR
-from tidesync.state.store import NewDeadLetter, PipelineStatus, StateChanges, StateStore
+from tidesync.state.store import DeadLetterFilter, NewDeadLetter, PipelineStatus, StateChanges, StateStore
 
 log = logging.getLogger("tidesync.engine")
+DEGRADED_FOR = 300.0  # seconds after the last new dead letter a running pipeline shows degraded
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +104,8 @@ class PipelineRunner:
         queue_batches: int = 4,
         sink_name: str = "sink",
         source_retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        probe: RetryPolicy | None = None,
     ) -> None:
         self.name = name
         self.source = source
@@ -108,7 +129,24 @@ class PipelineRunner:
         self.writer = RetryingWriter(
             self.serial_sink, retry or RetryPolicy(), clock, on_retry=self._on_retry, on_recover=self._on_recover
         )
-        self.delivery = DeadLetterWriter(self.writer, name, sink_name, clock)
+        self.delivery = DeadLetterWriter(
+            self.writer,
+            name,
+            sink_name,
+            clock,
+            breaker=breaker,
+            probe=probe,
+            on_block=self._on_block,
+            on_probe=self._on_probe,
+            on_unblock=self._on_unblock,
+            stopping=lambda: self._stop is not None and self._stop.is_set(),
+        )
+        self.parklog = ParkLog(name)
+        self.blocked: BlockNotice | None = None
+        self.dlq_grew_at: float | None = None  # when this pipeline last dead-lettered an event
+        self._stop: asyncio.Event | None = None
+        self._shown_state = ""  # the display state last written to the state store
+        self._status_dirty = False
         self.position: Position | None = None
         self.last_error: str | None = None
         self.next_attempt_at: float | None = None
@@ -122,6 +160,15 @@ class PipelineRunner:
     @property
     def state_name(self) -> str:
         return str(self.lifecycle.state)
+
+    @property
+    def display_state(self) -> str:
+        """The lifecycle state, or ``degraded`` while running with a dead-letter queue that grew lately."""
+        state = self.lifecycle.state
+        grew = self.dlq_grew_at
+        if state == State.RUNNING and grew is not None and self.clock.time() - grew < DEGRADED_FOR:
+            return DEGRADED
+        return str(state)
 
     def pause(self) -> None:
         if self.lifecycle.state in (State.RUNNING, State.RETRYING):
@@ -140,15 +187,30 @@ class PipelineRunner:
         return max(0.0, self.clock.time() - oldest) if oldest > 0 else 0.0
 
     def status(self) -> PipelineStatus:
+        extra: dict[str, Any] = {}
+        held = self.blocked
+        if held is not None and self.lifecycle.state == State.BLOCKED:
+            extra.update(
+                blocked_entity=held.entity,
+                blocked_since=held.since,
+                blocked_error_class=held.error_class,
+                blocked_events=held.events,
+                probes=held.probes,
+            )
+            if held.breaker:
+                extra["breaker"] = held.breaker
+        if self.dlq_grew_at is not None:
+            extra["dlq_grew_at"] = self.dlq_grew_at
         return PipelineStatus(
             pipeline=self.name,
-            state=self.state_name,
+            state=self.display_state,
             position=self.position,
             lag_seconds=self.lag_seconds(),
             last_committed_at=self._last_committed_at,
             last_error=self.last_error,
             next_attempt_at=self.next_attempt_at,
             updated_at=self.clock.time(),
+            extra=extra,
         )
 
     _last_committed_at: float = 0.0
@@ -160,12 +222,16 @@ class PipelineRunner:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (exit normally) or an unrecoverable error (state failed, re-raised)."""
         self.lifecycle.to(State.STARTING)
+        self._stop = stop
         try:
             self.position = await self.state.load_checkpoint(self.name)
+            await self._load_dlq_growth()
             self.delivery.parked = await self.state.dlq_parked_keys(self.name, self.sink_name)
             self._generation = await self.state.kv_get(GENERATION_NS, self.name)
             self._generation_checked = self.clock.monotonic()
-            await self.sink.open(self._ctx(self.sink_name, self.sink_schemas))
+            if not await self._open_sink(stop):
+                self._force(State.STOPPED)
+                return
             await self._open_source(self.position)
             self.lifecycle.to(State.RUNNING)
             await self._persist_status()
@@ -179,10 +245,10 @@ class PipelineRunner:
                     if task.done() and not task.cancelled() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
                 if self.lifecycle.state != State.DRAINING:
-                    retrying = self.lifecycle.state == State.RETRYING
+                    held = self.lifecycle.state in (State.RETRYING, State.BLOCKED) or self.delivery.held is not None
                     self.lifecycle.to(State.DRAINING)
                     self._resumed.set()
-                    if retrying:
+                    if held:
                         # The batch in flight cannot be written now; it was never
                         # checkpointed, so the next start reads it again.
                         writer.cancel()
@@ -226,6 +292,66 @@ class PipelineRunner:
         except Exception:
             self.lifecycle.state = state
 
+    async def _open_sink(self, stop: asyncio.Event) -> bool:
+        """Open the sink, waiting out a destination that is down or refuses the pipeline; False if stopped meanwhile.
+
+        A destination that is down (TransientError) shows as ``retrying``; one that
+        refuses (SystemicError: authentication failed, database missing) shows as
+        ``blocked`` with one ERROR line, and is probed with backoff, so a rotated
+        password or a created database is picked up without a restart. Neither
+        fails the start: the pipeline has read nothing yet, so nothing waits.
+        """
+        ctx = self._ctx(self.sink_name, self.sink_schemas)
+        attempt, since = 0, self.clock.time()
+        notice: BlockNotice | None = None
+        while True:
+            try:
+                await self.sink.open(ctx)
+            except (TransientError, SystemicError) as exc:
+                attempt += 1
+                systemic = isinstance(exc, SystemicError)
+                policy = self.delivery.probe if systemic else self.writer.policy
+                delay = policy.delay(attempt)
+                error = REDACTOR.redact(str(exc))
+                if systemic:
+                    entity = getattr(exc, "entity", None) or self.sink_name
+                    notice = BlockNotice(
+                        error, exc.error_class, entity, 0, since, attempt - 1, self.clock.time() + delay
+                    )
+                    self.blocked = notice
+                    self.last_error = f"blocked opening the sink: {error}"
+                    if self.lifecycle.to(State.BLOCKED):
+                        log.error(
+                            "pipeline %s blocked: the sink refuses to open: %s; probing with backoff and starting "
+                            "by itself once this is fixed",
+                            self.name,
+                            error,
+                        )
+                else:
+                    self.last_error = f"sink unavailable: {error}"
+                    if self.lifecycle.to(State.RETRYING):
+                        log.warning("pipeline %s: sink unavailable (%s); retrying with backoff", self.name, error)
+                self.next_attempt_at = self.clock.time() + delay
+                await self._persist_status()
+                if await self._wait_unless_stopped(delay, stop):
+                    return False
+                continue
+            if attempt:
+                log.info("pipeline %s: the sink opened after %d attempt(s)", self.name, attempt + 1)
+                self.blocked, self.last_error, self.next_attempt_at = None, None, None
+            return True
+
+    async def _wait_unless_stopped(self, delay: float, stop: asyncio.Event) -> bool:
+        """Sleep ``delay`` on the pipeline's clock; True as soon as ``stop`` is set."""
+        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopped):
+                task.cancel()
+        return stop.is_set()
+
     def _ctx(self, name: str, schemas: SchemaRegistry) -> Context:
         return Context(pipeline=self.name, name=name, state=self.state, clock=self.clock, schemas=schemas)
 
@@ -264,13 +390,14 @@ class PipelineRunner:
                     log.info("pipeline %s: source recovered", self.name)
                     failures, first_failure = 0, 0.0
                     self.last_error = None
+                self._heartbeat()
                 if not batch.events and batch.position is None:
                     continue
                 now = self.clock.time()
                 events = batch.events
                 transform_failures: list[tuple[ChangeEvent, str]] = []
                 if self.transform is not None and events:
-                    events, transform_failures = self.transform.apply(events)
+                    events, transform_failures = self._transform(events)
                     self.stats.stage["transform"].add_many([self.clock.time() - now])
                 if batch.extra.get("failures"):
                     # A source that read a record it cannot turn into an event (a webhook
@@ -291,6 +418,42 @@ class PipelineRunner:
         finally:
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
+
+    def _transform(self, events: list[ChangeEvent]) -> tuple[list[ChangeEvent], list[tuple[ChangeEvent, str]]]:
+        """Transform a batch; should the transform itself raise, one event at a time, so only its event fails."""
+        assert self.transform is not None
+        try:
+            out, failures = self.transform.apply(events)
+            return list(out), list(failures)
+        except Exception as exc:
+            log.debug("pipeline %s: transform of a batch raised %r; one event at a time", self.name, exc)
+        out, failures = [], []
+        for ev in events:
+            try:
+                one, failed = self.transform.apply([ev])
+            except Exception as exc:  # RecursionError, a bug: this event's problem, not the pipeline's
+                failures.append((ev, f"unexpected {type(exc).__name__}: {exc}"))
+                continue
+            out.extend(one)
+            failures.extend(failed)
+        return out, failures
+
+    def _heartbeat(self) -> None:
+        """Between reads: log due dead-letter summaries; rewrite the status when the display state changed."""
+        for line in self.parklog.flush(self.clock.time()):
+            log.warning("%s", line)
+        if self.display_state != self._shown_state and self.lifecycle.state == State.RUNNING:
+            self._schedule_status()
+
+    async def _load_dlq_growth(self) -> None:
+        """A restart keeps showing degraded when the queue grew within the window before it."""
+        since = self.clock.time() - DEGRADED_FOR
+        try:
+            recent = await self.state.dlq_list(DeadLetterFilter(pipeline=self.name, newer_than=since, limit=1))
+        except StateStoreError:
+            return
+        if recent:
+            self.dlq_grew_at = max(e.first_failed_at for e in recent)
 
     async def _write_loop(self, queue: asyncio.Queue[_Item | None], stop: asyncio.Event) -> None:
         while True:
@@ -313,7 +476,10 @@ class PipelineRunner:
                     _merge_state(item.state, nxt.state),
                 )
                 merged += 1
-            await self._write_item(item, merged)
+            try:
+                await self._write_item(item, merged)
+            except HoldAborted:
+                return  # stopping while the batch is held: it was not checkpointed
             if stop.is_set():
                 return
 
@@ -339,6 +505,7 @@ class PipelineRunner:
             letters.extend(await self.delivery.deliver(events))
         now = self.clock.time()
         if letters:
+            self.dlq_grew_at = now
             parked_ids = {id(letter.event) for letter in letters}
             written = [e for e in events if id(e) not in parked_ids]
         else:
@@ -362,6 +529,10 @@ class PipelineRunner:
                 self._pending_commits.popleft()
         changes.status = self.status()
         await self._commit_state(changes)
+        self._shown_state = changes.status.state if changes.status is not None else self._shown_state
+        if letters:
+            for line in self.parklog.add(letters, now):
+                log.warning("%s", line)
         if item.position is not None:
             await self.source.commit(item.position)
         stats = self.stats
@@ -436,12 +607,60 @@ class PipelineRunner:
             self.lifecycle.to(State.RUNNING)
             log.info("pipeline %s: sink recovered", self.name)
 
+    def _on_block(self, notice: BlockNotice) -> None:
+        self.blocked = notice
+        self.next_attempt_at = notice.next_probe_at
+        cause = f"circuit breaker ({notice.breaker}): " if notice.breaker else ""
+        self.last_error = REDACTOR.redact(f"blocked on {notice.entity}: {cause}{notice.error}")
+        if self.lifecycle.state in (State.RUNNING, State.RETRYING):
+            self.lifecycle.to(State.BLOCKED)
+        log.error(
+            "pipeline %s blocked on %s: %s%s; holding %d event(s), nothing is dead-lettered and the checkpoint "
+            "stays; probing with backoff and resuming by itself once this is fixed",
+            self.name,
+            notice.entity,
+            cause,
+            REDACTOR.redact(notice.error),
+            notice.events,
+        )
+        self._schedule_status()
+
+    def _on_probe(self, notice: BlockNotice) -> None:
+        self.blocked = notice
+        self.next_attempt_at = notice.next_probe_at
+        cause = f"circuit breaker ({notice.breaker}): " if notice.breaker else ""
+        self.last_error = REDACTOR.redact(f"blocked on {notice.entity}: {cause}{notice.error}")
+        self._schedule_status()
+
+    def _on_unblock(self, notice: BlockNotice) -> None:
+        self.blocked = None
+        self.next_attempt_at = None
+        self.last_error = None
+        if self.lifecycle.state == State.BLOCKED:
+            self.lifecycle.to(State.RUNNING)
+        log.info(
+            "pipeline %s unblocked: %s accepts writes again after %d probe(s) in %.0fs; resuming",
+            self.name,
+            notice.entity,
+            notice.probes,
+            max(0.0, self.clock.time() - notice.since),
+        )
+        self._schedule_status()
+
     def _schedule_status(self) -> None:
+        self._status_dirty = True
         if self._status_task is None or self._status_task.done():
-            self._status_task = asyncio.ensure_future(self._persist_status())
+            self._status_task = asyncio.ensure_future(self._flush_status())
+
+    async def _flush_status(self) -> None:
+        while self._status_dirty:
+            self._status_dirty = False
+            await self._persist_status()
 
     async def _persist_status(self) -> None:
         try:
-            await self.state.commit(self.name, StateChanges(status=self.status()))
+            status = self.status()
+            await self.state.commit(self.name, StateChanges(status=status))
+            self._shown_state = status.state
         except StateStoreError as exc:
             log.warning("pipeline %s: cannot write status: %s", self.name, exc)

@@ -7,6 +7,10 @@ One :class:`Alert` per (rule, pipeline). Its phases and the allowed moves::
      │                      └──value ≤ above──▶ ok         │
      └──value > above and `for` is 0───────────────────────┘
 
+Metric values are never negative, so a ``clear_below`` of 0 clears at 0: an
+alert on "above 0" (a dead-letter queue not empty, a pipeline blocked) clears
+once the value is back to 0.
+
 Exactly one ``fired`` notice is produced on the move into firing and exactly
 one ``cleared`` notice on the move out of it; nothing else produces a notice,
 so a value that stays high, or wobbles between ``clear_below`` and ``above``
@@ -66,7 +70,8 @@ class Notice:
         what = f"alert {self.rule} {self.kind} for pipeline {self.pipeline}: {self.metric} {self.value:g}"
         if self.kind == FIRED:
             return f"{what} > {self.threshold:g}"
-        return f"{what} < {self.threshold:g} (fired {self.at - self.firing_since:.0f}s ago)"
+        below = "<" if self.value < self.threshold else "<="
+        return f"{what} {below} {self.threshold:g} (fired {self.at - self.firing_since:.0f}s ago)"
 
 
 class Alert:
@@ -104,7 +109,7 @@ class Alert:
             if now - self.since >= t.for_seconds:
                 return self._fire(value, now)
             return None
-        if value < t.clear_below:
+        if value < t.clear_below or (t.clear_below <= 0 and value <= 0):
             fired_at = self.since
             self._to(Phase.OK, now)
             return Notice(self.rule, self.pipeline, self.metric, CLEARED, value, t.clear_below, now, fired_at)

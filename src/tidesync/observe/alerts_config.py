@@ -15,6 +15,11 @@
           for: 1m                       # ... and only after staying above for this long (default 0)
           pipelines: [crm-to-billing]   # default: every pipeline
 
+Built in, on by default (``builtin: false`` turns them off; a rule of the same
+name replaces one): ``pipeline-blocked`` (``blocked_seconds`` above 0: a
+pipeline holds its events because every write would fail) and
+``dead-letters`` (``dlq_depth`` above 0). Both clear when the value is 0 again.
+
 A rule is evaluated per pipeline; each (rule, pipeline) pair is one alert with
 its own state (see :mod:`tidesync.observe.alerts`).
 """
@@ -29,13 +34,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from tidesync.secrets import Secret
 from tidesync.sources.polling.config import Seconds
 
-Metric = Literal["lag_seconds", "latency_p99_seconds", "dlq_depth", "retained_wal_bytes", "retrying_seconds"]
+Metric = Literal[
+    "lag_seconds", "latency_p99_seconds", "dlq_depth", "retained_wal_bytes", "retrying_seconds", "blocked_seconds"
+]
 METRICS: dict[str, str] = {
     "lag_seconds": "now minus the commit time of the oldest event read but not yet applied",
     "latency_p99_seconds": "p99 of end-to-end latency over the rule's window (no events in it: no change)",
     "dlq_depth": "entries in the pipeline's dead-letter queue",
     "retained_wal_bytes": "WAL the Postgres server keeps for the pipeline's replication slot (Postgres sources)",
     "retrying_seconds": "how long the pipeline has been retrying a failing sink without a success",
+    "blocked_seconds": "how long the pipeline has been blocked (every write would fail; events are held)",
 }
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -89,7 +97,23 @@ class AlertWebhookConfig(_Strict):
 class AlertsConfig(_Strict):
     interval: Seconds = Field(5.0, gt=0, le=3600, description="how often the rules are evaluated")
     webhook: AlertWebhookConfig | None = None
+    builtin: bool = Field(True, description="the built-in rules pipeline-blocked and dead-letters")
     rules: list[AlertRuleConfig] = Field(default_factory=list)
+
+
+BUILTIN_RULES: tuple[AlertRuleConfig, ...] = (
+    AlertRuleConfig.model_validate({"name": "pipeline-blocked", "metric": "blocked_seconds", "above": 0}),
+    AlertRuleConfig.model_validate({"name": "dead-letters", "metric": "dlq_depth", "above": 0}),
+)
+
+
+def effective_rules(alerts: AlertsConfig | None) -> list[AlertRuleConfig]:
+    """The rules to evaluate: the configured ones, then each built-in one no configured rule replaces."""
+    rules = list(alerts.rules) if alerts is not None else []
+    if alerts is None or alerts.builtin:
+        names = {r.name for r in rules}
+        rules += [r for r in BUILTIN_RULES if r.name not in names]
+    return rules
 
 
 def check_alerts(

@@ -21,8 +21,10 @@ Metrics (labels in braces)::
     tidesync_batches_total{pipeline}
     tidesync_sink_retries_total{pipeline,sink}           retried write attempts
     tidesync_lag_seconds{pipeline}                       now - commit time of the oldest unapplied event read
-    tidesync_pipeline_state{pipeline,state}              1 for the current lifecycle state
+    tidesync_pipeline_state{pipeline,state}              1 for the current state: a lifecycle state, or
+                                                         degraded (running; the DLQ grew in the last 5 min)
     tidesync_pipeline_retrying_seconds{pipeline}         time spent retrying a failing sink (0 otherwise)
+    tidesync_pipeline_blocked_seconds{pipeline}          time blocked: every write would fail (0 otherwise)
     tidesync_dlq_depth{pipeline}                         dead-letter queue entries
     tidesync_replication_slot_retained_wal_bytes{pipeline,slot}    Postgres sources
     tidesync_replication_slot_unconfirmed_wal_bytes{pipeline,slot}
@@ -41,10 +43,11 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from tidesync.engine.lifecycle import State
+from tidesync.engine.lifecycle import DEGRADED, State
 from tidesync.observe.alerts import Phase
 from tidesync.observe.latency import UPPER_BOUNDS, LatencyHistogram, bucket_of
 from tidesync.observe.metrics import REGISTRY
+from tidesync.observe.readings import blocked_seconds
 
 _TARGETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
             1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)  # fmt: skip
@@ -132,7 +135,14 @@ class EngineCollector:
             labels=["pipeline"],
         )
         state = GaugeMetricFamily(
-            "tidesync_pipeline_state", "1 for the pipeline's current lifecycle state.", labels=["pipeline", "state"]
+            "tidesync_pipeline_state",
+            "1 for the pipeline's current state (a lifecycle state, or degraded: running, DLQ grew lately).",
+            labels=["pipeline", "state"],
+        )
+        blocked = GaugeMetricFamily(
+            "tidesync_pipeline_blocked_seconds",
+            "Seconds the pipeline has been blocked: every write would fail, events are held.",
+            labels=["pipeline"],
         )
         retrying = GaugeMetricFamily(
             "tidesync_pipeline_retrying_seconds",
@@ -153,11 +163,13 @@ class EngineCollector:
             batches.add_metric([r.name], s.batches)
             retries.add_metric([r.name, r.sink_name], r.writer.retries)
             lag.add_metric([r.name], r.lag_seconds())
-            for st in State:
-                state.add_metric([r.name, str(st)], 1.0 if r.state_name == st else 0.0)
+            shown = getattr(r, "display_state", r.state_name)
+            for st in (*State, DEGRADED):
+                state.add_metric([r.name, str(st)], 1.0 if shown == st else 0.0)
             secs = self.watch.seconds_in(r.name, State.RETRYING) if self.watch is not None else 0.0
             retrying.add_metric([r.name], secs)
-        yield from (e2e, stage, events, read, dead, filtered, tfail, batches, retries, lag, state, retrying)
+            blocked.add_metric([r.name], blocked_seconds(r, self.watch))
+        yield from (e2e, stage, events, read, dead, filtered, tfail, batches, retries, lag, state, retrying, blocked)
         yield from self._readings(runners)
         if self.alerts is not None:
             firing = GaugeMetricFamily(

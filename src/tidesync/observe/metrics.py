@@ -32,7 +32,7 @@ WEBHOOK_STALE = Counter(
 )
 WEBHOOK_DELIVERY_ATTEMPTS = Counter(
     "tidesync_webhook_delivery_attempts_total",
-    "Outgoing webhook POSTs, by pipeline and outcome (ok, transient, permanent, gone).",
+    "Outgoing webhook POSTs, by pipeline and outcome (ok, transient, refused, permanent, gone).",
     ["pipeline", "outcome"],
     registry=REGISTRY,
 )

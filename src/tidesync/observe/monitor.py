@@ -26,9 +26,9 @@ from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.engine.lifecycle import State
 from tidesync.observe.alerting import AlertBook, LogNotifier, Notifier, WebhookNotifier
 from tidesync.observe.alerts import Notice
-from tidesync.observe.alerts_config import AlertRuleConfig, AlertsConfig
+from tidesync.observe.alerts_config import AlertRuleConfig, AlertsConfig, effective_rules
 from tidesync.observe.exposition import EngineCollector
-from tidesync.observe.readings import Readings, StateWatch
+from tidesync.observe.readings import Readings, StateWatch, blocked_seconds
 from tidesync.state.store import StateStore
 
 log = logging.getLogger("tidesync.observe")
@@ -53,7 +53,7 @@ class Monitor:
         self.owns_state = owns_state
         self.readings = Readings(self._runners, state, syncs=syncs, clock=clock)
         self.watch = StateWatch(clock)
-        rules = alerts.rules if alerts is not None else []
+        rules = effective_rules(alerts)
         self.book = AlertBook(rules, [r.name for r in self._runners()])
         self.interval = alerts.interval if alerts is not None else DEFAULT_INTERVAL
         self.notifiers: list[Notifier] = [LogNotifier()]
@@ -102,6 +102,8 @@ class Monitor:
             return None if slot is None or slot.retained_wal_bytes is None else float(slot.retained_wal_bytes)
         if metric == "retrying_seconds":
             return self.watch.seconds_in(pipeline, State.RETRYING)
+        if metric == "blocked_seconds":
+            return blocked_seconds(runner, self.watch)
         raise ValueError(f"unknown alert metric {metric!r}")
 
     # --- the timer ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ source never fails a scrape.
 :class:`StateWatch` remembers since when each pipeline is in its current
 lifecycle state (``retrying_seconds`` for the stuck-retrying alert); it is
 as precise as it is polled (every alert tick and every scrape).
+:func:`blocked_seconds` is exact: a blocked runner knows when its hold began.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
+from tidesync.engine.lifecycle import State
 from tidesync.state.store import StateStore
 
 log = logging.getLogger("tidesync.observe")
@@ -125,3 +127,16 @@ class StateWatch:
         if seen is None or seen[0] != state:
             return 0.0
         return max(0.0, self.clock.time() - seen[1])
+
+
+def blocked_seconds(runner: Any, watch: StateWatch | None) -> float:
+    """Seconds ``runner`` has been blocked (0 when it is not); above 0 from the first look on."""
+    if runner.state_name != State.BLOCKED:
+        return 0.0
+    held = getattr(runner, "blocked", None)
+    clock = getattr(runner, "clock", None)
+    if held is not None and clock is not None:
+        seconds = clock.time() - held.since
+    else:
+        seconds = watch.seconds_in(runner.name, State.BLOCKED) if watch is not None else 0.0
+    return max(1e-3, seconds)

@@ -25,7 +25,14 @@ from rich.text import Text
 
 from tidesync.secrets import REDACTOR
 
-STATE_STYLE = {"running": "green", "retrying": "yellow", "paused": "yellow", "failed": "red"}
+STATE_STYLE = {
+    "running": "green",
+    "degraded": "yellow",
+    "retrying": "yellow",
+    "paused": "yellow",
+    "blocked": "bold red",
+    "failed": "red",
+}
 
 
 def _fmt_seconds(s: float | None) -> str:

@@ -60,9 +60,11 @@ class SqliteSourceConfig(BaseModel):
     path: str = Field(description="the SQLite database file to capture")
     tables: list[str] = Field(min_length=1, description="tables to capture")
     capture: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+$", description="change log name (default: pipeline)")
-    snapshot: Literal["initial", "never"] = "initial"
+    snapshot: Literal["initial", "never"] = Field(
+        "initial", description="initial: copy the existing rows at the first start; never: only new changes"
+    )
     poll_interval_ms: float = Field(10.0, gt=0, description="how often an idle source looks for new changes")
-    busy_timeout_ms: int = Field(5000, ge=0)
+    busy_timeout_ms: int = Field(5000, ge=0, description="how long to wait for another writer's lock")
 
 
 def _q(name: str) -> str:

@@ -18,8 +18,11 @@ A URL that cannot be used is a :class:`~tidesync.errors.ConfigError`.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import msgspec
 
 from tidesync.errors import ConfigError, StateStoreError
 from tidesync.event import Key, from_msgpack, pack_value, to_msgpack, unpack_value
@@ -180,11 +183,38 @@ def status_params(pipeline: str, st: PipelineStatus, events_applied: int) -> tup
     )
 
 
+def _as_text(value: Any, limit: int = 65536) -> str:
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):
+        return "<not shown: nested too deep>"
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
 def new_dead_letter_params(d: NewDeadLetter) -> tuple[Any, ...]:
+    """The row of a new dead letter.
+
+    An event the codec cannot encode (a value nested deeper than it accepts, a type it
+    does not know) is still parked, never lost to a failed commit: its row images are
+    kept as text (``after: {"unencodable": ...}``) and the error says so; such an entry
+    can be inspected and discarded, and its data is read again from the source.
+    """
+    error = d.error
     try:
         event = to_msgpack(d.event)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise StateStoreError(f"cannot store the dead letter's event in the state store: {exc}") from exc
+        e = d.event
+        stand_in = msgspec.structs.replace(
+            e,
+            before=None,
+            after={"unencodable": _as_text(e.after if e.after is not None else e.before)},
+            changed=None,
+        )
+        try:
+            event = to_msgpack(stand_in)
+        except (TypeError, ValueError, OverflowError):
+            raise StateStoreError(f"cannot store the dead letter's event in the state store: {exc}") from exc
+        error = f"{error} (the event could not be stored whole: {exc}; its row is kept as text)"
     return (
         d.pipeline,
         d.sink,
@@ -192,7 +222,7 @@ def new_dead_letter_params(d: NewDeadLetter) -> tuple[Any, ...]:
         pack(d.event.key, "dead letter key"),
         event,
         d.error_class,
-        d.error,
+        error,
         d.attempts,
         d.first_failed_at,
         d.last_failed_at,
@@ -288,3 +318,12 @@ def dlq_where(
         clauses.append(ids_sql)
         params.append(ids_param(flt.ids))
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _owned(text: str, names: Collection[str]) -> bool:
+    return text in names or any(text.startswith((f"{n}:", f"{n}/")) for n in names)
+
+
+def kv_owned(namespace: str, key: str, names: Collection[str]) -> bool:
+    """Whether a kv entry belongs to one of ``names`` (the rule :meth:`StateStore.remove_pipeline` states)."""
+    return _owned(key, names) or (":" in namespace and _owned(namespace.split(":", 1)[1], names))

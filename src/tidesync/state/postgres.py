@@ -29,6 +29,7 @@ from tidesync.state import (
     dead_letter_from_row,
     dlq_where,
     journal_entry_from_row,
+    kv_owned,
     new_dead_letter_params,
     pack,
     pack_optional,
@@ -424,6 +425,36 @@ class PostgresStateStore:
             return dropped
 
         return await self._run("trimming the journal", body, write=True)
+
+    # --- removing a pipeline ------------------------------------------------------------------
+
+    async def remove_pipeline(self, pipeline: str, scopes: Sequence[str] = ()) -> dict[str, int]:
+        names = list(dict.fromkeys([pipeline, *scopes]))
+        s = f'"{self.schema}"'
+
+        async def body(c: Conn) -> dict[str, int]:
+            cur = await c.execute(f"SELECT namespace, key FROM {s}.kv")
+            kv = [(ns, k) for ns, k in await cur.fetchall() if kv_owned(ns, k, names)]
+            if kv:
+                async with c.cursor() as many:
+                    await many.executemany(self._q["delete_kv"], kv)
+            counts = {"kv entries": len(kv)}
+            for what, table, column in _PIPELINE_ROWS:
+                cur = await c.execute(f"DELETE FROM {s}.{table} WHERE {column} = ANY(%s)", (names,))
+                counts[what] = cur.rowcount
+            return counts
+
+        return await self._run("removing a pipeline's state", body, write=True)
+
+
+# What remove_pipeline deletes besides kv entries: (result key, table, owner column).
+_PIPELINE_ROWS = (
+    ("checkpoint", "checkpoints", "pipeline"),
+    ("status", "status", "pipeline"),
+    ("dead letters", "dead_letters", "pipeline"),
+    ("shadow rows", "shadow", "scope"),
+    ("journal rows", "journal", "source"),
+)
 
 
 def _queries(s: str) -> dict[str, str]:

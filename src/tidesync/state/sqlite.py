@@ -35,6 +35,7 @@ from tidesync.state import (
     dead_letter_from_row,
     dlq_where,
     journal_entry_from_row,
+    kv_owned,
     new_dead_letter_params,
     pack,
     pack_optional,
@@ -448,6 +449,27 @@ class SqliteStateStore:
             return int(dropped)
 
         return await self._write("trimming the journal", q)
+
+    # --- removing a pipeline ----------------------------------------------------------
+
+    async def remove_pipeline(self, pipeline: str, scopes: Sequence[str] = ()) -> dict[str, int]:
+        names = list(dict.fromkeys([pipeline, *scopes]))
+        ids = json.dumps(names)
+        among = "IN (SELECT value FROM json_each(?))"
+
+        def q(c: sqlite3.Connection) -> dict[str, int]:
+            kv = [(ns, k) for ns, k in c.execute("SELECT namespace, key FROM kv") if kv_owned(ns, k, names)]
+            c.executemany("DELETE FROM kv WHERE namespace = ? AND key = ?", kv)
+            return {
+                "checkpoint": c.execute(f"DELETE FROM checkpoints WHERE pipeline {among}", (ids,)).rowcount,
+                "status": c.execute(f"DELETE FROM status WHERE pipeline {among}", (ids,)).rowcount,
+                "dead letters": c.execute(f"DELETE FROM dead_letters WHERE pipeline {among}", (ids,)).rowcount,
+                "shadow rows": c.execute(f"DELETE FROM shadow WHERE scope {among}", (ids,)).rowcount,
+                "kv entries": len(kv),
+                "journal rows": c.execute(f"DELETE FROM journal WHERE source {among}", (ids,)).rowcount,
+            }
+
+        return await self._write("removing a pipeline's state", q)
 
 
 _MAX_SEQ = 2**63 - 1

@@ -234,6 +234,20 @@ class StateStore(Protocol):
     async def journal_read(self, source: str, after: int, limit: int, through: int | None = None) -> list[JournalEntry]:
         """Untrimmed entries of ``source`` with ``after < seq`` (and ``seq <= through``), in sequence order."""
 
+    async def remove_pipeline(self, pipeline: str, scopes: Sequence[str] = ()) -> dict[str, int]:
+        """Delete everything stored for ``pipeline``, in one transaction; return how many rows of each kind went.
+
+        The owner names are ``pipeline`` and ``scopes`` (what its parts key state
+        by besides its name: a configured shadow scope, a webhook route,
+        ``sync:<name>``). Deleted: the checkpoint, status and dead letters of an
+        owner name; shadow rows whose scope is one; journal rows whose source is
+        one; kv entries whose key is one or starts with one and ``:`` or ``/``,
+        or whose namespace does after its first ``:`` (``dlq_applied:<pipeline>:<sink>``).
+        Names hold neither ``:`` nor ``/``, so no other pipeline's entry matches.
+        Keys of the result: checkpoint, status, dead letters, shadow rows, kv
+        entries, journal rows. Idempotent.
+        """
+
     async def journal_trim(self, source: str, through: int, forget_before: float) -> int:
         """Drop the payloads of entries with ``seq <= through``; return how many were dropped.
 

@@ -1,8 +1,15 @@
 """``tidesync sync plan|history`` and ``tidesync conflicts list|show|resolve``.
 
 These commands never write to either side of a sync. ``sync plan`` reads both
-tables; ``conflicts resolve`` records a person's choice in the state store,
-and the running sync applies it (see :mod:`.resolve`).
+tables and the state store and changes nothing anywhere: its endpoints are
+opened for reading (no Postgres replication origin is created or attached),
+and a state store that does not exist yet is not created (the plan then
+reads as if it were empty). ``conflicts resolve`` records a person's choice
+in the state store, and the running sync applies it (see :mod:`.resolve`).
+
+Arguments come config first, as in every other command: ``tidesync sync plan
+CONFIG NAME``. The order of earlier releases (``NAME CONFIG``) is still
+accepted when only the second argument names a file.
 """
 
 from __future__ import annotations
@@ -31,6 +38,48 @@ def _cli() -> Any:
     return cli
 
 
+def _config_first(config: Path, name: str) -> tuple[Path, str]:
+    """``(config, name)``; swapped when the arguments came the old way round (``NAME CONFIG``)."""
+    if not config.is_file() and Path(name).is_file():
+        return Path(name), str(config)
+    return config, name
+
+
+async def _open_store_for_reading(url: str) -> Any:
+    """The state store at ``url``, opened without creating it: an empty in-memory one when it does not exist yet.
+
+    Opening an existing store of the current version writes nothing; opening a missing one would create
+    its file or tables.
+    """
+    from tidesync.state import open_state_store
+    from tidesync.state.sqlite import SqliteStateStore
+
+    store = open_state_store(url)
+    if isinstance(store, SqliteStateStore):
+        exists = store.path == ":memory:" or Path(store.path).exists()
+    else:
+        exists = await _postgres_store_exists(store)
+    if not exists:
+        store = SqliteStateStore(":memory:")
+    await store.open()
+    return store
+
+
+async def _postgres_store_exists(store: Any) -> bool:
+    import psycopg
+
+    from tidesync.errors import StateStoreError
+
+    try:
+        async with await psycopg.AsyncConnection.connect(store._conninfo, autocommit=True) as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'meta'", (store.schema,)
+            )
+            return await cur.fetchone() is not None
+    except psycopg.Error as exc:
+        raise StateStoreError(f"cannot read the Postgres state store: {type(exc).__name__}") from exc
+
+
 def _show(value: Any) -> str:
     text = json_dumps(value).decode()
     return text if len(text) <= 60 else text[:57] + "..."
@@ -38,30 +87,30 @@ def _show(value: Any) -> str:
 
 @sync_app.command("plan")
 def sync_plan(
-    name: Annotated[str, typer.Argument(help="the sync")],
     config: ConfigArg,
+    name: Annotated[str, typer.Argument(help="the sync")],
     limit: Annotated[int, typer.Option(help="at most this many items per list")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """Dry run of the initial pairing: matches, records to create, collisions, field differences and their settlement.
 
-    Reads both tables; writes nothing. Exit 1 when match collisions would make the start fail.
+    Reads both tables and the state store; changes nothing on either side nor in the state store.
+    Exit 1 when match collisions would make the start fail.
     """
+    config, name = _config_first(config, name)
     cli = _cli()
     loaded = cli._load(config)
     spec = cli.guarded(lambda: loaded.sync(name))
 
     async def main() -> dict[str, Any]:
-        from tidesync.state import open_state_store
         from tidesync.sync import pairing
         from tidesync.sync.build import build_parts
 
         parts = build_parts(spec)
-        store = open_state_store(loaded.state_url)
-        await store.open()
+        store = await _open_store_for_reading(loaded.state_url)
         try:
             for e in parts.endpoints.values():
-                await e.open()
+                await e.open(writes=False)
             proc = parts.processor(store)
             await proc.load()
             p = await pairing.plan(proc, parts.match, proc.policy.rules)
@@ -120,16 +169,17 @@ def sync_plan(
 
 @sync_app.command("history")
 def sync_history(
-    name: Annotated[str, typer.Argument(help="the sync")],
     config: ConfigArg,
+    name: Annotated[str, typer.Argument(help="the sync")],
     limit: Annotated[int, typer.Option(help="the newest this many")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """Settled conflicts, newest last: field, candidates, winner, rule and why."""
     from tidesync.sync.resolve import history
 
+    config, name = _config_first(config, name)
     cli = _cli()
-    loaded = cli._load(config)
+    loaded = cli._load(config, lazy=True)
     cli.guarded(lambda: loaded.sync(name))
     entries = cli.run_async(lambda: cli._with_store(loaded, lambda s: history(s, name, limit)))
     if as_json:
@@ -164,7 +214,7 @@ def conflicts_list(
     from tidesync.sync.resolve import list_conflicts
 
     cli = _cli()
-    loaded = cli._load(config)
+    loaded = cli._load(config, lazy=True)
     if sync is not None:
         cli.guarded(lambda: loaded.sync(sync))
     entries = cli.run_async(lambda: cli._with_store(loaded, lambda s: list_conflicts(s, sync)))
@@ -198,7 +248,7 @@ def conflicts_show(
     from tidesync.sync.resolve import get_conflict
 
     cli = _cli()
-    loaded = cli._load(config)
+    loaded = cli._load(config, lazy=True)
     entry = cli.run_async(lambda: cli._with_store(loaded, lambda s: get_conflict(s, conflict)))
     if entry is None:
         cli._fail(f"no pending conflict {conflict}", 1)

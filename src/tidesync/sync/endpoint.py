@@ -79,7 +79,8 @@ class Endpoint(Protocol):
 
     key: tuple[str, ...]
 
-    async def open(self) -> None: ...
+    async def open(self, *, writes: bool = True) -> None:
+        """Get ready; ``writes=False`` (a dry run) changes nothing anywhere and :meth:`apply` is not called."""
 
     async def close(self) -> None: ...
 

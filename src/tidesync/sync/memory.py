@@ -101,7 +101,7 @@ class MemoryEndpoint:
         self.fail = fail
         self.writes = 0  # row writes made (for the "no ping-pong" checks)
 
-    async def open(self) -> None:
+    async def open(self, *, writes: bool = True) -> None:
         return None
 
     async def close(self) -> None:

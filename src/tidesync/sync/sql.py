@@ -90,13 +90,18 @@ class SqlEndpoint:
         except sa_exc.SQLAlchemyError as exc:
             raise classify(exc, self.where) from exc
 
-    async def open(self) -> None:
+    async def open(self, *, writes: bool = True) -> None:
+        """Connect and read the table's columns.
+
+        ``writes=False`` (a dry run): nothing is changed on the database, so no replication origin is
+        created or attached; :meth:`apply` must not be called then.
+        """
         if self._exec is None:
             self._exec = ThreadPoolExecutor(1, thread_name_prefix="tidesync-sync-sql")
         if self._engine is None:
             # One pooled connection, used by one worker thread: on Postgres the origin is attached to it.
             self._engine = create_engine(self.dsn, connect_timeout=self.connect_timeout)
-            if self._engine.dialect.name == "postgresql" and self.origin:
+            if writes and self._engine.dialect.name == "postgresql" and self.origin:
                 await self._run(self._create_origin)
                 await self._run(self._engine.dispose)  # every session from now on gets the origin
                 sa.event.listen(self._engine, "connect", self._attach_origin)

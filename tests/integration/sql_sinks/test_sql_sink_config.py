@@ -39,7 +39,7 @@ def test_config_rejects_typos_and_bad_values() -> None:
     with pytest.raises(pydantic.ValidationError, match="mysql://"):
         MariadbSinkConfig.model_validate({"dsn": "postgresql://u@h/db"})
     cfg = SqliteSinkConfig(path="x.db")
-    assert (cfg.create_tables, cfg.evolve, cfg.keys, cfg.tables) == (False, "dead_letter", {}, {})
+    assert (cfg.create_tables, cfg.evolve, cfg.keys, cfg.tables) == (False, "block", {}, {})
 
 
 def test_mariadb_dsn_is_parsed() -> None:

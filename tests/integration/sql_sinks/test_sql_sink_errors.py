@@ -18,7 +18,7 @@ import pytest
 from tests.integration.sql_sinks.helpers import ITEMS, Dest, ev
 from tidesync.engine.delivery import DeadLetterWriter, RetryingWriter
 from tidesync.engine.retry import RetryPolicy
-from tidesync.errors import PartialBatchError, PermanentError, TransientError
+from tidesync.errors import PermanentError, SystemicError, TransientError
 from tidesync.protocols import Context
 from tidesync.sinks.sql.common import SqlSink
 from tidesync.sinks.sql.config import MariadbSinkConfig, PostgresSinkConfig
@@ -87,25 +87,27 @@ async def test_constraint_and_type_violations_are_permanent(dest: Dest, ddl: str
     assert dest.applied() is None
 
 
-async def test_missing_table_fails_its_events_only(dest: Dest) -> None:
+async def test_missing_table_is_systemic_and_writes_nothing(dest: Dest) -> None:
     dest.exec(ITEMS)
     sink = await dest.sink()
-    with pytest.raises(PartialBatchError) as info:
-        await sink.write(
-            [ev("insert", 1, 1, entity="public.accounts", after=item(1)), ev("insert", 1, 2, after=item(1))]
-        )
-    assert list(info.value.failures) == [0]
-    message = str(info.value.failures[0])
+    batch = [ev("insert", 1, 1, entity="public.accounts", after=item(1)), ev("insert", 1, 2, after=item(1))]
+    # Every event of public.accounts would fail: the engine holds the batch (blocked) instead of dead-lettering.
+    with pytest.raises(SystemicError) as info:
+        await sink.write(batch)
+    message = str(info.value)
     assert "accounts does not exist in" in message and "create_tables: true" in message
-    assert isinstance(info.value.failures[0], PermanentError)
-    assert dest.rows() == [(1, "ok", 1)]
-    assert dest.applied() is not None
+    assert info.value.entity == "public.accounts" and not isinstance(info.value, PermanentError)
+    assert dest.rows() == [] and dest.applied() is None  # nothing applied, no position stored
+    # The table is created; the engine's probe (the same batch) goes through.
+    dest.exec(ITEMS.replace('"items"', '"accounts"'))
+    await sink.write(batch)
+    assert dest.rows() == [(1, "ok", 1)] and dest.rows("accounts") == [(1, "ok", 1)]
 
 
-async def test_missing_column_fails_its_events_and_later_ones_of_the_key(dest: Dest) -> None:
+async def test_missing_column_is_systemic_and_writes_nothing(dest: Dest) -> None:
     dest.exec(ITEMS)
     sink = await dest.sink()
-    with pytest.raises(PartialBatchError) as info:
+    with pytest.raises(SystemicError) as info:
         await sink.write(
             [
                 ev("insert", 1, 1, after=item(1)),
@@ -114,10 +116,9 @@ async def test_missing_column_fails_its_events_and_later_ones_of_the_key(dest: D
                 ev("insert", 2, 4, after=item(2)),
             ]
         )
-    assert sorted(info.value.failures) == [1, 2]
-    assert "email" in str(info.value.failures[1]) and "evolve: add_columns" in str(info.value.failures[1])
-    assert "earlier event of this key failed" in str(info.value.failures[2])
-    assert dest.rows() == [(1, "ok", 1), (2, "ok", 1)]
+    assert "email" in str(info.value) and "evolve: add_columns" in str(info.value)
+    assert info.value.entity == "public.items"
+    assert dest.rows() == [] and dest.applied() is None
 
 
 # --- permissions -------------------------------------------------------------------------------
@@ -160,12 +161,12 @@ def limited_user(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 
 @SERVERS
-async def test_missing_privilege_is_permanent(dest: Dest, limited_user: Any) -> None:
+async def test_missing_privilege_is_systemic(dest: Dest, limited_user: Any) -> None:
     d = dest
     d.exec(ITEMS)
     dsn = limited_user(d)
     sink = await d.sink(target=dsn)
-    with pytest.raises(PermanentError) as info:
+    with pytest.raises(SystemicError) as info:
         await sink.write([ev("insert", 1, 1, after=item(1))])
     assert "privilege" in str(info.value) or "denied" in str(info.value)
     assert d.rows() == []

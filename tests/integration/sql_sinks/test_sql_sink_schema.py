@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.sql_sinks.helpers import ITEMS, Dest, ev
-from tidesync.errors import PartialBatchError
+from tidesync.errors import PartialBatchError, SystemicError
 from tidesync.event import ChangeEvent
 from tidesync.schema import Column, EntitySchema
 
@@ -44,9 +44,11 @@ async def test_create_tables_keeps_the_postgres_schema(dest: Dest) -> None:
 
 
 async def test_create_tables_without_a_schema_says_what_to_do(dest: Dest) -> None:
+    # Without a schema, columns are inferred from the batch's rows (test_sql_sink_infer.py);
+    # a batch with no row of the entity (a truncate) has nothing to infer them from.
     sink = await dest.sink(create_tables=True)
     with pytest.raises(PartialBatchError) as info:
-        await sink.write([order(1)])
+        await sink.write([ChangeEvent("shop.orders", (), "truncate", position=(1,))])
     message = str(info.value.failures[0])
     assert "no schema for shop.orders" in message and "create the table" in message
 
@@ -54,9 +56,10 @@ async def test_create_tables_without_a_schema_says_what_to_do(dest: Dest) -> Non
 async def test_missing_table_without_create_tables_says_what_to_do(dest: Dest) -> None:
     dest.schemas.put(ORDERS)
     sink = await dest.sink()
-    with pytest.raises(PartialBatchError) as info:
+    # Every event of the entity would fail: systemic, so the engine blocks instead of dead-lettering.
+    with pytest.raises(SystemicError) as info:
         await sink.write([order(1)])
-    assert "create it or set create_tables: true" in str(info.value.failures[0])
+    assert "create it or set create_tables: true" in str(info.value) and info.value.entity == "shop.orders"
 
 
 async def test_evolve_add_columns_adds_them_with_the_schema_type_or_text(dest: Dest) -> None:
@@ -82,20 +85,29 @@ async def test_evolve_add_columns_adds_them_with_the_schema_type_or_text(dest: D
     assert info.columns["colour"].kind == "string"  # not in the schema: text
 
 
-async def test_evolve_dead_letter_is_the_default_and_the_rest_is_written(dest: Dest) -> None:
+async def test_evolve_block_is_the_default_and_a_missing_column_holds_the_batch(dest: Dest) -> None:
     dest.exec(ITEMS)
     sink = await dest.sink()
-    with pytest.raises(PartialBatchError) as info:
-        await sink.write(
-            [ev("insert", 1, 1, after={"id": 1, "name": "a", "colour": "red"}), ev("insert", 2, 2, after={"id": 2})]
-        )
-    assert list(info.value.failures) == [0]
-    message = str(info.value.failures[0])
+    batch = [ev("insert", 1, 1, after={"id": 1, "name": "a", "colour": "red"}), ev("insert", 2, 2, after={"id": 2})]
+    # A missing column fails every event that writes it: systemic, nothing of the batch is written.
+    with pytest.raises(SystemicError) as info:
+        await sink.write(batch)
+    message = str(info.value)
     assert "colour" in message and "add them, or set evolve: add_columns" in message
-    assert dest.rows() == [(2, None, None)]
-    info = await sink.backend.describe(sink._table_name("public.items"), None)
-    assert info is not None and "colour" not in info.columns  # nothing was added
-    # Replayed from the dead-letter queue after the column was added by hand, the event goes through.
+    assert dest.rows() == [] and dest.applied() is None
+    described = await sink.backend.describe(sink._table_name("public.items"), None)
+    assert described is not None and "colour" not in described.columns  # nothing was added
+    # The engine probes with the same batch; once the column was added by hand, it goes through.
     dest.exec('ALTER TABLE "items" ADD COLUMN "colour" VARCHAR(10)')
-    await sink.write([ev("insert", 1, 1, after={"id": 1, "name": "a", "colour": "red"})], replay=True)
+    await sink.write(batch)
     assert dest.query('SELECT "id", "colour" FROM "items" ORDER BY "id"') == [(1, "red"), (2, None)]
+
+
+async def test_evolve_dead_letter_rejects_only_the_events_writing_a_missing_column(dest: Dest) -> None:
+    dest.exec(ITEMS)
+    sink = await dest.sink(evolve="dead_letter")
+    batch = [ev("insert", 1, 1, after={"id": 1, "name": "a", "colour": "red"}), ev("insert", 2, 2, after={"id": 2})]
+    with pytest.raises(PartialBatchError) as info:
+        await sink.write(batch)
+    assert list(info.value.failures) == [0] and "colour" in str(info.value.failures[0])
+    assert [r[0] for r in dest.rows()] == [2]

@@ -171,7 +171,8 @@ function renderPipelines(pipelines) {
       : el("button", { onclick: () => act(p.name, "pause"), disabled: p.running ? null : "" }, "Pause");
     return el("tr", { "data-pipeline": p.name },
       el("td", {}, p.name),
-      el("td", {}, el("span", { class: "state " + p.state }, p.state)),
+      el("td", {}, el("span", { class: "state " + p.state, title: p.blocked_entity ? `blocked on ${p.blocked_entity}` : "" },
+        p.blocked_entity ? `${p.state}: ${p.blocked_entity}` : p.state)),
       el("td", { class: "num" }, p.events_per_second.toFixed(1)),
       el("td", { class: "num lag" }, seconds(p.lag_seconds)),
       el("td", { class: "num" }, seconds(p.latency_p50_seconds)),

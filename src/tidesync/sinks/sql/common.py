@@ -5,6 +5,8 @@ One ``write`` is one destination transaction::
     read the applied position (row-locked)      -> skip events at or before it (unless replay)
     describe the destination tables (cached)    -> plan (tidesync.sinks.sql.plan)
     missing table/column and allowed to fix it  -> roll back, CREATE/ALTER, start again
+      (each table or column at most once per write: still missing after its DDL,
+      its events fail permanently; see tidesync.sinks.sql.names)
     run the plan's steps; insert rows an update did not find
     store the new position; commit              -> PartialBatchError for events that can never be written
 
@@ -26,11 +28,13 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
-from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, TransientError
+from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, SystemicError, TransientError
 from tidesync.event import ChangeEvent, Key, Position, pack_value, unpack_value
 from tidesync.protocols import Context
 from tidesync.schema import Column, EntitySchema
 from tidesync.sinks.sql.config import SqlSinkConfig
+from tidesync.sinks.sql.ddl import NewTable, Tried, column_to_add, columns_to_add, new_table, table_name_problem
+from tidesync.sinks.sql.names import NameRules, shown
 from tidesync.sinks.sql.plan import APPEND, REKEY, UPDATE, UPSERT, Plan, Step, TablePlan, build_plan
 from tidesync.sinks.sql.tables import TableInfo, TableName, key_override, resolve_table
 
@@ -44,6 +48,7 @@ class Backend(Protocol):
 
     keep_schema: bool  # does an entity's schema part name a schema in this database?
     where: str  # "database x on host:port", for messages
+    names: NameRules  # which names this database takes, and which it takes as the same column
 
     @property
     def connected(self) -> bool: ...
@@ -65,8 +70,11 @@ class Backend(Protocol):
     async def describe(self, table: TableName, key: tuple[str, ...] | None) -> TableInfo | None:
         """The table as it is now, None if it does not exist; ``key`` overrides the primary key."""
 
-    async def create_table(self, table: TableName, schema: EntitySchema, key: tuple[str, ...]) -> None:
-        """Create the table (own transaction, committed)."""
+    async def create_table(
+        self, table: TableName, schema: EntitySchema, key: tuple[str, ...], *, inferred: bool = False
+    ) -> None:
+        """Create the table (own transaction, committed). ``inferred``: the types were guessed from
+        values (tidesync.sinks.sql.infer), so a database with loose types should enforce them."""
 
     async def add_columns(self, table: TableInfo, columns: Sequence[Column]) -> None:
         """Add columns (own transaction, committed)."""
@@ -141,8 +149,10 @@ class ThreadedBackend:
     async def describe(self, table: TableName, key: tuple[str, ...] | None) -> TableInfo | None:
         return await self._w.call(self._c.describe, table, key)
 
-    async def create_table(self, table: TableName, schema: EntitySchema, key: tuple[str, ...]) -> None:
-        await self._w.call(self._c.create_table, table, schema, key)
+    async def create_table(
+        self, table: TableName, schema: EntitySchema, key: tuple[str, ...], *, inferred: bool = False
+    ) -> None:
+        await self._w.call(self._c.create_table, table, schema, key, inferred)
 
     async def add_columns(self, table: TableInfo, columns: Sequence[Column]) -> None:
         await self._w.call(self._c.add_columns, table, columns)
@@ -192,6 +202,10 @@ class SqlSink:
         self._backend: Backend | None = None
         self._ctx: Context | None = None
         self._tables: dict[TableName, TableInfo | None] = {}
+        # Schemas this sink guessed for entities without one (tables it created), by entity.
+        self._inferred: dict[str, EntitySchema] = {}
+        self._tried: Tried = set()  # DDL run during the current write (tidesync.sinks.sql.ddl)
+        self._uncreatable: dict[str, str] = {}  # entity -> why its table cannot be created
         self.rows_written = 0
 
     def _make_backend(self) -> Backend:
@@ -236,7 +250,11 @@ class SqlSink:
         if self._ctx is None:
             raise RuntimeError("write() before open()")
         await self._connect()
-        for _ in range(4):
+        self._tried = set()
+        self._uncreatable = {}
+        # Each table and column is created or added at most once per write, so this ends: a re-read
+        # of a stale cache, table creation, column additions, then the write itself.
+        for _ in range(5):
             failures = await self._attempt(events, replay)
             if failures is None:
                 continue  # tables were created, altered or re-read: plan again
@@ -257,6 +275,7 @@ class SqlSink:
                 await b.rollback()
                 return {}
             tables, fresh = await self._describe(events, live)
+            creates = self._creatable(tables, events, live)  # before planning: failures name the reason
             plan = build_plan(
                 events,
                 live,
@@ -264,16 +283,20 @@ class SqlSink:
                 missing_table=self._missing_table_message,
                 missing_column=self._missing_column_message,
                 source_keys=self._source_keys(tables),
+                name_rules=b.names,
             )
             if not fresh and (plan.missing_columns or None in tables.values()):
                 # Described before: someone may have created the table or column since.
                 await b.rollback()
                 self._tables.clear()
                 return None
-            if self._needs_ddl(plan, tables):
+            if creates or self._new_columns(plan):
                 await b.rollback()
-                await self._run_ddl(plan, tables)
+                await self._run_ddl(plan, creates, events, live)
                 return None
+            systemic = self._systemic(events, live, plan, tables)
+            if systemic is not None:
+                raise systemic  # before anything is applied: the engine holds the whole batch
             for tp in plan.tables:
                 await self._apply(tp)
             if top is not None:
@@ -335,7 +358,7 @@ class SqlSink:
         assert self._ctx is not None
         out = {}
         for entity in tables:
-            schema = self._ctx.schemas.get(entity)
+            schema = self._ctx.schemas.get(entity) or self._inferred.get(entity)
             if schema is not None and schema.primary_key:
                 out[entity] = schema.primary_key
         return out
@@ -344,13 +367,28 @@ class SqlSink:
         table = self._table_name(entity)
         where = self.backend.where
         if self.config.create_tables:
-            return (
-                f"table {table} does not exist in {where} and cannot be created: the source published "
-                f"no schema for {entity}; create the table"
-            )
+            if (table, None) in self._tried:
+                return (
+                    f"table {table} is still missing from {where} after CREATE TABLE ran; "
+                    "create it by hand, or name another table under tables:"
+                )
+            why = self._uncreatable.get(entity) or self._table_name_problem(table) or "see the log"
+            return f"table {table} does not exist in {where} and cannot be created: {why}"
         return f"table {table} does not exist in {where}; create it or set create_tables: true"
 
+    def _table_name_problem(self, table: TableName) -> str | None:
+        return table_name_problem(table, self.backend.names)
+
     def _missing_column_message(self, table: TableInfo, columns: list[str]) -> str:
+        fold = self.backend.names.fold
+        stuck = [c for c in columns if (table.name, fold(c)) in self._tried]
+        if stuck:
+            names = ", ".join(shown(c) for c in stuck)
+            return (
+                f"column {names} is still missing from table {table.name} ({self.backend.where}) after "
+                f"ALTER TABLE ... ADD COLUMN ran: the database took the name for another one; "
+                "rename the field (rename:) or add the column by hand"
+            )
         names = ", ".join(columns)
         noun = "column" if len(columns) == 1 else "columns"
         return (
@@ -358,35 +396,91 @@ class SqlSink:
             "add them, or set evolve: add_columns"
         )
 
-    def _needs_ddl(self, plan: Plan, tables: Mapping[str, TableInfo | None]) -> bool:
+    def _creatable(
+        self, tables: Mapping[str, TableInfo | None], events: Sequence[ChangeEvent], live: list[int]
+    ) -> list[NewTable]:
+        """The missing tables to create now (tidesync.sinks.sql.ddl); why not, in ``_uncreatable``."""
         assert self._ctx is not None
-        if self.config.create_tables:
-            for entity, info in tables.items():
-                if info is None and self._ctx.schemas.get(entity) is not None:
-                    return True
-        return self.config.evolve == "add_columns" and bool(plan.missing_columns)
+        out: list[NewTable] = []
+        if not self.config.create_tables:
+            return out
+        for entity, info in tables.items():
+            name = self._table_name(entity)
+            if info is not None or (name, None) in self._tried or entity in self._uncreatable:
+                continue
+            schema = self._ctx.schemas.get(entity)
+            rows = [events[i] for i in live if events[i].entity == entity] if schema is None else []
+            made = new_table(
+                entity, name, schema, rows, key_override(name, entity, self.config.keys), self.backend.names
+            )
+            if isinstance(made, str):
+                self._uncreatable[entity] = made
+            else:
+                out.append(made)
+        return out
 
-    async def _run_ddl(self, plan: Plan, tables: Mapping[str, TableInfo | None]) -> None:
+    def _new_columns(self, plan: Plan) -> dict[TableInfo, dict[str, str]]:
+        """The columns ``evolve: add_columns`` should add now (not tried in this write yet)."""
+        if self.config.evolve != "add_columns":
+            return {}
+        return columns_to_add(plan.missing_columns, self._tried, self.backend.names)
+
+    def _systemic(
+        self,
+        events: Sequence[ChangeEvent],
+        live: list[int],
+        plan: Plan,
+        tables: Mapping[str, TableInfo | None],
+    ) -> SystemicError | None:
+        """A failure every event of the batch would hit (the engine then holds the batch), or None.
+
+        A table the destination lacks without create_tables, or a column it
+        lacks with evolve: block (the default), fails every event that writes
+        it, so it blocks rather than dead-letters; with evolve: dead_letter
+        the events that write a missing column are dead-lettered, as asked. Name problems, tables create_tables
+        cannot make (no schema, no row to infer one from) and columns still
+        missing after the sink's own DDL are per-event (PermanentError in
+        ``plan.failures``) and stay so. The first failure in source order is
+        reported.
+        """
+        fold = self.backend.names.fold
+        for i in live if not self.config.create_tables else ():
+            entity = events[i].entity
+            if entity not in tables or tables[entity] is not None:
+                continue
+            name = self._table_name(entity)
+            if (name, None) not in self._tried and self._table_name_problem(name) is None:
+                return SystemicError(self._missing_table_message(entity), entity=entity)
+        for table, cols in plan.missing_columns.items() if self.config.evolve == "block" else ():
+            lacking = [c for c in cols if (table.name, fold(c)) not in self._tried]
+            if lacking:
+                return SystemicError(self._missing_column_message(table, lacking), entity=cols[lacking[0]])
+        return None
+
+    async def _run_ddl(
+        self, plan: Plan, creates: list[NewTable], events: Sequence[ChangeEvent], live: list[int]
+    ) -> None:
         assert self._ctx is not None
         b = self.backend
-        if self.config.create_tables:
-            for entity, info in tables.items():
-                schema = self._ctx.schemas.get(entity)
-                if info is None and schema is not None:
-                    name = self._table_name(entity)
-                    key = key_override(name, entity, self.config.keys) or schema.primary_key
-                    log.info("creating table %s in %s for %s", name, b.where, entity)
-                    await b.create_table(name, schema, key)
-        if self.config.evolve == "add_columns":
-            for table, cols in plan.missing_columns.items():
-                new = []
-                for col, entity in cols.items():
-                    schema = self._ctx.schemas.get(entity)
-                    known = schema.column(col) if schema is not None else None
-                    new.append(known or Column(col, "unknown"))
-                log.info("adding %s to %s in %s", ", ".join(c.name for c in new), table.name, b.where)
-                await b.add_columns(table, new)
+        fold = b.names.fold
         self._tables.clear()
+        for t in creates:
+            if (t.table, None) in self._tried:
+                continue  # two entities, one table
+            self._tried.add((t.table, None))
+            if t.inferred:
+                self._inferred[t.entity] = t.schema
+            how = "with columns inferred from this batch" if t.inferred else "from its schema"
+            log.info("creating table %s in %s for %s, %s", t.table, b.where, t.entity, how)
+            await b.create_table(t.table, t.schema, t.key, inferred=t.inferred)
+        for table, cols in self._new_columns(plan).items():
+            new = []
+            for col, entity in cols.items():
+                self._tried.add((table.name, fold(col)))
+                rows = (events[i] for i in live if events[i].entity == entity)
+                new.append(column_to_add(col, self._ctx.schemas.get(entity), rows))
+            log.info("adding %s to %s in %s", ", ".join(c.name for c in new), table.name, b.where)
+            await b.add_columns(table, new)
 
     # --- running a plan ----------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from tidesync.schema import Column, EntitySchema
 from tidesync.sinks.sql import mariadb_errors
 from tidesync.sinks.sql.common import SqlSink, ThreadedBackend, Worker
 from tidesync.sinks.sql.config import MariadbSinkConfig
+from tidesync.sinks.sql.names import MARIADB
 from tidesync.sinks.sql.plan import REKEY, UPSERT, Step
 from tidesync.sinks.sql.tables import ColumnInfo, TableInfo, TableName
 from tidesync.sinks.sql.typemap import kind_of_mariadb, mariadb_type
@@ -193,7 +194,8 @@ class _Connection:
         info.extra["encoders"] = {n: mariadb_encoder(c.kind) for n, c in columns.items()}
         return info
 
-    def create_table(self, table: TableName, schema: EntitySchema, key: tuple[str, ...]) -> None:
+    def create_table(self, table: TableName, schema: EntitySchema, key: tuple[str, ...], inferred: bool) -> None:
+        # STRICT_ALL_TABLES (set for the session) makes MariaDB check types: ``inferred`` changes nothing.
         defs = [
             f"{q(c.name)} {mariadb_type(c, is_key=c.name in key)}"
             + (" NOT NULL" if not c.nullable or c.name in key else "")
@@ -302,6 +304,8 @@ class _Connection:
 
 class MariadbBackend(ThreadedBackend):
     """The async face of :class:`_Connection`: each call runs in the sink's worker thread."""
+
+    names = MARIADB
 
     def __init__(self, config: MariadbSinkConfig) -> None:
         self._c = _Connection(config)

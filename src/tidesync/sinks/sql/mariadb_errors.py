@@ -7,17 +7,19 @@ By server error number (PyMySQL does not expose the SQLSTATE):
   1053/1077/1078/1079 server shutdown, 1927 connection killed, 1317 query
   interrupted, 2002/2003/2006/2013/2055 connection refused or lost, 1021 disk
   full, 1030 storage engine error; and socket errors.
-- permanent (dead-letter): everything else, such as 1146 missing table, 1054
-  unknown column, 1406 data too long, 1264 out of range, 1265/1366/1292 bad
-  value, 1048/1364 missing NOT NULL value, 1062 duplicate key, 1451/1452
-  foreign key, 3819/4025 CHECK constraint, 1044/1045/1142/1143 permission.
+- systemic (block the pipeline and probe; every event would fail): 1146
+  missing table, 1054 unknown column, 1049 unknown database,
+  1044/1045/1142/1143/1227 access denied.
+- permanent (dead-letter): everything else, such as 1406 data too long, 1264
+  out of range, 1265/1366/1292 bad value, 1048/1364 missing NOT NULL value,
+  1062 duplicate key, 1451/1452 foreign key, 3819/4025 CHECK constraint.
 """
 
 from __future__ import annotations
 
 import pymysql
 
-from tidesync.errors import DeliveryError, PermanentError, TransientError
+from tidesync.errors import DeliveryError, PermanentError, SystemicError, TransientError
 
 _TRANSIENT = {
     1205: "lock wait timeout",
@@ -41,6 +43,7 @@ _LOST = {
     2013: "the connection was lost",
     2055: "the connection was lost",
 }
+_SYSTEMIC = frozenset({1146, 1054, 1049, 1044, 1045, 1142, 1143, 1227})
 _HINTS = {
     1146: "the table does not exist; create it or set create_tables: true",
     1054: "a column does not exist; add it, or set evolve: add_columns",
@@ -48,6 +51,8 @@ _HINTS = {
     1045: "access denied; check the user and password in the DSN",
     1142: "the sink's user lacks a privilege; grant INSERT, UPDATE, DELETE on the table",
     1143: "the sink's user lacks a privilege on a column; grant it",
+    1227: "the sink's user lacks a privilege; grant it",
+    1049: "the database does not exist; create it or fix the DSN",
     1406: "a value is too long for its column",
     1264: "a value is out of its column's range",
     1048: "a NOT NULL column got NULL",
@@ -78,5 +83,7 @@ def classify(exc: BaseException, where: str) -> tuple[DeliveryError, bool]:
         if hint is None and code in (1265, 1366, 1292, 1367, 1411, 3140):
             hint = "a value does not fit its column's type"
         suffix = f" ({hint})" if hint else ""
+        if code in _SYSTEMIC:
+            return SystemicError(f"{where} refused the batch [{code}]: {message}{suffix}"), code in (1045, 1049)
         return PermanentError(f"{where} rejected the batch [{code}]: {message}{suffix}"), False
     return PermanentError(f"writing to {where} failed: {type(exc).__name__}: {exc}"), False

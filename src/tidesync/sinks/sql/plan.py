@@ -22,9 +22,13 @@ same shape (kind and columns). The rules:
 - A table whose key has no unique index cannot take ``ON CONFLICT`` upserts:
   its inserts become updates with the whole row as fallback, which is the same.
 - Events that can never be written (no such table, a column the destination
-  lacks, no key value, an update of an append-only table) fail alone, and so
-  does every later event of their key, so that nothing overtakes an event that
-  will wait in the dead-letter queue.
+  lacks, a field name the database cannot take, no key value, an update of an
+  append-only table) fail alone, and so does every later event of their key,
+  so that nothing overtakes an event that will wait in the dead-letter queue.
+- Field names are matched to columns by the database's rules
+  (tidesync.sinks.sql.names): exactly, else case-insensitively where the
+  database compares names so. Only fields that match no column are checked,
+  so the common case costs one set comparison per event.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 
 from tidesync.errors import PermanentError
 from tidesync.event import DELETE, INSERT, SNAPSHOT, TRUNCATE, UPDATE, ChangeEvent, Key, Row
+from tidesync.sinks.sql.names import ANY, NameRules
 from tidesync.sinks.sql.tables import TableInfo
 
 UPSERT = "upsert"
@@ -104,7 +109,20 @@ _ORDER = {DELETE: 0, UPDATE: 1, UPSERT: 2}
 class _Table:
     """Folds one table's events; see the module docstring for the rules."""
 
-    __slots__ = ("appends", "cols", "done", "failed_keys", "key", "level_of", "levels", "names", "plan", "upsert")
+    __slots__ = (
+        "appends",
+        "cols",
+        "done",
+        "failed_keys",
+        "folded",
+        "key",
+        "level_of",
+        "levels",
+        "names",
+        "new",
+        "plan",
+        "upsert",
+    )
 
     def __init__(self, table: TableInfo, names: tuple[str, ...] | None) -> None:
         self.plan = TablePlan(table)
@@ -117,6 +135,53 @@ class _Table:
         self.level_of: dict[Key, int] = {}
         self.appends: list[Row] = []
         self.failed_keys: dict[Key, str] = {}
+        self.folded: dict[str, str] | None = None  # folded column name -> column, built on first need
+        self.new: dict[str, str] = {}  # folded name -> spelling of a column to add
+
+    def resolve(self, values: Row, rules: NameRules) -> tuple[dict[str, str], list[str], str | None]:
+        """For the fields of ``values`` the table lacks: renames (field -> the existing column the
+        database takes it for), the columns to add, or why the event cannot be written."""
+        cols = self.cols
+        fold = rules.fold
+        renames: dict[str, str] = {}
+        unknown: list[str] = []
+        for name in values:
+            if name in cols:
+                continue
+            problem = rules.problem(name)
+            if problem is not None:
+                return {}, [], problem
+            if rules.folds:
+                if self.folded is None:
+                    self.folded = rules.index(cols)
+                existing = self.folded.get(fold(name))
+                if existing is not None:
+                    renames[name] = existing
+                    continue
+            unknown.append(name)
+        if rules.folds:
+            seen: dict[str, str] = {}
+            for name in values:
+                target = fold(renames.get(name, name))
+                other = seen.setdefault(target, name)
+                if other != name:
+                    column = renames.get(name) or renames.get(other) or other
+                    return (
+                        {},
+                        [],
+                        f"fields {other!r} and {name!r} of this event both name column {column!r} of table "
+                        f"{self.plan.table.name} ({rules.fold_rule}); rename one of them (rename:)",
+                    )
+        return renames, unknown, None
+
+    def match(self, row: Row | None, rules: NameRules) -> Row | None:
+        """``row`` with fields renamed to the existing columns the database takes them for."""
+        if row is None or not rules.folds or row.keys() <= self.cols.keys():
+            return row
+        if self.folded is None:
+            self.folded = rules.index(self.cols)
+        folded, fold, cols = self.folded, rules.fold, self.cols
+        return {(k if k in cols else folded.get(fold(k), k)): v for k, v in row.items()}
 
     def truncate(self) -> None:
         self.plan.truncate = True
@@ -217,6 +282,7 @@ def build_plan(
     missing_table: Callable[[str], str],
     missing_column: Callable[[TableInfo, list[str]], str],
     source_keys: Mapping[str, tuple[str, ...]] | None = None,
+    name_rules: NameRules = ANY,
 ) -> Plan:
     """Plan ``events[i] for i in live`` (source order) against the destination ``tables`` (by entity).
 
@@ -224,6 +290,7 @@ def build_plan(
     failure of events that cannot be written for that reason.
     ``source_keys``: per entity, the names of the values in ``event.key``
     (the source's primary key), used when a row image lacks a key column.
+    ``name_rules``: the destination database's rules for column names.
     """
     plan = Plan()
     folders: dict[str, _Table] = {}
@@ -245,6 +312,7 @@ def build_plan(
             folders[ev.entity] = f
         op = ev.op
         after = ev.after
+        before = ev.before
         cols = f.cols
 
         # What this event writes.
@@ -266,18 +334,27 @@ def build_plan(
         else:
             failures[i] = PermanentError(f"unknown operation {op!r} on {ev.entity}")
             continue
-        unknown: list[str] = []
+        problem: str | None = None
         if not values.keys() <= cols.keys():
             table = f.plan.table
-            unknown = [c for c in values if c not in cols]
-            plan.missing_columns.setdefault(table, {}).update(dict.fromkeys(unknown, ev.entity))
+            renames, unknown, problem = f.resolve(values, name_rules)
+            if renames:
+                values = {renames.get(c, c): v for c, v in values.items()}
+                after, before = f.match(after, name_rules), f.match(before, name_rules)
+            if unknown:
+                missing = plan.missing_columns.setdefault(table, {})
+                for c in unknown:
+                    # One spelling per column the database would take as one name.
+                    if f.new.setdefault(name_rules.fold(c), c) == c:
+                        missing[c] = ev.entity
+                problem = missing_column(table, unknown)
 
         key_cols = f.key
         if not key_cols:
             table = f.plan.table
             if op in (INSERT, SNAPSHOT):
-                if unknown:
-                    failures[i] = PermanentError(missing_column(table, unknown))
+                if problem is not None:
+                    failures[i] = PermanentError(problem)
                 else:
                     f.appends.append(values)
             else:
@@ -288,13 +365,17 @@ def build_plan(
             continue
 
         # The key, from the row images; the common case (a one-column key in the image) first.
-        image = ev.before if op == DELETE else after
+        image = before if op == DELETE else after
         key: tuple[Any, ...] | str
         if len(key_cols) == 1 and image is not None and key_cols[0] in image:
             key = (image[key_cols[0]],)
         else:
-            other = ev.after if op == DELETE else ev.before
+            other = after if op == DELETE else before
             key = _key_of(key_cols, image, other, f.names, ev.key)
+            if isinstance(key, str) and name_rules.folds:
+                # A key field spelled in another case (a delete's before image is not matched above).
+                image, other = f.match(image, name_rules), f.match(other, name_rules)
+                key = _key_of(key_cols, image, other, f.names, ev.key)
             if isinstance(key, str):
                 failures[i] = PermanentError(
                     f"{op} on {ev.entity} carries no value for key column {key!r} of table {f.plan.table.name}; "
@@ -306,10 +387,9 @@ def build_plan(
             if blocked is not None:
                 failures[i] = PermanentError(f"not applied: an earlier event of this key failed: {blocked}")
                 continue
-        if unknown:
-            msg = missing_column(f.plan.table, unknown)
-            failures[i] = PermanentError(msg)
-            f.failed_keys[key] = msg
+        if problem is not None:
+            failures[i] = PermanentError(problem)
+            f.failed_keys[key] = problem
             continue
 
         for k in key_cols:
@@ -318,7 +398,6 @@ def build_plan(
         if op == DELETE:
             f.add(key, DELETE, values, None)
         elif op == UPDATE:
-            before = ev.before
             if before is not None and all(k in before for k in key_cols):
                 old = tuple(before[k] for k in key_cols)
                 if old != key:

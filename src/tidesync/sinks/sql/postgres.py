@@ -23,6 +23,7 @@ from tidesync.schema import Column, EntitySchema
 from tidesync.sinks.sql import postgres_errors
 from tidesync.sinks.sql.common import SqlSink
 from tidesync.sinks.sql.config import PostgresSinkConfig
+from tidesync.sinks.sql.names import POSTGRES
 from tidesync.sinks.sql.plan import Step
 from tidesync.sinks.sql.postgres_steps import PostgresSteps, ident, idents
 from tidesync.sinks.sql.tables import ColumnInfo, TableInfo, TableName
@@ -35,6 +36,7 @@ _Q = sql.SQL
 
 class PostgresBackend:
     keep_schema = True
+    names = POSTGRES
 
     def __init__(self, config: PostgresSinkConfig) -> None:
         self.config = config
@@ -153,8 +155,10 @@ class PostgresBackend:
             key_indexed=bool(key) and any(cols and cols[0] in key for _, _, cols in indexes),
         )
 
-    async def create_table(self, table: TableName, schema: EntitySchema, key: tuple[str, ...]) -> None:
-        conn = self._c()
+    async def create_table(
+        self, table: TableName, schema: EntitySchema, key: tuple[str, ...], *, inferred: bool = False
+    ) -> None:
+        conn = self._c()  # Postgres checks types itself: ``inferred`` changes nothing here
         defs = [
             _Q("{} {}{}").format(
                 sql.Identifier(c.name),

@@ -8,16 +8,25 @@ By SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html):
   53 insufficient resources (too many connections, disk full), 58 system error;
   and any error without a SQLSTATE that psycopg raises for a broken
   connection (OperationalError, InterfaceError).
+- systemic at connect: libpq reports a refused login without a SQLSTATE, so
+  the FATAL messages of a refusal (authentication failed, role or database
+  missing, no pg_hba.conf entry, no CONNECT privilege) are recognised by
+  their text; a server that is down or starting stays transient.
+- systemic (block the pipeline and probe; every event would fail): 42P01
+  undefined table, 42703 undefined column, 42501 insufficient privilege,
+  42P10 key columns without a unique index, 28 invalid authorization
+  (authentication failed), 3D000 database does not exist, 3F000 schema does
+  not exist.
 - permanent (dead-letter): 22 data exception (bad value), 23 integrity
-  constraint (not null, unique, check, foreign key), 42 syntax or access rule
-  (missing table or column, permission), and anything else.
+  constraint (not null, unique, check, foreign key), other 42 syntax or
+  access rule errors, and anything else.
 """
 
 from __future__ import annotations
 
 import psycopg
 
-from tidesync.errors import DeliveryError, PermanentError, TransientError
+from tidesync.errors import DeliveryError, PermanentError, SystemicError, TransientError
 
 _TRANSIENT_CLASSES = ("08", "53", "58")
 _TRANSIENT = {
@@ -31,6 +40,17 @@ _TRANSIENT = {
     "57P04": "database dropped",
     "57P05": "idle session timeout",
 }
+# libpq's FATAL texts of a refused login (the server's own messages, stable across versions).
+_REFUSED_LOGIN = (
+    "password authentication failed",
+    "authentication failed for user",
+    "does not exist",  # role "x" / database "x"
+    "no pg_hba.conf entry",
+    "permission denied for database",
+    "must have connect privilege",
+)
+_SYSTEMIC = frozenset({"42P01", "42703", "42501", "42P10", "3D000", "3F000"})
+_SYSTEMIC_CLASSES = ("28",)
 # Errors after which the session is gone, so the sink connects again on the next write.
 _LOST = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05"})
 
@@ -39,6 +59,10 @@ _HINTS = {
     "42703": "a column does not exist; add it, or set evolve: add_columns",
     "42501": "the sink's user lacks a privilege; grant it (INSERT, UPDATE, DELETE, TRUNCATE on the table)",
     "42P10": "the key columns have no unique index; declare a primary key or unique index, or fix keys:",
+    "28000": "the server refused the sink's user; check the user, password and pg_hba.conf",
+    "28P01": "password authentication failed; check the password in the DSN",
+    "3D000": "the database does not exist; create it or fix the DSN",
+    "3F000": "the schema does not exist; create it or fix tables:",
     "23502": "a NOT NULL column got no value (an update inserting a missing row only knows the event's fields)",
 }
 
@@ -48,6 +72,9 @@ def classify(exc: BaseException, where: str) -> tuple[DeliveryError, bool]:
     state = getattr(exc, "sqlstate", None)
     detail = _detail(exc)
     if state is None:
+        refused = isinstance(exc, psycopg.OperationalError) and "FATAL" in str(exc)
+        if refused and any(text in detail for text in _REFUSED_LOGIN):
+            return SystemicError(f"{where} refused the login: {detail}"), True
         if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, OSError)):
             return TransientError(f"connection to {where} lost or refused: {detail}; will reconnect"), True
         if isinstance(exc, psycopg.Error):
@@ -65,6 +92,8 @@ def classify(exc: BaseException, where: str) -> tuple[DeliveryError, bool]:
     if hint is None and state[:2] == "23":
         hint = "a constraint of the destination rejects a row"
     suffix = f" ({hint})" if hint else ""
+    if state in _SYSTEMIC or state[:2] in _SYSTEMIC_CLASSES:
+        return SystemicError(f"{where} refused the batch [{state}]: {detail}{suffix}"), state[:2] == "28"
     return PermanentError(f"{where} rejected the batch [{state}]: {detail}{suffix}"), False
 
 

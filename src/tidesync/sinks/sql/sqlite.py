@@ -27,6 +27,7 @@ from tidesync.schema import Column, EntitySchema
 from tidesync.sinks.sql import sqlite_errors
 from tidesync.sinks.sql.common import SqlSink, ThreadedBackend, Worker
 from tidesync.sinks.sql.config import SqliteSinkConfig
+from tidesync.sinks.sql.names import SQLITE
 from tidesync.sinks.sql.plan import REKEY, UPSERT, Step
 from tidesync.sinks.sql.tables import ColumnInfo, TableInfo, TableName
 from tidesync.sinks.sql.typemap import kind_of_sqlite, sqlite_type
@@ -139,22 +140,27 @@ class _Connection:
             key_indexed=bool(key) and any(c and c[0] in key for _, c in indexes),
         )
 
-    def create_table(self, table: TableName, schema: EntitySchema, key: tuple[str, ...]) -> None:
+    def create_table(self, table: TableName, schema: EntitySchema, key: tuple[str, ...], inferred: bool) -> None:
         defs = [
             f"{q(c.name)} {sqlite_type(c)}{' NOT NULL' if not c.nullable or c.name in key else ''}"
             for c in schema.columns
         ]
         if key:
             defs.append(f"PRIMARY KEY ({', '.join(q(k) for k in key)})")
-        self.c().execute(f"CREATE TABLE IF NOT EXISTS {qt(table)} ({', '.join(defs)})")
+        # Types guessed from values are enforced (STRICT): a later value of another type is an
+        # error of its event, not a text stored in an INTEGER column. typemap's types are all
+        # STRICT-compatible (INTEGER, REAL, TEXT, BLOB).
+        strict = " STRICT" if inferred else ""
+        self.c().execute(f"CREATE TABLE IF NOT EXISTS {qt(table)} ({', '.join(defs)}){strict}")
 
     def add_columns(self, table: TableInfo, columns: Sequence[Column]) -> None:
         conn = self.c()
-        existing = {r[1] for r in conn.execute(_pragma(table.name, "table_info", table.name.name))}
+        fold = SQLITE.fold  # SQLite takes names differing in the case of A-Z as one
+        existing = {fold(r[1]) for r in conn.execute(_pragma(table.name, "table_info", table.name.name))}
         conn.execute("BEGIN IMMEDIATE")
         try:
             for c in columns:
-                if c.name not in existing:
+                if fold(c.name) not in existing:
                     conn.execute(f"ALTER TABLE {qt(table.name)} ADD COLUMN {q(c.name)} {sqlite_type(c)}")
             conn.execute("COMMIT")
         except BaseException:
@@ -209,6 +215,8 @@ class _Connection:
 
 class SqliteBackend(ThreadedBackend):
     """The async face of :class:`_Connection`: each call runs in the sink's worker thread."""
+
+    names = SQLITE
 
     def __init__(self, config: SqliteSinkConfig) -> None:
         self._c = _Connection(config)

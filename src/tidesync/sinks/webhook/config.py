@@ -31,10 +31,10 @@ class _Strict(BaseModel):
 class DeliveryRetry(_Strict):
     """The schedule of one event's attempts: exponential backoff with jitter, persisted across restarts."""
 
-    initial_delay: float = Field(5.0, gt=0)
-    max_delay: float = Field(3600.0, gt=0)
-    multiplier: float = Field(2.0, ge=1)
-    jitter: Literal["full", "none"] = "full"
+    initial_delay: float = Field(5.0, gt=0, description="seconds before an event's second attempt")
+    max_delay: float = Field(3600.0, gt=0, description="longest wait between attempts")
+    multiplier: float = Field(2.0, ge=1, description="each wait's cap is the previous one's times this")
+    jitter: Literal["full", "none"] = Field("full", description="full: a random wait up to the cap; none: the cap")
 
 
 class WebhookSinkConfig(_Strict):

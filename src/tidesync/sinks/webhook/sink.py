@@ -8,6 +8,10 @@ Outcome of one POST
 - 410 Gone: the endpoint is disabled (permanent error naming it); every later
   write fails fast, and the events go to the dead-letter queue, until it is
   re-enabled (``tidesync webhook enable``, or another URL in the config).
+- 401 and 403: systemic (the endpoint refuses this sender, so it would refuse
+  every event): the engine holds the events and blocks the pipeline until the
+  endpoint accepts again. Like a transient failure, the lane sends nothing
+  more in that write; it does not count towards ``disable_after``.
 - 3xx and other 4xx: permanent, with the status and a body excerpt in the error.
 - Failing without a single success for ``disable_after`` seconds disables the
   endpoint as well, logs an error once and sets :attr:`WebhookSink.alert`.
@@ -39,7 +43,14 @@ import httpx
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.engine.retry import RetryPolicy
-from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, StateStoreError, TransientError
+from tidesync.errors import (
+    DeliveryError,
+    PartialBatchError,
+    PermanentError,
+    StateStoreError,
+    SystemicError,
+    TransientError,
+)
 from tidesync.event import ChangeEvent, Key
 from tidesync.observe.metrics import WEBHOOK_DELIVERY_ATTEMPTS, WEBHOOK_ENDPOINT_DISABLED
 from tidesync.protocols import Context
@@ -165,6 +176,8 @@ class WebhookSink:
                 earlier = blocked.get(item.key) if self.config.per_key_order else None
                 if earlier is not None:
                     failures[item.index] = _behind(earlier)
+                elif isinstance(down, SystemicError):
+                    failures[item.index] = SystemicError(f"not sent while the endpoint refuses ({down})")
                 elif down is not None:
                     # One failing POST probes for the lane: the rest are not sent (nor scheduled) this round.
                     failures[item.index] = TransientError(f"not sent while the endpoint fails ({down})")
@@ -194,9 +207,10 @@ class WebhookSink:
                     self.book.failed(item.msg_id, now, retry_after)
                 else:
                     self.book.done(item.msg_id)
-            if error.transient:
+            if error.transient or isinstance(error, SystemicError):
                 down = error
-            self._failed(now)
+            if not isinstance(error, SystemicError):  # a refusal blocks the pipeline; it never disables the endpoint
+                self._failed(now)
 
     async def _post(self, items: list[_Item]) -> tuple[DeliveryError | None, float]:
         assert self.client is not None
@@ -224,6 +238,12 @@ class WebhookSink:
             WEBHOOK_DELIVERY_ATTEMPTS.labels(self.pipeline, "transient").inc()
             retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.time())
             return TransientError(f"{url} answered {status}: {excerpt}"), retry_after
+        if status in (401, 403):
+            WEBHOOK_DELIVERY_ATTEMPTS.labels(self.pipeline, "refused").inc()
+            return SystemicError(
+                f"{url} answered {status}: the endpoint refuses this sender; check the secrets and headers "
+                f"it expects: {excerpt}"
+            ), 0.0
         WEBHOOK_DELIVERY_ATTEMPTS.labels(self.pipeline, "permanent").inc()
         why = "redirects are not followed; " if 300 <= status < 400 else ""
         return PermanentError(f"{url} answered {status}: {why}{excerpt}"), 0.0
@@ -279,6 +299,8 @@ class WebhookSink:
 
 
 def _behind(earlier: DeliveryError) -> DeliveryError:
+    if isinstance(earlier, SystemicError):
+        return SystemicError(f"not sent while the endpoint refuses ({earlier})")
     if earlier.transient:
         return TransientError(f"waits behind an earlier failed event of the same key ({earlier})")
     return BlockedError(f"waits behind an earlier dead-lettered event of the same key ({earlier})")

@@ -38,11 +38,13 @@ class _Strict(BaseModel):
 class RateLimit(_Strict):
     """Requests per second (a token bucket) and how many may go at once after a quiet spell."""
 
-    per_second: float = Field(gt=0, le=10_000)
+    per_second: float = Field(gt=0, le=10_000, description="requests per second, on average")
     burst: int | None = Field(None, ge=1, description="default: per_second, rounded up")
 
 
 class HttpOptions(_Strict):
+    """Timeouts and retries of single HTTP requests."""
+
     timeout: Seconds = Field(30.0, gt=0, description="per request")
     max_attempts: int = Field(5, ge=1, le=100, description="tries of one request on 5xx, timeouts, lost connections")
     max_throttled: int = Field(20, ge=0, le=10_000, description="429 answers in a row before the source errors")
@@ -51,7 +53,7 @@ class HttpOptions(_Strict):
 class StripeSourceConfig(_Strict):
     type: Literal["stripe"] = "stripe"
     api_key: Secret = Field(description="secret or restricted key (read access to events and the listed objects)")
-    base_url: str = "https://api.stripe.com"
+    base_url: str = Field("https://api.stripe.com", description="the API's address (a local server in tests)")
     objects: list[str] | None = Field(None, description="object types to emit (customer, invoice, ...); default all")
     snapshot: list[str] = Field(default_factory=list, description="object types to list at the first start")
     snapshot_since: float | None = Field(None, description="snapshot only objects created at or after (unix s)")
@@ -61,11 +63,13 @@ class StripeSourceConfig(_Strict):
     types: list[str] | None = Field(
         None, max_length=20, description="event types to ask for (the Events API types[] filter)"
     )
-    poll_interval: Seconds = Field(5.0, gt=0)
+    poll_interval: Seconds = Field(5.0, gt=0, description="time between polls of the Events API")
     lookback: Seconds = Field(10.0, ge=0, le=86_400, description="re-list events this far below the newest applied")
-    page_size: int = Field(100, ge=1, le=100)
-    rate_limit: RateLimit | None = None
-    http: HttpOptions = Field(default_factory=lambda: HttpOptions.model_validate({}))
+    page_size: int = Field(100, ge=1, le=100, description="objects per list request (Stripe allows 100)")
+    rate_limit: RateLimit | None = Field(None, description="client-side request rate (default: none; 429s back off)")
+    http: HttpOptions = Field(
+        default_factory=lambda: HttpOptions.model_validate({}), description="per-request timeout and retries"
+    )
     stripe_version: str | None = Field(None, description="Stripe-Version header (default: the account's)")
 
     def list_path(self, object_type: str) -> str:
@@ -73,9 +77,11 @@ class StripeSourceConfig(_Strict):
 
 
 class OAuth2Config(_Strict):
-    client_id: str = Field(min_length=1)
-    client_secret: Secret
-    refresh_token: Secret
+    """OAuth 2 refresh-token grant: the access token is refreshed before it expires."""
+
+    client_id: str = Field(min_length=1, description="the app's client id")
+    client_secret: Secret = Field(description="the app's client secret")
+    refresh_token: Secret = Field(description="the refresh token of the installation")
     token_url: str | None = Field(None, description="default: <base_url>/oauth/v1/token")
     refresh_margin: Seconds = Field(300.0, ge=0, description="refresh this long before the access token expires")
 
@@ -108,20 +114,27 @@ def _object_item(value: Any) -> Any:
 class HubSpotSourceConfig(_Strict):
     type: Literal["hubspot"] = "hubspot"
     token: Secret | None = Field(None, description="private app access token")
-    oauth: OAuth2Config | None = None
-    base_url: str = "https://api.hubapi.com"
-    objects: list[Annotated[HubSpotObject, BeforeValidator(_object_item)]] = Field(min_length=1)
-    poll_interval: Seconds = Field(10.0, gt=0)
+    oauth: OAuth2Config | None = Field(None, description="OAuth 2 instead of a private app token")
+    base_url: str = Field("https://api.hubapi.com", description="the API's address (a local server in tests)")
+    objects: list[Annotated[HubSpotObject, BeforeValidator(_object_item)]] = Field(
+        min_length=1, description="CRM objects to read: a type name, or a mapping with type/properties/cursor/entity"
+    )
+    poll_interval: Seconds = Field(10.0, gt=0, description="time between search passes")
     lookback: Seconds = Field(
         60.0, ge=0, description="re-read records modified this long before the high-water mark (search index lag)"
     )
     settle: Seconds = Field(
         0.0, ge=0, description="leave the newest seconds for the next pass (records not yet searchable)"
     )
-    page_size: int = Field(100, ge=1, le=200)
+    page_size: int = Field(100, ge=1, le=200, description="records per search request (HubSpot allows 200)")
     max_results: int = Field(10_000, ge=100, description="the search API's ceiling per query")
-    rate_limit: RateLimit = Field(default_factory=lambda: RateLimit.model_validate({"per_second": 5}))
-    http: HttpOptions = Field(default_factory=lambda: HttpOptions.model_validate({}))
+    rate_limit: RateLimit = Field(
+        default_factory=lambda: RateLimit.model_validate({"per_second": 5}),
+        description="client-side request rate (search allows 5 per second per account)",
+    )
+    http: HttpOptions = Field(
+        default_factory=lambda: HttpOptions.model_validate({}), description="per-request timeout and retries"
+    )
     shadow_scope: str | None = Field(None, description="scope of the shadow rows (default: the pipeline name)")
 
     @model_validator(mode="after")

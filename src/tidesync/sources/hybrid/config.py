@@ -50,7 +50,9 @@ class HybridConfig(BaseModel):
     type: Literal["hybrid"] = "hybrid"
     primary: dict[str, Any] = Field(description="the event source: webhook, postgres, ...")
     fallback: dict[str, Any] = Field(description="the poller of the same entities: stripe, hubspot, sql_poll")
-    match: Match = "auto"
+    match: Match = Field(
+        "auto", description="how an event and a polled change are known to be the same: event id, version, values"
+    )
     grace: Seconds = Field(
         10.0, ge=0, description="a change only the fallback saw waits this long after its commit for the primary"
     )

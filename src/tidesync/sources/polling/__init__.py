@@ -4,4 +4,5 @@
   incremental by (cursor, key), with look-back, soft deletes and hard-delete key scans.
 - :mod:`.config` — its configuration (pydantic only: validating a config imports no driver).
 - :mod:`.dialect` — URLs, engines, reflection and error translation, shared with reconciliation.
+- :mod:`.horizon` — the commit horizon (oldest open transaction) that keeps late commits from being missed.
 """

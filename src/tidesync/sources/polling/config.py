@@ -9,6 +9,7 @@
       poll_interval: 1s
       page_size: 1000
       lookback: 60s                                 # re-read window below the high-water mark
+      watch_transactions: true                      # ... held open while older transactions are (see source)
       key_scan: {every: 5m, chunk_size: 10000}      # hard-delete detection; null to turn off
       tables:
         - public.customers                          # uses the default cursor and the primary key
@@ -54,14 +55,14 @@ class _Strict(BaseModel):
 class SoftDelete(_Strict):
     """A row is deleted when ``column`` is not NULL (``value`` unset), or when it equals ``value``."""
 
-    column: str
-    value: Any = None
+    column: str = Field(description="the column that marks a deleted row")
+    value: Any = Field(None, description="the value meaning deleted (unset: any non-NULL value)")
 
 
 class KeyScan(_Strict):
     """Hard-delete detection: every ``every`` seconds, compare the table's keys with the keys seen."""
 
-    every: Seconds = Field(300.0, gt=0)
+    every: Seconds = Field(300.0, gt=0, description="time between scans, e.g. 5m")
     chunk_size: int = Field(10_000, ge=1, description="keys read per query")
 
 
@@ -70,7 +71,7 @@ class PollTable(_Strict):
     cursor: str | None = Field(None, description="column that grows on every change (default: the source's cursor)")
     key: list[str] | None = Field(None, min_length=1, description="key columns (default: the primary key)")
     entity: str | None = Field(None, description="entity name of the events (default: the table name)")
-    soft_delete: SoftDelete | None = None
+    soft_delete: SoftDelete | None = Field(None, description="rows marked deleted by a column become deletes")
     lookback: Seconds | None = Field(None, ge=0, description="overrides the source's lookback for this table")
 
 
@@ -81,7 +82,9 @@ def _table_item(value: Any) -> Any:
 class SqlPollConfig(_Strict):
     type: Literal["sql_poll"] = "sql_poll"
     dsn: str = Field(description="postgresql://, mysql:// (MariaDB), sqlite:///path, or a SQLAlchemy URL")
-    tables: list[Annotated[PollTable, BeforeValidator(_table_item)]] = Field(min_length=1)
+    tables: list[Annotated[PollTable, BeforeValidator(_table_item)]] = Field(
+        min_length=1, description="tables to poll: a name, or a mapping with table/cursor/key/entity/soft_delete"
+    )
     cursor: str | None = Field(None, description="default cursor column")
     poll_interval: Seconds = Field(1.0, gt=0, description="pause between passes over a table")
     page_size: int = Field(1000, ge=1, le=1_000_000, description="rows per query")
@@ -91,9 +94,15 @@ class SqlPollConfig(_Strict):
     key_scan: KeyScan | None = Field(
         default_factory=lambda: KeyScan.model_validate({}), description="hard-delete detection; null turns it off"
     )
+    watch_transactions: bool = Field(
+        True,
+        description="hold the re-read window open for transactions still open on the database, so a commit "
+        "later than the look-back is still read (Postgres timestamptz and MariaDB/MySQL TIMESTAMP cursors; "
+        "needs PROCESS on MariaDB/MySQL, pg_read_all_stats on Postgres to see other roles' sessions)",
+    )
     naive_timezone: str = Field("UTC", description="time zone of cursor timestamps without one (for committed_at)")
     shadow_scope: str | None = Field(None, description="scope of the shadow rows (default: the pipeline name)")
-    connect_timeout: Seconds = Field(10.0, gt=0)
+    connect_timeout: Seconds = Field(10.0, gt=0, description="seconds to wait for a connection")
 
     @model_validator(mode="after")
     def _cursor_for_every_table(self) -> SqlPollConfig:

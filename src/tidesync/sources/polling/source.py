@@ -10,11 +10,41 @@ the end of the table, its last row becomes the new high-water mark and the
 next pass starts ``poll_interval`` later.
 
 Late commits: a transaction that commits after a later one may carry a cursor
-value below the high-water mark (``updated_at`` is taken at statement time,
-not at commit). Re-reading the look-back window catches it as long as it
-commits within ``lookback`` of cursor time; rows already emitted equal their
-shadow and are not emitted again. A row committed later than that is missed
-until it changes again (or until a reconciliation finds it).
+value below the high-water mark (``updated_at`` is taken when the row is
+written, not at commit; a writer stalled between its UPDATE and its COMMIT,
+by load, a lock wait or a slow fsync, commits it seconds later). The look-back
+alone catches it only if it commits within ``lookback`` of its cursor time,
+and no window is long enough under every load. So where the database stamps
+the cursor with its own clock (Postgres ``timestamptz``, MariaDB/MySQL
+``TIMESTAMP``), each pass first reads the commit horizon (:mod:`.horizon`):
+the start of the oldest transaction still open, or now. A change this pass
+cannot see yet carries a cursor at or above it, so the pass's high-water mark
+is held at or below the horizon, and the next pass's floor (mark minus
+look-back) is at or below every such change: a late commit is read by the
+first pass that starts after it, however late it is. The mark is held from the
+moment the pass starts, so a checkpoint taken mid-pass holds it too, and a pass
+resumed after a restart ends no higher than that. Rows already emitted equal
+their shadow and are not emitted again; what a long-open transaction costs is
+a wider re-read while it stays open (logged once a minute past
+``max(60s, 10 x lookback)``).
+
+Why this and not the alternatives: a longer look-back only moves the edge;
+polling by a commit-ordered column needs a trigger or a schema change on the
+user's table (and MariaDB has no commit sequence to read); a scheduled
+reconcile is a safety net that repairs after the fact, with its own delay.
+Reading the open transactions is one cheap query per pass, needs no change to
+the table, and makes a late commit impossible to miss as long as the horizon
+is visible. Limits: other roles' sessions are visible only with PROCESS
+(MariaDB/MySQL) or ``pg_read_all_stats`` (Postgres; without it the horizon
+covers the polling role's own sessions only); a failed horizon query for lack
+of a privilege is logged once and the source falls back to the look-back alone;
+prepared (two-phase) transactions and cursors stamped by the application's
+clock, ``DATETIME``, ``timestamp without time zone``, numbers or text are
+covered by the look-back only. ``watch_transactions: false`` turns it off.
+
+Reopening: :meth:`SqlPollSource.open` at a position forgets the pending shadows
+of batches handed out after it (they were never committed and are read again);
+kept, they would hide those very changes from the re-read.
 
 Hard deletes: every ``key_scan.every`` seconds the table's keys are read in
 chunks of ``key_scan.chunk_size`` (a key-only scan) and compared with the keys
@@ -40,6 +70,7 @@ For a hybrid wrapper: every emitted insert/update carries the whole row, and
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,12 +80,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
-from tidesync.errors import ConfigError, SourceError
+from tidesync.errors import ConfigError, SourceError, SourceTransientError
 from tidesync.event import DELETE, Batch, ChangeEvent, Key, Position, Row
 from tidesync.protocols import Context
 from tidesync.sources.polling import query
 from tidesync.sources.polling.config import SqlPollConfig
 from tidesync.sources.polling.dialect import close_engine, create_engine, redact, reflect, translate
+from tidesync.sources.polling.horizon import as_cursor, held, read_horizon, watchable
 from tidesync.sources.polling.marks import Mark, commit_time, decode_marks, encode_marks, floor_of
 from tidesync.sources.polling.tracker import BatchBuilder, PendingShadows, TableSpec, change_for
 
@@ -70,6 +102,8 @@ class _Table:
     scan: Mark | None = None
     passing: bool = False
     floor: Any = None
+    watch: bool = False  # the cursor can be compared with the commit horizon (see .horizon)
+    cap: Any = None  # the current pass's high-water mark is held at or below this cursor value
     next_poll: float = 0.0
     next_key_scan: float = 0.0
     deletes: list[tuple[Key, Row]] = field(default_factory=list)
@@ -95,6 +129,10 @@ class SqlPollSource:
         self._scope = ""
         self.rows_read = 0  # rows fetched by passes (look-back re-reads included), for metrics and tests
         self.keys_scanned = 0
+        self.held_back = 0.0  # seconds the last pass's high-water mark was held below its last row, for metrics
+        self._watch = config.watch_transactions
+        self._dialect = ""
+        self._warned = float("-inf")
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -116,15 +154,22 @@ class SqlPollSource:
         for spec in specs:
             ctx.schemas.put(spec.meta.entity_schema(spec.entity, spec.key))
         epoch, _, marks = decode_marks(after)
+        # Batches handed out after ``after`` are not committed and will be read again: forget their shadows.
+        self._pending.forget_after(after)
         stored = await ctx.state.kv_get(EPOCH_NS, self._scope) or 0
         self._epoch = max(int(stored), epoch) + 1
         await ctx.state.kv_put(EPOCH_NS, self._scope, self._epoch)
         self._seq = 0
         now = ctx.clock.monotonic()
         self._tables = []
+        self._dialect = self._engine.dialect.name
         for spec in specs:
             hw, scan = marks.get(spec.entity, (None, None))
-            self._tables.append(_Table(spec, hw, scan, passing=scan is not None, next_poll=now, next_key_scan=now))
+            t = _Table(spec, hw, scan, passing=scan is not None, next_poll=now, next_key_scan=now)
+            t.watch = self._watch and watchable(spec.meta, spec.cursor, self._dialect)
+            if t.watch and scan is not None and hw is not None:
+                t.cap = hw[0]  # a pass cut short: its mark was held at its horizon when it started
+            self._tables.append(t)
         self._marks = self._current_marks()
 
     def _resolve(self) -> list[TableSpec]:
@@ -242,6 +287,7 @@ class SqlPollSource:
             if now >= t.next_poll:
                 t.passing, t.scan = True, None
                 t.floor = floor_of(t.hw[0], t.spec.lookback) if t.hw is not None else None
+                await self._hold(t)
                 await self._page(t, b, max_events)
                 return True
         return False
@@ -261,9 +307,7 @@ class SqlPollSource:
             if len(b.events) >= max_events:
                 break
             key = spec.key_of(row)
-            known, shadow = self._pending.lookup(spec.entity, key)
-            if not known:
-                shadow = shadows.get(key)
+            shadow = shadows.get(key)
             change = change_for(spec, row, shadow)
             if change is not None:
                 op, changed = change
@@ -279,40 +323,106 @@ class SqlPollSource:
             t.scan = (row[spec.cursor], *key)
             done += 1
         if done == len(rows) and len(rows) < self.config.page_size:
-            # The end of the table: the last row read is the highest (cursor, key) there is.
+            # The end of the table: the last row read is the highest (cursor, key) there is; held at the
+            # horizon, so that the next pass re-reads every change that was not visible to this one.
             if t.scan is not None:
-                t.hw = t.scan
-            t.passing, t.scan = False, None
+                t.hw = held(t.scan, t.cap)
+                self.held_back = _seconds(t.scan[0], t.hw[0] if t.hw is not None else None)
+            t.passing, t.scan, t.cap = False, None, None
             t.next_poll = self._ctx.clock.monotonic() + self.config.poll_interval
+
+    async def _hold(self, t: _Table) -> None:
+        """Before a pass reads anything: read the horizon, and hold the high-water mark at it from now on.
+
+        The mark is lowered at once (not only when the pass ends), so a checkpoint taken mid-pass
+        already holds it: a pass resumed after a restart ends no higher (see ``open``).
+        """
+        if not t.watch:
+            return
+        try:
+            epoch = await self._run(self._read_horizon)
+        except SourceError as exc:
+            if isinstance(exc, SourceTransientError):
+                raise
+            # No privilege to see other sessions' transactions: the look-back alone, and say so once.
+            log.warning(
+                "%s: cannot read open transactions (%s); late commits are caught only within the look-back "
+                "of %gs (grant PROCESS on MariaDB/MySQL, pg_read_all_stats on Postgres, or set "
+                "watch_transactions: false)",
+                redact(self.config.dsn),
+                exc,
+                t.spec.lookback,
+            )
+            self._watch = False
+            for each in self._tables:
+                each.watch = False
+            return
+        if epoch is None:
+            return
+        t.cap = as_cursor(epoch, self._dialect)
+        t.hw = held(t.hw, t.cap) if t.hw is not None else (t.cap,)
+        self._warn_if_held(t)
+
+    def _read_horizon(self) -> float | None:
+        assert self._engine is not None
+        with self._engine.connect() as conn:
+            return read_horizon(conn)
+
+    def _warn_if_held(self, t: _Table) -> None:
+        """A transaction open for long widens every pass's re-read: worth a line in the log, once a minute."""
+        assert self._ctx is not None
+        if not isinstance(t.cap, dt.datetime):
+            return
+        now = self._ctx.clock.time()
+        behind = now - (t.cap if t.cap.tzinfo is not None else t.cap.replace(tzinfo=dt.UTC)).timestamp()
+        if behind > max(60.0, 10 * t.spec.lookback) and now - self._warned > 60.0:
+            self._warned = now
+            log.warning(
+                "%s: a transaction open for %.0fs holds the re-read window open (each pass re-reads rows since)",
+                t.spec.entity,
+                behind,
+            )
 
     def _fetch(self, q: sa.Select[Any]) -> list[Row]:
         assert self._engine is not None
         with self._engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
 
-    async def _shadows(self, spec: TableSpec, rows: list[Row]) -> dict[Key, Row]:
+    async def _shadows(self, spec: TableSpec, rows: list[Row]) -> dict[Key, Row | None]:
+        """The shadow of each row's key: pending ones first, the state store's for the rest.
+
+        The pending ones are taken before the store is asked, in one step: while the store answers, the
+        sync or engine may commit a batch and release its pending shadows, and a key looked up in neither
+        place would look new (re-emitted as an insert of a row it has already emitted, older values
+        included).
+        """
         assert self._ctx is not None
+        out: dict[Key, Row | None] = {}
         keys = []
         for row in rows:
             key = spec.key_of(row)
-            if not self._pending.lookup(spec.entity, key)[0]:
+            known, shadow = self._pending.lookup(spec.entity, key)
+            if known:
+                out[key] = shadow
+            else:
                 keys.append(key)
-        if not keys:
-            return {}
-        found = await self._ctx.state.shadow_get(self._scope, spec.entity, keys)
-        return {k: s.row for k, s in found.items()}
+        if keys:
+            found = await self._ctx.state.shadow_get(self._scope, spec.entity, keys)
+            out.update((k, s.row) for k, s in found.items())
+        return out
 
     # --- hard deletes ------------------------------------------------------------------
 
     async def _key_scan(self, t: _Table) -> None:
         assert self._ctx is not None and self.config.key_scan is not None
         spec = t.spec
-        known = {s.key: s.row for s in await self._ctx.state.shadow_scan(self._scope, spec.entity)}
+        # Pending shadows before the store scan, as in _shadows: a release during the scan must not hide them.
         present, gone = self._pending.keys(spec.entity)
+        pending = {key: self._pending.lookup(spec.entity, key)[1] or {} for key in present}
+        known = {s.key: s.row for s in await self._ctx.state.shadow_scan(self._scope, spec.entity)}
         for key in gone:
             known.pop(key, None)
-        for key in present:
-            known[key] = self._pending.lookup(spec.entity, key)[1] or {}
+        known.update(pending)
         if not known:
             return
         missing = await self._run(self._missing_keys, spec, set(known), self.config.key_scan.chunk_size)
@@ -339,3 +449,13 @@ class SqlPollSource:
         while t.deletes and len(b.events) < max_events:
             key, before = t.deletes.pop()
             b.emit(t.spec.entity, key, DELETE, before=before, after=None, changed=None, committed_at=now)
+
+
+def _seconds(high: Any, held_at: Any) -> float:
+    """How far ``held_at`` is below ``high`` in seconds (0 for anything but two datetimes)."""
+    if isinstance(high, dt.datetime) and isinstance(held_at, dt.datetime):
+        try:
+            return max(0.0, (high - held_at).total_seconds())
+        except TypeError:
+            return 0.0
+    return 0.0

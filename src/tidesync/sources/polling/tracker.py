@@ -91,6 +91,17 @@ class PendingShadows:
         for k in done:
             del self._rows[k]
 
+    def forget_after(self, position: Position | None) -> None:
+        """Drop the rows of batches after ``position`` (all, for None): the source reopens there and reads them again.
+
+        Kept, they would hide those changes from the re-read (a row equal to its pending shadow is not
+        emitted), though the state store never got them.
+        """
+        prefix = tuple(position[:2]) if position and len(position) >= 2 else None
+        gone = [k for k, (_, pos) in self._rows.items() if prefix is None or pos > prefix]
+        for k in gone:
+            del self._rows[k]
+
     def keys(self, entity: str) -> tuple[set[Key], set[Key]]:
         """Pending (present, deleted) keys of an entity."""
         present: set[Key] = set()

@@ -13,7 +13,8 @@ Positions (all tuples of ints, totally ordered):
   commit record starts at or after ``end_lsn``; -1 sorts first at equal LSN).
   Sending ``end_lsn`` as the flush position is exactly "everything up to
   here is handled": the server skips transactions that committed before it;
-- snapshot rows: ``(0, table_index, run, chunk, row)`` (keyless tables: ``(0, table_index, 0, ordinal, 0)``), before every stream position.
+- snapshot rows: ``(0, table_index, run, chunk, row)`` (keyless tables:
+  ``(0, table_index, 0, ordinal, 0)``), before every stream position.
 
 A batch's position is the end of the last whole transaction in it; a batch
 cut inside a transaction bigger than ``max_events`` carries None. Events

@@ -3,6 +3,12 @@
 :func:`gather` reads the facts in a few queries, :func:`problems` (pure) turns
 them into sentences, :func:`ensure_publication` creates or extends the
 publication, :func:`slot_state` reads the replication slot.
+
+Ownership: a publication tidesync creates carries the comment
+``created by tidesync for pipeline <name>`` (kept by the server across
+restarts); :func:`publication_owner` reads it back, so ``tidesync drop`` removes
+only publications it created for that pipeline. :func:`slot_usage` reads how
+much WAL a slot holds back; the ``drop_*`` helpers remove what a pipeline left.
 """
 
 from __future__ import annotations
@@ -257,3 +263,60 @@ def slot_problem(slot: SlotState, database: str) -> str | None:
             "silently from scratch. Drop the slot and reset the pipeline's checkpoint to take a new snapshot."
         )
     return None
+
+
+async def publication_owner(conn: psycopg.AsyncConnection[Any], name: str) -> tuple[bool, str | None]:
+    """(whether publication ``name`` exists, the pipeline tidesync created it for or None)."""
+    cur = await conn.execute(
+        "SELECT obj_description(p.oid, 'pg_publication') FROM pg_publication p WHERE p.pubname = %s", (name,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return False, None
+    comment = row[0] or ""
+    return True, comment[len(PUBLICATION_MARK) :] if comment.startswith(PUBLICATION_MARK) else None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotUsage:
+    """A replication slot and the WAL it keeps the server from recycling."""
+
+    name: str
+    active: bool
+    retained_bytes: int | None  # None: the slot holds no WAL position (invalidated)
+    wal_status: str | None
+
+
+async def slot_usage(conn: psycopg.AsyncConnection[Any], name: str) -> SlotUsage | None:
+    cur = await conn.execute(
+        "SELECT slot_name::text, active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8, wal_status"
+        " FROM pg_replication_slots WHERE slot_name = %s",
+        (name,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    slot, active, retained, wal_status = row
+    return SlotUsage(slot, bool(active), None if retained is None else max(0, int(retained)), wal_status)
+
+
+async def drop_slot(conn: psycopg.AsyncConnection[Any], name: str) -> bool:
+    """Drop replication slot ``name``; False if there was none. An active slot fails (ObjectInUse)."""
+    cur = await conn.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (name,)
+    )
+    return await cur.fetchone() is not None
+
+
+async def drop_publication(conn: psycopg.AsyncConnection[Any], name: str) -> bool:
+    existed, _ = await publication_owner(conn, name)
+    await conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+    return existed
+
+
+async def drop_origin(conn: psycopg.AsyncConnection[Any], name: str) -> bool:
+    """Drop replication origin ``name``; False if there was none."""
+    cur = await conn.execute(
+        "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = %s", (name,)
+    )
+    return await cur.fetchone() is not None

@@ -50,25 +50,31 @@ def _check_path(value: str | None) -> str | None:
 class StripeOptions(_Strict):
     """Backfill from Stripe's Events API after downtime (needs an API key that may read events)."""
 
-    api_key: Secret | None = None
-    base_url: str = "https://api.stripe.com"
+    api_key: Secret | None = Field(None, description="a key that may read events; without it there is no backfill")
+    base_url: str = Field("https://api.stripe.com", description="the API's address (a local server in tests)")
     backfill: bool = Field(True, description="at start, fetch events created since the newest one applied")
     overlap: float = Field(300.0, ge=0, description="seconds to look back before the newest applied event")
     backfill_every: float | None = Field(None, gt=0, description="also backfill this often (seconds)")
-    timeout: float = Field(30.0, gt=0)
+    timeout: float = Field(30.0, gt=0, description="seconds for one request")
 
 
 class GitHubOptions(_Strict):
-    events: list[str] = Field(default_factory=lambda: ["issues", "pull_request"])
+    """Which GitHub deliveries become events."""
+
+    events: list[str] = Field(
+        default_factory=lambda: ["issues", "pull_request"], description="X-GitHub-Event names to accept"
+    )
 
 
 class SignatureOptions(_Strict):
     """How a generic sender signs: an HMAC-SHA256 header, or Standard Webhooks."""
 
-    scheme: Literal["hmac-sha256", "standard-webhooks"] = "hmac-sha256"
-    header: str = "X-Signature"
-    encoding: Literal["hex", "base64"] = "hex"
-    prefix: str = ""
+    scheme: Literal["hmac-sha256", "standard-webhooks"] = Field(
+        "hmac-sha256", description="an HMAC-SHA256 of the body in a header, or Standard Webhooks (webhook-* headers)"
+    )
+    header: str = Field("X-Signature", description="hmac-sha256: the header holding the signature")
+    encoding: Literal["hex", "base64"] = Field("hex", description="hmac-sha256: how the signature is written")
+    prefix: str = Field("", description="hmac-sha256: text before the signature, e.g. sha256=")
 
 
 Op = Literal["insert", "update", "delete", "snapshot"]
@@ -82,16 +88,16 @@ class GenericMapping(_Strict):
     event_id_header: str | None = Field(None, description="header holding the delivery id (webhook-id, ...)")
     entity: str | None = Field(None, description="a fixed entity name")
     entity_path: str | None = Field(None, description="path to the entity name (prefixed by entity_prefix)")
-    entity_prefix: str = ""
+    entity_prefix: str = Field("", description="put before an entity read from entity_path")
     key: list[str] = Field(min_length=1, description="paths to the key fields, in order")
     op: str | None = Field(None, description="path to the operation; its value is looked up in ops")
-    ops: dict[str, Op] = Field(default_factory=dict)
-    default_op: Op = "update"
+    ops: dict[str, Op] = Field(default_factory=dict, description="value at `op` -> insert | update | delete | snapshot")
+    default_op: Op = Field("update", description="the operation when `op` is absent or not in ops")
     after: str | None = Field("$", description="path to the record after the change")
-    before: str | None = None
+    before: str | None = Field(None, description="path to the record before the change, where the sender has one")
     changed: str | None = Field(None, description="path to the changed field names (a list, or an object's keys)")
-    timestamp: str | None = None
-    timestamp_unit: Literal["s", "ms", "iso"] = "s"
+    timestamp: str | None = Field(None, description="path to when the change happened (commit time, latency)")
+    timestamp_unit: Literal["s", "ms", "iso"] = Field("s", description="how the timestamp is written")
     version: str | None = Field(
         None,
         description="path to the record's version (a number, or an ISO 8601 timestamp) that ordering compares; "
@@ -120,7 +126,9 @@ class GenericMapping(_Strict):
 
 class WebhookSourceConfig(_Strict):
     type: Literal["webhook"] = "webhook"
-    provider: Literal["stripe", "hubspot", "github", "generic"]
+    provider: Literal["stripe", "hubspot", "github", "generic"] = Field(
+        description="who sends: its signature scheme and event shape"
+    )
     name: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="route name (default: the pipeline name)"
     )
