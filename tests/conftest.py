@@ -79,14 +79,19 @@ def pg_database_b() -> Iterator[str]:
 def mariadb_database() -> Iterator[str]:
     """A new empty MariaDB database; yields a mysql:// DSN."""
     name = unique("ts")
+    _mariadb_admin(f"CREATE DATABASE `{name}`")
+    try:
+        yield f"mysql://root@127.0.0.1:3306/{name}"
+    finally:
+        _mariadb_admin(f"DROP DATABASE IF EXISTS `{name}`")  # a new connection: the test may restart the server
+
+
+def _mariadb_admin(statement: str) -> None:
     conn = pymysql.connect(**MARIADB, autocommit=True)
     try:
         with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{name}`")
-        yield f"mysql://root@127.0.0.1:3306/{name}"
+            cur.execute(statement)
     finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         conn.close()
 
 

@@ -122,6 +122,7 @@ async def b_writer(db: str) -> dict[int, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # it loads both cores on purpose; beside other tests it would make them the subject
 async def test_late_commits_under_load_lose_no_edit(pg_database: str, mariadb_database: str, tmp_path: Path) -> None:
     a, b = Side("pg", pg_database), Side("mariadb", mariadb_database)
     a.sql(PG)

@@ -341,7 +341,7 @@ async def test_builtin_alerts_fire_and_clear_once_for_blocked_and_dead_letters()
 
     store = Store()
     monitor = Monitor(SimpleNamespace(runners=[runner]), store, alerts=None, clock=clock)  # type: ignore[arg-type]
-    assert {a.rule for a in monitor.book.alerts} == {"pipeline-blocked", "dead-letters"}
+    assert {a.rule for a in monitor.book.alerts} == {"pipeline-blocked", "dead-letters", "retained-wal"}
 
     async def ticks(n: int) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -362,6 +362,43 @@ async def test_builtin_alerts_fire_and_clear_once_for_blocked_and_dead_letters()
     assert await ticks(3) == [("dead-letters", CLEARED)]
     off = Monitor(SimpleNamespace(runners=[runner]), store, alerts=AlertsConfig(builtin=False), clock=clock)  # type: ignore[arg-type]
     assert off.book.alerts == []
+
+
+async def test_the_built_in_retained_wal_alert_fires_above_a_gib_and_clears_below_half() -> None:
+    clock = FakeClock()
+    retained = [0]
+
+    class Source:
+        slot = "tidesync_p"
+
+        async def lag(self) -> Any:
+            return SimpleNamespace(exists=True, slot=self.slot, retained_wal_bytes=retained[0], unconfirmed_bytes=0)
+
+    class Store:
+        async def dlq_count(self, pipeline: str | None = None) -> int:
+            return 0
+
+        async def kv_scan(self, namespace: str, prefix: str = "") -> dict[str, Any]:
+            return {}
+
+    runner = SimpleNamespace(name="p", state_name="running", clock=clock, blocked=None, source=Source())
+    monitor = Monitor(SimpleNamespace(runners=[runner]), Store(), alerts=None, clock=clock)  # type: ignore[arg-type]
+
+    async def ticks(n: int) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for _ in range(n):
+            out += [(x.rule, x.kind) for x in await monitor.tick()]
+            clock.advance(monitor.interval)
+        return out
+
+    retained[0] = 2**30  # at the threshold: not above it
+    assert await ticks(2) == []
+    retained[0] = 2**30 + 1
+    assert await ticks(3) == [("retained-wal", FIRED)]
+    retained[0] = 2**29 + 1  # between the thresholds: still firing
+    assert await ticks(3) == []
+    retained[0] = 2**28
+    assert await ticks(3) == [("retained-wal", CLEARED)]
 
 
 # --- the webhook sink: 401/403 are systemic -------------------------------------------------------------

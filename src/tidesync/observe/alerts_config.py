@@ -18,7 +18,11 @@
 Built in, on by default (``builtin: false`` turns them off; a rule of the same
 name replaces one): ``pipeline-blocked`` (``blocked_seconds`` above 0: a
 pipeline holds its events because every write would fail) and
-``dead-letters`` (``dlq_depth`` above 0). Both clear when the value is 0 again.
+``dead-letters`` (``dlq_depth`` above 0), both clearing when the value is 0
+again; and ``retained-wal`` (``retained_wal_bytes`` above 1 GiB, clearing
+below 512 MiB: a Postgres slot that a slow, blocked or paused pipeline keeps
+from being trimmed). A slot whose pipeline no process runs is shown by
+``tidesync status``, which needs no running engine.
 
 A rule is evaluated per pipeline; each (rule, pipeline) pair is one alert with
 its own state (see :mod:`tidesync.observe.alerts`).
@@ -97,13 +101,16 @@ class AlertWebhookConfig(_Strict):
 class AlertsConfig(_Strict):
     interval: Seconds = Field(5.0, gt=0, le=3600, description="how often the rules are evaluated")
     webhook: AlertWebhookConfig | None = None
-    builtin: bool = Field(True, description="the built-in rules pipeline-blocked and dead-letters")
+    builtin: bool = Field(True, description="the built-in rules pipeline-blocked, dead-letters and retained-wal")
     rules: list[AlertRuleConfig] = Field(default_factory=list)
 
 
 BUILTIN_RULES: tuple[AlertRuleConfig, ...] = (
     AlertRuleConfig.model_validate({"name": "pipeline-blocked", "metric": "blocked_seconds", "above": 0}),
     AlertRuleConfig.model_validate({"name": "dead-letters", "metric": "dlq_depth", "above": 0}),
+    AlertRuleConfig.model_validate(
+        {"name": "retained-wal", "metric": "retained_wal_bytes", "above": 2**30, "clear_below": 2**29}
+    ),
 )
 
 

@@ -72,6 +72,7 @@ class PostgresBackend:
         cur = await conn.execute("SELECT to_regclass(%s)", [self._position.as_string(conn)])
         row = await cur.fetchone()
         if row is None or row[0] is None:
+            await _serialize_ddl(conn, self._position)
             await conn.execute(
                 _Q(
                     "CREATE TABLE IF NOT EXISTS {} (pipeline text NOT NULL, sink text NOT NULL, "
@@ -169,6 +170,7 @@ class PostgresBackend:
         ]
         if key:
             defs.append(_Q("PRIMARY KEY ({})").format(idents(key)))
+        await _serialize_ddl(conn, ident(table))
         if table.schema:
             await conn.execute(_Q("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.schema)))
         await conn.execute(_Q("CREATE TABLE IF NOT EXISTS {} ({})").format(ident(table), sql.SQL(", ").join(defs)))
@@ -202,3 +204,15 @@ class PostgresSink(SqlSink):
     def _make_backend(self) -> PostgresBackend:
         assert isinstance(self.config, PostgresSinkConfig)
         return PostgresBackend(self.config)
+
+
+async def _serialize_ddl(conn: psycopg.AsyncConnection[Any], name: sql.Composable) -> None:
+    """Take a transaction-scoped advisory lock named after ``name`` before creating it.
+
+    Two sinks opening at once (two pipelines into one database) would both run
+    ``CREATE ... IF NOT EXISTS``; Postgres checks existence before it inserts the
+    catalog rows, so the second fails with a unique violation on pg_type or
+    pg_namespace instead of seeing the first's table. Under the lock the second
+    waits for the first to commit and then finds it.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ["tidesync ddl " + name.as_string(conn)])
