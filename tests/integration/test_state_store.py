@@ -322,7 +322,7 @@ async def test_dlq_parked_keys_touch_remove_and_count(state_store: StateStore) -
         StateChanges(
             dead_letters=[
                 dead("p", "s", event((1, "a"), "e1")),
-                dead("p", "s", event((1, "a"), "e1")),
+                dead("p", "s", event((1, "a"), "e1").replace(position=(11, 1))),
                 dead("p", "s", event((2, "b"), "e2")),
                 dead("p", "other", event((3, "c"), "e1")),
                 dead("q", "s", event((4, "d"), "e1")),
@@ -330,9 +330,9 @@ async def test_dlq_parked_keys_touch_remove_and_count(state_store: StateStore) -
         ),
     )
     parked = await state_store.dlq_parked_keys("p", "s")
-    assert parked == {("e1", (1, "a")), ("e2", (2, "b"))}
+    assert parked == {("e1", (1, "a")): (11, 1), ("e2", (2, "b")): (10, 2)}  # the newest position of each key
     assert all(type(k) is tuple for _, k in parked)
-    assert await state_store.dlq_parked_keys("p", "nothing") == set()
+    assert await state_store.dlq_parked_keys("p", "nothing") == {}
 
     await state_store.dlq_touch(ids[0], "still failing", "transient", 555.5)
     await state_store.dlq_touch(ids[0], "failing again", "transient", 666.5)
@@ -350,7 +350,7 @@ async def test_dlq_parked_keys_touch_remove_and_count(state_store: StateStore) -
     assert await state_store.dlq_remove([ids[0], ids[1], 999_999]) == 2
     assert await state_store.dlq_remove([ids[0]]) == 0
     assert await state_store.dlq_remove([]) == 0
-    assert await state_store.dlq_parked_keys("p", "s") == {("e2", (2, "b"))}
+    assert await state_store.dlq_parked_keys("p", "s") == {("e2", (2, "b")): (10, 2)}
     # dlq_remove in a commit, together with a checkpoint
     await state_store.commit("p", StateChanges(checkpoint=(9,), dlq_remove=[ids[2], ids[4]]))
     assert [d.id for d in await state_store.dlq_list()] == [ids[3]]

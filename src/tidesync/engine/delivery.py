@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
@@ -30,7 +30,7 @@ from tidesync.errors import (
     TidesyncError,
     TransientError,
 )
-from tidesync.event import ChangeEvent, Key
+from tidesync.event import ChangeEvent, Key, Position
 from tidesync.protocols import Context, Sink
 from tidesync.state.store import NewDeadLetter
 
@@ -218,10 +218,18 @@ class HoldAborted(Exception):
 class DeadLetterWriter:
     """Delivers events, parking what cannot be written and holding what no event could be; returns the new dead letters.
 
-    Per-key order: ``parked`` holds the (entity, key) of every event waiting in
-    the dead-letter queue for this sink; a later event of such a key is parked
-    behind it ("blocked") instead of overtaking it. Truncate events are never
-    parked by key.
+    Per-key order: ``parked`` maps the (entity, key) of every event waiting in
+    the dead-letter queue for this sink to the newest position parked for it; a
+    later event of such a key is parked behind it ("blocked") instead of
+    overtaking it. Truncate events are never parked by key. An event of such a
+    key at or before that position was handled (written, or parked) before a
+    restart read it again, so it is dropped rather than parked twice.
+
+    Durable before the sink moves past: a sink stores the position it applied
+    with each write, so once a write after an isolated dead letter succeeds, a
+    restart would skip that event. ``persist`` makes the letters of a delivery
+    durable before its next write; ``saved`` names them (``id`` of each
+    letter), and the caller commits only the others with its checkpoint.
 
     Holding: a :class:`SystemicError` (every event would fail: missing table,
     permission) parks nothing. The events of that write are held: the writer
@@ -249,6 +257,7 @@ class DeadLetterWriter:
         on_probe: Callable[[BlockNotice], None] | None = None,
         on_unblock: Callable[[BlockNotice], None] | None = None,
         stopping: Callable[[], bool] | None = None,
+        persist: Callable[[Sequence[NewDeadLetter]], Awaitable[None]] | None = None,
     ) -> None:
         self.writer = writer
         self.pipeline = pipeline
@@ -261,7 +270,11 @@ class DeadLetterWriter:
         self.on_probe = on_probe
         self.on_unblock = on_unblock
         self.stopping = stopping
-        self.parked: set[tuple[str, Key]] = set()
+        self.parked: dict[tuple[str, Key], Position] = {}
+        self.persist = persist
+        self.saved: set[int] = set()  # id() of the letters of the last delivery made durable during it
+        self._letters: list[NewDeadLetter] = []  # the letters of the delivery in progress
+        self._unsaved_from = 0
         self.writes = 0
         self.probes = 0  # probes made, all holds
         self.held: BlockNotice | None = None  # the hold in progress
@@ -280,27 +293,54 @@ class DeadLetterWriter:
         )
 
     def park(self, event: ChangeEvent, error_class: str, error: str, attempts: int = 1) -> NewDeadLetter:
-        self.parked.add((event.entity, event.key))
+        k = (event.entity, event.key)
+        newest = self.parked.get(k)
+        if newest is None or event.position > newest:
+            self.parked[k] = event.position
         return self._letter(event, error_class, error, attempts)
+
+    def behind(self, event: ChangeEvent) -> str | None:
+        """Whether ``event`` must wait behind a dead letter of its key: "blocked", "handled" (read again
+        after a restart, at or before the newest parked position of its key: drop it), or None."""
+        if event.op == "truncate":
+            return None
+        newest = self.parked.get((event.entity, event.key))
+        if newest is None:
+            return None
+        return "handled" if event.position and event.position <= newest else "blocked"
 
     async def deliver(self, events: Sequence[ChangeEvent], *, replay: bool = False) -> list[NewDeadLetter]:
         letters: list[NewDeadLetter] = []
-        await self._deliver(self._unblocked(events, letters), letters, replay)
+        self._letters, self._unsaved_from, self.saved = letters, 0, set()
+        try:
+            await self._deliver(self._unblocked(events, letters), letters, replay)
+        finally:
+            self._letters = []
         return letters
 
     def _unblocked(self, events: Sequence[ChangeEvent], letters: list[NewDeadLetter]) -> list[ChangeEvent]:
         if not self.parked:
             return list(events)
         out = []
-        parked = self.parked
         for ev in events:
-            if ev.op != "truncate" and (ev.entity, ev.key) in parked:
+            wait = self.behind(ev)
+            if wait == "blocked":
                 letters.append(self._letter(ev, "blocked", "waits behind an earlier dead-lettered event of this key"))
-            else:
+            elif wait is None:
                 out.append(ev)
         return out
 
+    async def _persist_letters(self) -> None:
+        """Make the delivery's new letters durable before a write that may move the sink past them."""
+        new = self._letters[self._unsaved_from :]
+        if self.persist is None or not new:
+            return
+        await self.persist(new)
+        self._unsaved_from = len(self._letters)
+        self.saved.update(id(letter) for letter in new)
+
     async def _try(self, events: Sequence[ChangeEvent], replay: bool) -> DeliveryError | None:
+        await self._persist_letters()
         self.writes += 1
         try:
             await self.writer.write(events, replay=replay)

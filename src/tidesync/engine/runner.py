@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +141,7 @@ class PipelineRunner:
             on_probe=self._on_probe,
             on_unblock=self._on_unblock,
             stopping=lambda: self._stop is not None and self._stop.is_set(),
+            persist=self._persist_letters,
         )
         self.parklog = ParkLog(name)
         self.blocked: BlockNotice | None = None
@@ -512,9 +514,10 @@ class PipelineRunner:
             written = events
         if events:
             self.stats.stage["write"].add_many([now - t0])
+        saved = self.delivery.saved  # made durable during the delivery, before the sink moved past them
         changes = StateChanges(
             checkpoint=item.position,
-            dead_letters=letters,
+            dead_letters=[letter for letter in letters if id(letter) not in saved] if saved else letters,
             events_applied=len(written),
         )
         if item.state is not None:
@@ -560,17 +563,23 @@ class PipelineRunner:
             tagged.append((ev.position, -1 - j, ev, reason))
         tagged.sort(key=lambda t: (t[0], (t[1] < 0 and -1) or 0))
         out: list[ChangeEvent] = []
-        parked = self.delivery.parked
+        behind = self.delivery.behind
         for _, _, ev, reason in tagged:
             if reason is not None:
                 letters.append(self.delivery.park(ev, "transform", reason))
-            elif ev.op != "truncate" and (ev.entity, ev.key) in parked:
+                continue
+            wait = behind(ev)
+            if wait == "blocked":
                 letters.append(
                     self.delivery.park(ev, "blocked", "waits behind an earlier dead-lettered event of this key")
                 )
-            else:
-                out.append(ev)
+            elif wait is None:
+                out.append(ev)  # "handled": written or parked before a restart read it again
         return out
+
+    async def _persist_letters(self, letters: Sequence[NewDeadLetter]) -> None:
+        """Dead letters found part-way through a delivery, committed before the sink writes past them."""
+        await self._commit_state(StateChanges(dead_letters=list(letters)))
 
     async def _commit_state(self, changes: StateChanges) -> None:
         attempt = 0

@@ -18,14 +18,14 @@ A URL that cannot be used is a :class:`~tidesync.errors.ConfigError`.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
 from tidesync.errors import ConfigError, StateStoreError
-from tidesync.event import Key, from_msgpack, pack_value, to_msgpack, unpack_value
+from tidesync.event import Key, Position, from_msgpack, pack_value, to_msgpack, unpack_value
 from tidesync.state.store import (
     DeadLetter,
     DeadLetterFilter,
@@ -327,3 +327,14 @@ def _owned(text: str, names: Collection[str]) -> bool:
 def kv_owned(namespace: str, key: str, names: Collection[str]) -> bool:
     """Whether a kv entry belongs to one of ``names`` (the rule :meth:`StateStore.remove_pipeline` states)."""
     return _owned(key, names) or (":" in namespace and _owned(namespace.split(":", 1)[1], names))
+
+
+def newest_parked(rows: Iterable[Any]) -> dict[tuple[str, Key], Position]:
+    """(entity, key) -> the newest position parked for it, from (entity, key, event) rows."""
+    out: dict[tuple[str, Key], Position] = {}
+    for entity, key, event in rows:
+        k = (entity, unpack_value(bytes(key)))
+        position = from_msgpack(bytes(event)).position
+        if k not in out or position > out[k]:
+            out[k] = position
+    return out

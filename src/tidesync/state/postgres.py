@@ -31,6 +31,7 @@ from tidesync.state import (
     journal_entry_from_row,
     kv_owned,
     new_dead_letter_params,
+    newest_parked,
     pack,
     pack_optional,
     redact_url,
@@ -340,9 +341,9 @@ class PostgresStateStore:
         rows = await self._fetchall("counting dead letters", self._q["count_dead_letters"], (pipeline, pipeline))
         return int(rows[0][0])
 
-    async def dlq_parked_keys(self, pipeline: str, sink: str) -> set[tuple[str, Key]]:
+    async def dlq_parked_keys(self, pipeline: str, sink: str) -> dict[tuple[str, Key], Position]:
         rows = await self._fetchall("reading parked keys", self._q["parked_keys"], (pipeline, sink))
-        return {(r[0], unpack_value(r[1])) for r in rows}
+        return newest_parked(rows)
 
     async def dlq_touch(self, entry_id: int, error: str, error_class: str, failed_at: float) -> None:
         """Count one more failed attempt; an id that no longer exists is ignored."""
@@ -478,7 +479,7 @@ def _queries(s: str) -> dict[str, str]:
         "get_dead_letter": f"SELECT {DLQ_COLUMNS} FROM {s}.dead_letters WHERE id = %s",
         "remove_dead_letters": f"DELETE FROM {s}.dead_letters WHERE id = ANY(%s)",
         "count_dead_letters": f"SELECT count(*) FROM {s}.dead_letters WHERE %s::text IS NULL OR pipeline = %s",
-        "parked_keys": f"SELECT DISTINCT entity, key FROM {s}.dead_letters WHERE pipeline = %s AND sink = %s",
+        "parked_keys": f"SELECT entity, key, event FROM {s}.dead_letters WHERE pipeline = %s AND sink = %s",
         "touch_dead_letter": f"UPDATE {s}.dead_letters SET attempts = attempts + 1, error = %s, error_class = %s,"
         " last_failed_at = %s WHERE id = %s",
         "get_kv": f"SELECT value FROM {s}.kv WHERE namespace = %s AND key = %s",

@@ -37,6 +37,7 @@ from tidesync.state import (
     journal_entry_from_row,
     kv_owned,
     new_dead_letter_params,
+    newest_parked,
     pack,
     pack_optional,
     shadow_from_row,
@@ -355,10 +356,10 @@ class SqliteStateStore:
         row = await self._read("counting dead letters", lambda c: c.execute(sql, (pipeline, pipeline)).fetchone())
         return int(row[0])
 
-    async def dlq_parked_keys(self, pipeline: str, sink: str) -> set[tuple[str, Key]]:
-        sql = "SELECT DISTINCT entity, key FROM dead_letters WHERE pipeline = ? AND sink = ?"
+    async def dlq_parked_keys(self, pipeline: str, sink: str) -> dict[tuple[str, Key], Position]:
+        sql = "SELECT entity, key, event FROM dead_letters WHERE pipeline = ? AND sink = ?"
         rows = await self._read("reading parked keys", lambda c: c.execute(sql, (pipeline, sink)).fetchall())
-        return {(r[0], unpack_value(r[1])) for r in rows}
+        return newest_parked(rows)
 
     async def dlq_touch(self, entry_id: int, error: str, error_class: str, failed_at: float) -> None:
         """Count one more failed attempt; an id that no longer exists is ignored."""

@@ -201,8 +201,12 @@ class StateStore(Protocol):
 
     async def dlq_count(self, pipeline: str | None = None) -> int: ...
 
-    async def dlq_parked_keys(self, pipeline: str, sink: str) -> set[tuple[str, Key]]:
-        """(entity, key) of every entry of this pipeline and sink: later events of these keys must wait."""
+    async def dlq_parked_keys(self, pipeline: str, sink: str) -> dict[tuple[str, Key], Position]:
+        """(entity, key) of every entry of this pipeline and sink, with the newest parked position of each.
+
+        Later events of these keys must wait behind them; an event of such a key at or before that
+        position was handled (written or parked) before a restart and is not parked again.
+        """
 
     async def dlq_touch(self, entry_id: int, error: str, error_class: str, failed_at: float) -> None:
         """Record one more failed attempt of an entry (a failed replay)."""
