@@ -265,6 +265,7 @@ class AlertReceiver:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.server.server_close()
 
 
 @pytest.fixture
@@ -461,6 +462,7 @@ def test_chaos_soak(tmp_path: Path, pg_database: str, dest_pg: str, mariadb_data
         sender.stop.set()
         if bench is not None and bench.poll() is None:
             bench.kill()
+            bench.communicate()
         if proc.poll() is None:
             kill_engine(proc)
         alerts.close()
