@@ -112,7 +112,9 @@ def row_stage(columns: CompiledColumns, ops: Sequence[InPlaceOp]) -> Stage:
     ops = tuple(ops)
     adjusting = tuple(op for op in ops if not isinstance(op, CastOp))
 
-    def transform_row(row: Row) -> Row:
+    def transform_row(row: Row, names: list[str] | None = None) -> Row:
+        """The transformed after image; ``names`` (the changed fields) is adjusted op by op, each
+        op seeing the row as it stands after it (a later op may remove what an earlier one made)."""
         out = rows(row)
         if casts:
             try:
@@ -124,6 +126,8 @@ def row_stage(columns: CompiledColumns, ops: Sequence[InPlaceOp]) -> Stage:
                 raise TransformError(f"cast {label}: {exc}") from None
         for op in ops:
             op.apply(out)
+            if names is not None:
+                op.adjust(names, out)
         return out
 
     def transform_before(row: Row) -> Row:
@@ -148,18 +152,21 @@ def row_stage(columns: CompiledColumns, ops: Sequence[InPlaceOp]) -> Stage:
         after = e.after
         before = e.before
         changed = e.changed
-        if after is not None:
-            after = transform_row(after)
-        if before is not None:
-            before = transform_before(before)
+        names: list[str] | None = None
         if changed is not None and (fields is not None or adjusting):
             if fields is not None:
                 changed = fields(changed)
             if adjusting:
                 names = list(changed)
-                for op in adjusting:
-                    op.adjust(names, after or {})
-                changed = tuple(names)
+        if after is not None:
+            after = transform_row(after, names)
+        elif names is not None:
+            for op in adjusting:
+                op.adjust(names, {})
+        if names is not None:
+            changed = tuple(names)
+        if before is not None:
+            before = transform_before(before)
         return ChangeEvent(e.entity, e.key, e.op, before, after, changed, e.position, e.committed_at, e.origin, e.txid)
 
     return stage
