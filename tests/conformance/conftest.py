@@ -32,3 +32,12 @@ async def source_ctx(tmp_path: Path) -> Any:
     await store.open()
     yield Context(pipeline="conformance", name="source", state=store)
     await store.close()
+
+
+@pytest.fixture
+async def sink_store(tmp_path: Path) -> Any:
+    """An open state store for sinks (the webhook sink keeps its retry schedule in it)."""
+    store = open_state_store(f"sqlite:///{tmp_path / 'conformance-sink-state.db'}")
+    await store.open()
+    yield store
+    await store.close()

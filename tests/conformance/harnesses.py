@@ -15,29 +15,68 @@ from typing import Any, Protocol
 
 from tidesync.protocols import Sink, Source
 from tidesync.sources.sqlite import SqliteSource, SqliteSourceConfig
-from tidesync.testing import MemorySink
 
 Rows = dict[tuple[Any, ...], dict[str, Any]]
 
+NO_BAD_ROWS = (
+    "captures committed rows of a typed table: the database refuses a malformed row before the source "
+    "could see it, and there is no other input to feed"
+)
+
 
 class SourceHarness(Protocol):
+    """Makes changes upstream and builds a source over them.
+
+    Change methods may be coroutines (the tests await what they return).
+    Capabilities the contract cases check:
+
+    - ``every_change``: each change is read as its own event. False for a
+      polling source, which sees a row as it is when a pass reads it: changes
+      between two passes coalesce, a row inserted and deleted between them is
+      never seen. The cases then check the net state the events lead to.
+    - ``feed_bad_input(key)`` (optional): hands the source one malformed
+      record; the source must report it (``batch.rejected``) and go on.
+    - ``exclusions``: contract case name -> why it cannot apply to this connector.
+    """
+
     entity: str
+    every_change: bool
+    exclusions: dict[str, str]
 
     def make_source(self) -> Source: ...
 
-    def insert(self, ids: range) -> None: ...
+    def insert(self, ids: range) -> Any: ...
 
-    def update(self, ids: range, qty: int) -> None: ...
+    def update(self, ids: range, qty: int) -> Any: ...
 
-    def delete(self, ids: range) -> None: ...
+    def delete(self, ids: range) -> Any: ...
 
     def cleanup(self) -> None: ...
 
 
+class Fault(Protocol):
+    """A destination failing transiently: from ``break_()`` until ``heal()``."""
+
+    def break_(self) -> None: ...
+
+    def heal(self) -> None: ...
+
+
 class SinkHarness(Protocol):
+    """Builds a sink over a fresh destination and reads it back.
+
+    Capabilities the contract cases check: ``bad_row`` (a row the destination
+    cannot hold, or None), ``make_faulty_sink()`` (a sink whose destination
+    fails on demand), and ``exclusions`` (case name -> why it cannot apply).
+    """
+
     entity: str
+    bad_row: dict[str, Any] | None
+    exclusions: dict[str, str]
 
     def make_sink(self) -> Sink: ...
+
+    def make_faulty_sink(self) -> tuple[Sink, Fault]: ...
 
     def rows(self) -> Rows: ...
 
@@ -48,7 +87,11 @@ class SinkHarness(Protocol):
 
 
 class SqliteSourceHarness:
+    """Trigger capture from a SQLite file."""
+
     entity = "items"
+    every_change = True
+    exclusions = {"bad_input": NO_BAD_ROWS}
 
     def __init__(self, tmp: Path) -> None:
         self.path = tmp / "conformance-source.db"
@@ -77,31 +120,12 @@ class SqliteSourceHarness:
         pass
 
 
-class MemorySinkHarness:
-    """The reference implementation every sink must agree with."""
-
-    entity = "items"
-
-    def __init__(self, tmp: Path) -> None:
-        self.sink = MemorySink()
-
-    def make_sink(self) -> Sink:
-        return self.sink
-
-    def rows(self) -> Rows:
-        return {k: dict(v) for k, v in self.sink.tables.get("items", {}).items()}
-
-    def set_column(self, key: int, column: str, value: Any) -> None:
-        self.sink.tables["items"][(key,)][column] = value
-
-    def cleanup(self) -> None:
-        pass
-
-
 class PostgresSourceHarness:
     """Logical replication from a fresh database; each harness gets its own slot (pipeline name)."""
 
     entity = "public.items"
+    every_change = True
+    exclusions = {"bad_input": NO_BAD_ROWS}
 
     def __init__(self, tmp: Path) -> None:
         import uuid
@@ -154,11 +178,33 @@ class PostgresSourceHarness:
         drop_pg_database(self.db)
 
 
-def _sql_sinks() -> dict[str, type]:
-    from tests.integration.sql_sinks.conformance import SQL_SINKS
+def _sources() -> dict[str, type]:
+    from tests.conformance.http_harnesses import HubSpotSourceHarness, StripeSourceHarness
+    from tests.conformance.poll_harness import HybridSourceHarness, SqlPollSourceHarness
+    from tests.conformance.webhook_source_harness import WebhookSourceHarness
 
-    return dict(SQL_SINKS)
+    return {
+        "sqlite": SqliteSourceHarness,
+        "postgres": PostgresSourceHarness,
+        "sql_poll": SqlPollSourceHarness,
+        "webhook": WebhookSourceHarness,
+        "stripe": StripeSourceHarness,
+        "hubspot": HubSpotSourceHarness,
+        "hybrid": HybridSourceHarness,
+    }
 
 
-SOURCES: dict[str, type] = {"sqlite": SqliteSourceHarness, "postgres": PostgresSourceHarness}
-SINKS: dict[str, type] = {"memory": MemorySinkHarness, **_sql_sinks()}
+def _sinks() -> dict[str, type]:
+    from tests.conformance import sink_harnesses as h
+
+    return {
+        "memory": h.MemorySinkHarness,
+        "postgres": h.PostgresSinkFaults,
+        "mariadb": h.MariadbSinkFaults,
+        "sqlite": h.SqliteSinkFaults,
+        "webhook": h.WebhookSinkHarness,
+    }
+
+
+SOURCES: dict[str, type] = _sources()
+SINKS: dict[str, type] = _sinks()

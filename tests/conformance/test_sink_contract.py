@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from tidesync.event import ChangeEvent
 from tidesync.protocols import Context
-from tidesync.state import open_state_store
+from tidesync.state.store import StateStore
 
 
 def ev(op: str, i: int, pos: int, **row: Any) -> ChangeEvent:
@@ -19,16 +18,15 @@ def ev(op: str, i: int, pos: int, **row: Any) -> ChangeEvent:
     )
 
 
-async def _open(h: Any, tmp_path: Path) -> Any:
-    sink = h.make_sink()
-    await sink.open(
-        Context(pipeline="conformance", name="sink", state=open_state_store(f"sqlite:///{tmp_path / 's.db'}"))
-    )
+async def _open(h: Any, store: StateStore, sink: Any = None) -> Any:
+    """Open ``sink`` (default: a new one from the harness) as the engine would, with an open state store."""
+    sink = sink or h.make_sink()
+    await sink.open(Context(pipeline="conformance", name="sink", state=store))
     return sink
 
 
-async def test_redelivering_a_batch_changes_nothing(sink_harness: Any, tmp_path: Path) -> None:
-    sink = await _open(sink_harness, tmp_path)
+async def test_redelivering_a_batch_changes_nothing(sink_harness: Any, sink_store: StateStore) -> None:
+    sink = await _open(sink_harness, sink_store)
     batch = [ev("insert", i, i, name=f"n{i}", qty=i) for i in range(1, 21)]
     batch += [ev("update", 3, 21, qty=300), ev("delete", 4, 22)]
     await sink.write(batch)
@@ -40,8 +38,8 @@ async def test_redelivering_a_batch_changes_nothing(sink_harness: Any, tmp_path:
     await sink.close()
 
 
-async def test_per_key_order_within_a_batch(sink_harness: Any, tmp_path: Path) -> None:
-    sink = await _open(sink_harness, tmp_path)
+async def test_per_key_order_within_a_batch(sink_harness: Any, sink_store: StateStore) -> None:
+    sink = await _open(sink_harness, sink_store)
     await sink.write(
         [
             ev("insert", 1, 1, name="a", qty=1),
@@ -57,8 +55,8 @@ async def test_per_key_order_within_a_batch(sink_harness: Any, tmp_path: Path) -
     await sink.close()
 
 
-async def test_update_writes_only_changed_fields(sink_harness: Any, tmp_path: Path) -> None:
-    sink = await _open(sink_harness, tmp_path)
+async def test_update_writes_only_changed_fields(sink_harness: Any, sink_store: StateStore) -> None:
+    sink = await _open(sink_harness, sink_store)
     await sink.write([ev("insert", 1, 1, name="a", qty=1)])
     sink_harness.set_column(1, "name", "edited in the destination")
     await sink.write([ev("update", 1, 2, qty=7)])
@@ -66,19 +64,19 @@ async def test_update_writes_only_changed_fields(sink_harness: Any, tmp_path: Pa
     await sink.close()
 
 
-async def test_empty_batch_and_idempotent_open_close(sink_harness: Any, tmp_path: Path) -> None:
-    sink = await _open(sink_harness, tmp_path)
+async def test_empty_batch_and_idempotent_open_close(sink_harness: Any, sink_store: StateStore) -> None:
+    sink = await _open(sink_harness, sink_store)
     await sink.write([])
     await sink.close()
     await sink.close()
-    sink2 = await _open(sink_harness, tmp_path)
+    sink2 = await _open(sink_harness, sink_store)
     await sink2.write([ev("insert", 9, 1, name="z", qty=9)])
     await sink2.close()
     assert sink_harness.rows()[(9,)]["qty"] == 9
 
 
-async def test_replay_writes_even_at_or_before_the_applied_position(sink_harness: Any, tmp_path: Path) -> None:
-    sink = await _open(sink_harness, tmp_path)
+async def test_replay_writes_even_at_or_before_the_applied_position(sink_harness: Any, sink_store: StateStore) -> None:
+    sink = await _open(sink_harness, sink_store)
     await sink.write([ev("insert", 1, 1, name="a", qty=1), ev("insert", 2, 5, name="b", qty=2)])
     await sink.write([ev("update", 1, 3, qty=30)], replay=True)  # parked earlier, replayed now
     assert sink_harness.rows()[(1,)]["qty"] == 30

@@ -51,7 +51,7 @@ from tidesync.errors import (
     SystemicError,
     TransientError,
 )
-from tidesync.event import ChangeEvent, Key
+from tidesync.event import ChangeEvent, Key, to_json
 from tidesync.observe.metrics import WEBHOOK_DELIVERY_ATTEMPTS, WEBHOOK_ENDPOINT_DISABLED
 from tidesync.protocols import Context
 from tidesync.secrets import REDACTOR
@@ -153,7 +153,14 @@ class WebhookSink:
         if self.disabled:
             err = self._disabled_error()
             raise PartialBatchError(dict.fromkeys(range(len(events)), err))
-        items = [_Item(i, e, idempotency_id(self.pipeline, self.name, e)) for i, e in enumerate(events)]
+        items = []
+        for i, e in enumerate(events):
+            try:  # an event JSON cannot carry fails alone, before any lane sends it
+                to_json(e)
+            except (TypeError, ValueError, OverflowError) as exc:
+                failures[i] = PermanentError(f"the event cannot be sent as JSON: {type(exc).__name__}: {exc}")
+                continue
+            items.append(_Item(i, e, idempotency_id(self.pipeline, self.name, e)))
         lanes: dict[int, list[_Item]] = {}
         n = self.config.concurrency
         for item in items:
