@@ -33,6 +33,7 @@ OPS: Final = frozenset({INSERT, UPDATE, DELETE, SNAPSHOT, TRUNCATE})
 Position = tuple[Any, ...]
 Key = tuple[Any, ...]
 Row = dict[str, Any]
+RecordVersion = tuple[float, str]  # (created or version number, event id): orders one record's versions
 
 
 class ChangeEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
@@ -92,12 +93,25 @@ class Batch:
     event in this batch, and in every earlier batch, is durably handled. It is
     None when the batch ends inside a source transaction that cannot be
     resumed from (the next batch will carry the position).
+
+    ``state`` holds the source's own state changes (a
+    :class:`~tidesync.state.store.StateChanges`: shadow rows, counters);
+    the engine commits them in the same state-store transaction as this
+    batch's checkpoint. ``rejected`` holds records the source read but could
+    not turn into an event, as ``(placeholder event, reason)``: the engine
+    dead-letters them as it does events a transform rejects. ``versions`` is
+    empty, or holds each event's :data:`RecordVersion` (None where the sender
+    gives none), aligned with ``events``; a hybrid source matches on them.
     """
 
     events: list[ChangeEvent]
     position: Position | None = None
     read_at: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    # A StateChanges or None. Annotated Any because naming it here, even for type checking
+    # only, would make this module and tidesync.state.store (which builds on it) a circle.
+    state: Any = None
+    rejected: list[tuple[ChangeEvent, str]] = field(default_factory=list)
+    versions: list[RecordVersion | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.events)

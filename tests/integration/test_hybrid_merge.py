@@ -11,7 +11,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from tidesync.event import Batch, ChangeEvent, Position
+from tidesync.event import Batch, ChangeEvent, Position, RecordVersion
 from tidesync.observe.metrics import REGISTRY
 from tidesync.protocols import Context
 from tidesync.registry import REGISTRY as PLUGINS
@@ -79,11 +79,8 @@ def hybrid(match: str, **extra: Any) -> HybridSource:
     return HybridSource(HybridConfig.model_validate(cfg))
 
 
-def push(feed: str, position: int, *events: ChangeEvent, versions: list[Any] | None = None) -> None:
-    batch = Batch(list(events), (position,))
-    if versions is not None:
-        batch.extra["versions"] = versions
-    FEEDS.setdefault(feed, []).append(batch)
+def push(feed: str, position: int, *events: ChangeEvent, versions: list[RecordVersion | None] | None = None) -> None:
+    FEEDS.setdefault(feed, []).append(Batch(list(events), (position,), versions=versions or []))
 
 
 async def take(src: HybridSource, until: int = 1) -> list[Batch]:

@@ -232,20 +232,3 @@ async def test_configuration_errors_name_what_to_fix(db: SourceDb, store: StateS
         with pytest.raises(SourceError, match=message.replace("(", r"\(").replace(")", r"\)")):
             await source.open(ctx, None)
         await source.close()
-
-
-def test_coalesced_batches_keep_the_latest_shadow_of_each_key() -> None:
-    """The engine merges queued batches into one commit; the later batch's word on a key wins."""
-    from tidesync.engine.runner import _merge_state
-    from tidesync.state.store import ShadowRow, StateChanges
-
-    first = StateChanges(
-        shadow_put=[ShadowRow("p", "t", (1,), {"v": 1}), ShadowRow("p", "t", (2,), {"v": 2})],
-        shadow_delete=[("p", "t", (3,))],
-    )
-    then = StateChanges(shadow_put=[ShadowRow("p", "t", (3,), {"v": 3})], shadow_delete=[("p", "t", (1,))])
-    merged = _merge_state(first, then)
-    assert merged is not None
-    assert sorted(s.key for s in merged.shadow_put) == [(2,), (3,)]
-    assert merged.shadow_delete == [("p", "t", (1,))]
-    assert _merge_state(None, then) is then and _merge_state(first, None) is first

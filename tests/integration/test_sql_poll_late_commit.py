@@ -187,7 +187,7 @@ class CommitsWhileAsked:
         if self.armed is not None:
             source, batch = self.armed
             self.armed = None
-            state = batch.extra.get("state") or StateChanges()
+            state = batch.state or StateChanges()
             state.checkpoint = batch.position
             await self.store.commit("p", state)
             await source.commit(batch.position)

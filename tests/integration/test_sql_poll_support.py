@@ -126,7 +126,7 @@ class Driver:
             batch = await self.source.read(max_events, 0.0)
             events.extend(batch.events)
             if batch.position is not None:
-                state = batch.extra.get("state") or StateChanges()
+                state = batch.state or StateChanges()
                 state.checkpoint = batch.position
                 await self.store.commit(self.pipeline, state)
                 await self.source.commit(batch.position)

@@ -27,13 +27,11 @@ from tidesync.api.models import (
 )
 from tidesync.api.runtime import ApiRuntime
 from tidesync.api.views import (
-    now_of,
     pipeline_info,
     pipeline_infos,
     pipeline_names,
     refresh,
     runner_of,
-    store_of,
     sync_infos,
 )
 from tidesync.engine.lifecycle import State
@@ -82,7 +80,7 @@ async def get_pipeline(request: Request, name: PipelineName) -> PipelineInfo:
     rt = _rt(request)
     _known(rt, name)
     await refresh(rt)
-    return await pipeline_info(rt, name, await store_of(rt).status_get(name), now_of(rt))
+    return await pipeline_info(rt, name, await rt.store.status_get(name), rt.now())
 
 
 @router.post(
@@ -126,7 +124,7 @@ async def reconcile(request: Request, name: PipelineName, body: ReconcileRequest
     from tidesync.reconcile.run import reconcile_pipeline
 
     options = ReconcileOptions(repair=body.repair, chunk_size=body.chunk_size)
-    store = store_of(rt) if body.repair else None
+    store = rt.store if body.repair else None
 
     async def work() -> dict[str, Any]:
         report = await reconcile_pipeline(rt.config, name, options, store=store)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from tidesync.api.auth import UNAUTHORIZED, require_token
 from tidesync.api.models import ConflictInfo, Problem, ResolutionOutcome, ResolveRequest, clean
-from tidesync.api.views import now_of, store_of
+from tidesync.api.runtime import ApiRuntime
 from tidesync.state.store import StateStore
 
 router = APIRouter(
@@ -28,13 +28,17 @@ BAD: dict[int | str, dict[str, Any]] = {
 ConflictId = Annotated[str, Path(min_length=1, max_length=300, description="SYNC:NUMBER, e.g. customers:7")]
 
 
-async def entries(store: StateStore, sync: str | None = None) -> list[dict[str, Any]]:
+async def pending_conflicts(store: StateStore, sync: str | None = None) -> list[dict[str, Any]]:
     """Pending review items (none when two-way sync is not part of this build)."""
     try:
         from tidesync.sync.resolve import list_conflicts
     except ImportError:
         return []
     return await list_conflicts(store, sync)
+
+
+def _rt(request: Request) -> ApiRuntime:
+    return request.app.state.runtime
 
 
 def _info(entry: dict[str, Any]) -> ConflictInfo:
@@ -57,8 +61,8 @@ async def _get(store: StateStore, cid: str) -> dict[str, Any]:
 async def list_pending(
     request: Request, sync: Annotated[str | None, Query(max_length=200, description="only this sync")] = None
 ) -> list[ConflictInfo]:
-    store = store_of(request.app.state.runtime)
-    pending = await entries(store, sync)
+    store = _rt(request).store
+    pending = await pending_conflicts(store, sync)
     if not pending:
         return []
     from tidesync.sync.journal import RESOLVE, parse_conflict_id
@@ -73,7 +77,7 @@ async def list_pending(
 
 @router.get("/{conflict_id}", summary="One conflict: both candidates and the agreed value", responses=NOT_FOUND)
 async def show(request: Request, conflict_id: ConflictId) -> ConflictInfo:
-    return _info(await _get(store_of(request.app.state.runtime), conflict_id))
+    return _info(await _get(_rt(request).store, conflict_id))
 
 
 @router.post(
@@ -84,8 +88,8 @@ async def show(request: Request, conflict_id: ConflictId) -> ConflictInfo:
 async def resolve(request: Request, conflict_id: ConflictId, body: ResolveRequest) -> ResolutionOutcome:
     from tidesync.sync.resolve import ResolutionError, request_resolution
 
-    rt = request.app.state.runtime
-    store = store_of(rt)
+    rt = _rt(request)
+    store = rt.store
     await _get(store, conflict_id)
     try:
         res = await request_resolution(
@@ -96,7 +100,7 @@ async def resolve(request: Request, conflict_id: ConflictId, body: ResolveReques
             has_value=body.use_value,
             remember=body.remember,
             by="admin api",
-            now=now_of(rt),
+            now=rt.now(),
         )
     except ResolutionError as exc:
         raise HTTPException(400, str(exc)) from None

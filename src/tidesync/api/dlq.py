@@ -29,7 +29,7 @@ from tidesync.api.models import (
     clean,
 )
 from tidesync.api.runtime import ApiRuntime
-from tidesync.api.views import runner_of, store_of
+from tidesync.api.views import runner_of
 from tidesync.engine.lifecycle import State
 from tidesync.engine.replay import ReplayReport, discard, replay, select_entries
 from tidesync.event import to_jsonable
@@ -75,27 +75,27 @@ async def list_entries(
     flt = DeadLetterFilter(
         pipeline=pipeline, entity=entity, error_class=error_class, error_contains=contains, limit=limit
     )
-    entries = await store_of(request.app.state.runtime).dlq_list(flt)
+    entries = await request.app.state.runtime.store.dlq_list(flt)
     return [DeadLetterSummary.model_validate(clean(summary(e))) for e in entries]
 
 
 @router.get("/{entry_id}", summary="One dead letter with its whole event", responses=NOT_FOUND)
 async def show(request: Request, entry_id: EntryId) -> DeadLetterDetail:
-    entry = await store_of(request.app.state.runtime).dlq_get(entry_id)
+    entry = await request.app.state.runtime.store.dlq_get(entry_id)
     if entry is None:
         raise HTTPException(404, f"no dead letter with id {entry_id}")
     return DeadLetterDetail.model_validate(clean({**summary(entry), "event": to_jsonable(entry.event)}))
 
 
 async def _select(rt: ApiRuntime, body: DlqSelection, with_blocked: bool) -> list[DeadLetter]:
-    entries = await select_entries(store_of(rt), DeadLetterFilter(ids=tuple(body.ids)), with_blocked=with_blocked)
+    entries = await select_entries(rt.store, DeadLetterFilter(ids=tuple(body.ids)), with_blocked=with_blocked)
     if not entries:
         raise HTTPException(404, "none of these dead letters exists")
     return entries
 
 
 async def _replay_group(rt: ApiRuntime, pipeline: str, sink_name: str, group: list[DeadLetter]) -> ReplayReport:
-    store = store_of(rt)
+    store = rt.store
     runner = runner_of(rt, pipeline)
     if runner is not None and runner.sink_name == sink_name and runner.lifecycle.state in _LIVE:
         return await replay(
@@ -142,7 +142,7 @@ async def replay_entries(request: Request, body: DlqSelection) -> ReplayOutcome:
 async def discard_entries(request: Request, body: DlqSelection) -> DiscardOutcome:
     rt = request.app.state.runtime
     entries = await _select(rt, body, bool(body.with_blocked))
-    discarded = await discard(store_of(rt), entries)
+    discarded = await discard(rt.store, entries)
     await _recount(rt)
     return DiscardOutcome(discarded=discarded)
 

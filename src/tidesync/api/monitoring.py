@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tidesync.api.auth import UNAUTHORIZED, bearer, require_token
 from tidesync.api.models import AlertsView, ErrorInfo, LatencySeries, Overview
 from tidesync.api.runtime import ApiRuntime
-from tidesync.api.views import alerts_view, latency_series, now_of, overview, runners
+from tidesync.api.views import alerts_view, latency_series, overview, runners
 from tidesync.observe.exposition import EngineCollector, render
 from tidesync.observe.recent import RECENT_ERRORS
 
@@ -45,7 +45,7 @@ async def get_overview(request: Request, seconds: Seconds = 300) -> Overview:
 @router.get("/api/latency", summary="Per-second end-to-end latency p50/p99 of every running pipeline")
 async def get_latency(request: Request, seconds: Seconds = 300) -> list[LatencySeries]:
     rt = _rt(request)
-    return latency_series(rt, seconds, now_of(rt))
+    return latency_series(rt, seconds, rt.now())
 
 
 @router.get(

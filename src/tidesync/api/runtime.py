@@ -6,6 +6,7 @@ from it; the webhook routes only need ``intakes``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,25 @@ class ApiRuntime:
     config: Any = None  # the LoadedConfig (admin: syncs, replay and reconcile of stopped pipelines)
     monitor: Any = None  # a tidesync.observe.monitor.Monitor (admin: /metrics, alerts, readings)
     metrics_public: bool = False  # serve /metrics without the token
+
+    @property
+    def store(self) -> StateStore:
+        """The state store the routes read and write: the one bound here, else the running engine's.
+
+        Raises ``RuntimeError`` when there is neither (a server built without a state store).
+        """
+        if self.state is not None:
+            return self.state
+        engine_state: StateStore | None = getattr(self.engine, "state", None)
+        if engine_state is None:
+            raise RuntimeError("the API has no state store")
+        return engine_state
+
+    def now(self) -> float:
+        """Seconds since the epoch on the monitor's clock (a fake one in tests), else the wall clock."""
+        if self.monitor is not None:
+            return float(self.monitor.clock.time())
+        return time.time()
 
     def add_intake(self, intake: WebhookIntake) -> None:
         if intake.name in self.intakes and self.intakes[intake.name] is not intake:

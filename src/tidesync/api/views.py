@@ -7,9 +7,9 @@ there is one, the rest from the status row the engine last wrote.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from tidesync.api.conflicts import pending_conflicts
 from tidesync.api.models import (
     AlertInfo,
     AlertsView,
@@ -24,18 +24,9 @@ from tidesync.api.models import (
 from tidesync.api.runtime import ApiRuntime
 from tidesync.observe.alerts import Phase
 from tidesync.secrets import REDACTOR
-from tidesync.state.store import PipelineStatus, StateStore
+from tidesync.state.store import PipelineStatus
 
 LATENCY_WINDOW = 60.0  # seconds the p50/p99 of a pipeline row are taken over
-
-
-def store_of(rt: ApiRuntime) -> StateStore:
-    if rt.state is not None:
-        return rt.state
-    engine_state = getattr(rt.engine, "state", None)
-    if engine_state is None:
-        raise RuntimeError("the API has no state store")
-    return engine_state
 
 
 def runners(rt: ApiRuntime) -> list[Any]:
@@ -60,12 +51,6 @@ def _types(rt: ApiRuntime, name: str, runner: Any) -> tuple[str, str]:
     return "unknown", "unknown"
 
 
-def now_of(rt: ApiRuntime) -> float:
-    if rt.monitor is not None:
-        return float(rt.monitor.clock.time())
-    return time.time()
-
-
 async def refresh(rt: ApiRuntime) -> None:
     if rt.monitor is not None:
         rt.monitor.watch.observe(runners(rt))
@@ -76,7 +61,7 @@ async def pipeline_info(rt: ApiRuntime, name: str, status: PipelineStatus | None
     runner = runner_of(rt, name)
     source, sink = _types(rt, name, runner)
     readings = rt.monitor.readings if rt.monitor is not None else None
-    depth = await store_of(rt).dlq_count(name)  # a count is cheap: always current, unlike the cached readings
+    depth = await rt.store.dlq_count(name)  # a count is cheap: always current, unlike the cached readings
     slot = readings.slots.get(name) if readings is not None else None
     info: dict[str, Any] = {
         "name": name,
@@ -127,17 +112,15 @@ async def pipeline_info(rt: ApiRuntime, name: str, status: PipelineStatus | None
 
 async def pipeline_infos(rt: ApiRuntime) -> list[PipelineInfo]:
     await refresh(rt)
-    statuses = {s.pipeline: s for s in await store_of(rt).status_list()}
-    now = now_of(rt)
+    statuses = {s.pipeline: s for s in await rt.store.status_list()}
+    now = rt.now()
     return [await pipeline_info(rt, name, statuses.get(name), now) for name in pipeline_names(rt)]
 
 
 async def sync_infos(rt: ApiRuntime) -> list[SyncInfo]:
-    from tidesync.api import conflicts
-
-    store = store_of(rt)
+    store = rt.store
     pending: dict[str, int] = {}
-    for entry in await conflicts.entries(store):
+    for entry in await pending_conflicts(store):
         pending[entry["sync"]] = pending.get(entry["sync"], 0) + 1
     out = []
     for spec in getattr(rt.config, "syncs", []):
@@ -200,16 +183,14 @@ def alerts_view(rt: ApiRuntime) -> AlertsView:
 
 
 async def overview(rt: ApiRuntime, seconds: int) -> Overview:
-    from tidesync.api import conflicts
-
     pipelines = await pipeline_infos(rt)
-    now = now_of(rt)
+    now = rt.now()
     firing = sum(1 for a in rt.monitor.book.alerts if a.phase == Phase.FIRING) if rt.monitor is not None else 0
     return Overview(
         at=now,
         pipelines=pipelines,
         latency=latency_series(rt, seconds, now),
         dlq_total=sum(p.dlq_depth or 0 for p in pipelines),
-        conflicts_pending=len(await conflicts.entries(store_of(rt))),
+        conflicts_pending=len(await pending_conflicts(rt.store)),
         alerts_firing=firing,
     )

@@ -71,23 +71,7 @@ class _Item:
     position: Position | None
     read_at: float
     oldest_commit: float
-    state: StateChanges | None = None  # a source's own state changes (batch.extra["state"]), committed with it
-
-
-def _merge_state(first: StateChanges | None, then: StateChanges | None) -> StateChanges | None:
-    """Two batches' source state changes as one; per shadow key the later batch wins.
-
-    (The store applies puts before deletes, so a put must not meet an earlier delete of its key.)
-    """
-    if first is None or then is None:
-        return first or then
-    later = {(s.scope, s.entity, s.key) for s in then.shadow_put} | set(then.shadow_delete)
-    return StateChanges(
-        shadow_put=[s for s in first.shadow_put if (s.scope, s.entity, s.key) not in later] + then.shadow_put,
-        shadow_delete=[d for d in first.shadow_delete if d not in later] + then.shadow_delete,
-        kv_put={**{k: v for k, v in first.kv_put.items() if k not in then.kv_delete}, **then.kv_put},
-        kv_delete=[k for k in first.kv_delete if k not in then.kv_put] + then.kv_delete,
-    )
+    state: StateChanges | None = None  # a source's own state changes (batch.state), committed with it
 
 
 class PipelineRunner:
@@ -401,10 +385,10 @@ class PipelineRunner:
                 if self.transform is not None and events:
                     events, transform_failures = self._transform(events)
                     self.stats.stage["transform"].add_many([self.clock.time() - now])
-                if batch.extra.get("failures"):
+                if batch.rejected:
                     # A source that read a record it cannot turn into an event (a webhook
                     # payload its mapping rejects) reports it here, as a transform would.
-                    transform_failures = [*transform_failures, *batch.extra["failures"]]
+                    transform_failures = [*transform_failures, *batch.rejected]
                 oldest = batch.events[0].committed_at if batch.events else 0.0
                 if batch.events:
                     self.stats.events_read += len(batch.events)
@@ -412,9 +396,7 @@ class PipelineRunner:
                         [now - e.committed_at for e in (batch.events[0], batch.events[-1]) if e.committed_at > 0]
                     )
                 self._pending_commits.append(oldest)
-                await queue.put(
-                    _Item(events, transform_failures, batch.position, now, oldest, batch.extra.get("state"))
-                )
+                await queue.put(_Item(events, transform_failures, batch.position, now, oldest, batch.state))
                 if batch.position is not None:
                     last_read = batch.position
         finally:
@@ -475,7 +457,7 @@ class PipelineRunner:
                     nxt.position if nxt.position is not None else item.position,
                     item.read_at,
                     item.oldest_commit,
-                    _merge_state(item.state, nxt.state),
+                    nxt.state if item.state is None else item.state.merge(nxt.state) if nxt.state else item.state,
                 )
                 merged += 1
             try:

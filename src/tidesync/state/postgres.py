@@ -23,7 +23,7 @@ import psycopg
 
 from tidesync.errors import StateStoreError
 from tidesync.event import Key, Position, unpack_value
-from tidesync.state import (
+from tidesync.state.rows import (
     DLQ_COLUMNS,
     STATUS_COLUMNS,
     dead_letter_from_row,
@@ -34,7 +34,6 @@ from tidesync.state import (
     newest_parked,
     pack,
     pack_optional,
-    redact_url,
     shadow_from_row,
     status_from_row,
     status_params,
@@ -48,6 +47,7 @@ from tidesync.state.store import (
     ShadowRow,
     StateChanges,
 )
+from tidesync.state.url import redact_url
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]

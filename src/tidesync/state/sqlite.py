@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from tidesync.errors import StateStoreError
 from tidesync.event import Key, Position, unpack_value
-from tidesync.state import (
+from tidesync.state.rows import (
     DLQ_COLUMNS,
     STATUS_COLUMNS,
     dead_letter_from_row,

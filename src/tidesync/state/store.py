@@ -136,6 +136,28 @@ class StateChanges:
             and self.status is None
         )
 
+    def merge(self, other: StateChanges) -> StateChanges:
+        """These changes followed by ``other``, as one new change set (neither is modified).
+
+        Per shadow key, and per kv key, the later change wins: a put in ``other``
+        drops an earlier delete of its key and a delete in ``other`` drops an
+        earlier put, because a store applies every put before every delete.
+        ``checkpoint`` and ``status`` are the later ones when set; dead letters
+        and queue removals accumulate; ``events_applied`` adds up.
+        """
+        later = {(s.scope, s.entity, s.key) for s in other.shadow_put} | set(other.shadow_delete)
+        return StateChanges(
+            checkpoint=other.checkpoint if other.checkpoint is not None else self.checkpoint,
+            shadow_put=[s for s in self.shadow_put if (s.scope, s.entity, s.key) not in later] + other.shadow_put,
+            shadow_delete=[d for d in self.shadow_delete if d not in later] + other.shadow_delete,
+            dead_letters=self.dead_letters + other.dead_letters,
+            dlq_remove=self.dlq_remove + other.dlq_remove,
+            kv_put={**{k: v for k, v in self.kv_put.items() if k not in other.kv_delete}, **other.kv_put},
+            kv_delete=[k for k in self.kv_delete if k not in other.kv_put] + other.kv_delete,
+            status=other.status if other.status is not None else self.status,
+            events_applied=self.events_applied + other.events_applied,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class JournalAppend:

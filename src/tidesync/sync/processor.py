@@ -484,12 +484,8 @@ class SyncProcessor:
         for side in ("a", "b"):
             if self.positions[side] is not None:
                 changes.kv_put[(POSITIONS, f"{self.name}/{side}")] = list(self.positions[side] or ())
-        source_state = batch.extra.get("state")
-        if isinstance(source_state, StateChanges):
-            changes.shadow_put.extend(source_state.shadow_put)
-            changes.shadow_delete.extend(source_state.shadow_delete)
-            changes.kv_put.update(source_state.kv_put)
-            changes.kv_delete.extend(source_state.kv_delete)
+        if batch.state is not None:  # the source's own state, committed with the sync's
+            changes = changes.merge(batch.state)
         await self.state.commit(self.name, changes)
         self.book.committed()
         for rid in touched:

@@ -16,7 +16,7 @@ cursor property's time. Deleted (archived) records are not in search results:
 this source does not see deletes.
 
 Shadow rows (scope ``shadow_scope``, default the pipeline name) travel with
-each batch in ``batch.extra["state"]`` and are committed with its checkpoint;
+each batch in ``batch.state`` and are committed with its checkpoint;
 until then the pending ones are consulted first (the same mechanism as the SQL
 polling source: :mod:`tidesync.sources.polling.tracker`).
 

@@ -4,7 +4,7 @@ Changes come from ``GET /v1/events`` and are mapped exactly as webhook
 deliveries are (:func:`tidesync.sources.webhook.stripe.map_stripe_event`):
 entity ``stripe.<object type>``, key ``(object id,)``, ``changed`` from
 ``previous_attributes``, ``committed_at`` = ``created``, and the record
-version ``(created, event id)`` in ``batch.extra["versions"]`` (what a hybrid
+version ``(created, event id)`` in ``batch.versions`` (what a hybrid
 source matches against the webhook's). An :class:`~tidesync.sources.webhook.ordering.OrderingGuard`
 (shadow scope ``stripe:<pipeline>``) keeps an older event from overwriting a
 newer one of the same record.
@@ -48,7 +48,7 @@ from typing import Any
 import orjson
 
 from tidesync.errors import SourceError
-from tidesync.event import SNAPSHOT, Batch, ChangeEvent, Position
+from tidesync.event import SNAPSHOT, Batch, ChangeEvent, Position, RecordVersion
 from tidesync.protocols import Context
 from tidesync.sources.http.client import ApiStatusError
 from tidesync.sources.http.config import StripeSourceConfig
@@ -96,7 +96,7 @@ class FeedState:
 @dataclass
 class _Out:
     events: list[ChangeEvent] = field(default_factory=list)
-    versions: list[Any] = field(default_factory=list)
+    versions: list[RecordVersion | None] = field(default_factory=list)
     failures: list[tuple[ChangeEvent, str]] = field(default_factory=list)
 
 
@@ -178,14 +178,16 @@ class StripeSource:
         self._marks = marks
         if not out.events:
             self._seq.next()  # a checkpoint of its own: positions never repeat
-        batch = Batch(out.events, self._seq.checkpoint(marks), read_at, extra={"versions": out.versions})
-        if out.failures:
-            batch.extra["failures"] = out.failures
         assert self._guard is not None
         shadows = self._guard.take(self._seq.seq)
-        if shadows:
-            batch.extra["state"] = StateChanges(shadow_put=shadows)
-        return batch
+        return Batch(
+            out.events,
+            self._seq.checkpoint(marks),
+            read_at,
+            state=StateChanges(shadow_put=shadows) if shadows else None,
+            rejected=out.failures,
+            versions=out.versions,
+        )
 
     async def _step(self, out: _Out, max_events: int) -> bool:
         """One request's worth of work; False when nothing is due."""

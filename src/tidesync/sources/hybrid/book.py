@@ -19,7 +19,7 @@ Storage
     window are dropped when the record is touched again. Changes made while a
     batch is built live in a *delta* until the batch is handed out, so a read
     that fails half-way leaves nothing behind; the rows go to the state store
-    with the batch (``batch.extra["state"]``), in its checkpoint's transaction.
+    with the batch (``batch.state``), in its checkpoint's transaction.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ Positions
     ``(epoch, seq)`` prefix is ever compared.
 
 State
-    The sub-sources' own state changes (``batch.extra["state"]``), the
+    The sub-sources' own state changes (``batch.state``), the
     versions seen (:class:`.book.Book`) and the guard's versions travel with
     the hybrid batch and are committed with its checkpoint.
 
@@ -69,7 +69,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidesync.engine.runner import _merge_state as merge_state
 from tidesync.event import DELETE, SNAPSHOT, UPDATE, Batch, ChangeEvent, Position, diff_fields
 from tidesync.observe.metrics import MISSED_BY_PRIMARY
 from tidesync.protocols import Context, Source
@@ -204,7 +203,7 @@ class HybridSource:
                     self._room.clear()
                     await self._room.wait()
                 batch = await part.read(SUB_BATCH, SUB_WAIT)
-                if not batch.events and batch.position is None and not batch.extra.get("failures"):
+                if not batch.events and batch.position is None and not batch.rejected:
                     continue
                 if primary:
                     queue.append(batch)  # type: ignore[arg-type]
@@ -277,13 +276,14 @@ class HybridSource:
         state = StateChanges(shadow_put=self._book.finish((self._epoch, self._seq)))
         if self._guard is not None:
             state.shadow_put += self._guard.take(self._seq)
-        merged = merge_state(out.state, state)
-        batch = Batch(out.events, (self._epoch, self._seq, primary_at, fallback_at), read_at)
-        if merged is not None and not merged.is_empty():
-            batch.extra["state"] = merged
-        if out.failures:
-            batch.extra["failures"] = out.failures
-        return batch
+        merged = state if out.state is None else out.state.merge(state)
+        return Batch(
+            out.events,
+            (self._epoch, self._seq, primary_at, fallback_at),
+            read_at,
+            state=None if merged.is_empty() else merged,
+            rejected=out.failures,
+        )
 
     async def _merge(self, batch: Batch, out: _Out, side: str) -> None:
         assert self._ctx is not None and self._book is not None
@@ -292,8 +292,9 @@ class HybridSource:
                 out.primary = batch.position
             else:
                 out.fallback = batch.position
-        out.state = merge_state(out.state, batch.extra.get("state"))
-        for ev, reason in batch.extra.get("failures") or ():
+        if batch.state is not None:
+            out.state = batch.state if out.state is None else out.state.merge(batch.state)
+        for ev, reason in batch.rejected:
             out.failures.append((ev.replace(position=self._next()), reason))
         if not batch.events:
             return
@@ -316,8 +317,7 @@ class HybridSource:
         if self.match == "values":
             return [None] * len(events)
         if self.match == "event_id":
-            versions = batch.extra.get("versions") or [None] * len(events)
-            return [tuple(v) if isinstance(v, list) else v for v in versions]
+            return list(batch.versions) if batch.versions else [None] * len(events)
         # version: the fallback's cursor column, read from either side's row image
         cursor_of = getattr(self.fallback, "cursor_column", None)
         out: list[Any] = []

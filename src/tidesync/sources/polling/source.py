@@ -50,7 +50,7 @@ Hard deletes: every ``key_scan.every`` seconds the table's keys are read in
 chunks of ``key_scan.chunk_size`` (a key-only scan) and compared with the keys
 that have a shadow; each missing key becomes a delete.
 
-Atomicity: every batch carries its shadow changes in ``batch.extra["state"]``
+Atomicity: every batch carries its shadow changes in ``batch.state``
 (a :class:`~tidesync.state.store.StateChanges`); the engine commits them in
 the same state-store transaction as the batch's checkpoint, so after a crash
 the shadows match the checkpoint exactly. Until then they are kept in memory

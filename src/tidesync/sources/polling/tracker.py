@@ -155,10 +155,8 @@ class BatchBuilder:
             self._next()  # a checkpoint of its own: positions never repeat
         puts = [s for s in self._shadow.values() if s is not None]
         deletes = [(self.scope, e, k) for (e, k), s in self._shadow.items() if s is None]
-        batch = Batch(self.events, (self.epoch, self.seq, marks), read_at)
-        if puts or deletes:
-            batch.extra["state"] = StateChanges(shadow_put=puts, shadow_delete=deletes)
-        return batch
+        state = StateChanges(shadow_put=puts, shadow_delete=deletes) if puts or deletes else None
+        return Batch(self.events, (self.epoch, self.seq, marks), read_at, state=state)
 
 
 def shadow_rows(rows: Iterable[ShadowRow]) -> dict[Key, Row]:

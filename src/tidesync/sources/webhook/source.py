@@ -9,15 +9,15 @@ Mapping failures are never lost: an entry the provider cannot map (a
 accept, or any other exception a provider raises) becomes a placeholder
 event (entity ``webhook.<source>``, key ``(event id,)``, ``after`` holding
 the raw body, headers and the time received), returned in
-``batch.extra["failures"]`` as ``(event, reason)``. The engine parks those in
+``batch.rejected`` as ``(event, reason)``. The engine parks those in
 the dead-letter queue with the reason (error class ``transform``), in the same
 transaction as the checkpoint, exactly like records a transform rejects.
 Replaying such an entry writes the placeholder, so inspect and discard them:
 fix the mapping and have the sender deliver again.
 
-Each batch carries in ``batch.extra["versions"]`` the record version of each
+Each batch carries in ``batch.versions`` the record version of each
 event (a list in event order, see :class:`~.provider.Mapped`; a hybrid source
-matches them with its fallback's), and in ``batch.extra["state"]`` the
+matches them with its fallback's), and in ``batch.state`` the
 ordering versions it admitted (shadow rows, scope ``webhook:<source>``) and
 the newest Stripe ``created`` seen; the engine commits them in the
 checkpoint's transaction, so after a crash the replayed events meet exactly
@@ -41,7 +41,7 @@ from typing import Any
 import orjson
 
 from tidesync.errors import SourceError, SourceTransientError, StateStoreError
-from tidesync.event import Batch, ChangeEvent, Position, ValueTooDeep, check_depth
+from tidesync.event import Batch, ChangeEvent, Position, RecordVersion, ValueTooDeep, check_depth
 from tidesync.observe.metrics import WEBHOOK_STALE
 from tidesync.protocols import Context
 from tidesync.sources.http.config import HttpOptions
@@ -148,21 +148,23 @@ class WebhookSource:
                 await asyncio.wait_for(intake.wake.wait(), min(remaining, poll))
         events, versions, failures = await self._convert(entries)
         self._after = entries[-1].seq
-        extra: dict[str, Any] = {"versions": versions}
-        if failures:
-            extra["failures"] = failures
         state = StateChanges()
         if self._guard is not None:
             state.shadow_put = self._guard.take(self._after)
         if self._newest_created:
             state.kv_put[(BACKFILL_NS, intake.name)] = self._newest_created
-        if not state.is_empty():
-            extra["state"] = state  # committed by the engine in the checkpoint's transaction
-        return Batch(events, (self._after,), extra=extra)
+        return Batch(
+            events,
+            (self._after,),
+            # committed by the engine in the checkpoint's transaction
+            state=None if state.is_empty() else state,
+            rejected=failures,
+            versions=versions,
+        )
 
     async def _convert(
         self, entries: list[JournalEntry]
-    ) -> tuple[list[ChangeEvent], list[Any], list[tuple[ChangeEvent, str]]]:
+    ) -> tuple[list[ChangeEvent], list[RecordVersion | None], list[tuple[ChangeEvent, str]]]:
         """Map entries, then (when ordering is on) admit each change against the newest version known.
 
         Also returns each event's record version (Stripe: ``(created, event id)``; None where
@@ -191,7 +193,7 @@ class WebhookSource:
                 raise SourceTransientError(f"webhook source {self.name}: {exc}") from exc
         stale_before = guard.stale if guard is not None else 0
         events: list[ChangeEvent] = []
-        versions: list[Any] = []
+        versions: list[RecordVersion | None] = []
         for entry, mapped in decoded:
             for m in mapped:
                 event = m.event.replace(position=(entry.seq,))

@@ -5,7 +5,7 @@ tables and the state store and changes nothing anywhere: its endpoints are
 opened for reading (no Postgres replication origin is created or attached),
 and a state store that does not exist yet is not created (the plan then
 reads as if it were empty). ``conflicts resolve`` records a person's choice
-in the state store, and the running sync applies it (see :mod:`.resolve`).
+in the state store, and the running sync applies it (see :mod:`tidesync.sync.resolve`).
 
 Arguments come config first, as in every other command: ``tidesync sync plan
 CONFIG NAME``. The order of earlier releases (``NAME CONFIG``) is still
@@ -23,19 +23,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from tidesync.cli.common import ConfigArg, JsonOpt, ago, fail, guarded, load, out, run_async, with_store
 from tidesync.event import json_dumps
 
 sync_app = typer.Typer(no_args_is_help=True, help="Two-way syncs: dry-run the initial pairing, read the history.")
 conflicts_app = typer.Typer(no_args_is_help=True, help="The review queue of two-way syncs.")
-
-ConfigArg = Annotated[Path, typer.Argument(help="the YAML config file", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-def _cli() -> Any:
-    from tidesync import cli
-
-    return cli
 
 
 def _config_first(config: Path, name: str) -> tuple[Path, str]:
@@ -98,9 +90,8 @@ def sync_plan(
     Exit 1 when match collisions would make the start fail.
     """
     config, name = _config_first(config, name)
-    cli = _cli()
-    loaded = cli._load(config)
-    spec = cli.guarded(lambda: loaded.sync(name))
+    loaded = load(config)
+    spec = guarded(lambda: loaded.sync(name))
 
     async def main() -> dict[str, Any]:
         from tidesync.sync import pairing
@@ -123,12 +114,11 @@ def sync_plan(
                 await e.close()
             await store.close()
 
-    report = cli.run_async(main)
+    report = run_async(main)
     blocked = report["blocking_collisions"] and report["on_collision"] != "create"
     if as_json:
         sys.stdout.write(json_dumps(report).decode() + "\n")
         raise typer.Exit(1 if blocked else 0)
-    out = cli.out
     out.print(
         f"sync {name}: {report['matched']} matched pair(s); {report['create_on_b']} record(s) to create on B, "
         f"{report['create_on_a']} on A; {len(report['collisions'])} collision(s); "
@@ -178,10 +168,9 @@ def sync_history(
     from tidesync.sync.resolve import history
 
     config, name = _config_first(config, name)
-    cli = _cli()
-    loaded = cli._load(config, lazy=True)
-    cli.guarded(lambda: loaded.sync(name))
-    entries = cli.run_async(lambda: cli._with_store(loaded, lambda s: history(s, name, limit)))
+    loaded = load(config, lazy=True)
+    guarded(lambda: loaded.sync(name))
+    entries = run_async(lambda: with_store(loaded, lambda s: history(s, name, limit)))
     if as_json:
         sys.stdout.write(json_dumps(entries).decode() + "\n")
         return
@@ -201,7 +190,7 @@ def sync_history(
             h["by"],
             h["why"],
         )
-    cli.out.print(t)
+    out.print(t)
 
 
 @conflicts_app.command("list")
@@ -213,11 +202,10 @@ def conflicts_list(
     """Pending conflicts, oldest first."""
     from tidesync.sync.resolve import list_conflicts
 
-    cli = _cli()
-    loaded = cli._load(config, lazy=True)
+    loaded = load(config, lazy=True)
     if sync is not None:
-        cli.guarded(lambda: loaded.sync(sync))
-    entries = cli.run_async(lambda: cli._with_store(loaded, lambda s: list_conflicts(s, sync)))
+        guarded(lambda: loaded.sync(sync))
+    entries = run_async(lambda: with_store(loaded, lambda s: list_conflicts(s, sync)))
     if as_json:
         sys.stdout.write(json_dumps(entries).decode() + "\n")
         return
@@ -234,10 +222,10 @@ def conflicts_list(
             _show((e["b"] or {}).get("value")),
             _show((e["shadow"] or {}).get("value")),
             e["rule"],
-            cli._ago(e["created_at"]),
+            ago(e["created_at"]),
             e["why"],
         )
-    cli.out.print(t)
+    out.print(t)
 
 
 @conflicts_app.command("show")
@@ -247,12 +235,11 @@ def conflicts_show(
     """One conflict: both candidates with their commit times, the value agreed before, why it waits."""
     from tidesync.sync.resolve import get_conflict
 
-    cli = _cli()
-    loaded = cli._load(config, lazy=True)
-    entry = cli.run_async(lambda: cli._with_store(loaded, lambda s: get_conflict(s, conflict)))
+    loaded = load(config, lazy=True)
+    entry = run_async(lambda: with_store(loaded, lambda s: get_conflict(s, conflict)))
     if entry is None:
-        cli._fail(f"no pending conflict {conflict}", 1)
-    cli.out.print_json(json_dumps(entry).decode())
+        fail(f"no pending conflict {conflict}", 1)
+    out.print_json(json_dumps(entry).decode())
 
 
 @conflicts_app.command("resolve")
@@ -269,16 +256,15 @@ def conflicts_resolve(
     """Choose the winner of a conflict; the running sync writes it to both sides and records it."""
     from tidesync.sync.resolve import request_resolution
 
-    cli = _cli()
-    loaded = cli._load(config)
+    loaded = load(config)
     parsed: Any = None
     if value is not None:
         try:
             parsed = json.loads(value)
         except json.JSONDecodeError as exc:
-            cli._fail(f"--value is not valid JSON ({exc.msg}); quote strings: --value '\"text\"'", 2)
-    res = cli.run_async(
-        lambda: cli._with_store(
+            fail(f"--value is not valid JSON ({exc.msg}); quote strings: --value '\"text\"'", 2)
+    res = run_async(
+        lambda: with_store(
             loaded,
             lambda s: request_resolution(
                 s,
@@ -293,12 +279,10 @@ def conflicts_resolve(
         )
     )
     what = f"take {take.upper()}" if take else f"value {_show(parsed)}"
-    cli.out.print(
-        f"{conflict} ({res.field}): {what} recorded; the running sync writes it to both sides", highlight=False
-    )
+    out.print(f"{conflict} ({res.field}): {what} recorded; the running sync writes it to both sides", highlight=False)
     if res.rule_line:
         sync = conflict.rpartition(":")[0]
-        cli.out.print(
+        out.print(
             f"remembered: {res.field} now prefers {take.upper()} (kept in the state store). To keep it in the "  # type: ignore[union-attr]
             f"config, add under syncs[{sync}].rules.fields:\n  {res.rule_line}",
             highlight=False,

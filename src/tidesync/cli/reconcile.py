@@ -1,0 +1,35 @@
+"""``tidesync reconcile``: compare a pipeline's source and destination, and repair the drift."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from tidesync.cli.common import ConfigArg, load, out, run_async
+from tidesync.event import json_dumps
+from tidesync.secrets import REDACTOR
+
+
+def reconcile(
+    config: ConfigArg,
+    pipeline: Annotated[str, typer.Argument(help="the pipeline whose source and destination to compare")],
+    repair: Annotated[bool, typer.Option("--repair", help="write corrective events for the drift found")] = False,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=2, help="keys per top-level chunk")] = 2000,
+    rate: Annotated[float | None, typer.Option("--rate", min=1, help="rows per second read from each side")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
+) -> None:
+    """Compare a pipeline's source and destination by key and row hash; exit 1 while drift remains."""
+    from tidesync.reconcile.config import ReconcileOptions
+    from tidesync.reconcile.report import print_report
+    from tidesync.reconcile.run import reconcile_pipeline
+
+    loaded = load(config)
+    options = ReconcileOptions(repair=repair, chunk_size=chunk_size, rate=rate)
+    report = run_async(lambda: reconcile_pipeline(loaded, pipeline, options))
+    if as_json:
+        sys.stdout.write(json_dumps(REDACTOR.redact_obj(report.as_dict())).decode() + "\n")
+    else:
+        print_report(out, report)
+    raise typer.Exit(1 if report.unrepaired else 0)

@@ -1,0 +1,153 @@
+"""``tidesync status``: per pipeline, its state, position, lag, dead letters and the WAL its slot retains."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tidesync.cli.common import ConfigArg, ago, load, out, run_async
+from tidesync.event import json_dumps
+from tidesync.secrets import REDACTOR
+
+
+def status(
+    config: ConfigArg,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Per pipeline: state, position, events applied, lag, DLQ depth, last error, WAL its slot retains."""
+    from tidesync.footprint import read_slots
+    from tidesync.state import open_state_store
+
+    loaded = load(config, lazy=True)
+
+    async def main() -> list[dict[str, Any]]:
+        store = open_state_store(loaded.state_url)
+        slots = asyncio.ensure_future(read_slots(loaded, [p.name for p in loaded.pipelines]))
+        try:
+            await store.open()
+            rows: list[dict[str, Any]] = []
+            known = {s.pipeline: s for s in await store.status_list()}
+            for spec in loaded.pipelines:
+                st = known.get(spec.name)
+                depth = await store.dlq_count(spec.name)
+                rows.append(
+                    {
+                        "pipeline": spec.name,
+                        "state": st.state if st else "never run",
+                        "position": list(st.position) if st and st.position else None,
+                        "events_applied": st.events_applied if st else 0,
+                        "lag_seconds": round(st.lag_seconds, 3) if st else None,
+                        "dlq_depth": depth,
+                        "last_error": st.last_error if st else None,
+                        "next_attempt_at": st.next_attempt_at if st else None,
+                        "updated_at": st.updated_at if st else None,
+                        "blocked_entity": st.extra.get("blocked_entity") if st else None,
+                        "blocked_since": st.extra.get("blocked_since") if st else None,
+                    }
+                )
+            readings = await slots
+            for row in rows:
+                row["retained_wal"] = _retained_wal(readings[str(row["pipeline"])])
+            return rows
+        finally:
+            slots.cancel()
+            await store.close()
+
+    rows = run_async(main)
+    if as_json:
+        sys.stdout.write(json_dumps(REDACTOR.redact_obj(rows)).decode() + "\n")
+        return
+    table = Table(title="tidesync pipelines")
+    cols = (
+        "pipeline",
+        "state",
+        "position",
+        "applied",
+        "lag",
+        "DLQ",
+        "retained WAL",
+        "updated",
+        "last error / next attempt",
+    )
+    for col in cols:
+        table.add_column(col)
+    for r in rows:
+        state_style = {
+            "running": "green",
+            "retrying": "yellow",
+            "degraded": "yellow",
+            "blocked": "red",
+            "failed": "red",
+        }.get(r["state"], "")
+        note = r["last_error"] or ""
+        if r["next_attempt_at"]:
+            note += f" (next attempt {ago(r['next_attempt_at'])})"
+        table.add_row(
+            r["pipeline"],
+            f"[{state_style}]{r['state']}[/]" if state_style else r["state"],
+            json.dumps(r["position"]) if r["position"] else "-",
+            f"{r['events_applied']:,}",
+            f"{r['lag_seconds']:.2f}s" if r["lag_seconds"] is not None else "-",
+            str(r["dlq_depth"]),
+            _wal_cell(r["retained_wal"]),
+            ago(r["updated_at"]),
+            REDACTOR.redact(note),
+        )
+    out.print(table)
+    for r in rows:
+        if r["state"] == "blocked":
+            out.print(
+                f"[red]pipeline {r['pipeline']} is blocked on {r['blocked_entity'] or 'its sink'} since "
+                f"{ago(r['blocked_since'])}: nothing is dead-lettered and its position is kept; fix the cause above "
+                "and it resumes by itself[/]",
+                highlight=False,
+            )
+        elif r["state"] == "degraded":
+            out.print(
+                f"[yellow]pipeline {r['pipeline']} dead-lettered events in the last 5 minutes: "
+                f"`tidesync dlq list {config} --pipeline {r['pipeline']}`[/]",
+                highlight=False,
+            )
+        wal = r["retained_wal"]
+        if wal and wal.get("exists") and not wal.get("active") and wal.get("bytes") is not None:
+            out.print(
+                f"[yellow]pipeline {r['pipeline']} is stopped and its slot {wal['slot']} retains {wal['size']} of WAL;"
+                f" run it, or `tidesync drop {config} {r['pipeline']}`[/]",
+                highlight=False,
+            )
+
+
+def _retained_wal(readings: list[Any]) -> dict[str, Any] | None:
+    """The status entry of a pipeline's replication slot: None for a source without one."""
+    from tidesync.footprint import human_bytes
+
+    if not readings:
+        return None
+    r = readings[0]  # a pipeline has one source
+    entry: dict[str, Any] = {"slot": r.ref.slot, "exists": None, "active": None, "bytes": None, "size": None}
+    if r.error is not None:
+        entry["error"] = r.error
+    elif r.usage is None:
+        entry["exists"] = False
+    else:
+        u = r.usage
+        entry.update(exists=True, active=u.active, bytes=u.retained_bytes, wal_status=u.wal_status)
+        entry["size"] = human_bytes(u.retained_bytes) if u.retained_bytes is not None else None
+    return entry
+
+
+def _wal_cell(wal: dict[str, Any] | None) -> str:
+    if wal is None:
+        return "-"
+    if "error" in wal:
+        return f"unknown ({wal['error']})"
+    if not wal["exists"]:
+        return "no slot"
+    if wal["size"] is None:
+        return f"none ({wal.get('wal_status') or 'invalidated'})"
+    return f"{wal['size']}" + ("" if wal["active"] else " (stopped)")
