@@ -45,14 +45,14 @@ def envelope(event: ChangeEvent, msg_id: str) -> bytes:
     return head[:-1] + b',"data":' + to_json(event) + b"}"
 
 
-def body_of(events: Sequence[ChangeEvent], ids: Sequence[str], batched: bool) -> tuple[str, bytes]:
-    """The webhook id and body for one POST."""
+def body_of(envelopes: Sequence[bytes], ids: Sequence[str], batched: bool, committed_at: float) -> tuple[str, bytes]:
+    """The webhook id and body for one POST of events already in their :func:`envelope`;
+    ``committed_at`` is the last event's commit time (the batch's timestamp)."""
     if not batched:
-        return ids[0], envelope(events[0], ids[0])
+        return ids[0], envelopes[0]
     bid = batch_id(ids)
-    head = orjson.dumps({"id": bid, "type": "batch", "timestamp": _iso(events[-1].committed_at)})
-    items = b",".join(envelope(e, i) for e, i in zip(events, ids, strict=True))
-    return bid, head[:-1] + b',"data":[' + items + b"]}"
+    head = orjson.dumps({"id": bid, "type": "batch", "timestamp": _iso(committed_at)})
+    return bid, head[:-1] + b',"data":[' + b",".join(envelopes) + b"]}"
 
 
 def standard_headers(msg_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -> dict[str, str]:

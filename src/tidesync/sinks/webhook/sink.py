@@ -51,13 +51,13 @@ from tidesync.errors import (
     SystemicError,
     TransientError,
 )
-from tidesync.event import ChangeEvent, Key, to_json
+from tidesync.event import ChangeEvent, Key
 from tidesync.observe.metrics import WEBHOOK_DELIVERY_ATTEMPTS, WEBHOOK_ENDPOINT_DISABLED
 from tidesync.protocols import Context
 from tidesync.secrets import REDACTOR
 from tidesync.sinks.webhook.attempts import ENDPOINT_NS, Endpoint, RetryBook, parse_retry_after
 from tidesync.sinks.webhook.config import WebhookSinkConfig
-from tidesync.sinks.webhook.envelope import body_of, idempotency_id, standard_headers
+from tidesync.sinks.webhook.envelope import body_of, envelope, idempotency_id, standard_headers
 from tidesync.state.store import StateChanges
 
 log = logging.getLogger("tidesync.webhook")
@@ -75,6 +75,7 @@ class _Item:
     index: int
     event: ChangeEvent
     msg_id: str
+    envelope: bytes  # the event as it is POSTed, encoded once per write
 
     @property
     def key(self) -> tuple[str, Key]:
@@ -155,12 +156,13 @@ class WebhookSink:
             raise PartialBatchError(dict.fromkeys(range(len(events)), err))
         items = []
         for i, e in enumerate(events):
+            msg_id = idempotency_id(self.pipeline, self.name, e)
             try:  # an event JSON cannot carry fails alone, before any lane sends it
-                to_json(e)
+                body = envelope(e, msg_id)
             except (TypeError, ValueError, OverflowError) as exc:
                 failures[i] = PermanentError(f"the event cannot be sent as JSON: {type(exc).__name__}: {exc}")
                 continue
-            items.append(_Item(i, e, idempotency_id(self.pipeline, self.name, e)))
+            items.append(_Item(i, e, msg_id, body))
         lanes: dict[int, list[_Item]] = {}
         n = self.config.concurrency
         for item in items:
@@ -221,7 +223,9 @@ class WebhookSink:
 
     async def _post(self, items: list[_Item]) -> tuple[DeliveryError | None, float]:
         assert self.client is not None
-        msg_id, body = body_of([i.event for i in items], [i.msg_id for i in items], self.config.batch_size > 1)
+        batched = self.config.batch_size > 1
+        envelopes, ids = [i.envelope for i in items], [i.msg_id for i in items]
+        msg_id, body = body_of(envelopes, ids, batched, items[-1].event.committed_at)
         headers = standard_headers(msg_id, int(self.clock.time()), body, self.config.secrets.values())
         url = self.config.url
         try:
