@@ -13,10 +13,10 @@ import stripe
 
 from tests.integration.test_http_poll_fakes import FakeStripe
 from tests.integration.webhook_support import serve
-from tidesync.engine.retry import RetryPolicy
 from tidesync.engine.runner import BatchPolicy, PipelineRunner
 from tidesync.errors import SourceError, SourceTransientError
 from tidesync.protocols import Context
+from tidesync.retry import RetryPolicy
 from tidesync.secrets import Secret
 from tidesync.sources.http.auth import CredentialRejected
 from tidesync.sources.http.config import RateLimit, StripeSourceConfig

@@ -23,11 +23,11 @@ import pytest
 
 from tests.integration.webhook_support import JSON, runtime_for, serve, webhook_source
 from tidesync.engine.lifecycle import State
-from tidesync.engine.retry import RetryPolicy
 from tidesync.engine.runner import BatchPolicy, PipelineRunner
 from tidesync.errors import TransientError
 from tidesync.event import ChangeEvent
 from tidesync.observe.metrics import REGISTRY
+from tidesync.retry import RetryPolicy
 from tidesync.sources.webhook import WebhookSource
 from tidesync.sources.webhook.signatures import sign_hmac
 from tidesync.state import open_state_store

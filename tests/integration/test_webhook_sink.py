@@ -19,11 +19,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.integration.webhook_support import serve
-from tidesync.engine.retry import RetryPolicy
 from tidesync.engine.runner import BatchPolicy, PipelineRunner
 from tidesync.errors import PartialBatchError, PermanentError, TransientError
 from tidesync.event import ChangeEvent
 from tidesync.protocols import Context
+from tidesync.retry import RetryPolicy
 from tidesync.sinks.webhook import WebhookSink, WebhookSinkConfig, enable_endpoint, endpoint_status
 from tidesync.sinks.webhook.sink import BlockedError
 from tidesync.state import open_state_store

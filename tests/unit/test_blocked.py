@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tidesync.engine import BatchPolicy, PipelineRunner, RetryPolicy
+from tidesync.engine import BatchPolicy, PipelineRunner
 from tidesync.engine.breaker import MIN_EVENTS, CircuitBreaker
 from tidesync.engine.lifecycle import State
 from tidesync.engine.parklog import ParkLog
@@ -22,6 +22,7 @@ from tidesync.observe.alerts_config import AlertsConfig
 from tidesync.observe.exposition import EngineCollector, render
 from tidesync.observe.monitor import Monitor
 from tidesync.protocols import Context
+from tidesync.retry import RetryPolicy
 from tidesync.state import open_state_store
 from tidesync.state.store import DeadLetterFilter, NewDeadLetter
 from tidesync.testing import FakeClock, FlakySink, ListSource, MemorySink, eventually

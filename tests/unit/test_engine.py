@@ -7,10 +7,11 @@ import itertools
 
 import pytest
 
-from tidesync.engine import BatchPolicy, PipelineRunner, RetryPolicy
+from tidesync.engine import BatchPolicy, PipelineRunner
 from tidesync.engine.lifecycle import ALLOWED, IllegalTransition, Lifecycle, State
 from tidesync.engine.replay import replay, select_entries
 from tidesync.event import ChangeEvent
+from tidesync.retry import RetryPolicy
 from tidesync.state import open_state_store
 from tidesync.state.store import DeadLetterFilter
 from tidesync.testing import FakeClock, FlakySink, ListSource, MemorySink, eventually

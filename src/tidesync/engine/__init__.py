@@ -1,7 +1,6 @@
 """The engine: pipeline runners, delivery policy, lifecycle."""
 
 from tidesync.engine.engine import Engine
-from tidesync.engine.retry import RetryPolicy
 from tidesync.engine.runner import BatchPolicy, PipelineRunner
 
-__all__ = ["BatchPolicy", "Engine", "PipelineRunner", "RetryPolicy"]
+__all__ = ["BatchPolicy", "Engine", "PipelineRunner"]

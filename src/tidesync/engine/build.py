@@ -8,9 +8,9 @@ from typing import Any
 from tidesync.config import LoadedConfig, PipelineSpec
 from tidesync.engine.breaker import CircuitBreaker
 from tidesync.engine.engine import Engine
-from tidesync.engine.retry import RetryPolicy
 from tidesync.engine.runner import BatchPolicy, PipelineRunner
 from tidesync.registry import REGISTRY
+from tidesync.retry import RetryPolicy
 from tidesync.state import open_state_store
 from tidesync.state.store import StateStore
 

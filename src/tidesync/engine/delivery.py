@@ -21,7 +21,6 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from tidesync.clock import Clock
 from tidesync.engine.breaker import CircuitBreaker
-from tidesync.engine.retry import RetryPolicy
 from tidesync.errors import (
     DeliveryError,
     PartialBatchError,
@@ -32,6 +31,7 @@ from tidesync.errors import (
 )
 from tidesync.event import ChangeEvent, Key, Position
 from tidesync.protocols import Context, Sink
+from tidesync.retry import RetryPolicy
 from tidesync.state.store import NewDeadLetter
 
 log = logging.getLogger("tidesync.delivery")

@@ -25,10 +25,10 @@ from typing import Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.engine.delivery import RetriesExhausted, RetryingWriter
-from tidesync.engine.retry import RetryPolicy
 from tidesync.errors import DeliveryError, PartialBatchError
 from tidesync.event import Key, json_dumps
 from tidesync.protocols import Context, Sink
+from tidesync.retry import RetryPolicy
 from tidesync.state.store import DeadLetter, DeadLetterFilter, StateChanges, StateStore
 
 APPLIED_NS = "dlq_applied"

@@ -45,11 +45,11 @@ from tidesync.engine.delivery import (
 from tidesync.engine.lifecycle import DEGRADED, Lifecycle, State
 from tidesync.engine.parklog import ParkLog
 from tidesync.engine.replay import GENERATION_NS
-from tidesync.engine.retry import RetryPolicy
 from tidesync.errors import SourceTransientError, StateStoreError, SystemicError, TidesyncError, TransientError
 from tidesync.event import ChangeEvent, Position
 from tidesync.observe.stats import PipelineStats
 from tidesync.protocols import Context, Sink, Source
+from tidesync.retry import RetryPolicy
 from tidesync.schema import SchemaRegistry
 from tidesync.secrets import REDACTOR
 from tidesync.state.store import DeadLetterFilter, NewDeadLetter, PipelineStatus, StateChanges, StateStore

@@ -24,12 +24,12 @@ import httpx
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.engine.delivery import RetriesExhausted, RetryingWriter
-from tidesync.engine.retry import RetryPolicy
 from tidesync.errors import DeliveryError
 from tidesync.event import ChangeEvent
 from tidesync.observe.alerts import FIRED, Alert, Notice, Threshold
 from tidesync.observe.alerts_config import AlertRuleConfig, AlertWebhookConfig
 from tidesync.protocols import Context
+from tidesync.retry import RetryPolicy
 from tidesync.state.store import StateStore
 
 log = logging.getLogger("tidesync.alerts")

@@ -22,7 +22,6 @@ from tidesync.config import LoadedConfig, PipelineSpec
 from tidesync.engine.build import build_sink, build_transform
 from tidesync.engine.delivery import DeadLetterWriter, RetryingWriter
 from tidesync.engine.replay import bump_generation
-from tidesync.engine.retry import RetryPolicy
 from tidesync.event import ChangeEvent
 from tidesync.protocols import Context
 from tidesync.reconcile.compare import Lineup, Walker
@@ -30,6 +29,7 @@ from tidesync.reconcile.config import ReconcileOptions
 from tidesync.reconcile.settle import Difference, Settled, settle
 from tidesync.reconcile.side import Counters, Reader
 from tidesync.reconcile.target import TablePair, resolve_pair, sink_dsn, source_dsn, source_tables
+from tidesync.retry import RetryPolicy
 from tidesync.schema import SchemaRegistry
 from tidesync.sources.polling.dialect import create_engine
 from tidesync.state import open_state_store

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidesync.config import SyncSpec
-from tidesync.engine.retry import RetryPolicy
 from tidesync.errors import ConfigError
 from tidesync.registry import REGISTRY
+from tidesync.retry import RetryPolicy
 from tidesync.state.store import StateStore
 from tidesync.sync import core, pairing
 from tidesync.sync.mapping import FieldMap, side_specs

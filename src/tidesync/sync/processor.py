@@ -45,9 +45,9 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
-from tidesync.engine.retry import RetryPolicy
 from tidesync.errors import TransientError
 from tidesync.event import Batch, ChangeEvent, Key, Position
+from tidesync.retry import RetryPolicy
 from tidesync.state.store import ShadowRow, StateChanges, StateStore
 from tidesync.sync import core, echo
 from tidesync.sync.book import Book

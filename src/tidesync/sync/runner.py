@@ -44,10 +44,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
-from tidesync.engine.retry import RetryPolicy
 from tidesync.errors import SourceTransientError, TidesyncError
 from tidesync.event import Batch
 from tidesync.protocols import Context, Source
+from tidesync.retry import RetryPolicy
 from tidesync.secrets import REDACTOR
 from tidesync.state.store import StateChanges, StateStore
 from tidesync.sync.endpoint import Endpoint

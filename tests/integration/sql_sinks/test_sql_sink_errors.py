@@ -17,9 +17,9 @@ import pytest
 
 from tests.integration.sql_sinks.helpers import ITEMS, Dest, ev
 from tidesync.engine.delivery import DeadLetterWriter, RetryingWriter
-from tidesync.engine.retry import RetryPolicy
 from tidesync.errors import PermanentError, SystemicError, TransientError
 from tidesync.protocols import Context
+from tidesync.retry import RetryPolicy
 from tidesync.sinks.sql.common import SqlSink
 from tidesync.sinks.sql.config import MariadbSinkConfig, PostgresSinkConfig
 from tidesync.sinks.sql.mariadb import MariadbSink

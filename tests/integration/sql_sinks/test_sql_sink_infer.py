@@ -13,9 +13,9 @@ import pytest
 from tests.integration.sql_sinks.helpers import Dest
 from tidesync.engine import BatchPolicy, PipelineRunner
 from tidesync.engine.delivery import DeadLetterWriter, RetryingWriter
-from tidesync.engine.retry import RetryPolicy
 from tidesync.errors import PartialBatchError, PermanentError
 from tidesync.event import ChangeEvent
+from tidesync.retry import RetryPolicy
 from tidesync.sinks.sql.infer import infer_column, infer_schema
 from tidesync.state import open_state_store
 from tidesync.state.store import StateStore

@@ -20,7 +20,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tidesync.engine.retry import RetryPolicy
+from tidesync.retry import RetryPolicy
 from tidesync.state.store import StateChanges, StateStore
 
 RETRY_NS = "webhook_sink_retry"

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 import httpx
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
-from tidesync.engine.retry import RetryPolicy
 from tidesync.errors import (
     DeliveryError,
     PartialBatchError,
@@ -54,6 +53,7 @@ from tidesync.errors import (
 from tidesync.event import ChangeEvent, Key
 from tidesync.observe.metrics import WEBHOOK_DELIVERY_ATTEMPTS, WEBHOOK_ENDPOINT_DISABLED
 from tidesync.protocols import Context
+from tidesync.retry import RetryPolicy
 from tidesync.secrets import REDACTOR
 from tidesync.sinks.webhook.attempts import ENDPOINT_NS, Endpoint, RetryBook, parse_retry_after
 from tidesync.sinks.webhook.config import WebhookSinkConfig

@@ -12,7 +12,7 @@ Every request first takes a token from the :class:`~.ratelimit.TokenBucket`.
 A 429 holds the bucket for the server's ``Retry-After`` (seconds or an HTTP
 date; exponential backoff when absent) and is then asked again: throttling is
 not a failure, up to ``max_throttled`` times in a row. Transient failures are
-retried with exponential backoff and full jitter (:class:`~tidesync.engine.retry.RetryPolicy`)
+retried with exponential backoff and full jitter (:class:`~tidesync.retry.RetryPolicy`)
 on the injected clock. A 401/403 re-reads the credential (a rotated key, a
 refreshed OAuth2 token) and asks once more before giving up.
 
@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
-from tidesync.engine.retry import RetryPolicy
 from tidesync.errors import SourceError, SourceTransientError
+from tidesync.retry import RetryPolicy
 from tidesync.secrets import REDACTOR
 from tidesync.sources.http.auth import Credential, CredentialRejected
 from tidesync.sources.http.ratelimit import TokenBucket, parse_retry_after
