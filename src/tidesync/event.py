@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -34,6 +34,7 @@ Position = tuple[Any, ...]
 Key = tuple[Any, ...]
 Row = dict[str, Any]
 RecordVersion = tuple[float, str]  # (created or version number, event id): orders one record's versions
+StateT = TypeVar("StateT")
 
 
 class ChangeEvent(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
@@ -86,7 +87,7 @@ def diff_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> t
 
 
 @dataclass(slots=True)
-class Batch:
+class Batch(Generic[StateT]):
     """Events moving between stages, in source order.
 
     ``position`` is the checkpoint the source may resume *after* once every
@@ -97,8 +98,10 @@ class Batch:
     ``state`` holds the source's own state changes (a
     :class:`~tidesync.state.store.StateChanges`: shadow rows, counters);
     the engine commits them in the same state-store transaction as this
-    batch's checkpoint. ``rejected`` holds records the source read but could
-    not turn into an event, as ``(placeholder event, reason)``: the engine
+    batch's checkpoint (so a source's ``read`` returns
+    ``Batch[StateChanges]``, see :class:`tidesync.protocols.Source`).
+    ``rejected`` holds records the source read but could not turn into an
+    event, as ``(placeholder event, reason)``: the engine
     dead-letters them as it does events a transform rejects. ``versions`` is
     empty, or holds each event's :data:`RecordVersion` (None where the sender
     gives none), aligned with ``events``; a hybrid source matches on them.
@@ -107,9 +110,9 @@ class Batch:
     events: list[ChangeEvent]
     position: Position | None = None
     read_at: float = 0.0
-    # A StateChanges or None. Annotated Any because naming it here, even for type checking
-    # only, would make this module and tidesync.state.store (which builds on it) a circle.
-    state: Any = None
+    # A StateChanges or None, named through the type parameter: importing it here, even for type
+    # checking only, would make this module and tidesync.state.store (which builds on it) a circle.
+    state: StateT | None = None
     rejected: list[tuple[ChangeEvent, str]] = field(default_factory=list)
     versions: list[RecordVersion | None] = field(default_factory=list)
 
@@ -311,7 +314,8 @@ def to_json(event: ChangeEvent) -> bytes:
 
 
 def to_jsonable(event: ChangeEvent) -> dict[str, Any]:
-    return msgspec.json.decode(to_json(event))  # type: ignore[no-any-return]
+    jsonable: dict[str, Any] = msgspec.json.decode(to_json(event))  # an event encodes as a JSON object
+    return jsonable
 
 
 def from_json(data: bytes | str) -> ChangeEvent:

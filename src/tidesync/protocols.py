@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.event import Batch, ChangeEvent, Position
 from tidesync.schema import SchemaRegistry
 
 if TYPE_CHECKING:
-    from tidesync.state.store import StateStore
+    from tidesync.state.store import StateChanges, StateStore
 
 
 @dataclass(slots=True)
@@ -34,7 +34,7 @@ class Context:
     state: StateStore
     clock: Clock = SYSTEM_CLOCK
     schemas: SchemaRegistry = field(default_factory=SchemaRegistry)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -62,7 +62,7 @@ class Source(Protocol):
 
     async def open(self, ctx: Context, after: Position | None) -> None: ...
 
-    async def read(self, max_events: int, max_wait: float) -> Batch: ...
+    async def read(self, max_events: int, max_wait: float) -> Batch[StateChanges]: ...
 
     async def commit(self, position: Position) -> None: ...
 

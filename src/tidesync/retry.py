@@ -31,10 +31,30 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from tidesync.clock import Clock
+
+
+class RetrySettings(Protocol):
+    """What :meth:`RetryPolicy.from_config` reads: ``tidesync.config.RetryConfig`` has these fields.
+
+    Named structurally, not imported: the config module builds on much of tidesync.
+    """
+
+    @property
+    def initial_delay(self) -> float: ...
+    @property
+    def max_delay(self) -> float: ...
+    @property
+    def multiplier(self) -> float: ...
+    @property
+    def jitter(self) -> str: ...
+    @property
+    def max_attempts(self) -> int | None: ...
+    @property
+    def max_age(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +103,14 @@ class RetryPolicy:
         return Retrying(self, clock, classify, on_retry=on_retry, stop=stop, rng=rng)
 
     @classmethod
-    def from_config(cls, cfg: object) -> RetryPolicy:
+    def from_config(cls, cfg: RetrySettings) -> RetryPolicy:
         return cls(
-            initial_delay=cfg.initial_delay,  # type: ignore[attr-defined]
-            max_delay=cfg.max_delay,  # type: ignore[attr-defined]
-            multiplier=cfg.multiplier,  # type: ignore[attr-defined]
-            jitter=cfg.jitter,  # type: ignore[attr-defined]
-            max_attempts=cfg.max_attempts,  # type: ignore[attr-defined]
-            max_age=cfg.max_age,  # type: ignore[attr-defined]
+            initial_delay=cfg.initial_delay,
+            max_delay=cfg.max_delay,
+            multiplier=cfg.multiplier,
+            jitter=cfg.jitter,
+            max_attempts=cfg.max_attempts,
+            max_age=cfg.max_age,
         )
 
 

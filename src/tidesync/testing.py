@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tidesync.errors import PermanentError, SourceTransientError, TransientError
@@ -173,11 +173,6 @@ class ScriptedSource(ListSource):
             await asyncio.sleep(min(max_wait, 0.01))
             return Batch([], None)
         return await super().read(count, max_wait)
-
-
-@dataclass
-class MemoryTable:
-    rows: dict[Key, Row] = field(default_factory=dict)
 
 
 class MemorySink:

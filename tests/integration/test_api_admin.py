@@ -16,8 +16,8 @@ from tidesync.event import ChangeEvent
 from tidesync.observe.top import run_top
 from tidesync.state import open_state_store
 from tidesync.state.store import NewDeadLetter, StateChanges
-from tidesync.sync.journal import CONFLICTS, RESOLVE, conflict_entry, conflict_key
 from tidesync.sync.record import Agreed, Seen
+from tidesync.sync.store_layout import CONFLICTS, RESOLVE, conflict_entry, conflict_key
 from tidesync.testing import eventually
 
 TICKING = "alerts: {interval: 50ms}\n"  # the monitor evaluates often: tests wait on its ticks, never on a sleep

@@ -34,8 +34,8 @@ from tidesync.api.app import create_app
 from tidesync.api.runtime import ApiRuntime
 from tidesync.state import open_state_store
 from tidesync.state.store import StateChanges
-from tidesync.sync.journal import CONFLICTS, conflict_entry, conflict_key
 from tidesync.sync.record import Agreed, Seen
+from tidesync.sync.store_layout import CONFLICTS, conflict_entry, conflict_key
 from tidesync.testing import wait_until
 
 PUBLIC = {"/healthz", "/webhooks/{source}", "/", "/dashboard", "/dashboard/{name}"}

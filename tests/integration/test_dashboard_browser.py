@@ -14,13 +14,13 @@ from playwright.async_api import Page, async_playwright, expect
 from tests.integration.api_harness import SHOP, dst_rows, make_shop, running, src_insert
 from tidesync.state import open_state_store
 from tidesync.state.store import StateStore
-from tidesync.sync import core
-from tidesync.sync.journal import RESOLVE
+from tidesync.sync import decisions
 from tidesync.sync.mapping import FieldMap, SideSpec
 from tidesync.sync.memory import FeedSource, MemoryEndpoint, MemoryTable
 from tidesync.sync.processor import SyncProcessor
 from tidesync.sync.resolve import history, list_conflicts
 from tidesync.sync.rules import Rule, Rules
+from tidesync.sync.store_layout import RESOLVE
 from tidesync.testing import eventually
 
 expect.set_options(timeout=15_000)  # a shared two-core machine: give the page time under load
@@ -46,7 +46,7 @@ class CustomersSync:
         names = {"id": "id", "email": "email"}
         fmap = FieldMap(SideSpec("a", "ta", ("id",), names), SideSpec("b", "tb", ("id",), names), shared_keys=True)
         endpoints = {s: MemoryEndpoint(t) for s, t in self.tables.items()}
-        policy = core.Policy(Rules(default=Rule("manual")))
+        policy = decisions.Policy(Rules(default=Rule("manual")))
         self.proc = SyncProcessor("customers", fmap, endpoints, store, policy)  # type: ignore[arg-type]
         self.sources = {s: FeedSource(t.feed) for s, t in self.tables.items()}
 

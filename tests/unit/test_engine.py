@@ -86,7 +86,12 @@ async def test_transient_failures_are_retried_with_the_policy_schedule(store) ->
     sink = FlakySink(fail_next=4)
     policy = RetryPolicy(initial_delay=0.5, max_delay=3.0, multiplier=2.0, jitter="none")
     runner = PipelineRunner(
-        "p", ListSource([upsert(i) for i in range(10)]), sink, store, retry=policy, clock=clock,
+        "p",
+        ListSource([upsert(i) for i in range(10)]),
+        sink,
+        store,
+        retry=policy,
+        clock=clock,
         batch=BatchPolicy(10, 0.01),
     )
     await run_until(runner, lambda: runner.stats.events_written == 10)
@@ -141,7 +146,12 @@ async def test_retries_exhausted_park_the_batch_in_order(store) -> None:  # type
     sink = FlakySink(fail_next=10**9)
     policy = RetryPolicy(initial_delay=0.1, max_delay=1, max_attempts=3, jitter="none")
     runner = PipelineRunner(
-        "p", ListSource([upsert(i) for i in range(5)]), sink, store, retry=policy, clock=clock,
+        "p",
+        ListSource([upsert(i) for i in range(5)]),
+        sink,
+        store,
+        retry=policy,
+        clock=clock,
         batch=BatchPolicy(10, 0.01),
     )
     await run_until(runner, lambda: runner.stats.dead_lettered == 5)

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from tidesync.state import open_state_store
 from tidesync.state.store import StateStore
-from tidesync.sync import core
+from tidesync.sync import decisions
 from tidesync.sync.mapping import FieldMap, SideSpec
 from tidesync.sync.memory import FeedSource, MemoryEndpoint, MemoryTable
 from tidesync.sync.processor import SyncProcessor
@@ -159,7 +159,7 @@ class World:
             self.fmap(),
             self.endpoints,
             self.store,
-            core.Policy(self.cfg.rules(), self.cfg.deletes),
+            decisions.Policy(self.cfg.rules(), self.cfg.deletes),
             origins=origins,
             hook=self.hook,
             history_keep=100_000,

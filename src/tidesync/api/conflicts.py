@@ -65,7 +65,7 @@ async def list_pending(
     pending = await pending_conflicts(store, sync)
     if not pending:
         return []
-    from tidesync.sync.journal import RESOLVE, parse_conflict_id
+    from tidesync.sync.store_layout import RESOLVE, parse_conflict_id
 
     requests = await store.kv_scan(RESOLVE, f"{sync}/" if sync else "")
     out = []

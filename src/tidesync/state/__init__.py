@@ -14,6 +14,11 @@ parameters; ``schema`` is tidesync's own and is removed before connecting.
 
 A URL that cannot be used is a :class:`~tidesync.errors.ConfigError`.
 
+The store's interface is split by concern (``Checkpoints``, ``DeadLetterQueue``,
+``Shadows``, ``IntakeJournal``, ``KeyValues``, ``PipelineStatuses``,
+``StoreLifecycle``; :mod:`tidesync.state.store` says why ``commit`` is on each);
+``StateStore`` is all of them.
+
 The backends share a row codec (:mod:`tidesync.state.rows`) and
 :func:`redact_url` (:mod:`tidesync.state.url`); they import neither from here,
 so this package can open them without an import circle.
@@ -26,29 +31,45 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from tidesync.errors import ConfigError
 from tidesync.state.store import (
+    Checkpoints,
     DeadLetter,
     DeadLetterFilter,
+    DeadLetterQueue,
+    IntakeJournal,
     JournalAppend,
     JournalEntry,
+    KeyValues,
     NewDeadLetter,
     PipelineStatus,
+    PipelineStatuses,
     ShadowRow,
+    Shadows,
     StateChanges,
     StateStore,
+    StoreLifecycle,
+    SupportsCommit,
 )
 from tidesync.state.url import redact_url
 
 __all__ = [
     "DEFAULT_STATE_URL",
+    "Checkpoints",
     "DeadLetter",
     "DeadLetterFilter",
+    "DeadLetterQueue",
+    "IntakeJournal",
     "JournalAppend",
     "JournalEntry",
+    "KeyValues",
     "NewDeadLetter",
     "PipelineStatus",
+    "PipelineStatuses",
     "ShadowRow",
+    "Shadows",
     "StateChanges",
     "StateStore",
+    "StoreLifecycle",
+    "SupportsCommit",
     "open_state_store",
     "redact_url",
 ]

@@ -3,6 +3,42 @@
 One interface, two backends (``sqlite.py``, the embedded default; ``postgres.py``,
 shared by several workers). Both pass the same test suite.
 
+The interface is split by concern, so a part that needs one concern says so in
+its signature and a test double for it stays small:
+
+====================  =========================================================
+protocol              methods
+====================  =========================================================
+``SupportsCommit``    ``commit(pipeline, StateChanges)``: the one transactional
+                      write path; every concern protocol below extends it
+``Checkpoints``       ``load_checkpoint``, ``reset_checkpoint``
+``DeadLetterQueue``   ``dlq_list``, ``dlq_get``, ``dlq_count``,
+                      ``dlq_parked_keys``, ``dlq_touch``, ``dlq_remove``
+``Shadows``           ``shadow_get``, ``shadow_scan``
+``IntakeJournal``     ``journal_append``, ``journal_read``, ``journal_trim``
+``KeyValues``         ``kv_get``, ``kv_put``, ``kv_delete``, ``kv_scan``
+``PipelineStatuses``  ``status_get``, ``status_list``
+``StoreLifecycle``    ``url``, ``open``, ``close``, ``remove_pipeline`` (the store
+                      as a whole; it does not extend ``SupportsCommit``)
+``StateStore``        all of them: what a backend implements and the engine holds
+====================  =========================================================
+
+Why ``commit`` sits in a base protocol that each concern extends, not in
+``StateStore`` alone: a part that reads one concern usually stages changes
+that must commit with the rest of a batch (a repair reads the parked keys and
+commits dead letters; a resolution reads kv entries and commits kv entries).
+Python has no intersection types, so were ``commit`` only on ``StateStore``,
+each such part would need the whole store again. The price: a holder of a
+narrow protocol can commit any :class:`StateChanges`; the narrow type says
+what a part reads, not what one batch may change.
+
+Writes outside ``commit`` exist where a write is not part of a batch:
+``reset_checkpoint``, ``dlq_touch``/``dlq_remove`` (an operator's replay or
+discard), ``kv_put``/``kv_delete`` (an epoch counter, a re-enabled endpoint),
+the journal (an append must be durable before intake answers), and
+``remove_pipeline``. Anything that must move with a checkpoint goes through
+``commit``.
+
 The intake journal holds what webhook intake accepted, before it answered 2xx:
 ``journal_append`` de-duplicates by (source, event id) in the same transaction
 that stores the entry, ``journal_read`` reads by sequence after a position, and
@@ -185,20 +221,8 @@ class JournalEntry:
 
 
 @runtime_checkable
-class StateStore(Protocol):
-    """Durable engine state. All methods are coroutines; none blocks the event loop for long.
-
-    Errors: :class:`tidesync.errors.StateStoreError` with a message that says
-    what is wrong (file locked, not a database, server unreachable).
-    """
-
-    url: str
-
-    async def open(self) -> None:
-        """Create the schema if missing. Idempotent."""
-
-    async def close(self) -> None:
-        """Idempotent."""
+class SupportsCommit(Protocol):
+    """The one transactional write path, shared by every concern below."""
 
     async def commit(self, pipeline: str, changes: StateChanges) -> list[int]:
         """Apply ``changes`` atomically for ``pipeline``; return the ids of new dead letters, in order.
@@ -208,13 +232,20 @@ class StateStore(Protocol):
         when given, replaces the rest of the status row.
         """
 
+
+@runtime_checkable
+class Checkpoints(SupportsCommit, Protocol):
+    """The position each pipeline resumes after; it moves only through :meth:`commit`."""
+
     async def load_checkpoint(self, pipeline: str) -> Position | None: ...
 
-    async def reset_checkpoint(self, pipeline: str) -> None: ...
+    async def reset_checkpoint(self, pipeline: str) -> None:
+        """Forget the checkpoint, so the next run starts from the source's beginning."""
 
-    async def shadow_get(self, scope: str, entity: str, keys: Sequence[Key]) -> dict[Key, ShadowRow]: ...
 
-    async def shadow_scan(self, scope: str, entity: str | None = None) -> list[ShadowRow]: ...
+@runtime_checkable
+class DeadLetterQueue(SupportsCommit, Protocol):
+    """Parked events: read, counted and touched here; added (and removed with a batch) by :meth:`commit`."""
 
     async def dlq_list(self, flt: DeadLetterFilter | None = None) -> list[DeadLetter]:
         """Entries matching ``flt``, oldest (lowest id) first."""
@@ -234,19 +265,26 @@ class StateStore(Protocol):
         """Record one more failed attempt of an entry (a failed replay)."""
 
     async def dlq_remove(self, ids: Iterable[int]) -> int:
-        """Delete entries; return how many existed."""
+        """Delete entries outside a batch (an operator's discard); return how many existed."""
 
-    async def kv_get(self, namespace: str, key: str) -> Any | None: ...
 
-    async def kv_put(self, namespace: str, key: str, value: Any) -> None: ...
+@runtime_checkable
+class Shadows(SupportsCommit, Protocol):
+    """Shadow rows by (scope, entity, key): read here, written only by :meth:`commit`."""
 
-    async def kv_delete(self, namespace: str, key: str) -> None: ...
+    async def shadow_get(self, scope: str, entity: str, keys: Sequence[Key]) -> dict[Key, ShadowRow]:
+        """The stored rows of ``keys`` (missing keys are absent from the result)."""
 
-    async def kv_scan(self, namespace: str, prefix: str = "") -> dict[str, Any]: ...
+    async def shadow_scan(self, scope: str, entity: str | None = None) -> list[ShadowRow]: ...
 
-    async def status_get(self, pipeline: str) -> PipelineStatus | None: ...
 
-    async def status_list(self) -> list[PipelineStatus]: ...
+@runtime_checkable
+class IntakeJournal(SupportsCommit, Protocol):
+    """What webhook intake accepted before answering 2xx (see the module docstring).
+
+    Appends and trims are their own transactions: an append must be durable
+    before the answer, and a trim follows a checkpoint that already committed.
+    """
 
     async def journal_append(self, entries: Sequence[JournalAppend]) -> list[int | None]:
         """Append ``entries`` in one transaction; per entry its sequence number, or None for a duplicate.
@@ -259,6 +297,54 @@ class StateStore(Protocol):
 
     async def journal_read(self, source: str, after: int, limit: int, through: int | None = None) -> list[JournalEntry]:
         """Untrimmed entries of ``source`` with ``after < seq`` (and ``seq <= through``), in sequence order."""
+
+    async def journal_trim(self, source: str, through: int, forget_before: float) -> int:
+        """Drop the payloads of entries with ``seq <= through``; return how many were dropped.
+
+        The event ids of trimmed entries received before ``forget_before``
+        (epoch seconds) are forgotten: only then may the same id be journaled again.
+        """
+
+
+@runtime_checkable
+class KeyValues(SupportsCommit, Protocol):
+    """Small JSON-like values by (namespace, key).
+
+    What belongs to a batch goes through :meth:`commit` (``kv_put``/``kv_delete``
+    of :class:`StateChanges`); :meth:`kv_put` and :meth:`kv_delete` are for
+    state that is not part of one (an epoch counter, an operator's re-enable).
+    """
+
+    async def kv_get(self, namespace: str, key: str) -> Any | None: ...
+
+    async def kv_put(self, namespace: str, key: str, value: Any) -> None: ...
+
+    async def kv_delete(self, namespace: str, key: str) -> None: ...
+
+    async def kv_scan(self, namespace: str, prefix: str = "") -> dict[str, Any]:
+        """Entries of ``namespace`` whose key starts with ``prefix``, by key."""
+
+
+@runtime_checkable
+class PipelineStatuses(SupportsCommit, Protocol):
+    """The status rows ``tidesync status`` and the admin API show; written by :meth:`commit`."""
+
+    async def status_get(self, pipeline: str) -> PipelineStatus | None: ...
+
+    async def status_list(self) -> list[PipelineStatus]: ...
+
+
+@runtime_checkable
+class StoreLifecycle(Protocol):
+    """The store as a whole: its URL (redacted), opening, closing, and forgetting a pipeline."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Create the schema if missing. Idempotent."""
+
+    async def close(self) -> None:
+        """Idempotent."""
 
     async def remove_pipeline(self, pipeline: str, scopes: Sequence[str] = ()) -> dict[str, int]:
         """Delete everything stored for ``pipeline``, in one transaction; return how many rows of each kind went.
@@ -274,9 +360,13 @@ class StateStore(Protocol):
         entries, journal rows. Idempotent.
         """
 
-    async def journal_trim(self, source: str, through: int, forget_before: float) -> int:
-        """Drop the payloads of entries with ``seq <= through``; return how many were dropped.
 
-        The event ids of trimmed entries received before ``forget_before``
-        (epoch seconds) are forgotten: only then may the same id be journaled again.
-        """
+@runtime_checkable
+class StateStore(
+    Checkpoints, DeadLetterQueue, Shadows, IntakeJournal, KeyValues, PipelineStatuses, StoreLifecycle, Protocol
+):
+    """Durable engine state: every concern above, one backend. All methods are coroutines.
+
+    None blocks the event loop for long. Errors: :class:`tidesync.errors.StateStoreError`
+    with a message that says what is wrong (file locked, not a database, server unreachable).
+    """

@@ -4,14 +4,15 @@ Modules, from pure to I/O:
 
 - ``record``: what is kept per record (shadow, both sides' images, keys, tombstones, intents);
 - ``rules``: the conflict rules (lww with a clock-skew bound, prefer, non_null, max, min, sum, union, manual);
-- ``core``: record state + one side's change -> what to write (pure; property-tested);
+- ``decisions``: record state + one side's change -> what to write (pure; property-tested);
 - ``echo``: the ledger that recognises the sync's own writes when they come back;
-- ``conclude``: the outcome of the writes applied to the record state (pure);
+- ``outcome``: the outcome of the writes applied to the record state (pure);
 - ``mapping``: side rows <-> canonical records (field mapping, per-direction transforms, keys, record ids);
 - ``endpoint`` / ``sql`` / ``memory``: conditional writes (SQLAlchemy Core for Postgres, MariaDB, SQLite;
   in-memory tables and change feeds for tests);
 - ``writes``: decisions -> endpoint ops -> results;
-- ``book`` / ``journal`` / ``resolve``: review queue, history, rule overrides, resolutions;
+- ``bookkeeping`` / ``store_layout`` / ``resolve``: review queue, history, rule overrides, resolutions
+  (staged for the commit / their state-store keys and entries / applying a person's resolution);
 - ``processor``: one batch -> decisions -> writes -> one state-store commit;
 - ``pairing``: initial pairing of populated tables and its dry run;
 - ``runner`` / ``build`` / ``config`` / ``cli``: running it from a ``syncs:`` config.

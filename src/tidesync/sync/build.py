@@ -19,7 +19,7 @@ from tidesync.errors import ConfigError
 from tidesync.registry import REGISTRY
 from tidesync.retry import RetryPolicy
 from tidesync.state.store import StateStore
-from tidesync.sync import core, pairing
+from tidesync.sync import decisions, pairing
 from tidesync.sync.mapping import FieldMap, side_specs
 from tidesync.sync.processor import SyncProcessor
 from tidesync.sync.runner import ReadPolicy, SyncRunner
@@ -65,7 +65,7 @@ class SyncParts:
     fmap: FieldMap
     endpoints: dict[str, SqlEndpoint]
     origins: dict[str, str | None]
-    policy: core.Policy
+    policy: decisions.Policy
     match: pairing.Match | None
 
     def processor(self, state: StateStore) -> SyncProcessor:
@@ -107,7 +107,7 @@ def build_parts(spec: SyncSpec) -> SyncParts:
     if cfg.match is not None:
         fb = tuple(cfg.match.fallback) if cfg.match.fallback else None
         match = pairing.Match(tuple(cfg.match.by), fb, cfg.match.on_collision)
-    return SyncParts(spec, fmap, endpoints, origins, core.Policy(cfg.rule_set(), cfg.deletes), match)
+    return SyncParts(spec, fmap, endpoints, origins, decisions.Policy(cfg.rule_set(), cfg.deletes), match)
 
 
 def build_sync(spec: SyncSpec, state: StateStore) -> SyncRunner:

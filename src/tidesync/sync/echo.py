@@ -21,7 +21,7 @@ recognised. For an entry whose outcome the state never learnt (``done``
 false), the side is known to hold a value the sync wrote, with no edit of its
 own: the shadow becomes the other side's value at the time of the decision
 (``base``), or the written value itself when the other side already holds it.
-That is the same rule as a partly failed merge (:mod:`.conclude`), so counters
+That is the same rule as a partly failed merge (:mod:`.outcome`), so counters
 (``sum``) stay exact and set merges lose nothing. A counter's shadow may have
 moved meanwhile, though: a merge decided before the echo came, on the side's
 older image, wrote the other side and made that image the shadow (the partial
@@ -117,7 +117,7 @@ def announce(
 
 
 def written(st: RecordState, side: str, name: str, value: Any, status: str, strict: bool = False) -> None:
-    """The outcome of this attempt's write of ``value`` (an :mod:`.conclude` status).
+    """The outcome of this attempt's write of ``value`` (an :mod:`.outcome` status).
 
     ok: the entry is done (its echo will come). Otherwise nothing was written
     now: if an earlier attempt cut short by a crash announced the same value,

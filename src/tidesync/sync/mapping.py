@@ -26,7 +26,7 @@ from typing import Any
 
 from tidesync.errors import TransformError
 from tidesync.event import DELETE, INSERT, SNAPSHOT, UPDATE, ChangeEvent, Key, Row
-from tidesync.sync import core
+from tidesync.sync import decisions
 from tidesync.sync.record import NO_RAW, Seen, Side
 
 log = logging.getLogger("tidesync.sync")
@@ -121,12 +121,12 @@ class FieldMap:
 
     # --- events -----------------------------------------------------------------------------
 
-    def inbound(self, side: Side, ev: ChangeEvent) -> core.SideEvent | None:
+    def inbound(self, side: Side, ev: ChangeEvent) -> decisions.SideEvent | None:
         """A source event of this side's entity in canonical form; None for ops a sync ignores (truncate)."""
         spec = self.sides[side]
         if ev.op == DELETE:
             key = self._key(spec, ev.before, ev.key)
-            return core.SideEvent(side, key, core.DELETE, {}, ev.committed_at)
+            return decisions.SideEvent(side, key, decisions.DELETE, {}, ev.committed_at)
         if ev.op not in (INSERT, UPDATE, SNAPSHOT):
             log.warning("sync ignores %s events (%s on side %s)", ev.op, ev.entity, side)
             return None
@@ -138,7 +138,7 @@ class FieldMap:
         if ev.op == UPDATE and not full and ev.changed is not None:
             # A partial row (an unchanged TOASTed column is absent): only what the source says changed.
             cols = {c: after[c] for c in ev.changed if c in names and c in after}
-        # A whole row is compared with the side's stream image instead (core._changed): the source's own
+        # A whole row is compared with the side's stream image instead (decisions._changed): the source's own
         # idea of `changed` may be wider (Postgres sends every column) or, after a crash, narrower.
         try:
             fields = self.to_canonical(side, cols, ev.committed_at)
@@ -147,7 +147,9 @@ class FieldMap:
             log.warning("sync: a change of %s %s on side %s cannot be converted: %s", ev.entity, key, side, exc)
             return None
         created = ev.op in (INSERT, SNAPSHOT)
-        return core.SideEvent(side, key, core.UPSERT, fields, ev.committed_at, created=created, full=full or created)
+        return decisions.SideEvent(
+            side, key, decisions.UPSERT, fields, ev.committed_at, created=created, full=full or created
+        )
 
     @staticmethod
     def _key(spec: SideSpec, row: Mapping[str, Any] | None, fallback: Key) -> Key:

@@ -35,7 +35,7 @@ from typing import Any
 
 from tidesync.errors import ConfigError
 from tidesync.event import Batch, Key
-from tidesync.sync import core
+from tidesync.sync import decisions
 from tidesync.sync.processor import SyncProcessor
 from tidesync.sync.record import RecordState, Seen, Side, same
 from tidesync.sync.rules import Rules, settle
@@ -222,7 +222,7 @@ async def go_live(proc: SyncProcessor, match: Match | None, *, chunk: int = 500)
             "create (see `tidesync sync plan`)"
         )
     fmap = proc.fmap
-    items: list[tuple[Key, RecordState, core.Decision]] = []
+    items: list[tuple[Key, RecordState, decisions.Decision]] = []
     new_ids: dict[tuple[str, Key], Key] = {}
     for ka, kb in p.matched:
         rid = fmap.new_rid("a", ka)
@@ -231,16 +231,16 @@ async def go_live(proc: SyncProcessor, match: Match | None, *, chunk: int = 500)
         if not fmap.shared_keys:
             new_ids[("a", ka)] = rid
             new_ids[("b", kb)] = rid
-        items.append((rid, st, core.evaluate(st.copy(), fmap.fields, rules)))
+        items.append((rid, st, decisions.evaluate(st.copy(), fmap.fields, rules)))
     for side in ("a", "b"):
         s: Side = side
         for key in p.create[side]:
             rid = fmap.new_rid(s, key)
             if not fmap.shared_keys:
                 new_ids[(side, key)] = rid
-            ev = core.SideEvent(s, key, core.UPSERT, p.rows[side][key], 0.0, created=True, full=True)
+            ev = decisions.SideEvent(s, key, decisions.UPSERT, p.rows[side][key], 0.0, created=True, full=True)
             before = RecordState(rid)
-            items.append((rid, before, core.decide(before, ev, proc.policy)))
+            items.append((rid, before, decisions.decide(before, ev, proc.policy)))
     for i in range(0, len(items), chunk):
         await _apply(proc, items[i : i + chunk], new_ids if i == 0 else {})
     log.info(
@@ -255,17 +255,19 @@ async def go_live(proc: SyncProcessor, match: Match | None, *, chunk: int = 500)
 
 
 async def _apply(
-    proc: SyncProcessor, items: Sequence[tuple[Key, RecordState, core.Decision]], new_ids: Mapping[tuple[str, Key], Key]
+    proc: SyncProcessor,
+    items: Sequence[tuple[Key, RecordState, decisions.Decision]],
+    new_ids: Mapping[tuple[str, Key], Key],
 ) -> None:
     ids = dict(new_ids)
     outcomes = await proc.write_round(list(items), ids)
     states: dict[Key, RecordState] = {}
     for (rid, _, _), out in zip(items, outcomes, strict=True):
-        proc.book.record(out)
+        proc.bookkeeper.record(out)
         states[rid] = out.state
         if out.reconsider:
-            d = core.evaluate(out.state.copy(), out.reconsider, proc.policy.rules)
+            d = decisions.evaluate(out.state.copy(), out.reconsider, proc.policy.rules)
             more = await proc.write_round([(rid, out.state, d)], ids)
-            proc.book.record(more[0])
+            proc.bookkeeper.record(more[0])
             states[rid] = more[0].state
     await proc.commit_batch(states, set(states), ids, Batch([]))

@@ -13,7 +13,7 @@
    the echo ledger in order, then the record is decided once): decide,
    store what is about to be written (insert intents, the echo ledger),
    write through both endpoints (one call per side per round, retried on
-   transient errors), and conclude;
+   transient errors), and apply the outcome;
 4. commit every record state, ID map entry, review-queue and history change,
    the source's own state and both sides' positions in one transaction.
 
@@ -49,14 +49,14 @@ from tidesync.errors import TransientError
 from tidesync.event import Batch, ChangeEvent, Key, Position
 from tidesync.retry import RetryPolicy
 from tidesync.state.store import ShadowRow, StateChanges, StateStore
-from tidesync.sync import core, echo
-from tidesync.sync.book import Book
-from tidesync.sync.conclude import Outcome, conclude
+from tidesync.sync import decisions, echo
+from tidesync.sync.bookkeeping import Bookkeeper
 from tidesync.sync.endpoint import Endpoint
-from tidesync.sync.journal import POSITIONS
 from tidesync.sync.mapping import FieldMap
+from tidesync.sync.outcome import Outcome, apply_outcome
 from tidesync.sync.record import RecordState, Side, same
 from tidesync.sync.resolve import resolution_plan
+from tidesync.sync.store_layout import POSITIONS
 from tidesync.sync.writes import RoundWrites
 
 log = logging.getLogger("tidesync.sync")
@@ -73,9 +73,9 @@ class SyncStats:
     batches: int = 0
 
 
-def joins(run: list[core.SideEvent], ev: core.SideEvent) -> bool:
+def joins(run: list[decisions.SideEvent], ev: decisions.SideEvent) -> bool:
     """Whether ``ev`` continues a run of upserts (decided together; an insert starts a new run)."""
-    return run[-1].op == core.UPSERT and ev.op == core.UPSERT and not ev.created
+    return run[-1].op == decisions.UPSERT and ev.op == decisions.UPSERT and not ev.created
 
 
 class SyncProcessor:
@@ -85,7 +85,7 @@ class SyncProcessor:
         fmap: FieldMap,
         endpoints: Mapping[str, Endpoint],
         state: StateStore,
-        policy: core.Policy,
+        policy: decisions.Policy,
         *,
         origins: Mapping[str, str | None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -105,7 +105,7 @@ class SyncProcessor:
         self.match_columns = dict(match_columns or {"a": None, "b": None})
         self.hook = hook
         self.scope = f"sync:{name}"
-        self.book = Book(name, state, clock, history_keep)
+        self.bookkeeper = Bookkeeper(name, state, clock, history_keep)
         self.stats = SyncStats()
         self.positions: dict[str, Position | None] = {"a": None, "b": None}
         self._states: dict[Key, RecordState] = {}
@@ -117,10 +117,10 @@ class SyncProcessor:
         self._streams: dict[Key, dict[str, dict[str, Any]]] = {}
 
     @property
-    def policy(self) -> core.Policy:
+    def policy(self) -> decisions.Policy:
         origin_sides = frozenset(s for s, o in self.origins.items() if o)
-        return core.Policy(
-            self.base_policy.rules.with_overrides(self.book.overrides), self.base_policy.deletes, origin_sides
+        return decisions.Policy(
+            self.base_policy.rules.with_overrides(self.bookkeeper.overrides), self.base_policy.deletes, origin_sides
         )
 
     async def load(self) -> None:
@@ -129,7 +129,7 @@ class SyncProcessor:
             self.positions[side] = tuple(pos) if pos is not None else None
             rows = await self.state.shadow_scan(self.scope, f"pending:{side}")
             self._intents[side] = {r.key: list(r.row["rows"]) for r in rows}
-        await self.book.load()
+        await self.bookkeeper.load()
 
     # --- lookups -----------------------------------------------------------------------------
 
@@ -159,7 +159,7 @@ class SyncProcessor:
         return out
 
     def _claim(
-        self, side: Side, events: list[core.SideEvent], rid_of: dict[Key, Key], new_ids: dict[tuple[str, Key], Key]
+        self, side: Side, events: list[decisions.SideEvent], rid_of: dict[Key, Key], new_ids: dict[tuple[str, Key], Key]
     ) -> None:
         """A new key whose row is what an unconfirmed insert of the sync wrote there: that insert's record."""
         origin_side = self.origins.get(side) is not None
@@ -197,7 +197,7 @@ class SyncProcessor:
 
     # --- one batch ----------------------------------------------------------------------------
 
-    def _prepare(self, side: Side, events: Sequence[ChangeEvent]) -> tuple[list[core.SideEvent], int]:
+    def _prepare(self, side: Side, events: Sequence[ChangeEvent]) -> tuple[list[decisions.SideEvent], int]:
         """This side's events in canonical form, and how many carried the side's replication origin."""
         spec = self.fmap.sides[side]
         origin = self.origins.get(side)
@@ -222,7 +222,7 @@ class SyncProcessor:
         rid_of = await self.rids(side, [e.key for e in events], new_ids)
         if self._intents[side] and not self.fmap.shared_keys:
             self._claim(side, events, rid_of, new_ids)
-        queues: dict[Key, deque[list[core.SideEvent] | tuple[str, ...]]] = {}
+        queues: dict[Key, deque[list[decisions.SideEvent] | tuple[str, ...]]] = {}
         for e in events:
             q = queues.setdefault(rid_of[e.key], deque())
             last = q[-1] if q else None
@@ -234,7 +234,7 @@ class SyncProcessor:
         self._streams = {rid: {s: dict(row) for s, row in st.stream.items()} for rid, st in states.items()}
         touched: set[Key] = set()
         while queues:
-            round_: list[tuple[Key, RecordState, core.Decision]] = []
+            round_: list[tuple[Key, RecordState, decisions.Decision]] = []
             for rid in list(queues):
                 q = queues[rid]
                 item = q.popleft()
@@ -242,16 +242,16 @@ class SyncProcessor:
                     del queues[rid]
                 st = states[rid]
                 if isinstance(item, list):
-                    d = core.decide(st, item, self.policy)
+                    d = decisions.decide(st, item, self.policy)
                     self.stats.echo_fields += d.echoes
                 else:
-                    d = core.evaluate(st.copy(), item, self.policy.rules)
+                    d = decisions.evaluate(st.copy(), item, self.policy.rules)
                 round_.append((rid, st, d))
             outcomes = await self.write_round(round_, new_ids)
             for (rid, _, _), out in zip(round_, outcomes, strict=True):
                 states[rid] = out.state
                 touched.add(rid)
-                self.book.record(out)
+                self.bookkeeper.record(out)
                 if out.reconsider:
                     queues.setdefault(rid, deque()).appendleft(out.reconsider)
         if batch.position is not None:
@@ -264,18 +264,18 @@ class SyncProcessor:
 
         A request whose write cannot be made yet (the side changed the field) stays for the next call.
         """
-        await self.book.load_overrides()
-        requests = await self.book.requests()
+        await self.bookkeeper.load_overrides()
+        requests = await self.bookkeeper.requests()
         if not requests:
             return 0
         new_ids: dict[tuple[str, Key], Key] = {}
-        round_: list[tuple[Key, RecordState, core.Decision]] = []
+        round_: list[tuple[Key, RecordState, decisions.Decision]] = []
         picked: list[dict[str, Any]] = []
         self._streams = {}
         for key, req in sorted(requests.items()):
-            entry = await self.book.conflict(req["id"])
+            entry = await self.bookkeeper.conflict(req["id"])
             if entry is None:
-                self.book.drop_request(key)
+                self.bookkeeper.drop_request(key)
                 continue
             rid = tuple(entry["rid"])
             if any(r == rid for r, _, _ in round_):
@@ -286,7 +286,7 @@ class SyncProcessor:
                 d = resolution_plan(st, entry["field"], req, self.clock.time())
             if d is None:
                 log.info("sync %s: conflict %s no longer applies; dropped", self.name, req["id"])
-                self.book.close(req["id"])
+                self.bookkeeper.close(req["id"])
                 continue
             round_.append((rid, st, d))
             picked.append(req)
@@ -296,18 +296,18 @@ class SyncProcessor:
             outcomes = await self.write_round(round_, new_ids)
             for (rid, _, _), out, req in zip(round_, outcomes, picked, strict=True):
                 states[rid] = out.state
-                self.book.record(out, by=str(req.get("by") or "a person"))
+                self.bookkeeper.record(out, by=str(req.get("by") or "a person"))
                 applied += any(cid == req["id"] for _, cid, _ in out.closed)
         await self.commit_batch(states, set(states), new_ids, Batch([]))
         return applied
 
     async def write_round(
-        self, round_: list[tuple[Key, RecordState, core.Decision]], new_ids: dict[tuple[str, Key], Key]
+        self, round_: list[tuple[Key, RecordState, decisions.Decision]], new_ids: dict[tuple[str, Key], Key]
     ) -> list[Outcome]:
-        decisions = [d for _, _, d in round_]
-        rw = RoundWrites(self.fmap, decisions, self.match_columns)
+        made = [d for _, _, d in round_]
+        rw = RoundWrites(self.fmap, made, self.match_columns)
         for i, (_, before, d) in enumerate(round_):
-            if isinstance(d.op, core.Insert | core.Recreate) and d.op.side in before.pending:
+            if isinstance(d.op, decisions.Insert | decisions.Recreate) and d.op.side in before.pending:
                 rw.retries.add(i)
                 rw.earlier[i] = [dict(row) for row in before.pending[d.op.side]]
         rw.build()
@@ -322,11 +322,11 @@ class SyncProcessor:
         if self.hook is not None:
             self.hook("written")
         outcomes = []
-        for i, d in enumerate(decisions):
+        for i, d in enumerate(made):
             row = rw.row_results.get(i)
             if row is not None and i in rw.retries:
                 row = replace(row, retried=True, earlier=tuple(rw.earlier.get(i, ())))
-            out = conclude(d, rw.field_results.get(i, {}), row)
+            out = apply_outcome(d, rw.field_results.get(i, {}), row)
             for side in ("a", "b"):
                 key = out.state.keys[side]
                 if key is not None and not self.fmap.shared_keys and self._idmap.get((side, key)) != out.state.rid:
@@ -344,7 +344,7 @@ class SyncProcessor:
         stream images stay as the batch found them. This batch's position is
         not committed, so after a crash its events are read again; narrowed
         against a stream image that already holds them (a whole-row event,
-        :func:`core._changed`), they would change nothing, no field would be
+        :func:`decisions._changed`), they would change nothing, no field would be
         decided again, and a write announced here but never made would be lost.
         """
         states: dict[Key, RecordState] = {}
@@ -480,14 +480,14 @@ class SyncProcessor:
         self._index_intents({rid: states[rid] for rid in touched}, changes)
         self._claimed.clear()
         self._streams = {}
-        self.book.stage(changes)
+        self.bookkeeper.stage(changes)
         for side in ("a", "b"):
             if self.positions[side] is not None:
                 changes.kv_put[(POSITIONS, f"{self.name}/{side}")] = list(self.positions[side] or ())
         if batch.state is not None:  # the source's own state, committed with the sync's
             changes = changes.merge(batch.state)
         await self.state.commit(self.name, changes)
-        self.book.committed()
+        self.bookkeeper.committed()
         for rid in touched:
             self._states[rid] = states[rid]
         if len(self._states) > 100_000:

@@ -21,10 +21,10 @@ from typing import Any
 
 from tidesync.errors import TidesyncError
 from tidesync.state.store import StateChanges, StateStore
-from tidesync.sync.core import Decision, FieldPlan
-from tidesync.sync.journal import CONFLICTS, HISTORY, RESOLVE, RULES, conflict_key, parse_conflict_id
+from tidesync.sync.decisions import Decision, FieldPlan
 from tidesync.sync.record import Agreed, RecordState, Seen, same
 from tidesync.sync.rules import Rule, Settlement
+from tidesync.sync.store_layout import CONFLICTS, HISTORY, RESOLVE, RULES, conflict_key, parse_conflict_id
 
 
 class ResolutionError(TidesyncError):

@@ -51,8 +51,8 @@ from tidesync.retry import RetryPolicy
 from tidesync.secrets import REDACTOR
 from tidesync.state.store import StateChanges, StateStore
 from tidesync.sync.endpoint import Endpoint
-from tidesync.sync.journal import META
 from tidesync.sync.processor import SyncProcessor
+from tidesync.sync.store_layout import META
 
 log = logging.getLogger("tidesync.sync")
 

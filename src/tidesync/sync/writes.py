@@ -1,4 +1,4 @@
-"""From decisions to endpoint ops, and from op results back to what :func:`conclude` reads.
+"""From decisions to endpoint ops, and from op results back to what :func:`apply_outcome` reads.
 
 One :class:`RoundWrites` collects the writes of a round of decisions (at most
 one decision per record), so each side gets one :meth:`Endpoint.apply` call
@@ -15,8 +15,8 @@ from typing import Any
 
 from tidesync.errors import TransformError
 from tidesync.event import Key, Row
-from tidesync.sync import conclude as cc
-from tidesync.sync.core import Decision, Delete, Insert, Recreate
+from tidesync.sync import outcome
+from tidesync.sync.decisions import Decision, Delete, Insert, Recreate
 from tidesync.sync.endpoint import DeleteOp, Endpoint, FieldWrite, InsertOp, Op, OpResult, UpdateOp
 from tidesync.sync.mapping import FieldMap
 from tidesync.sync.record import Seen, Side
@@ -48,8 +48,8 @@ class RoundWrites:
     earlier: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # retries: rows those attempts wrote
     ops: dict[str, list[Op]] = field(default_factory=lambda: {"a": [], "b": []})
     refs: dict[str, list[_Update | _RowOp]] = field(default_factory=lambda: {"a": [], "b": []})
-    field_results: dict[int, dict[tuple[str, str], cc.FieldResult]] = field(default_factory=dict)
-    row_results: dict[int, cc.RowResult] = field(default_factory=dict)
+    field_results: dict[int, dict[tuple[str, str], outcome.FieldResult]] = field(default_factory=dict)
+    row_results: dict[int, outcome.RowResult] = field(default_factory=dict)
     fetches: dict[str, list[tuple[int, Recreate]]] = field(default_factory=lambda: {"a": [], "b": []})
 
     def build(self) -> None:
@@ -63,7 +63,7 @@ class RoundWrites:
             elif isinstance(op, Delete):
                 key = d.state.keys[op.side]
                 if key is None:
-                    self.row_results[i] = cc.RowResult(cc.MISSING)
+                    self.row_results[i] = outcome.RowResult(outcome.MISSING)
                     continue
                 expected = None
                 if op.expected is not None:
@@ -85,14 +85,14 @@ class RoundWrites:
             key = d.state.keys[s]
             if key is None or d.state.gone[s] is not None:
                 for f in items:
-                    self.field_results[i][(s, f)] = cc.FieldResult(cc.MISSING)
+                    self.field_results[i][(s, f)] = outcome.FieldResult(outcome.MISSING)
                 continue
             values = {f: v for f, (v, _) in items.items()}
             try:
                 forms = self.fmap.to_side(s, values)
             except TransformError as exc:
                 for f in items:
-                    self.field_results[i][(s, f)] = cc.FieldResult(cc.FAILED, error=str(exc))
+                    self.field_results[i][(s, f)] = outcome.FieldResult(outcome.FAILED, error=str(exc))
                 continue
             writes = tuple(
                 FieldWrite(
@@ -107,7 +107,7 @@ class RoundWrites:
         try:
             row, forms = self.fmap.insert_row(side, values)
         except TransformError as exc:
-            self.row_results[i] = cc.RowResult(cc.FAILED, error=str(exc))
+            self.row_results[i] = outcome.RowResult(outcome.FAILED, error=str(exc))
             return
         key = self.fmap.key_of_row(side, row) if self.fmap.shared_keys else None
         written = {f: Seen(s.value, s.at, self.fmap.raw_of(s.value, forms.get(f, s.value))) for f, s in seen.items()}
@@ -147,7 +147,7 @@ class RoundWrites:
         self.ops[side].pop(n)
         assert isinstance(ref, _RowOp)
         canonical = self.fmap.to_canonical(side, row, 0.0) if row is not None else {}
-        self.row_results[ref.index] = cc.RowResult(cc.EXISTS, key, canonical, ref.source_row)
+        self.row_results[ref.index] = outcome.RowResult(outcome.EXISTS, key, canonical, ref.source_row)
 
     def find_values(self, side: str, op: InsertOp) -> dict[str, Any]:
         cols = self.find_columns.get(side)
@@ -163,7 +163,7 @@ class RoundWrites:
             for (i, op), key in zip(items, keys, strict=True):
                 row = rows.get(key) if key is not None else None
                 if row is None:
-                    self.row_results[i] = cc.RowResult(cc.GONE)
+                    self.row_results[i] = outcome.RowResult(outcome.GONE)
                     continue
                 src: Side = source  # type: ignore[assignment]
                 canonical = self.fmap.to_canonical(src, row, op.at)
@@ -182,11 +182,13 @@ class RoundWrites:
                 for f, form in ref.forms.items():
                     status = res.columns.get(self.fmap.column(side, f), res.status)
                     raw = self.fmap.raw_of(ref.values[f], form)
-                    out[(side, f)] = cc.FieldResult(status, raw, res.error)
+                    out[(side, f)] = outcome.FieldResult(status, raw, res.error)
             elif ref.kind == "delete":
-                self.row_results[ref.index] = cc.RowResult(res.status, error=res.error)
+                self.row_results[ref.index] = outcome.RowResult(res.status, error=res.error)
             else:
                 row: Mapping[str, Seen] | None = ref.row
-                if res.status == cc.EXISTS and res.row is not None:
+                if res.status == outcome.EXISTS and res.row is not None:
                     row = self.fmap.to_canonical(side, res.row, 0.0)
-                self.row_results[ref.index] = cc.RowResult(res.status, res.key, row, ref.source_row, error=res.error)
+                self.row_results[ref.index] = outcome.RowResult(
+                    res.status, res.key, row, ref.source_row, error=res.error
+                )

@@ -8,9 +8,10 @@ of the entity and cached.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from tidesync.errors import ConfigError, TransformError
 from tidesync.event import TRUNCATE, ChangeEvent
@@ -46,7 +47,15 @@ from tidesync.transform.stages import (
 )
 
 Chain = Callable[[ChangeEvent], ChangeEvent | None]
-_UNSEEN: Any = object()
+
+
+class _Unseen(enum.Enum):
+    """Sentinel for "no chain built yet" (a chain may itself be None): an enum, so the checker narrows on ``is``."""
+
+    UNSEEN = enum.auto()
+
+
+_UNSEEN: Final = _Unseen.UNSEEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +142,12 @@ def _chain(stages: list[Stage]) -> Chain | None:
         return stages[0]
     all_stages = tuple(stages)
 
-    def chain(e: ChangeEvent | None) -> ChangeEvent | None:
+    def chain(e: ChangeEvent) -> ChangeEvent | None:
         for stage in all_stages:
-            e = stage(e)  # type: ignore[arg-type]
-            if e is None:
+            out = stage(e)
+            if out is None:
                 return None
+            e = out
         return e
 
     return chain
@@ -223,5 +233,7 @@ def compile_transforms(steps: Sequence[StepConfig | Mapping[str, Any]]) -> Trans
     :class:`~tidesync.errors.ConfigError` when a registered plugin cannot be built.
     """
     raw = list(steps)
-    configs = raw if all(isinstance(s, StepConfig) for s in raw) else parse_steps(raw)
-    return Transform([_prepare(i, s) for i, s in enumerate(configs)])  # type: ignore[arg-type]
+    configs = [s for s in raw if isinstance(s, StepConfig)]
+    if len(configs) < len(raw):
+        configs = parse_steps(raw)
+    return Transform([_prepare(i, s) for i, s in enumerate(configs)])

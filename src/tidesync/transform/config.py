@@ -75,7 +75,7 @@ def resolve_function(ref: str) -> Callable[..., Any]:
     if not sep or not module_name or not attr:
         raise ValueError(f"expected 'module:function', got {ref!r}")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: object = importlib.import_module(module_name)
     except Exception as exc:  # an import can fail in any way; the message is what matters
         raise ValueError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
     for part in attr.split("."):
@@ -251,9 +251,11 @@ def _plugin_wrapper(key: str, model: type[BaseModel]) -> type[BaseModel]:
     )
 
 
-def _validate_step(value: Any) -> StepConfig:
+def _validate_step(value: Any) -> _Step:
+    # Typed as the base: every _Step subclass is one of StepConfig's members (pydantic checks the
+    # annotation of TransformSteps, not this function's).
     if isinstance(value, _Step):
-        return value  # type: ignore[return-value]
+        return value
     if not isinstance(value, dict):
         raise PydanticCustomError(
             "transform_step",
@@ -269,7 +271,7 @@ def _validate_step(value: Any) -> StepConfig:
     key = keys[0]
     builtin = BUILTIN_STEPS.get(key)
     if builtin is not None:
-        return builtin.model_validate(value)  # type: ignore[return-value]
+        return builtin.model_validate(value)
     if not isinstance(key, str) or key not in REGISTRY.names("transform"):
         raise _error(
             (key,),
@@ -282,6 +284,7 @@ def _validate_step(value: Any) -> StepConfig:
     if isinstance(options, dict) and "type" in model.model_fields and "type" not in options:
         options = {**options, "type": key}
     checked = _plugin_wrapper(key, model).model_validate({key: options, "entity": value.get("entity")})
+    # pydantic types create_model's result as a bare BaseModel, without the fields it was made with
     return PluginStep(type=key, options=checked.options, entity=checked.entity)  # type: ignore[attr-defined]
 
 

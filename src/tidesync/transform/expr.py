@@ -159,7 +159,7 @@ class _Compiler:
     def compile(self, node: ast.AST, depth: int) -> Fn:
         if depth > MAX_DEPTH:
             raise self.reject(node, f"nesting deeper than {MAX_DEPTH} levels")
-        method = getattr(self, f"_{type(node).__name__}", None)
+        method: Callable[[ast.AST, int], Fn] | None = getattr(self, f"_{type(node).__name__}", None)
         if method is None:
             raise self.reject(node, self._describe(node))
         return method(node, depth + 1)

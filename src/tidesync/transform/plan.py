@@ -93,8 +93,8 @@ class ColumnPlan:
 
     def _rows(self) -> Callable[[Mapping[str, Any]], Row]:
         if not self.keep_rest:
-            pairs = tuple((k, self.names[k]) for k in self.order if self.names[k] is not None)
-            return lambda row: {out: row[k] for k, out in pairs if k in row}  # type: ignore[misc]
+            pairs = tuple((k, out) for k in self.order if (out := self.names[k]) is not None)
+            return lambda row: {out: row[k] for k, out in pairs if k in row}
         renames = tuple((k, v) for k, v in self.names.items() if v is not None and v != k)
         drops = tuple(k for k, v in self.names.items() if v is None)
         if not renames and not drops:

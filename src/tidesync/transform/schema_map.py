@@ -105,7 +105,7 @@ def apply_step(schema: EntitySchema, step: StepConfig, fn: Callable[..., Any] | 
             schema = _put(schema, Column(name, "string"))
         return schema
     if isinstance(step, FunctionStep | PluginStep) and fn is not None:
-        mapper = getattr(fn, "map_schema", None)
+        mapper: Callable[[EntitySchema], EntitySchema] | None = getattr(fn, "map_schema", None)
         if mapper is not None:
             return mapper(schema)
     return schema

@@ -29,13 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, SystemicError, TransientError
-from tidesync.event import ChangeEvent, Key, Position, pack_value, unpack_value
+from tidesync.event import UPDATE, ChangeEvent, Key, Position, pack_value, unpack_value
 from tidesync.protocols import Context
 from tidesync.schema import Column, EntitySchema
 from tidesync.sinks.sql.config import SqlSinkConfig
 from tidesync.sinks.sql.ddl import NewTable, Tried, column_to_add, columns_to_add, new_table, table_name_problem
 from tidesync.sinks.sql.names import NameRules, shown
-from tidesync.sinks.sql.plan import APPEND, REKEY, UPDATE, UPSERT, Plan, Step, TablePlan, build_plan
+from tidesync.sinks.sql.plan import APPEND, REKEY, UPSERT, Plan, Step, TablePlan, build_plan
 from tidesync.sinks.sql.tables import TableInfo, TableName, key_override, resolve_table
 
 log = logging.getLogger("tidesync.sinks.sql")

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pymysql
@@ -222,7 +222,7 @@ class _Connection:
 
     @staticmethod
     def _encode(table: TableInfo, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:
-        encoders: dict[str, Encoder] = table.extra["encoders"]  # type: ignore[assignment]
+        encoders = cast(dict[str, Encoder], table.extra["encoders"])  # what describe stored
         return encode_rows(rows, [encoders.get(c) for c in columns], MARIADB_PLAIN)
 
     @staticmethod

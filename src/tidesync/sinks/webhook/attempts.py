@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tidesync.retry import RetryPolicy
-from tidesync.state.store import StateChanges, StateStore
+from tidesync.state.store import KeyValues, StateChanges
 
 RETRY_NS = "webhook_sink_retry"
 ENDPOINT_NS = "webhook_sink_endpoint"
@@ -77,7 +77,7 @@ class RetryBook:
         self._put: dict[str, Attempts] = {}
         self._delete: set[str] = set()
 
-    async def load(self, state: StateStore) -> None:
+    async def load(self, state: KeyValues) -> None:
         stored = await state.kv_scan(RETRY_NS, self.prefix)
         self.entries = {
             k[len(self.prefix) :]: Attempts(int(v["attempts"]), float(v["first"]), float(v["next"]))
@@ -120,7 +120,7 @@ class RetryBook:
                 self._delete.add(key[len(self.prefix) :])
 
 
-async def enable_endpoint(state: StateStore, pipeline: str, sink: str = "sink") -> bool:
+async def enable_endpoint(state: KeyValues, pipeline: str, sink: str = "sink") -> bool:
     """Re-enable a disabled endpoint (the running sink notices within a second). False if it was not disabled."""
     key = f"{pipeline}:{sink}"
     value = await state.kv_get(ENDPOINT_NS, key)
@@ -131,7 +131,7 @@ async def enable_endpoint(state: StateStore, pipeline: str, sink: str = "sink") 
     return True
 
 
-async def endpoint_status(state: StateStore, pipeline: str, sink: str = "sink") -> dict[str, Any] | None:
+async def endpoint_status(state: KeyValues, pipeline: str, sink: str = "sink") -> dict[str, Any] | None:
     """What alerting and status read: the stored endpoint record, or None."""
     value = await state.kv_get(ENDPOINT_NS, f"{pipeline}:{sink}")
     return value if isinstance(value, dict) else None

@@ -9,7 +9,7 @@ Reading
     the poller's copy that long gives the primary's copy of the same change
     time to arrive first, so only changes the primary really missed count.
 
-Matching (``match``, see :mod:`.book` for tokens)
+Matching (``match``, see :mod:`.versions` for tokens)
     - ``event_id`` (Stripe webhook + Stripe Events API poller; ``auto`` picks
       it): both sides see the same events, so a change is one event id and
       ``missed_by_primary`` is exact.
@@ -50,7 +50,7 @@ Positions
 
 State
     The sub-sources' own state changes (``batch.state``), the
-    versions seen (:class:`.book.Book`) and the guard's versions travel with
+    versions seen (:class:`.versions.SeenVersions`) and the guard's versions travel with
     the hybrid batch and are committed with its checkpoint.
 
 Reopen
@@ -74,8 +74,8 @@ from tidesync.observe.metrics import MISSED_BY_PRIMARY
 from tidesync.protocols import Context, Source
 from tidesync.registry import REGISTRY
 from tidesync.sources.http.positions import next_epoch
-from tidesync.sources.hybrid.book import DELETED, FALLBACK, PRIMARY, Book, cursor_token, order_key
 from tidesync.sources.hybrid.config import HybridConfig
+from tidesync.sources.hybrid.versions import DELETED, FALLBACK, PRIMARY, SeenVersions, cursor_token, order_key
 from tidesync.sources.webhook.ordering import OrderingGuard
 from tidesync.state.store import StateChanges
 
@@ -125,7 +125,7 @@ class HybridSource:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._error: BaseException | None = None
-        self._book: Book | None = None
+        self._seen: SeenVersions | None = None
         self._guard: OrderingGuard | None = None
         self._opened = 0
         self.missed = 0  # changes only the fallback saw, since this object was made (tests)
@@ -153,7 +153,7 @@ class HybridSource:
         if self._opened:
             self.fallback = build_part(self.config.fallback_model)  # forget what it read ahead
         self._opened += 1
-        self._book = Book(ctx.state, f"hybrid:{ctx.pipeline}", self.config.dedupe_window)
+        self._seen = SeenVersions(ctx.state, f"hybrid:{ctx.pipeline}", self.config.dedupe_window)
         self._guard = OrderingGuard(ctx.state, f"hybrid:{ctx.pipeline}:order") if self.match != "values" else None
         self._error = None
         self._queues = (deque(), deque())
@@ -188,8 +188,8 @@ class HybridSource:
         if fallback_at is not None and fallback_at != self._committed[1]:
             await self.fallback.commit(fallback_at)
         self._committed = (primary_at, fallback_at)
-        if self._book is not None:
-            self._book.committed(tuple(position[:2]))
+        if self._seen is not None:
+            self._seen.committed(tuple(position[:2]))
 
     # --- the reading tasks ------------------------------------------------------------------
 
@@ -256,15 +256,15 @@ class HybridSource:
                 await self._merge(held.popleft().batch, out, FALLBACK)
                 took = True
         except BaseException:
-            assert self._book is not None
-            self._book.discard()
+            assert self._seen is not None
+            self._seen.discard()
             raise
         finally:
             self._room.set()
         return took
 
     def _batch(self, out: _Out, read_at: float) -> Batch:
-        assert self._book is not None
+        assert self._seen is not None
         moved = (out.primary, out.fallback) != (None, None)
         if not out.events and not out.failures and not moved:
             return Batch([], None, read_at)
@@ -273,7 +273,7 @@ class HybridSource:
         self._positions = (primary_at, fallback_at)
         if not out.events:
             self._seq += 1  # a checkpoint of its own: positions never repeat
-        state = StateChanges(shadow_put=self._book.finish((self._epoch, self._seq)))
+        state = StateChanges(shadow_put=self._seen.finish((self._epoch, self._seq)))
         if self._guard is not None:
             state.shadow_put += self._guard.take(self._seq)
         merged = state if out.state is None else out.state.merge(state)
@@ -286,7 +286,7 @@ class HybridSource:
         )
 
     async def _merge(self, batch: Batch, out: _Out, side: str) -> None:
-        assert self._ctx is not None and self._book is not None
+        assert self._ctx is not None and self._seen is not None
         if batch.position is not None:
             if side == PRIMARY:
                 out.primary = batch.position
@@ -299,12 +299,12 @@ class HybridSource:
         if not batch.events:
             return
         tokens = self._tokens(batch, side)
-        await self._book.load([(e.entity, e.key) for e in batch.events])
+        await self._seen.load([(e.entity, e.key) for e in batch.events])
         if self._guard is not None:
             await self._guard.load([e for e, t in zip(batch.events, tokens, strict=True) if order_key(t) is not None])
         now = self._ctx.clock.time()
         for ev, token in zip(batch.events, tokens, strict=True):
-            entry = self._book.get(ev.entity, ev.key, now)
+            entry = self._seen.get(ev.entity, ev.key, now)
             if self.match == "values":
                 emitted = self._by_values(ev, entry, side)
             else:

@@ -12,11 +12,11 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 
-from tidesync.state.store import JournalAppend, StateStore
+from tidesync.state.store import IntakeJournal, JournalAppend
 
 
 class JournalWriter:
-    def __init__(self, state: StateStore, *, max_entries: int = 2000) -> None:
+    def __init__(self, state: IntakeJournal, *, max_entries: int = 2000) -> None:
         self.state = state
         self.max_entries = max_entries
         self._queue: deque[tuple[Sequence[JournalAppend], asyncio.Future[list[int | None]]]] = deque()

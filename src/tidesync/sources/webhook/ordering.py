@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidesync.event import ChangeEvent, Key
-from tidesync.state.store import ShadowRow, StateStore
+from tidesync.state.store import ShadowRow, Shadows
 
 log = logging.getLogger("tidesync.webhook")
 Version = tuple[float, str]
@@ -36,7 +36,7 @@ class _Known:
 
 
 class OrderingGuard:
-    def __init__(self, state: StateStore, scope: str, *, max_cached: int = 50_000) -> None:
+    def __init__(self, state: Shadows, scope: str, *, max_cached: int = 50_000) -> None:
         self.state = state
         self.scope = scope
         self.max_cached = max_cached

@@ -4,7 +4,7 @@
 names and values) and returns a :class:`Decision`: the state with S's image
 updated, the writes to make (per field, or one record operation), the fields
 to park for review, and the pending conflicts that no longer apply.
-:func:`conclude` (in :mod:`.conclude`) applies the outcome of the writes.
+:func:`apply_outcome` (in :mod:`.outcome`) applies the outcome of the writes.
 Nothing here does I/O, so the whole algebra is property-tested.
 
 Per field, after S's image is updated, both images are compared with the
@@ -25,7 +25,7 @@ Decisions (and why):
 - Both sides are re-compared symmetrically instead of asking "did S change?":
   a side that undoes its edit while a conflict is pending, or a write that
   failed earlier, is then handled by the same table.
-- The shadow moves only when a write succeeded (see :mod:`.conclude`), so a
+- The shadow moves only when a write succeeded (see :mod:`.outcome`), so a
   conditional write that lost a race leaves the field as it was; the other
   side's own change event arrives and the table then sees a conflict.
 - A record op (insert, delete, re-create) replaces field writes: an insert
@@ -293,7 +293,7 @@ def _create_on(st: RecordState, side: Side, ev: SideEvent) -> Decision:
     if earlier:
         # An insert there whose outcome is unknown (a crash cut it short) is repeated as it was, so that a row
         # found there is what every attempt wrote (a counter's agreed value is then known); what changed here
-        # since is copied after it, field by field (see conclude).
+        # since is copied after it, field by field (see :mod:`.outcome`).
         row = {f: src[f] if f in src and same(src[f].value, v) else Seen(v, 0.0) for f, v in earlier[0].items()}
     stamps = {f: Agreed(v.value, v.at, ev.side) for f, v in row.items()}
     return Decision(st, op=Insert(side, row, stamps))

@@ -31,7 +31,7 @@ from typing import Any
 
 from tidesync.event import Key
 from tidesync.sources.polling.marks import parse_iso
-from tidesync.state.store import ShadowRow, StateStore
+from tidesync.state.store import ShadowRow, Shadows
 
 PRIMARY = "p"
 FALLBACK = "f"
@@ -98,8 +98,8 @@ class Entry:
         return cls(seen, row.get("row"))
 
 
-class Book:
-    def __init__(self, state: StateStore, scope: str, window: float, *, max_cached: int = 100_000) -> None:
+class SeenVersions:
+    def __init__(self, state: Shadows, scope: str, window: float, *, max_cached: int = 100_000) -> None:
         self.state = state
         self.scope = scope
         self.window = window

@@ -12,7 +12,7 @@ import pytest
 
 from tidesync.state import open_state_store
 from tidesync.state.store import StateStore
-from tidesync.sync import core
+from tidesync.sync import decisions
 from tidesync.sync.mapping import FieldMap, SideSpec
 from tidesync.sync.memory import FeedSource, MemoryEndpoint, MemoryTable
 from tidesync.sync.processor import SyncProcessor
@@ -58,7 +58,7 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
         fmap,
         {"a": MemoryEndpoint(a, origin="o_a"), "b": MemoryEndpoint(b, origin="o_b")},
         store,
-        core.Policy(rules),
+        decisions.Policy(rules),
         origins={"a": "o_a", "b": "o_b"},
     )
     await proc.load()

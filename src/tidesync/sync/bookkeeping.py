@@ -1,8 +1,8 @@
 """The sync's books: review queue, history, counters and rule overrides, staged for the next commit.
 
-:class:`Book` turns what :func:`~tidesync.sync.conclude.conclude` reports
+:class:`Bookkeeper` turns what :func:`~tidesync.sync.outcome.apply_outcome` reports
 (parked fields, closed conflicts, settlements, rejected writes) into the
-state-store entries described in :mod:`.journal`, and stages them so they
+state-store entries described in :mod:`.store_layout`, and stages them so they
 commit with the record states. A field parked again while its conflict is
 pending updates that conflict (same id, new candidates) instead of adding one.
 """
@@ -13,8 +13,10 @@ from typing import Any
 
 from tidesync.clock import Clock
 from tidesync.state.store import StateChanges, StateStore
-from tidesync.sync.conclude import Outcome
-from tidesync.sync.journal import (
+from tidesync.sync.outcome import Outcome
+from tidesync.sync.record import RecordState
+from tidesync.sync.rules import Rule
+from tidesync.sync.store_layout import (
     CONFLICTS,
     HISTORY,
     META,
@@ -27,13 +29,11 @@ from tidesync.sync.journal import (
     history_key,
     parse_conflict_id,
 )
-from tidesync.sync.record import RecordState
-from tidesync.sync.rules import Rule
 
 _DELETE: Any = object()
 
 
-class Book:
+class Bookkeeper:
     def __init__(self, sync: str, state: StateStore, clock: Clock, history_keep: int) -> None:
         self.sync = sync
         self.state = state

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from tidesync.event import Key
 from tidesync.sync import echo
-from tidesync.sync.core import Decision, Delete, Insert, Park, Recreate
+from tidesync.sync.decisions import Decision, Delete, Insert, Park, Recreate
 from tidesync.sync.record import NO_RAW, Agreed, RecordState, Seen, Side, other, same
 from tidesync.sync.rules import Settlement
 
@@ -88,7 +88,7 @@ class Outcome:
     reconsider: tuple[str, ...] = ()
 
 
-def conclude(d: Decision, fields: Mapping[tuple[str, str], FieldResult], row: RowResult | None = None) -> Outcome:
+def apply_outcome(d: Decision, fields: Mapping[tuple[str, str], FieldResult], row: RowResult | None = None) -> Outcome:
     st = d.state
     out = Outcome(st, parks=list(d.parks), closed=list(d.closed))
     for plan in d.fields:
