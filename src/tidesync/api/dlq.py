@@ -45,22 +45,6 @@ EntryId = Annotated[int, Path(ge=1, le=MAX_ID)]
 _LIVE = (State.RUNNING, State.RETRYING, State.PAUSED)
 
 
-def summary(e: DeadLetter) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "pipeline": e.pipeline,
-        "sink": e.sink,
-        "entity": e.entity,
-        "key": list(e.key),
-        "op": e.event.op,
-        "error_class": e.error_class,
-        "error": e.error,
-        "attempts": e.attempts,
-        "first_failed_at": e.first_failed_at,
-        "last_failed_at": e.last_failed_at,
-    }
-
-
 @router.get("", summary="Dead letters, oldest first")
 async def list_entries(
     request: Request,
@@ -76,7 +60,7 @@ async def list_entries(
         pipeline=pipeline, entity=entity, error_class=error_class, error_contains=contains, limit=limit
     )
     entries = await request.app.state.runtime.store.dlq_list(flt)
-    return [DeadLetterSummary.model_validate(clean(summary(e))) for e in entries]
+    return [DeadLetterSummary.model_validate(clean(e.summary())) for e in entries]
 
 
 @router.get("/{entry_id}", summary="One dead letter with its whole event", responses=NOT_FOUND)
@@ -84,7 +68,7 @@ async def show(request: Request, entry_id: EntryId) -> DeadLetterDetail:
     entry = await request.app.state.runtime.store.dlq_get(entry_id)
     if entry is None:
         raise HTTPException(404, f"no dead letter with id {entry_id}")
-    return DeadLetterDetail.model_validate(clean({**summary(entry), "event": to_jsonable(entry.event)}))
+    return DeadLetterDetail.model_validate(clean({**entry.summary(), "event": to_jsonable(entry.event)}))
 
 
 async def _select(rt: ApiRuntime, body: DlqSelection, with_blocked: bool) -> list[DeadLetter]:

@@ -36,20 +36,7 @@ app = typer.Typer(no_args_is_help=True, help="Inspect and act on the dead-letter
 
 
 def _entry_dict(e: DeadLetter) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "pipeline": e.pipeline,
-        "sink": e.sink,
-        "entity": e.entity,
-        "key": list(e.key),
-        "op": e.event.op,
-        "error_class": e.error_class,
-        "error": e.error,
-        "attempts": e.attempts,
-        "first_failed_at": e.first_failed_at,
-        "last_failed_at": e.last_failed_at,
-        "event": to_jsonable(e.event),
-    }
+    return {**e.summary(), "event": to_jsonable(e.event)}
 
 
 @app.command("list")

@@ -88,13 +88,9 @@ class AlertWebhookConfig(_Strict):
     @field_validator("secrets")
     @classmethod
     def _standard(cls, value: Secret) -> Secret:
-        from tidesync.sources.webhook.signatures import standard_key
+        from tidesync.sources.webhook.signatures import check_standard_secrets
 
-        for s in value.values():
-            try:
-                standard_key(s)
-            except ValueError as exc:
-                raise ValueError(f"{exc} (the webhook sink's secrets take the same form)") from None
+        check_standard_secrets(value.values(), "the webhook sink's secrets take the same form")
         return value
 
 

@@ -114,6 +114,22 @@ class DeadLetter:
     def key(self) -> Key:
         return self.event.key
 
+    def summary(self) -> dict[str, Any]:
+        """The entry without its event, as JSON-ready values: what a listing (CLI, API) shows."""
+        return {
+            "id": self.id,
+            "pipeline": self.pipeline,
+            "sink": self.sink,
+            "entity": self.entity,
+            "key": list(self.key),
+            "op": self.event.op,
+            "error_class": self.error_class,
+            "error": self.error,
+            "attempts": self.attempts,
+            "first_failed_at": self.first_failed_at,
+            "last_failed_at": self.last_failed_at,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterFilter:

@@ -52,7 +52,7 @@ from psycopg import sql
 from tidesync.event import DELETE, UPDATE, Key
 from tidesync.sinks.sql.plan import APPEND, REKEY, UPSERT, Step
 from tidesync.sinks.sql.tables import TableInfo, TableName
-from tidesync.sinks.sql.values import Encoder, postgres_encoder
+from tidesync.sinks.sql.values import Encoder, encode_columns, postgres_encoder
 
 SMALL = 8  # inserts of up to this many rows skip the staging table
 
@@ -198,15 +198,7 @@ class PostgresSteps:
                 continue
             if col.kind == "json" or not _CONTAINERS.isdisjoint({type(r[j]) for r in rows}):
                 todo.append((j, enc))
-        if not todo:
-            return rows
-        out = []
-        for row in rows:
-            values = list(row)
-            for j, enc in todo:
-                values[j] = enc(values[j])
-            out.append(tuple(values))
-        return out
+        return encode_columns(rows, todo)
 
     @staticmethod
     def _arrays_ok(step: Step, columns: list[list[Any]]) -> bool:

@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tidesync.secrets import Secret
-from tidesync.sources.webhook.signatures import standard_key
+from tidesync.sources.webhook.signatures import check_standard_secrets
 
 
 class _Strict(BaseModel):
@@ -52,12 +52,9 @@ class WebhookSinkConfig(_Strict):
     @field_validator("secrets")
     @classmethod
     def _standard(cls, value: Secret) -> Secret:
-        for s in value.values():
-            try:
-                standard_key(s)
-            except ValueError as exc:
-                raise ValueError(
-                    f'{exc} (generate one with: python -c "import base64,os;'
-                    " print('whsec_'+base64.b64encode(os.urandom(32)).decode())\")"
-                ) from None
+        check_standard_secrets(
+            value.values(),
+            'generate one with: python -c "import base64,os;'
+            " print('whsec_'+base64.b64encode(os.urandom(32)).decode())\"",
+        )
         return value

@@ -153,10 +153,8 @@ class HubSpotSource:
                 break
             await clock.sleep(max(0.0, min(min(self._next_poll.values(), default=deadline), deadline) - now))
         marks = self._current_marks()
-        b.marks_moved = marks != self._marks
-        self._marks = marks
-        batch = b.build(marks, clock.time())
-        self._seq = b.seq
+        batch = b.build(marks, self._marks, clock.time())
+        self._marks, self._seq = marks, b.seq
         return batch
 
     async def _step(self, b: BatchBuilder) -> bool:

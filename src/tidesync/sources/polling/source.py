@@ -252,10 +252,8 @@ class SqlPollSource:
                 break
             await clock.sleep(max(0.0, min(self._next_due() - now, deadline - now)))
         marks = self._current_marks()
-        b.marks_moved = marks != self._marks
-        self._marks = marks
-        batch = b.build(marks, clock.time())
-        self._seq = b.seq
+        batch = b.build(marks, self._marks, clock.time())
+        self._marks, self._seq = marks, b.seq
         return batch
 
     def _current_marks(self) -> tuple[Any, ...]:

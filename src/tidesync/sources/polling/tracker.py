@@ -122,7 +122,6 @@ class BatchBuilder:
     pending: PendingShadows
     events: list[ChangeEvent] = field(default_factory=list)
     _shadow: dict[tuple[str, Key], ShadowRow | None] = field(default_factory=dict)
-    marks_moved: bool = False
 
     def _next(self) -> Position:
         self.seq += 1
@@ -147,9 +146,10 @@ class BatchBuilder:
         self.pending.put(entity, key, after if op != DELETE else GONE, position)
         return event
 
-    def build(self, marks: tuple[Any, ...], read_at: float) -> Batch:
-        """The batch; its position carries the marks. No position when nothing moved."""
-        if not self.events and not self.marks_moved:
+    def build(self, marks: tuple[Any, ...], previous: tuple[Any, ...], read_at: float) -> Batch:
+        """The batch; its position carries ``marks``. No position when no event was read and the marks
+        are still the ``previous`` ones."""
+        if not self.events and marks == previous:
             return Batch([], None, read_at)
         if not self.events:
             self._next()  # a checkpoint of its own: positions never repeat

@@ -36,7 +36,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 Encoding = Literal["hex", "base64"]
@@ -200,6 +200,15 @@ def standard_key(secret: str) -> bytes:
     if not key:
         raise ValueError("a Standard Webhooks secret may not be empty")
     return key
+
+
+def check_standard_secrets(secrets: Iterable[str], hint: str) -> None:
+    """Raise ValueError naming ``hint`` (how to get a good one) when a secret is no Standard Webhooks secret."""
+    for s in secrets:
+        try:
+            standard_key(s)
+        except ValueError as exc:
+            raise ValueError(f"{exc} ({hint})") from None
 
 
 def verify_standard(
