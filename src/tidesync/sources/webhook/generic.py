@@ -118,13 +118,8 @@ class GenericProvider:
                 number = float(value)
         if number is not None and math.isfinite(number):  # NaN would compare as neither older nor newer
             return number
-        if isinstance(value, str) and number is None:
-            try:
-                parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                pass
-            else:
-                return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+        if isinstance(value, str) and number is None and (seconds := _iso_seconds(value)) is not None:
+            return seconds
         raise MappingError(f"no version (a number or an ISO 8601 timestamp) at {self.mapping.version}")
 
     def map_event(self, doc: Any) -> ChangeEvent:
@@ -192,13 +187,17 @@ class GenericProvider:
         value = lookup(doc, self._ts)
         unit = self.mapping.timestamp_unit
         if unit == "iso":
-            if isinstance(value, str):
-                try:
-                    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-                except ValueError:
-                    pass
-                else:
-                    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+            if isinstance(value, str) and (seconds := _iso_seconds(value)) is not None:
+                return seconds
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value) / (1000.0 if unit == "ms" else 1.0)
         raise MappingError(f"no {unit} timestamp at {self.mapping.timestamp}")
+
+
+def _iso_seconds(text: str) -> float | None:
+    """An ISO 8601 timestamp (``Z`` allowed; UTC when it names no zone) as epoch seconds; None when it is none."""
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
