@@ -1,6 +1,6 @@
 """Admin routes of the two-way sync review queue: list, show, resolve (``/api/conflicts``).
 
-They call :mod:`tidesync.sync.resolve`, the same functions the CLI uses: a
+They go through :class:`tidesync.sync.conflicts.ConflictQueue`, as the CLI does: a
 resolution is recorded as a request in the state store, and the running sync
 applies it in its own loop (writing the chosen value to both sides, closing
 the conflict and recording the history), so the API never races a change of
@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from tidesync.api.auth import UNAUTHORIZED, require_token
 from tidesync.api.models import ConflictInfo, Problem, ResolutionOutcome, ResolveRequest, clean
 from tidesync.api.runtime import ApiRuntime
-from tidesync.state.store import StateStore
+from tidesync.state.store import KeyValues
 
 router = APIRouter(
     prefix="/api/conflicts", tags=["conflicts"], dependencies=[Depends(require_token)], responses=UNAUTHORIZED
@@ -28,28 +28,29 @@ BAD: dict[int | str, dict[str, Any]] = {
 ConflictId = Annotated[str, Path(min_length=1, max_length=300, description="SYNC:NUMBER, e.g. customers:7")]
 
 
-async def pending_conflicts(store: StateStore, sync: str | None = None) -> list[dict[str, Any]]:
+async def pending_conflicts(store: KeyValues, sync: str | None = None) -> list[dict[str, Any]]:
     """Pending review items (none when two-way sync is not part of this build)."""
     try:
-        from tidesync.sync.resolve import list_conflicts
+        from tidesync.sync.conflicts import ConflictQueue
     except ImportError:
         return []
-    return await list_conflicts(store, sync)
+    return await ConflictQueue(store).pending(sync)
 
 
 def _rt(request: Request) -> ApiRuntime:
-    return request.app.state.runtime
+    rt: ApiRuntime = request.app.state.runtime
+    return rt
 
 
 def _info(entry: dict[str, Any]) -> ConflictInfo:
     return ConflictInfo.model_validate(clean(entry))
 
 
-async def _get(store: StateStore, cid: str) -> dict[str, Any]:
-    from tidesync.sync.resolve import ResolutionError, get_conflict
+async def _get(store: KeyValues, cid: str) -> dict[str, Any]:
+    from tidesync.sync.conflicts import ConflictQueue, ResolutionError
 
     try:
-        entry = await get_conflict(store, cid)
+        entry = await ConflictQueue(store).get(cid)
     except ResolutionError as exc:
         raise HTTPException(404, str(exc)) from None
     if entry is None:
@@ -65,14 +66,10 @@ async def list_pending(
     pending = await pending_conflicts(store, sync)
     if not pending:
         return []
-    from tidesync.sync.store_layout import RESOLVE, parse_conflict_id
+    from tidesync.sync.conflicts import ConflictQueue
 
-    requests = await store.kv_scan(RESOLVE, f"{sync}/" if sync else "")
-    out = []
-    for e in pending:
-        name, n = parse_conflict_id(e["id"])
-        out.append(_info({**e, "pending_resolution": requests.get(f"{name}/{n}")}))
-    return out
+    requests = await ConflictQueue(store).requests(sync)
+    return [_info({**e, "pending_resolution": requests.get(e["id"])}) for e in pending]
 
 
 @router.get("/{conflict_id}", summary="One conflict: both candidates and the agreed value", responses=NOT_FOUND)
@@ -86,14 +83,13 @@ async def show(request: Request, conflict_id: ConflictId) -> ConflictInfo:
     responses={**NOT_FOUND, **BAD},
 )
 async def resolve(request: Request, conflict_id: ConflictId, body: ResolveRequest) -> ResolutionOutcome:
-    from tidesync.sync.resolve import ResolutionError, request_resolution
+    from tidesync.sync.conflicts import ConflictQueue, ResolutionError
 
     rt = _rt(request)
     store = rt.store
     await _get(store, conflict_id)
     try:
-        res = await request_resolution(
-            store,
+        res = await ConflictQueue(store).request_resolution(
             conflict_id,
             take=body.take,
             value=body.value,

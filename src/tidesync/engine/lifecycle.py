@@ -26,7 +26,11 @@ ALLOWED: dict[State, frozenset[State]] = {
         {State.RUNNING, State.RETRYING, State.BLOCKED, State.DRAINING, State.FAILED, State.STOPPED}
     ),
     State.RUNNING: frozenset({State.RETRYING, State.BLOCKED, State.PAUSED, State.DRAINING, State.FAILED}),
-    State.RETRYING: frozenset({State.RUNNING, State.BLOCKED, State.PAUSED, State.DRAINING, State.FAILED}),
+    # RETRYING -> STARTING: a two-way sync (tidesync.sync.runner) cures a failure by starting over
+    # (a fresh processor, both sources reopened at their committed positions) after its wait.
+    State.RETRYING: frozenset(
+        {State.RUNNING, State.STARTING, State.BLOCKED, State.PAUSED, State.DRAINING, State.FAILED}
+    ),
     State.BLOCKED: frozenset({State.RUNNING, State.DRAINING, State.FAILED}),
     State.PAUSED: frozenset({State.RUNNING, State.DRAINING, State.FAILED}),
     State.DRAINING: frozenset({State.STOPPED, State.FAILED}),

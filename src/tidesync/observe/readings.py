@@ -94,11 +94,11 @@ class Readings:
 
     async def _conflicts(self) -> None:
         try:
-            from tidesync.sync.resolve import list_conflicts
+            from tidesync.sync.conflicts import ConflictQueue
         except ImportError:  # two-way sync not installed in this build
             return
         try:
-            entries = await asyncio.wait_for(list_conflicts(self.state), self.timeout)
+            entries = await asyncio.wait_for(ConflictQueue(self.state).pending(), self.timeout)
         except Exception as exc:
             log.debug("cannot count pending conflicts: %s", exc)
             return

@@ -13,6 +13,8 @@ Modules, from pure to I/O:
 - ``writes``: decisions -> endpoint ops -> results;
 - ``bookkeeping`` / ``store_layout`` / ``resolve``: review queue, history, rule overrides, resolutions
   (staged for the commit / their state-store keys and entries / applying a person's resolution);
+- ``conflicts``: the review queue as people see it (``ConflictQueue``: pending, history, resolution
+  requests), what the CLI, the admin API and the health readings use;
 - ``processor``: one batch -> decisions -> writes -> one state-store commit;
 - ``pairing``: initial pairing of populated tables and its dry run;
 - ``runner`` / ``build`` / ``config`` / ``cli``: running it from a ``syncs:`` config.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from tidesync.clock import Clock
-from tidesync.state.store import StateChanges, StateStore
+from tidesync.state.store import KeyValues, StateChanges
 from tidesync.sync.outcome import Outcome
 from tidesync.sync.record import RecordState
 from tidesync.sync.rules import Rule
@@ -34,7 +34,7 @@ _DELETE: Any = object()
 
 
 class Bookkeeper:
-    def __init__(self, sync: str, state: StateStore, clock: Clock, history_keep: int) -> None:
+    def __init__(self, sync: str, state: KeyValues, clock: Clock, history_keep: int) -> None:
         self.sync = sync
         self.state = state
         self.clock = clock

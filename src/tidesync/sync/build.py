@@ -51,7 +51,7 @@ def side_entity(side_cfg: Any, source: Any) -> str:
         return table if "." in table else f"public.{table}"
     for t in getattr(source, "tables", ()) or ():
         if getattr(t, "table", None) == table:
-            return getattr(t, "entity", None) or table
+            return str(getattr(t, "entity", None) or table)
     return str(table)
 
 
@@ -129,4 +129,5 @@ def build_sync(spec: SyncSpec, state: StateStore) -> SyncRunner:
         lambda: parts.processor(state),
         pair=pair,
         read=ReadPolicy(cfg.batch.max_events, cfg.batch.max_wait_ms / 1000),
+        restart=RetryPolicy.from_config(cfg.restart),
     )

@@ -138,7 +138,18 @@ class SyncConfig(_Strict):
     deletes: Literal["delete_wins", "resurrect"] = "delete_wins"
     transforms: SyncTransforms = Field(default_factory=SyncTransforms)
     batch: SyncBatch = Field(default_factory=lambda: SyncBatch.model_validate({}))
-    retry: SyncRetry = Field(default_factory=lambda: SyncRetry.model_validate({}))
+    retry: SyncRetry = Field(
+        default_factory=lambda: SyncRetry.model_validate({}),
+        description="endpoint writes that fail transiently: retried on this schedule within the batch",
+    )
+    restart: SyncRetry = Field(
+        default_factory=lambda: SyncRetry.model_validate({"initial_delay": 0.5, "max_delay": 30.0}),
+        description=(
+            "starting over after a failure (a lost source, an endpoint or state store that keeps failing): "
+            "the wait before each restart; max_attempts / max_age count failures in a row (a restart that "
+            "processes a batch begins a new count) and then the sync fails"
+        ),
+    )
     history_keep: int = Field(10_000, ge=0, description="settlements kept in the sync history")
     enabled: bool = True
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from tidesync.event import DELETE, INSERT, UPDATE, Batch, ChangeEvent, Key, Position, Row
 from tidesync.protocols import Context
+from tidesync.state.store import StateChanges
 from tidesync.sync.endpoint import InsertOp, Op, OpResult, UpdateOp
 from tidesync.sync.record import same
 
@@ -168,14 +169,14 @@ class FeedSource:
     async def open(self, ctx: Context, after: Position | None) -> None:
         self._next = int(after[0]) if after else 0
 
-    async def read(self, max_events: int, max_wait: float) -> Batch:
+    async def read(self, max_events: int, max_wait: float) -> Batch[StateChanges]:
         events = self.feed.events[self._next : self._next + max_events]
         if not events:
             if max_wait > 0:
                 await asyncio.sleep(min(max_wait, 0.01))
-            return Batch([], None)
+            return Batch[StateChanges]([], None)
         self._next += len(events)
-        return Batch(list(events), events[-1].position)
+        return Batch[StateChanges](list(events), events[-1].position)
 
     @property
     def pending(self) -> int:

@@ -35,6 +35,7 @@ from typing import Any
 
 from tidesync.errors import ConfigError
 from tidesync.event import Batch, Key
+from tidesync.state.store import StateChanges
 from tidesync.sync import decisions
 from tidesync.sync.processor import SyncProcessor
 from tidesync.sync.record import RecordState, Seen, Side, same
@@ -270,4 +271,4 @@ async def _apply(
             more = await proc.write_round([(rid, out.state, d)], ids)
             proc.bookkeeper.record(more[0])
             states[rid] = more[0].state
-    await proc.commit_batch(states, set(states), ids, Batch([]))
+    await proc.commit_batch(states, set(states), ids, Batch[StateChanges]([]))

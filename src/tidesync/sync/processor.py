@@ -42,12 +42,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
-
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.errors import TransientError
 from tidesync.event import Batch, ChangeEvent, Key, Position
-from tidesync.retry import RetryPolicy
+from tidesync.retry import Failure, RetryPolicy
 from tidesync.state.store import ShadowRow, StateChanges, StateStore
 from tidesync.sync import decisions, echo
 from tidesync.sync.bookkeeping import Bookkeeper
@@ -71,6 +69,10 @@ class SyncStats:
     echo_fields: int = 0  # field changes recognised as the sync's own writes by the ledger (every side)
     writes: dict[str, int] = field(default_factory=lambda: {"a": 0, "b": 0})  # endpoint calls made
     batches: int = 0
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, TransientError)
 
 
 def joins(run: list[decisions.SideEvent], ev: decisions.SideEvent) -> bool:
@@ -214,7 +216,7 @@ class SyncProcessor:
                 out.append(replace(sev, tagged=True) if ours else sev)
         return out, tagged
 
-    async def process(self, side: Side, batch: Batch) -> None:
+    async def process(self, side: Side, batch: Batch[StateChanges]) -> None:
         """Handle one batch of ``side``'s source and commit it (with ``batch.position``, when given)."""
         new_ids: dict[tuple[str, Key], Key] = {}
         events, tagged = self._prepare(side, batch.events)
@@ -298,7 +300,7 @@ class SyncProcessor:
                 states[rid] = out.state
                 self.bookkeeper.record(out, by=str(req.get("by") or "a person"))
                 applied += any(cid == req["id"] for _, cid, _ in out.closed)
-        await self.commit_batch(states, set(states), new_ids, Batch([]))
+        await self.commit_batch(states, set(states), new_ids, Batch[StateChanges]([]))
         return applied
 
     async def write_round(
@@ -403,38 +405,21 @@ class SyncProcessor:
         return rows
 
     async def _apply(self, side: Side, rw: RoundWrites) -> list[Any]:
+        """Send ``side``'s ops of the round, retrying transient failures on the processor's retry policy."""
         endpoint = self.endpoints[side]
-        policy = self.retry
-        first: list[float] = []
 
-        def stop(rs: RetryCallState) -> bool:
-            return policy.gives_up(rs.attempt_number, first[0] if first else 0.0, self.clock.time())
-
-        def before_sleep(rs: RetryCallState) -> None:
-            exc = rs.outcome.exception() if rs.outcome else None
-            log.warning("sync %s: writing side %s failed (%s); retrying", self.name, side, exc)
+        def retrying(failure: Failure) -> None:
+            log.warning("sync %s: writing side %s failed (%s); retrying", self.name, side, failure.error)
             # The failed call may have committed: its inserts of generated keys look before they write.
             rw.retry_of_failed_call(side)
 
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TransientError),
-            stop=stop,
-            wait=lambda rs: policy.delay(rs.attempt_number),
-            sleep=self.clock.sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        async for attempt in retrying:
+        results: list[Any] = []
+        async for attempt in self.retry.attempts(self.clock, _transient, on_retry=retrying):
             with attempt:
-                try:
-                    await self._adopt(side, rw)
-                    if not rw.ops[side]:
-                        return []
-                    results = await endpoint.apply(rw.ops[side])
-                except TransientError:
-                    if not first:
-                        first.append(self.clock.time())
-                    raise
+                await self._adopt(side, rw)
+                if not rw.ops[side]:
+                    return []
+                results = await endpoint.apply(rw.ops[side])
         self.stats.writes[side] += len(rw.ops[side])
         return results
 
@@ -471,7 +456,11 @@ class SyncProcessor:
                     break
 
     async def commit_batch(
-        self, states: Mapping[Key, RecordState], touched: set[Key], new_ids: Mapping[tuple[str, Key], Key], batch: Batch
+        self,
+        states: Mapping[Key, RecordState],
+        touched: set[Key],
+        new_ids: Mapping[tuple[str, Key], Key],
+        batch: Batch[StateChanges],
     ) -> None:
         changes = StateChanges(
             shadow_put=[ShadowRow(self.scope, "record", rid, states[rid].to_row()) for rid in touched]

@@ -1,71 +1,58 @@
 """Resolving parked conflicts: what a person (CLI, admin API) calls, and what the sync then does.
 
-:func:`request_resolution` is the public entry point. It validates the
-request against the pending conflict, records it in the state store
-(``sync-resolve``) and, with ``remember``, stores ``prefer: <side>`` for the
-field as a rule override that applies on top of the config from then on. It
-does not touch either side: the running sync picks the request up (within a
-second), writes the chosen value to both sides with the same conditional
-writes as any other change, records the resolution in the history and closes
-the conflict. If a side changed the field in the meantime the write is not
-made; the conflict shows the new candidates and the request stays until it
-can be applied (``take a`` then means A's newest value).
+:func:`request_resolution` is the public entry point (a shorthand for
+:meth:`.conflicts.ConflictQueue.request_resolution`, like the other readers
+here). It validates the request against the pending conflict, records it in
+the state store (``sync-resolve``) and, with ``remember``, stores
+``prefer: <side>`` for the field as a rule override that applies on top of
+the config from then on. It does not touch either side: the running sync
+picks the request up (within a second), writes the chosen value to both sides
+with the same conditional writes as any other change, records the resolution
+in the history and closes the conflict. If a side changed the field in the
+meantime the write is not made; the conflict shows the new candidates and the
+request stays until it can be applied (``take a`` then means A's newest value).
 
 :func:`resolution_plan` is the pure part: the field plan a request becomes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from tidesync.errors import TidesyncError
-from tidesync.state.store import StateChanges, StateStore
+from tidesync.state.store import KeyValues
+from tidesync.sync.conflicts import ConflictQueue, Resolution, ResolutionError
 from tidesync.sync.decisions import Decision, FieldPlan
 from tidesync.sync.record import Agreed, RecordState, Seen, same
-from tidesync.sync.rules import Rule, Settlement
-from tidesync.sync.store_layout import CONFLICTS, HISTORY, RESOLVE, RULES, conflict_key, parse_conflict_id
+from tidesync.sync.rules import Settlement
+
+__all__ = [
+    "Resolution",
+    "ResolutionError",
+    "forget_rule",
+    "get_conflict",
+    "history",
+    "list_conflicts",
+    "request_resolution",
+    "resolution_plan",
+]
 
 
-class ResolutionError(TidesyncError):
-    """The resolution cannot be recorded (no such conflict, bad choice)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Resolution:
-    conflict: str
-    field: str
-    take: str | None
-    value: Any
-    remember: bool
-    rule_line: str | None  # the YAML line that makes a remembered choice part of the config
-
-
-async def list_conflicts(store: StateStore, sync: str | None = None) -> list[dict[str, Any]]:
+async def list_conflicts(store: KeyValues, sync: str | None = None) -> list[dict[str, Any]]:
     """Pending review items, oldest first (of one sync, or of all)."""
-    entries = await store.kv_scan(CONFLICTS, f"{sync}/" if sync else "")
-    return sorted(entries.values(), key=lambda e: (e["sync"], parse_conflict_id(e["id"])[1]))
+    return await ConflictQueue(store).pending(sync)
 
 
-async def get_conflict(store: StateStore, cid: str) -> dict[str, Any] | None:
-    try:
-        sync, n = parse_conflict_id(cid)
-    except ValueError as exc:
-        raise ResolutionError(str(exc)) from None
-    entry = await store.kv_get(CONFLICTS, conflict_key(sync, n))
-    if entry is not None:
-        entry = dict(entry)
-        entry["pending_resolution"] = await store.kv_get(RESOLVE, f"{sync}/{n}")
-    return entry
+async def get_conflict(store: KeyValues, cid: str) -> dict[str, Any] | None:
+    """One pending conflict with its waiting request (see :meth:`ConflictQueue.get`)."""
+    return await ConflictQueue(store).get(cid)
 
 
-async def history(store: StateStore, sync: str, limit: int = 100) -> list[dict[str, Any]]:
-    entries = await store.kv_scan(HISTORY, f"{sync}/")
-    return [entries[k] for k in sorted(entries)][-limit:]
+async def history(store: KeyValues, sync: str, limit: int = 100) -> list[dict[str, Any]]:
+    return await ConflictQueue(store).history(sync, limit)
 
 
 async def request_resolution(
-    store: StateStore,
+    store: KeyValues,
     cid: str,
     *,
     take: str | None = None,
@@ -76,37 +63,14 @@ async def request_resolution(
     now: float = 0.0,
 ) -> Resolution:
     """Record a person's choice for conflict ``cid``: ``take`` ``a`` or ``b``, or an explicit ``value``."""
-    if (take is None) == (not has_value):
-        raise ResolutionError("say what wins: --take a, --take b, or --value JSON")
-    if take is not None and take not in ("a", "b"):
-        raise ResolutionError(f"--take must be a or b, not {take!r}")
-    if remember and take is None:
-        raise ResolutionError("--remember needs --take a|b: it makes that side the source of truth for the field")
-    entry = await get_conflict(store, cid)
-    if entry is None:
-        raise ResolutionError(f"no pending conflict {cid} (already resolved, or a wrong id; see `conflicts list`)")
-    sync, n = parse_conflict_id(cid)
-    field = entry["field"]
-    request = {"id": cid, "n": n, "take": take, "value": value, "has_value": has_value, "by": by, "at": now}
-    changes = StateChanges(kv_put={(RESOLVE, f"{sync}/{n}"): request})
-    line = None
-    if remember:
-        overrides = dict(await store.kv_get(RULES, sync) or {})
-        overrides[field] = str(Rule("prefer", take))
-        changes.kv_put[(RULES, sync)] = overrides
-        line = f"{field}: {{prefer: {take}}}"
-    await store.commit(sync, changes)
-    return Resolution(cid, field, take, value, remember, line)
+    return await ConflictQueue(store).request_resolution(
+        cid, take=take, value=value, has_value=has_value, remember=remember, by=by, now=now
+    )
 
 
-async def forget_rule(store: StateStore, sync: str, field: str) -> bool:
+async def forget_rule(store: KeyValues, sync: str, field: str) -> bool:
     """Remove a remembered rule override; True when there was one."""
-    overrides = dict(await store.kv_get(RULES, sync) or {})
-    if field not in overrides:
-        return False
-    del overrides[field]
-    await store.commit(sync, StateChanges(kv_put={(RULES, sync): overrides}))
-    return True
+    return await ConflictQueue(store).forget_rule(sync, field)
 
 
 def resolution_plan(st: RecordState, field: str, request: dict[str, Any], now: float) -> Decision | None:

@@ -23,12 +23,18 @@ that moment on is captured. Then, if the sync has never paired its tables,
 the rules; changes captured meanwhile arrive afterwards and are compared as
 usual (a change already seen by pairing is a no-op).
 
-Failures: a source that loses its connection is reopened with backoff at the
-last position read. Anything else that stops a batch (an endpoint that keeps
-failing, the state store) makes the runner start over like a restarted
-process: a fresh processor from the state store, both sources reopened at
-their committed positions, after a backoff. Whatever the batch wrote is
-repeated safely (see :mod:`.processor`).
+Failures: anything a restart may cure (a source that lost its connection,
+an endpoint that keeps failing, the state store) ends the session, and the
+runner starts over like a restarted process: a fresh processor from the
+state store, both sources reopened at their committed positions. Each
+failure waits once, on the ``restart`` policy (:mod:`tidesync.retry`); the
+policy counts failures in a row, and a session that processed a batch before
+it failed begins a new count. Whatever the batch wrote is repeated safely
+(see :mod:`.processor`).
+
+State: a :class:`~tidesync.engine.lifecycle.Lifecycle`, shown by
+``state_name``: starting (``pairing`` while the initial pairing runs),
+running, retrying (waiting to start over), draining, stopped, failed.
 
 Resolutions people recorded (:mod:`.resolve`) are applied between batches,
 at least every ``resolve_interval`` seconds.
@@ -44,10 +50,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
-from tidesync.errors import SourceTransientError, TidesyncError
+from tidesync.engine.lifecycle import Lifecycle, State
+from tidesync.errors import SourceTransientError
 from tidesync.event import Batch
 from tidesync.protocols import Context, Source
-from tidesync.retry import RetryPolicy
+from tidesync.retry import Failure, RetryPolicy, RetryStopped
 from tidesync.secrets import REDACTOR
 from tidesync.state.store import StateChanges, StateStore
 from tidesync.sync.endpoint import Endpoint
@@ -55,6 +62,12 @@ from tidesync.sync.processor import SyncProcessor
 from tidesync.sync.store_layout import META
 
 log = logging.getLogger("tidesync.sync")
+
+# What ``state_name`` shows while the initial pairing runs: a step of starting, not a lifecycle state
+# (as ``degraded`` is a way of running), so the lifecycle table and the per-state metrics stay as they are.
+PAIRING = "pairing"
+
+Queued = tuple[str, Batch[StateChanges]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,52 +105,84 @@ class SyncRunner:
         self.restart = restart or RetryPolicy(initial_delay=0.5, max_delay=30.0)
         self.resolve_interval = resolve_interval
         self.processor: SyncProcessor | None = None
-        self.state_name = "stopped"
+        self.lifecycle = Lifecycle()
+        self.pairing = False
         self.last_error: str | None = None
         self.restarts = 0
         self.batches = 0
         self.idle_cycles = 0  # loop turns in a row with nothing to do (no batch, no resolution)
 
+    @property
+    def state_name(self) -> str:
+        """The lifecycle state as status shows it (``pairing`` while the initial pairing runs)."""
+        if self.pairing:
+            return PAIRING
+        return str(self.lifecycle.state)
+
     def _ctx(self, side: str) -> Context:
         return Context(pipeline=f"{self.name}.{side}", name="source", state=self.state, clock=self.clock)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop``; re-raises only what a restart cannot cure (a config or setup error)."""
-        failures = 0
+        """Run until ``stop``; re-raises what a restart cannot cure (a config or setup error), or the last
+        failure when the ``restart`` policy gives up."""
         try:
+            self.lifecycle.to(State.STARTING)
             for endpoint in self.endpoints.values():
                 await endpoint.open()
-            while not stop.is_set():
-                try:
-                    self.state_name = "starting"
-                    await self._session(stop)
-                    return
-                except (TidesyncError, OSError) as exc:
-                    if not _curable(exc):
-                        raise
-                    failures += 1
-                    self.restarts += 1
-                    self.last_error = REDACTOR.redact(str(exc))
-                    delay = self.restart.delay(failures)
-                    log.warning("sync %s: %s; starting over in %.1fs", self.name, self.last_error, delay)
-                    self.state_name = "retrying"
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
+            with contextlib.suppress(RetryStopped):  # stopped while waiting to start over
+                await self._sessions(stop)
         except BaseException as exc:
-            self.state_name = "failed"
+            self.pairing = False
+            self.lifecycle.to(State.FAILED)
             self.last_error = REDACTOR.redact(f"{type(exc).__name__}: {exc}")
             raise
         finally:
+            if self.lifecycle.state != State.FAILED:
+                self.lifecycle.to(State.STOPPED if self.lifecycle.state == State.STARTING else State.DRAINING)
             for source in self.sources.values():
                 with contextlib.suppress(Exception):
                     await source.close()
             for endpoint in self.endpoints.values():
                 with contextlib.suppress(Exception):
                     await endpoint.close()
-            if self.state_name != "failed":
-                self.state_name = "stopped"
+            if self.lifecycle.state == State.DRAINING:
+                self.lifecycle.to(State.STOPPED)
+
+    async def _sessions(self, stop: asyncio.Event) -> None:
+        """Run sessions until ``stop``, with one wait on the ``restart`` policy per failure.
+
+        The policy counts failures in a row: when a session that processed a
+        batch fails, a new count begins with that failure as its first, so
+        ``max_attempts`` and ``max_age`` bound a streak, not the sync's life.
+        """
+        carried: Exception | None = None
+        while not stop.is_set():
+            retry = self.restart.attempts(self.clock, _curable, on_retry=self._starting_over, stop=stop)
+            async for attempt in retry:
+                with attempt:
+                    if carried is not None:
+                        error, carried = carried, None
+                        raise error  # the failure that ended a healthy session: the first of the new count
+                    done = self.batches
+                    try:
+                        await self._session(stop)
+                    except Exception as exc:
+                        if retry.failures and self.batches > done and _curable(exc):
+                            carried = exc
+                            break
+                        raise
+            if carried is None:
+                return
+
+    def _starting_over(self, failure: Failure) -> None:
+        self.pairing = False
+        self.restarts += 1
+        self.last_error = REDACTOR.redact(str(failure.error))
+        log.warning("sync %s: %s; starting over in %.1fs", self.name, self.last_error, failure.delay)
+        self.lifecycle.to(State.RETRYING)
 
     async def _session(self, stop: asyncio.Event) -> None:
+        self.lifecycle.to(State.STARTING)
         proc = self.processor = self.make_processor()
         await proc.load()
         for side, source in self.sources.items():
@@ -146,11 +191,12 @@ class SyncRunner:
             await source.open(self._ctx(side), proc.positions[side])
         paired = await self.state.kv_get(META, f"{self.name}/paired")
         if not paired and self.pair is not None:
-            self.state_name = "pairing"
+            self.pairing = True
             await self.pair(proc)
             await self.state.commit(self.name, StateChanges(kv_put={(META, f"{self.name}/paired"): True}))
-        self.state_name = "running"
-        queue: asyncio.Queue[tuple[str, Batch]] = asyncio.Queue(maxsize=self.read.queue_batches * 2)
+            self.pairing = False
+        self.lifecycle.to(State.RUNNING)
+        queue: asyncio.Queue[Queued] = asyncio.Queue(maxsize=self.read.queue_batches * 2)
         readers = [
             asyncio.create_task(self._reader(side, queue, stop), name=f"{self.name}:{side}") for side in self.sources
         ]
@@ -166,15 +212,17 @@ class SyncRunner:
     async def _loop(
         self,
         proc: SyncProcessor,
-        queue: asyncio.Queue[tuple[str, Batch]],
+        queue: asyncio.Queue[Queued],
         stop: asyncio.Event,
         readers: list[asyncio.Task[None]],
     ) -> None:
         next_resolve = 0.0
         while not stop.is_set():
             for t in readers:
-                if t.done() and not t.cancelled() and t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+                if t.done() and not t.cancelled():
+                    error = t.exception()
+                    if error is not None:
+                        raise error
             now = self.clock.monotonic()
             if now >= next_resolve:
                 if await proc.apply_resolutions():
@@ -192,19 +240,16 @@ class SyncRunner:
             self.batches += 1
             self.last_error = None
 
-    async def _reader(self, side: str, queue: asyncio.Queue[tuple[str, Batch]], stop: asyncio.Event) -> None:
+    async def _reader(self, side: str, queue: asyncio.Queue[Queued], stop: asyncio.Event) -> None:
+        """Read one side into ``queue``. A failure ends the task; the loop re-raises it and the session
+        starts over after the restart policy's wait (the reader does not wait itself)."""
         source = self.sources[side]
-        failures = 0
         while not stop.is_set():
             try:
                 batch = await source.read(self.read.max_events, self.read.max_wait)
             except SourceTransientError as exc:
-                failures += 1
-                delay = self.restart.delay(failures)
-                log.warning("sync %s: side %s source: %s; reopening in %.1fs", self.name, side, exc, delay)
-                await self.clock.sleep(delay)
-                raise  # the session starts over from the committed positions
-            failures = 0
+                log.warning("sync %s: side %s source: %s", self.name, side, REDACTOR.redact(str(exc)))
+                raise
             if batch.events or batch.position is not None:
                 await queue.put((side, batch))
 
