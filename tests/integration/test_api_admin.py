@@ -262,3 +262,20 @@ async def test_top_reads_the_server_and_falls_back_to_the_state_store(tmp_path: 
     assert "from the state store" in shown and "stopped" in shown
     row = next(line for line in shown.splitlines() if "shop" in line)
     assert " 1 " in row  # one applied, one dead letter
+
+
+async def test_a_sync_this_process_runs_shows_its_live_state(tmp_path: Path) -> None:
+    token = make_shop(tmp_path)
+    for db, table in (("crm", "customers"), ("billing", "accounts")):
+        with sqlite3.connect(tmp_path / f"{db}.db") as c:
+            c.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, email TEXT)")
+    text = SHOP.format(tmp=tmp_path) + SYNC.format(tmp=tmp_path).replace("enabled: false", "enabled: true")
+    async with running(tmp_path, text, token) as run:
+        [sync] = run.engine.syncs
+
+        async def shown() -> dict[str, Any] | None:
+            [s] = await run.get("/api/syncs")
+            return s if s["state"] == "running" else None
+
+        s = await eventually(shown, message="the sync shown running")
+        assert s["name"] == "customers" and s["last_error"] is None and sync.state_name == "running"

@@ -7,6 +7,7 @@ there is one, the rest from the status row the engine last wrote.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tidesync.api.conflicts import pending_conflicts
@@ -122,18 +123,26 @@ async def sync_infos(rt: ApiRuntime) -> list[SyncInfo]:
     pending: dict[str, int] = {}
     for entry in await pending_conflicts(store):
         pending[entry["sync"]] = pending.get(entry["sync"], 0) + 1
+    live = {s.name: s for s in getattr(rt.engine, "syncs", ())}  # the syncs this process runs
     out = []
     for spec in getattr(rt.config, "syncs", []):
-        status = await store.status_get(spec.name)
+        runner = live.get(spec.name)
+        status = None if runner is not None else await store.status_get(spec.name)
+        if runner is not None:
+            state, error, updated = runner.state_name, runner.last_error, time.time()
+        elif status is not None:
+            state, error, updated = status.state, status.last_error, status.updated_at
+        else:
+            state, error, updated = "not running", None, None
         out.append(
             SyncInfo(
                 name=spec.name,
-                state=status.state if status else "not running",
+                state=state,
                 a=str(spec.a_source.type),
                 b=str(spec.b_source.type),
                 conflicts_pending=pending.get(spec.name, 0),
-                last_error=REDACTOR.redact(status.last_error) if status and status.last_error else None,
-                updated_at=status.updated_at if status else None,
+                last_error=REDACTOR.redact(error) if error else None,
+                updated_at=updated,
             )
         )
     return out
