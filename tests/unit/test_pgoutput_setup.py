@@ -146,15 +146,17 @@ def make(tmp_path: Path, after: Any = None) -> Assembler:
 
 
 def run_all(asm: Assembler, limit: int = 1000) -> int:
-    while True:
-        status = asm.run(limit)
-        if status == 2:  # LOOKUP: resolve from nothing (built-in types)
-            from tidesync.sources.postgres.relation import RelationFacts
+    """Drive ``asm.run``, answering each NeedRelation from nothing (built-in types)."""
+    from tidesync.sources.postgres.relation import RelationFacts
 
-            assert asm.lookup is not None
-            asm.resolved(asm.lookup, RelationFacts(("id",)))
-            continue
-        return status
+    gen = asm.run(limit)
+    try:
+        need = next(gen)
+        while True:
+            assert need.oid == 10
+            need = gen.send(RelationFacts(("id",)))
+    except StopIteration as stop:
+        return int(stop.value)
 
 
 def test_batches_end_at_transaction_ends_and_carry_the_tail_over(tmp_path: Path) -> None:

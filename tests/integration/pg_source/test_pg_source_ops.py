@@ -14,8 +14,12 @@ from tidesync.testing import eventually
 
 
 async def test_setup_problems_are_reported_with_the_fix(harness: Harness) -> None:
-    sql(harness.dsn, "CREATE TABLE ok (id int PRIMARY KEY)", "CREATE TABLE v0 (id int PRIMARY KEY)",
-        "CREATE VIEW vw AS SELECT * FROM v0")
+    sql(
+        harness.dsn,
+        "CREATE TABLE ok (id int PRIMARY KEY)",
+        "CREATE TABLE v0 (id int PRIMARY KEY)",
+        "CREATE VIEW vw AS SELECT * FROM v0",
+    )
     with pytest.raises(SourceError) as info:
         await harness.open(["ok", "vw", "missing_table"])
     text = str(info.value)

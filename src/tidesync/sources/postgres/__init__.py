@@ -2,11 +2,12 @@
 
 Modules, from pure to I/O:
 
-- ``pgoutput``: the protocol decoder (bytes -> messages), pure;
+- ``pgoutput``: the protocol decoder (bytes -> messages) and the row reader, pure;
 - ``types``: text-format values -> exact Python values, one converter per column;
-- ``relation``: a table's converter table, key and schema; the fast row decoder;
+- ``relation``: a table's converter table, key and schema;
 - ``assembler``: messages -> ChangeEvents, positions, streamed-transaction spill;
 - ``catalog`` / ``setup``: catalog lookups, plain-words setup checks, publication;
+- ``errors``: psycopg and psycopg2 errors as tidesync errors, in one place;
 - ``replication``: the replication connection in a thread behind a bounded buffer;
 - ``snapshot`` / ``backfill``: the initial snapshot and on-demand re-snapshots;
 - ``shadow``: last row images for unchanged TOAST values and exact ``changed``;

@@ -30,18 +30,35 @@ the columns whose value differs; without it, every column present in the new
 row (Postgres does not say which ones the UPDATE touched; the shadow keeper
 narrows this when shadow rows are kept). An update that changes the key is
 emitted as a delete of the old key followed by an insert of the new row.
+
+Driving it: the source hands over received messages with :meth:`Assembler.feed`
+and runs :meth:`Assembler.run`, a generator. A Relation message whose catalog
+facts (key, NOT NULL columns, type rows) are not known yet suspends it with a
+:class:`NeedRelation` request; the driver fetches the facts (loading the type
+rows into the shared :class:`TypeMap`) and sends them back with
+``gen.send(facts)``. The generator's return value says why it stopped:
+:data:`FULL` (``limit`` events wait) or :data:`IDLE` (input ran out). A
+request that is never answered (the generator closed, or an error thrown in)
+leaves the Relation message unconsumed, so the next run asks again.
+Rows are read with :func:`~tidesync.sources.postgres.pgoutput.read_tuple` and
+the header layouts of ``pgoutput.py``: the wire format is known in one place.
 """
 
 from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from typing import Any, Final
 
 from tidesync.event import DELETE, INSERT, SNAPSHOT, TRUNCATE, UPDATE, ChangeEvent, Position, diff_fields
 from tidesync.schema import EntitySchema
 from tidesync.sources.postgres.pgoutput import (
+    BEGIN,
+    COMMIT,
+    STREAMABLE,
+    U32,
     Message,
     PgoutputDecodeError,
     Relation,
@@ -50,26 +67,41 @@ from tidesync.sources.postgres.pgoutput import (
     StreamStart,
     commit_time,
     decode_message,
+    read_tuple,
 )
-from tidesync.sources.postgres.relation import RelationFacts, RelationInfo, build_relation, read_row
+from tidesync.sources.postgres.relation import RelationFacts, RelationInfo, build_relation, entity_name
 from tidesync.sources.postgres.spill import SpillDir, SpillFile
 from tidesync.sources.postgres.types import TypeMap
 
 IDLE: Final = 0  # no more input
 FULL: Final = 1  # limit reached
-LOOKUP: Final = 2  # a Relation message needs catalog facts first: see ``lookup``
 
-_U32 = struct.Struct(">I")
-_BEGIN = struct.Struct(">QqI")
-_COMMIT = struct.Struct(">BQQq")
-_unpack_u32 = _U32.unpack_from
-_unpack_begin = _BEGIN.unpack_from
-_unpack_commit = _COMMIT.unpack_from
+_unpack_u32 = U32.unpack_from
+_unpack_begin = BEGIN.unpack_from
+_unpack_commit = COMMIT.unpack_from
 
 HEARTBEAT_PREFIX: Final = "tidesync.heartbeat"
 WATERMARK_PREFIX: Final = "tidesync.watermark"
 
 WatermarkHook = Callable[[Message, "Assembler"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class NeedRelation:
+    """What :meth:`Assembler.run` yields: send back the :class:`RelationFacts` of ``relation``.
+
+    Before answering, the driver loads the type rows of the relation's columns
+    into the assembler's :class:`TypeMap` (``Catalog.resolve`` does both).
+    """
+
+    relation: Relation
+
+    @property
+    def oid(self) -> int:
+        return self.relation.oid
+
+
+Run = Generator[NeedRelation, RelationFacts, int]
 
 
 class Assembler:
@@ -100,7 +132,6 @@ class Assembler:
         self.live: deque[bytes] = deque()
         self.events: list[ChangeEvent] = []
         self.boundaries: list[tuple[int, Position]] = []
-        self.lookup: Relation | None = None
         self.watch: _Watch | None = None
         self.set_after(after)
         # transaction state
@@ -112,7 +143,6 @@ class Assembler:
         self.skip = False
         self.in_tx = False
         self.last_commit_ts = 0.0
-        self.last_end_lsn = 0
         # streaming state
         self._block: SpillFile | None = None
         self._replay: Iterator[bytes] | None = None
@@ -134,7 +164,6 @@ class Assembler:
         self.live.clear()
         self.events.clear()
         self.boundaries.clear()
-        self.lookup = None
         self.watch = None
         self._fetched.clear()
         self.in_tx = False
@@ -144,17 +173,21 @@ class Assembler:
         self.spill.clear()
         self.set_after(after)
 
-    @property
-    def busy(self) -> bool:
-        """Inside a transaction or a streamed transaction's replay (a batch taken now ends mid-transaction)."""
-        return self.in_tx or self._replay is not None
-
-    @property
-    def pending(self) -> int:
-        return len(self.events)
-
     def feed(self, chunk: list[bytes]) -> None:
         self.live.extend(chunk)
+
+    def wants_input(self, max_events: int) -> bool:
+        """Fewer than ``max_events`` received messages wait: feeding more will not pile up unboundedly."""
+        return len(self.live) < max_events
+
+    @property
+    def has_input(self) -> bool:
+        """Received messages wait to be decoded."""
+        return bool(self.live)
+
+    def close(self) -> None:
+        """Delete the spill files (the source is closing)."""
+        self.spill.clear()
 
     # --- relations --------------------------------------------------------
 
@@ -164,24 +197,30 @@ class Assembler:
         return bool(self.types.missing([c.type_oid for c in rel.columns]))
 
     def resolved(self, rel: Relation, facts: RelationFacts) -> None:
-        """The source fetched the catalog facts (and type rows) for ``rel``."""
+        """The catalog facts (and type rows) for ``rel`` are known."""
         self.facts[rel.oid] = facts
         self._fetched[rel.oid] = rel
-        self.lookup = None
 
-    def add_relation(self, rel: Relation) -> None:
+    def register(self, rel: Relation, facts: RelationFacts) -> RelationInfo:
+        """Know ``rel`` (read from the catalog, for a snapshot) as its Relation message would make it known."""
+        self.resolved(rel, facts)
+        return self.add_relation(rel)
+
+    def add_relation(self, rel: Relation) -> RelationInfo:
         old = self.relations.get(rel.oid)
-        info = build_relation(rel, self.types, self.facts.get(rel.oid), self._versions.get(rel_entity(rel), 0))
+        facts = self.facts.get(rel.oid)
+        info = build_relation(rel, self.types, facts, self._versions.get(entity_name(rel.namespace, rel.name), 0))
         if old is not None and old.same_shape(info):
             info.schema = old.schema
             self.relations[rel.oid] = info
-            return
+            return info
         entity = info.entity
         version = self._versions.get(entity, -1) + 1
         self._versions[entity] = version
-        info = build_relation(rel, self.types, self.facts.get(rel.oid), version)
+        info = build_relation(rel, self.types, facts, version)
         self.relations[rel.oid] = info
         self.on_schema(info.schema)
+        return info
 
     def relation_by_entity(self, entity: str) -> RelationInfo | None:
         for info in self.relations.values():
@@ -191,9 +230,12 @@ class Assembler:
 
     # --- the loop ---------------------------------------------------------
 
-    def run(self, limit: int) -> int:
-        """Decode input until ``limit`` events are pending (FULL), input runs out (IDLE) or a
-        Relation message needs catalog facts (LOOKUP, ``self.lookup`` names it)."""
+    def run(self, limit: int) -> Run:
+        """Decode input until ``limit`` events wait (returns FULL) or input runs out (returns IDLE).
+
+        A generator: it yields a :class:`NeedRelation` for each Relation message
+        whose facts are not known yet and continues with the facts sent back.
+        """
         events = self.events
         append = events.append
         live = self.live
@@ -210,13 +252,17 @@ class Assembler:
                     continue
                 off = 5
                 aborted = self._replay_end[1].aborted if self._replay_end is not None else None
-                if aborted and data[0] in b"RYIUDTM" and _unpack_u32(data, 1)[0] in aborted:
+                if aborted and data[0] in STREAMABLE and _unpack_u32(data, 1)[0] in aborted:
                     continue  # a change of a rolled-back subtransaction
             elif live:
                 data = live[0]
                 if self._block is not None:
-                    if not self._spill(data):
-                        return LOOKUP
+                    if data[0] == 82:  # 'R': a streamed transaction's rows are decoded at its commit
+                        rel_msg = decode_message(data, in_stream=True)
+                        assert isinstance(rel_msg, Relation)
+                        if self.needs_lookup(rel_msg):
+                            self.resolved(rel_msg, (yield NeedRelation(rel_msg)))
+                    self._spill(data)
                     live.popleft()
                     continue
                 live.popleft()
@@ -229,7 +275,7 @@ class Assembler:
                     if skip:
                         continue
                     rel = rels[_unpack_u32(data, off)[0]]
-                    row, _missing, _ = read_row(data, off + 5, rel.cols)
+                    row, _missing, _ = read_tuple(data, off + 5, rel.cols)
                     idx = self.idx
                     self.idx = idx + 1
                     if filtering and idx <= after_idx:
@@ -246,7 +292,7 @@ class Assembler:
                         continue
                     rel = rels[_unpack_u32(data, off)[0]]
                     old_kind = data[off + 4]
-                    old, _missing, _ = read_row(data, off + 5, rel.cols)
+                    old, _missing, _ = read_tuple(data, off + 5, rel.cols)
                     if old_kind == 75:  # 'K': only the identity columns are real
                         old = {n: old[n] for n in rel.identity if n in old}
                     idx = self.idx
@@ -274,9 +320,9 @@ class Assembler:
                     rel_msg = decode_message(data, in_stream=off == 5)
                     assert isinstance(rel_msg, Relation)
                     if off == 1 and self.needs_lookup(rel_msg):
-                        live.appendleft(data)
-                        self.lookup = rel_msg
-                        return LOOKUP
+                        live.appendleft(data)  # consumed only once answered: see the module docstring
+                        self.resolved(rel_msg, (yield NeedRelation(rel_msg)))
+                        live.popleft()
                     self.add_relation(rel_msg)
                 elif kind == 79:  # 'O' origin
                     self.origin = origin = decode_message(data).name  # type: ignore[union-attr]
@@ -320,11 +366,6 @@ class Assembler:
                 raise PgoutputDecodeError(f"malformed pgoutput message {chr(kind)!r}: {exc}") from exc
         return FULL
 
-    # --- message handlers -------------------------------------------------
-
-    def _emit(self, event: ChangeEvent) -> None:
-        self.events.append(event)
-
     # --- watermark windows (on-demand snapshots, see backfill.py) ----------
 
     def open_watch(self, entity: str) -> None:
@@ -364,13 +405,13 @@ class Assembler:
         old_kind = 0
         if marker == 75 or marker == 79:  # 'K' / 'O'
             old_kind = marker
-            before, _old_missing, pos = read_row(data, pos + 1, rel.cols)
+            before, _old_missing, pos = read_tuple(data, pos + 1, rel.cols)
             if marker == 75:
                 before = {n: before[n] for n in rel.identity if n in before}
             marker = data[pos]
         if marker != 78:
             raise PgoutputDecodeError(f"update: expected 'N', got {marker!r}")
-        after, missing, _ = read_row(data, pos + 1, rel.cols)
+        after, missing, _ = read_tuple(data, pos + 1, rel.cols)
         if missing and old_kind == 79 and before is not None:
             for name in missing:
                 if name in before:
@@ -381,12 +422,12 @@ class Assembler:
             if old_key != new_key and (old_kind == 79 or all(k in before for k in rel.key)):
                 p1 = self._next_pos(filtering, after_idx)
                 if p1 is not None:
-                    self._emit(
+                    self.events.append(
                         ChangeEvent(rel.entity, old_key, DELETE, before, None, None, p1, self.ts, self.origin, self.xid)
                     )
                 p2 = self._next_pos(filtering, after_idx)
                 if p2 is not None:
-                    self._emit(
+                    self.events.append(
                         ChangeEvent(rel.entity, new_key, INSERT, None, after, None, p2, self.ts, self.origin, self.xid)
                     )
                 return
@@ -394,7 +435,7 @@ class Assembler:
         if position is None:
             return
         changed = diff_fields(before, after) if old_kind == 79 else tuple(after)
-        self._emit(
+        self.events.append(
             ChangeEvent(
                 rel.entity,
                 new_key,
@@ -417,31 +458,22 @@ class Assembler:
                 continue
             position = self._next_pos(filtering, after_idx)
             if position is not None:
-                self._emit(
+                self.events.append(
                     ChangeEvent(rel.entity, (), TRUNCATE, None, None, None, position, self.ts, self.origin, self.xid)
                 )
 
     def _boundary(self, end_lsn: int) -> None:
-        self.last_end_lsn = end_lsn
         self.last_commit_ts = self.ts
         if end_lsn > self.after_lsn:
             self.boundaries.append((len(self.events), (end_lsn, -1)))
 
-    def _spill(self, data: bytes) -> bool:
-        """Append a message of a stream block to its file; False when a Relation needs a lookup first."""
+    def _spill(self, data: bytes) -> None:
+        """Append a message of a stream block to its file (a Stream Stop ends the block)."""
         assert self._block is not None
-        kind = data[0]
-        if kind == 69:  # 'E' stream stop
+        if data[0] == 69:  # 'E' stream stop
             self._block = None
-            return True
-        if kind == 82:
-            rel_msg = decode_message(data, in_stream=True)
-            assert isinstance(rel_msg, Relation)
-            if self.needs_lookup(rel_msg):
-                self.lookup = rel_msg
-                return False
+            return
         self._block.append(data)
-        return True
 
     def _stream_commit(self, data: bytes) -> None:
         msg = decode_message(data)
@@ -532,7 +564,3 @@ class _Watch:
                 else:
                     self.keys.add(e.key)
         self.start = end
-
-
-def rel_entity(rel: Relation) -> str:
-    return f"{rel.namespace or 'pg_catalog'}.{rel.name}"

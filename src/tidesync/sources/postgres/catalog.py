@@ -7,6 +7,7 @@ session uses, so that text values are always in the forms ``types.py`` parses.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -15,12 +16,16 @@ import psycopg
 from psycopg import conninfo as _conninfo
 
 from tidesync.clock import Clock
-from tidesync.errors import SourceError, SourceTransientError
+from tidesync.errors import SourceError
+from tidesync.retry import Failure, RetryPolicy
+from tidesync.sources.postgres.errors import is_transient, translate
 from tidesync.sources.postgres.pgoutput import Relation, RelationColumn
 from tidesync.sources.postgres.relation import RelationFacts
 from tidesync.sources.postgres.types import TypeInfo, TypeMap
 
 T = TypeVar("T")
+
+log = logging.getLogger("tidesync.sources.postgres")
 
 SESSION_OPTIONS = (
     "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c bytea_output=hex -c extra_float_digits=1"
@@ -54,44 +59,35 @@ def session_dsn(dsn: str, **extra: Any) -> str:
     return _conninfo.make_conninfo("", **params)
 
 
-def translate(exc: BaseException, doing: str) -> SourceError:
-    """A psycopg error as a tidesync error: connection trouble is transient, the rest is not."""
-    if isinstance(exc, psycopg.OperationalError | psycopg.errors.AdminShutdown | psycopg.errors.CannotConnectNow):
-        return SourceTransientError(f"{doing}: {exc}".strip())
-    return SourceError(f"{doing}: {exc}".strip())
-
-
 class Catalog:
-    """The source's connection for catalog reads, reconnected with backoff when lost.
+    """The source's connection for catalog reads, reconnected when lost.
 
-    ``run(fn)`` calls ``fn(connection)``; a lost connection (server restart,
-    network) is reopened and ``fn`` retried for up to ``timeout`` seconds.
+    ``run(fn)`` calls ``fn(connection)``; after a transient failure (see
+    ``errors.py``: a lost connection, a server restart) the connection is
+    reopened and ``fn`` retried on ``policy``. Raises the translated error of
+    the last attempt when the policy gives up, or at once for any other error.
     """
 
-    def __init__(self, dsn: str, clock: Clock, timeout: float) -> None:
+    def __init__(self, dsn: str, clock: Clock, policy: RetryPolicy) -> None:
         self.dsn = dsn
         self.clock = clock
-        self.timeout = timeout
+        self.policy = policy
         self.conn: psycopg.AsyncConnection[Any] | None = None
 
     async def run(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
-        started = self.clock.monotonic()
-        delay = 0.1
-        while True:
-            try:
-                if self.conn is None or self.conn.closed:
-                    self.conn = await connect(self.dsn)
-                return await fn(self.conn)
-            except (psycopg.OperationalError, SourceTransientError) as exc:
-                await self.close()
-                if self.clock.monotonic() - started + delay > self.timeout:
-                    if isinstance(exc, psycopg.Error):
-                        raise translate(exc, "cannot read the catalog") from exc
-                    raise
-                await self.clock.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except psycopg.Error as exc:
-                raise translate(exc, "cannot read the catalog") from exc
+        try:
+            async for attempt in self.policy.attempts(self.clock, is_transient, on_retry=self._lost):
+                with attempt:
+                    if self.conn is None or self.conn.closed:
+                        self.conn = await connect(self.dsn)
+                    return await fn(self.conn)
+        except psycopg.Error as exc:
+            raise translate(exc, "cannot read the catalog") from exc
+        raise AssertionError("the retry loop ends with a result or an error")
+
+    async def _lost(self, failure: Failure) -> None:
+        log.warning("catalog connection: %s; retrying in %.1fs", failure.error, failure.delay)
+        await self.close()
 
     async def resolve(self, rel: Relation, types: TypeMap) -> RelationFacts:
         """Load the type rows ``rel``'s columns need into ``types``; return its key facts."""

@@ -7,7 +7,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tidesync.retry import RetryPolicy
+
 _SLOT_CHARS = re.compile(r"[^a-z0-9_]")
+
+
+class ReconnectConfig(BaseModel):
+    """How the source reconnects a lost connection: exponential backoff with full jitter.
+
+    Attempts go on for ``reconnect_timeout`` seconds after the first failed one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    initial_delay: float = Field(0.1, gt=0, description="seconds before the second attempt (at most; jittered)")
+    max_delay: float = Field(5.0, gt=0, description="longest wait between two attempts")
 
 
 class PostgresSourceConfig(BaseModel):
@@ -52,9 +66,18 @@ class PostgresSourceConfig(BaseModel):
     reconnect_timeout: float = Field(
         60.0, ge=0, description="how long to try reconnecting after a lost connection before failing"
     )
+    reconnect: ReconnectConfig = Field(
+        default_factory=lambda: ReconnectConfig.model_validate({}),
+        description="the waits between reconnect attempts (replication stream and catalog connection)",
+    )
     buffer_messages: int = Field(
         100_000, ge=1000, description="received messages buffered ahead of the pipeline (bounds memory)"
     )
+
+    def reconnect_policy(self) -> RetryPolicy:
+        """The schedule of reconnect attempts: ``reconnect``'s waits, for ``reconnect_timeout`` seconds."""
+        r = self.reconnect
+        return RetryPolicy(initial_delay=r.initial_delay, max_delay=r.max_delay, max_age=self.reconnect_timeout)
 
     def slot_name(self, pipeline: str) -> str:
         return self.slot or default_name(pipeline)

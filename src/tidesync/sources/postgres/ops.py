@@ -12,8 +12,9 @@ import psycopg
 from psycopg import sql
 
 from tidesync.errors import SourceError
-from tidesync.sources.postgres.catalog import connect, translate
+from tidesync.sources.postgres.catalog import connect
 from tidesync.sources.postgres.config import PostgresSourceConfig
+from tidesync.sources.postgres.errors import translate
 from tidesync.sources.postgres.setup import PUBLICATION_MARK
 
 

@@ -16,15 +16,21 @@ Garbage raises :class:`PgoutputDecodeError` (a :class:`~tidesync.errors.SourceEr
 never IndexError or struct.error, so a corrupted stream stops the source with
 a message instead of a traceback from deep inside.
 
-The hot path of the source does not build these message values for every row
-(see ``rowdecode.py``); this module is the reference it is tested against.
+One reader of TupleData serves both uses. :func:`read_tuple` reads a tuple
+straight into ``{column: value}``, calling one converter per column as it
+goes: the source's hot path (the assembler) uses it with the relation's type
+converters, together with the header layouts below (``BEGIN``, ``COMMIT``,
+``U32`` for a change's relation oid), so it never builds a message value per
+row. :func:`decode_tuple`, behind every message value here, is the same
+reader with no conversion, so the two cannot disagree about the wire format.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from tidesync.errors import SourceError
 
@@ -206,12 +212,17 @@ STREAMABLE: Final = frozenset(b"RYIUDTM")
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
-_U32 = struct.Struct(">I")
+U32: Final = struct.Struct(">I")  # a relation oid, a transaction id
+_U32 = U32
 _U64 = struct.Struct(">Q")
-_BEGIN = struct.Struct(">QqI")
-_COMMIT = struct.Struct(">BQQq")
+BEGIN: Final = struct.Struct(">QqI")  # final_lsn, commit_ts, xid
+COMMIT: Final = struct.Struct(">BQQq")  # flags, commit_lsn, end_lsn, commit_ts
+_BEGIN = BEGIN
+_COMMIT = COMMIT
 _STREAM_COMMIT = struct.Struct(">IBQQq")
 _REL_COL_TAIL = struct.Struct(">Ii")
+_unpack_i16 = _I16.unpack_from
+_unpack_u32 = _U32.unpack_from
 
 
 def commit_time(commit_ts: int) -> float:
@@ -234,32 +245,102 @@ def _cstring(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos:end].decode("utf-8"), end + 1
 
 
+Converter = Callable[[bytes], Any]
+
+
+def read_tuple(
+    data: bytes, pos: int, cols: tuple[tuple[Any, Converter], ...], binary: Converter = bytes
+) -> tuple[dict[Any, Any], list[Any] | None, int]:
+    """Read TupleData at ``pos`` straight into ``{name: converter(text)}`` for ``cols`` (name, converter).
+
+    Returns the row, the names of the unchanged-TOAST ('u') columns (None when
+    there are none; they are absent from the row) and the position after the
+    tuple. NULL ('n') is None; a binary value ('b') goes through ``binary``.
+    A converter that refuses its value (ValueError, TypeError, ArithmeticError)
+    gets the tuple read again with such values kept as text (str), so one odd
+    value never stops a stream. Raises :class:`PgoutputDecodeError` on
+    malformed data, including a column count other than ``len(cols)``.
+    """
+    origin = pos
+    try:
+        (n,) = _unpack_i16(data, pos)
+        if n != len(cols):
+            raise PgoutputDecodeError(f"tuple has {n} columns, the relation {len(cols)}")
+        pos += 2
+        row: dict[Any, Any] = {}
+        missing: list[Any] | None = None
+        for name, conv in cols:
+            kind = data[pos]
+            if kind == 116:  # 't'
+                start = pos + 5
+                # read unsigned: a negative length becomes one past the end, caught below
+                pos = start + _unpack_u32(data, pos + 1)[0]
+                row[name] = conv(data[start:pos])
+            elif kind == 110:  # 'n'
+                row[name] = None
+                pos += 1
+            elif kind == 117:  # 'u'
+                if missing is None:
+                    missing = [name]
+                else:
+                    missing.append(name)
+                pos += 1
+            elif kind == 98:  # 'b'
+                start = pos + 5
+                pos = start + _unpack_u32(data, pos + 1)[0]
+                row[name] = binary(data[start:pos])
+            else:
+                raise PgoutputDecodeError(f"unknown tuple column kind {kind!r}")
+        if pos > len(data):
+            raise PgoutputDecodeError("a column value runs past the end of the message")
+        return row, missing, pos
+    except PgoutputDecodeError:
+        raise
+    except (IndexError, struct.error) as exc:
+        raise PgoutputDecodeError(f"malformed tuple data: {exc}") from exc
+    except (ValueError, TypeError, ArithmeticError):
+        return _read_tuple_lenient(data, origin, cols, binary)
+
+
+def _read_tuple_lenient(
+    data: bytes, pos: int, cols: tuple[tuple[Any, Converter], ...], binary: Converter
+) -> tuple[dict[Any, Any], list[Any] | None, int]:
+    raw, missing, end = read_tuple(data, pos, tuple((name, bytes) for name, _ in cols), Binary)
+    row: dict[Any, Any] = {}
+    for name, conv in cols:
+        value = raw.get(name, UNCHANGED)
+        if value is None:
+            row[name] = None
+        elif isinstance(value, Binary):
+            row[name] = binary(value.data)
+        elif isinstance(value, bytes):
+            try:
+                row[name] = conv(value)
+            except (ValueError, TypeError, ArithmeticError):
+                row[name] = value.decode("utf-8", "replace")
+    return row, missing, end
+
+
+_RAW: dict[int, tuple[tuple[int, Converter], ...]] = {}
+
+
 def decode_tuple(data: bytes, pos: int) -> tuple[TupleData, int]:
-    """TupleData at ``pos``: the column values and the position after them."""
-    (n,) = _I16.unpack_from(data, pos)
+    """TupleData at ``pos``: the column values as sent, and the position after them.
+
+    :func:`read_tuple` with no conversion: text values stay bytes, binary ones
+    become :class:`Binary`, unchanged ones :data:`UNCHANGED`.
+    """
+    try:
+        (n,) = _unpack_i16(data, pos)
+    except struct.error as exc:
+        raise PgoutputDecodeError(f"malformed tuple data: {exc}") from exc
     if n < 0:
         raise PgoutputDecodeError(f"negative column count {n} in tuple data")
-    pos += 2
-    values: list[Value] = []
-    append = values.append
-    for _ in range(n):
-        kind = data[pos]
-        pos += 1
-        if kind == 0x74 or kind == 0x62:  # 't' text, 'b' binary
-            (length,) = _I32.unpack_from(data, pos)
-            start = pos + 4
-            pos = start + length
-            if length < 0 or pos > len(data):
-                raise PgoutputDecodeError(f"column value of {length} bytes runs past the end of the message")
-            raw = data[start:pos]
-            append(raw if kind == 0x74 else Binary(raw))
-        elif kind == 0x6E:  # 'n'
-            append(None)
-        elif kind == 0x75:  # 'u'
-            append(UNCHANGED)
-        else:
-            raise PgoutputDecodeError(f"unknown tuple column kind {kind!r}")
-    return tuple(values), pos
+    cols = _RAW.get(n)
+    if cols is None:
+        cols = _RAW[n] = tuple((i, bytes) for i in range(n))
+    row, _missing, end = read_tuple(data, pos, cols, Binary)
+    return tuple([row.get(i, UNCHANGED) for i in range(n)]), end
 
 
 def decode_message(data: bytes, *, in_stream: bool = False) -> PgoutputMessage:

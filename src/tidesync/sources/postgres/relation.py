@@ -1,9 +1,9 @@
 """What the source knows about one captured table: its columns, their converters, its key, its schema.
 
 Built once per Relation message (or, for a snapshot, from the catalog), then
-used for every row of the table. The row decoder is a loop over
-``(name, converter)`` pairs — a per-relation converter table, no per-value
-type dispatch.
+used for every row of the table: ``cols``, the ``(name, converter)`` pairs,
+is what :func:`~tidesync.sources.postgres.pgoutput.read_tuple` loops over — a
+per-relation converter table, no per-value type dispatch.
 
 Keys: an event's ``key`` is the replica identity index's columns under
 ``REPLICA IDENTITY USING INDEX`` (deletes carry nothing else), else the
@@ -15,19 +15,13 @@ replica identity, so only ``identity`` columns are read from it.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tidesync.schema import Column, EntitySchema
-from tidesync.sources.postgres.pgoutput import PgoutputDecodeError, Relation
+from tidesync.sources.postgres.pgoutput import Relation
 from tidesync.sources.postgres.types import Converter, TypeMap, typmod_facts
-
-_I16 = struct.Struct(">h")
-_I32 = struct.Struct(">i")
-_unpack_i16 = _I16.unpack_from
-_unpack_i32 = _I32.unpack_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,84 +123,3 @@ def _column(name: str, oid: int, typmod: int, types: TypeMap, nullable: bool) ->
         item=item,
         **typmod_facts(portable, typmod),
     )
-
-
-_UNCONVERTED = object()
-
-
-def read_row(
-    data: bytes, pos: int, cols: tuple[tuple[str, Converter], ...]
-) -> tuple[dict[str, Any], list[str] | None, int]:
-    """Decode TupleData at ``pos`` straight into ``{column: python value}``.
-
-    Returns the row, the names of unchanged-TOAST ('u') columns (None when
-    there are none; they are absent from the row), and the position after
-    the tuple. Raises :class:`PgoutputDecodeError` on malformed data.
-    """
-    origin = pos
-    try:
-        (n,) = _unpack_i16(data, pos)
-        if n != len(cols):
-            raise PgoutputDecodeError(f"tuple has {n} columns, the relation {len(cols)}")
-        pos += 2
-        row: dict[str, Any] = {}
-        missing: list[str] | None = None
-        for name, conv in cols:
-            kind = data[pos]
-            if kind == 116:  # 't'
-                start = pos + 5
-                pos = start + _unpack_i32(data, pos + 1)[0]
-                row[name] = conv(data[start:pos])
-            elif kind == 110:  # 'n'
-                row[name] = None
-                pos += 1
-            elif kind == 117:  # 'u'
-                if missing is None:
-                    missing = [name]
-                else:
-                    missing.append(name)
-                pos += 1
-            elif kind == 98:  # 'b': binary values are passed on as bytes
-                start = pos + 5
-                pos = start + _unpack_i32(data, pos + 1)[0]
-                row[name] = data[start:pos]
-            else:
-                raise PgoutputDecodeError(f"unknown tuple column kind {kind!r}")
-        if pos > len(data):
-            raise PgoutputDecodeError("tuple data runs past the end of the message")
-        return row, missing, pos
-    except PgoutputDecodeError:
-        raise
-    except (IndexError, struct.error) as exc:
-        raise PgoutputDecodeError(f"malformed tuple data: {exc}") from exc
-    except (ValueError, TypeError, ArithmeticError):
-        # A converter refused a value (a text form this version does not expect):
-        # decode again, keeping such values as text instead of stopping.
-        return _read_row_lenient(data, origin, cols)
-
-
-def _read_row_lenient(
-    data: bytes, pos: int, cols: tuple[tuple[str, Converter], ...]
-) -> tuple[dict[str, Any], list[str] | None, int]:
-    from tidesync.sources.postgres.pgoutput import UNCHANGED, Binary, decode_tuple
-
-    try:
-        values, end = decode_tuple(data, pos)
-    except (IndexError, struct.error) as exc:
-        raise PgoutputDecodeError(f"malformed tuple data: {exc}") from exc
-    row: dict[str, Any] = {}
-    missing: list[str] | None = None
-    for (name, conv), raw in zip(cols, values, strict=True):
-        if raw is UNCHANGED:
-            missing = (missing or []) + [name]
-        elif raw is None:
-            row[name] = None
-        elif isinstance(raw, Binary):
-            row[name] = raw.data
-        else:
-            assert isinstance(raw, bytes)
-            try:
-                row[name] = conv(raw)
-            except (ValueError, TypeError, ArithmeticError):
-                row[name] = raw.decode("utf-8", "replace")
-    return row, missing, end

@@ -20,7 +20,8 @@ carried nothing for this slot. That is what keeps an idle slot from holding
 WAL; heartbeats do the same for servers that need a transaction to move.
 
 Errors from the connection are kept and reported by :meth:`ReplicationStream.error`
-after the data received before them has been drained.
+after the data received before them has been drained, translated by ``errors.py``
+(the same rules as every other Postgres error of the source).
 """
 
 from __future__ import annotations
@@ -40,24 +41,8 @@ import psycopg2.extras
 
 from tidesync.errors import SourceError, SourceTransientError
 from tidesync.sources.postgres.catalog import session_dsn
+from tidesync.sources.postgres.errors import translate
 from tidesync.sources.postgres.pgoutput import str_to_lsn
-
-# SQLSTATEs that reopening will not fix
-_PERMANENT = {
-    "42704": "the replication slot does not exist",  # undefined_object
-    "42501": "permission denied",  # insufficient_privilege
-    "55000": "object not in prerequisite state",  # e.g. slot invalidated
-    "3D000": "the database does not exist",
-    "28000": "authentication failed",
-    "28P01": "authentication failed",
-}
-
-
-def translate(exc: BaseException, doing: str) -> SourceError:
-    code = getattr(exc, "pgcode", None)
-    if code in _PERMANENT:
-        return SourceError(f"{doing}: {exc}".strip())
-    return SourceTransientError(f"{doing}: {exc}".strip())
 
 
 def replication_connect(dsn: str) -> Any:

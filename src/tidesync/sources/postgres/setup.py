@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from tidesync.errors import SourceError
-from tidesync.sources.postgres.catalog import translate
+from tidesync.sources.postgres.errors import translate
 from tidesync.sources.postgres.pgoutput import str_to_lsn
 
 PUBLICATION_MARK = "created by tidesync for pipeline "

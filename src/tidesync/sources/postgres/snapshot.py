@@ -93,7 +93,8 @@ from psycopg import sql
 from tidesync.clock import Clock
 from tidesync.errors import SourceError
 from tidesync.event import SNAPSHOT, ChangeEvent, Position
-from tidesync.sources.postgres.catalog import TableShape, translate
+from tidesync.sources.postgres.catalog import TableShape
+from tidesync.sources.postgres.errors import translate
 from tidesync.sources.postgres.relation import RelationInfo
 
 log = logging.getLogger("tidesync.sources.postgres")

@@ -12,10 +12,15 @@ Lifecycle:
 - ``commit(position)`` records snapshot/backfill progress in the state store
   and lets the replication thread send the position as the slot's flush LSN.
 - A lost replication connection (walsender killed, server restart) is
-  reconnected inside ``read`` with exponential backoff for up to
+  reconnected inside ``read`` on the ``reconnect`` schedule for up to
   ``reconnect_timeout`` seconds, resuming right after the last event handed
   out, so the engine sees neither a gap nor a repeat; after that it raises
   :class:`SourceTransientError`.
+
+State: an open source holds one :class:`_Session`, built whole by ``open``
+(nothing in it is missing or half made) and released by ``close``; before
+``open`` and after ``close`` the source holds None instead, and every method
+that needs a session says so with one check (:meth:`PostgresSource._open_session`).
 
 Also: heartbeats, :meth:`PostgresSource.request_snapshot` (on-demand re-snapshot
 of one table while streaming) and :meth:`PostgresSource.lag`.
@@ -26,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +42,11 @@ from tidesync.errors import SourceError, SourceTransientError
 from tidesync.event import Batch, Position
 from tidesync.protocols import Context
 from tidesync.sources.postgres import ops
-from tidesync.sources.postgres.assembler import FULL, HEARTBEAT_PREFIX, LOOKUP, WATERMARK_PREFIX, Assembler
+from tidesync.sources.postgres.assembler import FULL, HEARTBEAT_PREFIX, WATERMARK_PREFIX, Assembler, Run
 from tidesync.sources.postgres.backfills import Backfills
-from tidesync.sources.postgres.catalog import (
-    ENCODINGS,
-    Catalog,
-    TableShape,
-    connect,
-    table_shape,
-    translate,
-)
+from tidesync.sources.postgres.catalog import ENCODINGS, Catalog, TableShape, connect, table_shape
 from tidesync.sources.postgres.config import PostgresSourceConfig
+from tidesync.sources.postgres.errors import is_transient, translate
 from tidesync.sources.postgres.pgoutput import Message, Relation
 from tidesync.sources.postgres.progress import SnapshotProgress
 from tidesync.sources.postgres.relation import RelationInfo
@@ -71,45 +72,126 @@ log = logging.getLogger("tidesync.sources.postgres")
 KV_NAMESPACE = "postgres-source"
 
 
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """The initial snapshot in progress: its reader, and its progress bar (None: ``progress: false``)."""
+
+    reader: SnapshotReader
+    progress: SnapshotProgress | None
+
+    async def close(self) -> None:
+        await self.reader.close()
+        await self.reader.conn.close()
+        if self.progress is not None:
+            self.progress.close()
+
+
+class _Side:
+    """The connection that writes heartbeats and watermarks into the WAL, opened on first use."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def emit(self, prefix: str, content: str) -> None:
+        if self._conn is None or self._conn.closed:
+            self._conn = await connect(self.dsn)
+        try:
+            await self._conn.execute("SELECT pg_logical_emit_message(true, %s, %s)", (prefix, content))
+        except psycopg.Error as exc:
+            await self.close()
+            raise translate(exc, "cannot write a message into the WAL") from exc
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+        self._conn = None
+
+
+@dataclass(slots=True)
+class _Session:
+    """Everything an open source holds, built whole by ``open``.
+
+    ``phase`` is the initial snapshot while it runs, then the replication
+    stream; a reconnect replaces the stream. ``shadow`` is None when the
+    config keeps no shadow rows. ``last`` is the position of the last event or
+    batch handed out (a reconnect resumes after it), ``confirmed`` the LSN the
+    engine last committed.
+    """
+
+    ctx: Context
+    kv_key: str
+    facts: SetupFacts
+    catalog: Catalog
+    types: TypeMap
+    spill: SpillDir
+    asm: Assembler
+    plan: SnapshotPlan
+    side: _Side
+    backfills: Backfills
+    shadow: ShadowKeeper | None
+    phase: _Snapshot | ReplicationStream
+    last: Position | None
+    confirmed: int = 0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        """Release everything; never raises (a failed close must not hide the error that caused it)."""
+        with contextlib.suppress(Exception):
+            await self.backfills.close()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.tasks.clear()
+        with contextlib.suppress(Exception):
+            if isinstance(self.phase, ReplicationStream):
+                await self.phase.stop()
+            else:
+                await self.phase.close()
+        await self.catalog.close()
+        await self.side.close()
+        self.asm.close()
+
+
 class PostgresSource:
     def __init__(self, config: PostgresSourceConfig) -> None:
         self.config = config
         self.slot = ""
         self.publication = ""
         self.proto_version = 1
-        self._ctx: Context | None = None
-        self._catalog: Catalog | None = None
-        self._side: psycopg.AsyncConnection[Any] | None = None
-        self._stream: ReplicationStream | None = None
-        self._asm: Assembler | None = None
-        self._reader: SnapshotReader | None = None
-        self._progress: SnapshotProgress | None = None
-        self._plan: SnapshotPlan | None = None
-        self._shadow: ShadowKeeper | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._backfills: Backfills | None = None
-        self._last: Position | None = None
-        self._confirmed = 0
-        self._facts: SetupFacts | None = None
+        self._session: _Session | None = None  # None before open and after close: see the module docstring
+
+    def _open_session(self) -> _Session:
+        if self._session is None:
+            raise SourceError("the Postgres source is not open")
+        return self._session
 
     # --- open -------------------------------------------------------------
 
     async def open(self, ctx: Context, after: Position | None) -> None:
+        await self.close()
+        async with contextlib.AsyncExitStack() as undo:  # releases what a failed open took
+            session = await self._build(ctx, after, undo)
+            undo.pop_all()
+        self._session = session
         try:
-            await self._open(ctx, after)
+            if self.config.heartbeat_interval > 0:
+                session.tasks.append(asyncio.get_running_loop().create_task(self._heartbeats(session)))
+            await self._resume_backfills(session)
         except BaseException:
-            await self.close()  # release what the failed open took; close stays idempotent
+            await self.close()
             raise
 
-    async def _open(self, ctx: Context, after: Position | None) -> None:
+    async def _build(self, ctx: Context, after: Position | None, undo: contextlib.AsyncExitStack) -> _Session:
         cfg = self.config
-        self._ctx = ctx
-        self._last = after
         self.slot = cfg.slot_name(ctx.pipeline)
         self.publication = cfg.publication_name(ctx.pipeline)
-        self._kv_key = f"{ctx.pipeline}/{ctx.name}"
-        catalog = self._catalog = Catalog(cfg.dsn, ctx.clock, cfg.reconnect_timeout)
-        facts = self._facts = await catalog.run(lambda conn: gather(conn, cfg.tables))
+        catalog = Catalog(cfg.dsn, ctx.clock, cfg.reconnect_policy())
+        undo.push_async_callback(catalog.close)
+        facts = await catalog.run(lambda conn: gather(conn, cfg.tables))
         proto = cfg.proto_version or (2 if facts.server_version >= 140000 else 1)
         found = problems(facts, proto_version=proto)
         if found:
@@ -117,48 +199,74 @@ class PostgresSource:
         for warning in warnings(facts):
             log.warning("pipeline %s: %s", ctx.pipeline, warning)
         self.proto_version = proto
-        self._types_encoding = ENCODINGS[facts.encoding]
-        types = TypeMap(self._types_encoding)
+        types = TypeMap(ENCODINGS[facts.encoding])
         spill = SpillDir(Path(cfg.work_dir) / self.slot)
         spill.open()
-        self._asm = Assembler(types, spill, after=after, on_schema=ctx.schemas.put, on_watermark=self._on_watermark)
-        if cfg.shadow:
-            self._shadow = ShadowKeeper(ctx.state, ctx.pipeline, self._columns_of)
+        undo.callback(spill.clear)
+        asm = Assembler(types, spill, after=after, on_schema=ctx.schemas.put, on_watermark=self._on_watermark)
+        kv_key = f"{ctx.pipeline}/{ctx.name}"
+        side = _Side(cfg.dsn)
+        undo.push_async_callback(side.close)
         await catalog.run(lambda conn: ensure_publication(conn, self.publication, facts.tables, ctx.pipeline))
         try:
-            await self._prepare_slot(facts, after)
+            plan, snapshot = await self._prepare_slot(ctx, catalog, asm, kv_key, facts, after)
         except psycopg.Error as exc:
             raise translate(exc, "cannot prepare replication") from exc
-        if self._reader is None:
-            await self._start_stream()
-        if cfg.heartbeat_interval > 0:
-            self._spawn(self._heartbeats())
-        self._backfills = Backfills(
+        if snapshot is not None:
+            undo.push_async_callback(snapshot.close)
+            phase: _Snapshot | ReplicationStream = snapshot
+        else:
+            phase = await self._start_stream(facts, after, 0)
+            undo.push_async_callback(phase.stop)
+        backfills = Backfills(
             slot=self.slot,
             state=ctx.state,
             namespace=KV_NAMESPACE,
-            key=f"{self._kv_key}/backfill",
+            key=f"{kv_key}/backfill",
             chunk_size=cfg.snapshot_chunk_size,
             connect=lambda: connect(cfg.dsn),
-            emit=lambda content: self._emit_message(WATERMARK_PREFIX, content),
+            emit=lambda content: side.emit(WATERMARK_PREFIX, content),
         )
-        await self._resume_backfills()
+        shadow = ShadowKeeper(ctx.state, ctx.pipeline, self._columns_of) if cfg.shadow else None
+        return _Session(
+            ctx=ctx,
+            kv_key=kv_key,
+            facts=facts,
+            catalog=catalog,
+            types=types,
+            spill=spill,
+            asm=asm,
+            plan=plan,
+            side=side,
+            backfills=backfills,
+            shadow=shadow,
+            phase=phase,
+            last=after,
+        )
 
-    async def _prepare_slot(self, facts: SetupFacts, after: Position | None) -> None:
-        assert self._catalog is not None and self._ctx is not None
+    async def _prepare_slot(
+        self,
+        ctx: Context,
+        catalog: Catalog,
+        asm: Assembler,
+        kv_key: str,
+        facts: SetupFacts,
+        after: Position | None,
+    ) -> tuple[SnapshotPlan, _Snapshot | None]:
+        """The slot checked or created; the snapshot plan, and the snapshot to read first (if any)."""
         cfg = self.config
-        slot = await self._catalog.run(lambda conn: slot_state(conn, self.slot))
+        slot = await catalog.run(lambda conn: slot_state(conn, self.slot))
         if slot is not None:
             problem = slot_problem(slot, facts.database)
             if problem:
                 raise SourceError(problem)
-            slot = await self._wait_inactive(slot)
+            slot = await self._wait_inactive(ctx, catalog, slot)
             if slot.active_pid:
                 raise SourceTransientError(
                     f"replication slot {self.slot!r} is in use by server process {slot.active_pid} "
                     "(another tidesync process, or one that has not exited yet)"
                 )
-        raw = await self._ctx.state.kv_get(KV_NAMESPACE, self._kv_key)
+        raw = await ctx.state.kv_get(KV_NAMESPACE, kv_key)
         saved = SnapshotPlan.from_state(raw) if isinstance(raw, dict) and raw.get("slot") == self.slot else None
         start = plan_start(
             slot=self.slot,
@@ -166,80 +274,77 @@ class PostgresSource:
             after=after,
             saved=saved,
             mode=cfg.snapshot,
-            pipeline=self._ctx.pipeline,
+            pipeline=ctx.pipeline,
         )
-        self._plan = start.plan
+        save = _plan_saver(ctx, kv_key)
         if start.save_plan:
-            await self._save_plan(start.plan)
+            await save(start.plan)
+        snapshot = None
         if start.snapshot == "fresh":
-            await self._begin_snapshot(facts, start.plan, None)
+            snapshot = await self._begin_snapshot(ctx, catalog, asm, facts, start.plan, None, save)
         if not start.create_slot:
-            return
+            return start.plan, snapshot
         creation = await asyncio.to_thread(SlotCreation, cfg.dsn)
         try:
             created = await asyncio.to_thread(creation.create, self.slot, export=start.snapshot == "exported")
             log.info("created replication slot %s (consistent point %X)", self.slot, created.consistent_point)
             if created.snapshot_name is not None:
-                await self._begin_snapshot(facts, start.plan, created.snapshot_name)
+                snapshot = await self._begin_snapshot(ctx, catalog, asm, facts, start.plan, created.snapshot_name, save)
         finally:
             await asyncio.to_thread(creation.close)  # the exported snapshot was imported: it may go
+        return start.plan, snapshot
 
-    async def _wait_inactive(self, slot: SlotState) -> SlotState:
+    async def _wait_inactive(self, ctx: Context, catalog: Catalog, slot: SlotState) -> SlotState:
         """A process that just died may hold the slot a moment longer: give it a few seconds."""
-        assert self._catalog is not None and self._ctx is not None
-        clock = self._ctx.clock
+        clock = ctx.clock
         deadline = clock.monotonic() + 10.0
         while slot.active_pid and clock.monotonic() < deadline:
             await clock.sleep(0.2)
-            fresh: SlotState | None = await self._catalog.run(lambda conn: slot_state(conn, self.slot))
+            fresh: SlotState | None = await catalog.run(lambda conn: slot_state(conn, self.slot))
             slot = fresh or slot
         return slot
 
-    async def _begin_snapshot(self, facts: SetupFacts, plan: SnapshotPlan, snapshot_name: str | None) -> None:
-        assert self._asm is not None and self._ctx is not None
+    async def _begin_snapshot(
+        self,
+        ctx: Context,
+        catalog: Catalog,
+        asm: Assembler,
+        facts: SetupFacts,
+        plan: SnapshotPlan,
+        snapshot_name: str | None,
+        save: Callable[[SnapshotPlan], Awaitable[None]],
+    ) -> _Snapshot:
         cfg = self.config
         conn = await connect(cfg.dsn)
-        await begin_snapshot(conn, snapshot_name)
-        if snapshot_name is not None:  # stored before any row: a resume reads keyless tables as this one saw them
-            plan.view = await snapshot_view(conn)
-            await self._save_plan(plan)
-        reader_tables: list[tuple[TableShape, RelationInfo]] = []
-        for t in facts.tables:
-            assert t.oid is not None
-            shape = await table_shape(conn, t.oid)
-            info = await self._register(shape.relation)
-            reader_tables.append((shape, info))
-        self._reader = SnapshotReader(conn, reader_tables, plan, self._ctx.clock, chunk_size=cfg.snapshot_chunk_size)
-        self._plan = plan
+        try:
+            await begin_snapshot(conn, snapshot_name)
+            if snapshot_name is not None:  # stored before any row: a resume reads keyless tables as this one saw them
+                plan.view = await snapshot_view(conn)
+                await save(plan)
+            reader_tables: list[tuple[TableShape, RelationInfo]] = []
+            for t in facts.tables:
+                if t.oid is None:
+                    raise SourceError(f"table {t.configured!r} disappeared")
+                shape = await table_shape(conn, t.oid)
+                reader_tables.append((shape, await _register(catalog, asm, shape.relation)))
+        except BaseException:
+            await conn.close()
+            raise
+        reader = SnapshotReader(conn, reader_tables, plan, ctx.clock, chunk_size=cfg.snapshot_chunk_size)
+        progress = None
         if cfg.progress:
-            self._progress = SnapshotProgress(self._reader.tables)
-            self._reader.progress = self._progress.advance
+            progress = SnapshotProgress(reader.tables)
+            reader.progress = progress.advance
+        return _Snapshot(reader, progress)
 
-    async def _register(self, rel: Relation) -> RelationInfo:
-        """Make the assembler know ``rel`` (as the stream's Relation message would) and return its table."""
-        assert self._asm is not None
-        await self._resolve(rel)
-        self._asm.add_relation(rel)
-        return self._asm.relations[rel.oid]
-
-    async def _resolve(self, rel: Relation) -> None:
-        assert self._asm is not None and self._catalog is not None
-        self._asm.resolved(rel, await self._catalog.resolve(rel, self._asm.types))
-
-    async def _save_plan(self, plan: SnapshotPlan) -> None:
-        assert self._ctx is not None
-        self._plan = plan
-        await self._ctx.state.kv_put(KV_NAMESPACE, self._kv_key, plan.to_state())
-
-    async def _start_stream(self) -> None:
+    async def _start_stream(self, facts: SetupFacts, last: Position | None, confirmed: int) -> ReplicationStream:
         cfg = self.config
         options = {"proto_version": str(self.proto_version), "publication_names": _quote(self.publication)}
-        assert self._facts is not None
-        if self._facts.server_version >= 140000:
+        if facts.server_version >= 140000:
             options["messages"] = "true"  # heartbeats and watermarks (pgoutput has no such option before 14)
         if self.proto_version >= 2 and cfg.streaming is not False:
             options["streaming"] = "on"
-        start = self._last[0] if self._last is not None and self._last[0] > 0 else 0
+        start = last[0] if last is not None and last[0] > 0 else 0
         stream = ReplicationStream(
             cfg.dsn,
             self.slot,
@@ -249,54 +354,47 @@ class PostgresSource:
             status_interval=cfg.status_interval,
         )
         await stream.start()
-        stream.confirm(self._confirmed)
-        self._stream = stream
+        stream.confirm(confirmed)
+        return stream
 
     # --- read -------------------------------------------------------------
 
     async def read(self, max_events: int, max_wait: float) -> Batch:
-        assert self._ctx is not None
-        if self._backfills is not None and self._backfills.failure is not None:
-            failure, self._backfills.failure = self._backfills.failure, None
+        s = self._open_session()
+        if s.backfills.failure is not None:
+            failure, s.backfills.failure = s.backfills.failure, None
             raise failure
-        if self._reader is not None:
-            chunk = await self._reader.next_chunk(max_events)
+        if isinstance(s.phase, _Snapshot):
+            chunk = await s.phase.reader.next_chunk(max_events)
             if chunk is not None:
-                assert self._plan is not None
-                self._plan.read(chunk)
-                self._last = chunk.position
+                s.plan.read(chunk)
+                s.last = chunk.position
                 events = chunk.events
-                if self._shadow is not None:
-                    events = await self._shadow.apply(events)
-                return Batch(events, chunk.position, read_at=self._ctx.clock.time())
-            await self._end_snapshot()
-            await self._start_stream()
-        events, position = await self._read_stream(max_events, max_wait)
+                if s.shadow is not None:
+                    events = await s.shadow.apply(events)
+                return Batch(events, chunk.position, read_at=s.ctx.clock.time())
+            await s.phase.close()
+            s.phase = await self._start_stream(s.facts, s.last, s.confirmed)
+        events, position = await self._read_stream(s, s.phase, max_events, max_wait)
         if events:
-            self._last = _max(self._last, events[-1].position)
+            s.last = _max(s.last, events[-1].position)
         if position is not None:
-            self._last = _max(self._last, position)
-        if self._shadow is not None and events:
-            events = await self._shadow.apply(events)
-        return Batch(events, position, read_at=self._ctx.clock.time())
+            s.last = _max(s.last, position)
+        if s.shadow is not None and events:
+            events = await s.shadow.apply(events)
+        return Batch(events, position, read_at=s.ctx.clock.time())
 
-    async def _read_stream(self, max_events: int, max_wait: float) -> tuple[list[Any], Position | None]:
-        assert self._asm is not None and self._ctx is not None
-        asm = self._asm
-        clock = self._ctx.clock
+    async def _read_stream(
+        self, s: _Session, stream: ReplicationStream, max_events: int, max_wait: float
+    ) -> tuple[list[Any], Position | None]:
+        asm = s.asm
+        clock = s.ctx.clock
         deadline = clock.monotonic() + max_wait
         while True:
-            stream = self._stream
-            assert stream is not None
-            if len(asm.live) < max_events:
+            if asm.wants_input(max_events):
                 for chunk in stream.drain():
                     asm.feed(chunk)
-            status = asm.run(max_events)
-            if status == LOOKUP:
-                assert asm.lookup is not None
-                await self._resolve(asm.lookup)
-                continue
-            if status == FULL:
+            if await self._run(s, asm.run(max_events)) == FULL:
                 break
             if stream.has_data:
                 continue
@@ -304,7 +402,7 @@ class PostgresSource:
                 err = stream.error() or SourceTransientError("the replication connection ended")
                 if not isinstance(err, SourceTransientError):
                     raise err
-                await self._reconnect(err)
+                stream = await self._reconnect(s, stream, err)
                 continue
             if asm.ready(max_events):
                 break
@@ -314,115 +412,77 @@ class PostgresSource:
             await stream.wait(remaining)
         return asm.take(max_events, partial=True)
 
-    async def _reconnect(self, err: SourceTransientError) -> None:
-        assert self._ctx is not None and self._asm is not None and self._stream is not None
-        clock = self._ctx.clock
-        log.warning("replication connection lost (%s); reconnecting", err)
-        await self._stream.stop()
-        self._asm.reset(self._last)
-        if self._backfills is not None:
-            self._backfills.abandon()
-        started = clock.monotonic()
-        delay = 0.1
-        while True:
-            try:
-                await self._start_stream()
-                log.info("replication resumed after %s", list(self._last) if self._last else "the start")
-                return
-            except SourceTransientError as exc:
-                if clock.monotonic() - started + delay > self.config.reconnect_timeout:
-                    raise SourceTransientError(
-                        f"lost the replication connection and could not reconnect within "
-                        f"{self.config.reconnect_timeout:.0f}s: {exc}"
-                    ) from exc
-                await clock.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    @staticmethod
+    async def _run(s: _Session, run: Run) -> int:
+        """Drive one assembler run, answering its relation requests from the catalog."""
+        try:
+            need = next(run)
+            while True:
+                need = run.send(await s.catalog.resolve(need.relation, s.types))
+        except StopIteration as done:
+            return int(done.value)
+        finally:
+            run.close()
 
-    async def _end_snapshot(self) -> None:
-        if self._reader is not None:
-            await self._reader.close()
-            await self._reader.conn.close()
-            self._reader = None
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
+    async def _reconnect(self, s: _Session, lost: ReplicationStream, err: SourceTransientError) -> ReplicationStream:
+        log.warning("replication connection lost (%s); reconnecting", err)
+        await lost.stop()
+        s.asm.reset(s.last)
+        s.backfills.abandon()
+        retry = self.config.reconnect_policy().attempts(s.ctx.clock, is_transient)
+        try:
+            async for attempt in retry:
+                with attempt:
+                    stream = s.phase = await self._start_stream(s.facts, s.last, s.confirmed)
+                    log.info("replication resumed after %s", list(s.last) if s.last else "the start")
+                    return stream
+        except SourceTransientError as exc:
+            raise SourceTransientError(
+                f"lost the replication connection and could not reconnect within "
+                f"{self.config.reconnect_timeout:.0f}s: {exc}"
+            ) from exc
+        raise AssertionError("the retry loop ends with a stream or an error")
 
     # --- commit -----------------------------------------------------------
 
     async def commit(self, position: Position) -> None:
         if not position:
             return
+        s = self._open_session()
         if position[0] == 0:
-            await self._commit_snapshot(position)
+            if s.plan.committed(position):
+                await _plan_saver(s.ctx, s.kv_key)(s.plan)
             return
-        if self._plan is not None and not self._plan.complete:
-            self._plan.complete = True
-            await self._save_plan(self._plan)
+        if not s.plan.complete:
+            s.plan.complete = True
+            await _plan_saver(s.ctx, s.kv_key)(s.plan)
         lsn = int(position[0])
-        if lsn > self._confirmed:
-            self._confirmed = lsn
-            if self._stream is not None:
-                self._stream.confirm(lsn)
-        if self._backfills is not None:
-            await self._backfills.committed(position)
-
-    async def _commit_snapshot(self, position: Position) -> None:
-        if self._plan is not None and self._plan.committed(position):
-            await self._save_plan(self._plan)
+        if lsn > s.confirmed:
+            s.confirmed = lsn
+            if isinstance(s.phase, ReplicationStream):
+                s.phase.confirm(lsn)
+        await s.backfills.committed(position)
 
     # --- close ------------------------------------------------------------
 
     async def close(self) -> None:
-        if self._backfills is not None:
-            await self._backfills.close()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
-        if self._stream is not None:
-            await self._stream.stop()
-            self._stream = None
-        with contextlib.suppress(Exception):
-            await self._end_snapshot()
-        if self._catalog is not None:
-            await self._catalog.close()
-        if self._side is not None:
-            with contextlib.suppress(Exception):
-                await self._side.close()
-        self._side = None
-        if self._asm is not None:
-            self._asm.spill.clear()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     # --- heartbeats, watermarks, backfills -------------------------------
 
-    def _spawn(self, coro: Any) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(coro))
-
-    async def _emit_message(self, prefix: str, content: str) -> None:
-        if self._side is None or self._side.closed:
-            self._side = await connect(self.config.dsn)
-        try:
-            await self._side.execute("SELECT pg_logical_emit_message(true, %s, %s)", (prefix, content))
-        except psycopg.Error as exc:
-            with contextlib.suppress(Exception):
-                await self._side.close()
-            self._side = None
-            raise translate(exc, "cannot write a message into the WAL") from exc
-
-    async def _heartbeats(self) -> None:
-        assert self._ctx is not None
+    async def _heartbeats(self, s: _Session) -> None:
         while True:
-            await self._ctx.clock.sleep(self.config.heartbeat_interval)
+            await s.ctx.clock.sleep(self.config.heartbeat_interval)
             try:
-                await self._emit_message(HEARTBEAT_PREFIX, self.slot)
+                await s.side.emit(HEARTBEAT_PREFIX, self.slot)
             except SourceError as exc:
                 log.warning("heartbeat failed: %s", exc)
 
     def _on_watermark(self, msg: Message, asm: Assembler) -> None:
-        if self._backfills is not None:
-            self._backfills.on_watermark(msg, asm)
+        if self._session is not None:
+            self._session.backfills.on_watermark(msg, asm)
 
     async def request_snapshot(self, table: str) -> None:
         """Re-read one captured table while streaming goes on (DBLog watermarks; see ``backfill.py``).
@@ -431,60 +491,71 @@ class PostgresSource:
         as ``snapshot`` events. Raises SourceError for a table this source does
         not capture.
         """
-        assert self._facts is not None and self._backfills is not None
-        assert self._catalog is not None
-        if self._facts.server_version < 140000:
+        s = self._open_session()
+        if s.facts.server_version < 140000:
             raise SourceError("on-demand snapshots need PostgreSQL 14 or newer (logical decoding messages in pgoutput)")
-        wanted = await self._catalog.run(lambda conn: _oid_of(conn, table))
-        match = [t for t in self._facts.tables if wanted is not None and t.oid == wanted]
-        if not match:
+        wanted = await s.catalog.run(lambda conn: _oid_of(conn, table))
+        match = [t.oid for t in s.facts.tables if wanted is not None and t.oid == wanted]
+        if not match or match[0] is None:
             raise SourceError(f"{table!r} is not one of this source's tables ({', '.join(self.config.tables)})")
-        shape, info = await self._table(match[0].oid)  # type: ignore[arg-type]
-        await self._backfills.add(shape, info)
+        shape, info = await _table(s, match[0])
+        await s.backfills.add(shape, info)
 
-    async def _table(self, oid: int) -> tuple[TableShape, RelationInfo]:
-        assert self._catalog is not None
-        shape = await self._catalog.run(lambda conn: table_shape(conn, oid))
-        return shape, await self._register(shape.relation)
-
-    async def _resume_backfills(self) -> None:
-        assert self._facts is not None and self._backfills is not None
-        saved = await self._backfills.saved()
-        for t in self._facts.tables:
+    async def _resume_backfills(self, s: _Session) -> None:
+        saved = await s.backfills.saved()
+        for t in s.facts.tables:
             if t.oid is not None and t.entity in saved:
-                shape, info = await self._table(t.oid)
-                await self._backfills.add(shape, info, saved[t.entity].get("last_key"), resumed=True)
+                shape, info = await _table(s, t.oid)
+                await s.backfills.add(shape, info, saved[t.entity].get("last_key"), resumed=True)
 
     # --- operations -------------------------------------------------------
 
     def _columns_of(self, entity: str) -> tuple[str, ...] | None:
-        info = self._asm.relation_by_entity(entity) if self._asm is not None else None
+        info = self._session.asm.relation_by_entity(entity) if self._session is not None else None
         return info.names if info is not None else None
 
     async def lag(self) -> ops.SlotLag:
         """How far the slot is behind: retained WAL, unconfirmed WAL and seconds since the newest commit read."""
-        assert self._ctx is not None
+        s = self._open_session()
         lag = await ops.slot_lag(self.config.dsn, self.slot)
         behind = 0.0
-        if self._asm is not None and self._asm.last_commit_ts:
-            busy = self._stream is not None and (self._stream.has_data or bool(self._asm.live))
-            behind = self._ctx.clock.time() - self._asm.last_commit_ts if busy else 0.0
+        if s.asm.last_commit_ts:
+            busy = isinstance(s.phase, ReplicationStream) and (s.phase.has_data or s.asm.has_input)
+            behind = s.ctx.clock.time() - s.asm.last_commit_ts if busy else 0.0
         return lag.with_lag_seconds(max(0.0, behind))
 
     @property
     def backfilling(self) -> bool:
         """An on-demand snapshot is running or waiting."""
-        return self._backfills is not None and self._backfills.running
+        return self._session is not None and self._session.backfills.running
 
     @property
     def spilled_transactions(self) -> int:
         """How many in-progress transactions the server streamed to this source (each spilled to disk)."""
-        return self._asm.spill.started if self._asm is not None else 0
+        return self._session.spill.started if self._session is not None else 0
 
     @property
     def replication_pid(self) -> int | None:
         """The server process (walsender) serving this source's replication connection."""
-        return self._stream.backend_pid if self._stream is not None else None
+        phase = self._session.phase if self._session is not None else None
+        return phase.backend_pid if isinstance(phase, ReplicationStream) else None
+
+
+async def _register(catalog: Catalog, asm: Assembler, rel: Relation) -> RelationInfo:
+    """Make the assembler know ``rel`` (as the stream's Relation message would) and return its table."""
+    return asm.register(rel, await catalog.resolve(rel, asm.types))
+
+
+async def _table(s: _Session, oid: int) -> tuple[TableShape, RelationInfo]:
+    shape = await s.catalog.run(lambda conn: table_shape(conn, oid))
+    return shape, await _register(s.catalog, s.asm, shape.relation)
+
+
+def _plan_saver(ctx: Context, kv_key: str) -> Callable[[SnapshotPlan], Awaitable[None]]:
+    async def save(plan: SnapshotPlan) -> None:
+        await ctx.state.kv_put(KV_NAMESPACE, kv_key, plan.to_state())
+
+    return save
 
 
 async def _oid_of(conn: psycopg.AsyncConnection[Any], table: str) -> int | None:
