@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
 from tidesync.engine import BatchPolicy, PipelineRunner
 from tidesync.engine.lifecycle import ALLOWED, IllegalTransition, Lifecycle, State
 from tidesync.engine.replay import replay, select_entries
-from tidesync.event import ChangeEvent
+from tidesync.errors import StateStoreError
+from tidesync.event import Batch, ChangeEvent
 from tidesync.retry import RetryPolicy
 from tidesync.state import open_state_store
-from tidesync.state.store import DeadLetterFilter
+from tidesync.state.store import DeadLetterFilter, StateChanges, StateStore
 from tidesync.testing import FakeClock, FlakySink, ListSource, MemorySink, eventually
 
 
@@ -201,3 +204,110 @@ def test_lifecycle_table_refuses_illegal_moves() -> None:
         lc.to(State.RUNNING)
     lc.to(State.STOPPED)
     assert all(State.FAILED in ALLOWED[s] for s in ALLOWED if s not in (State.STOPPED, State.FAILED))
+
+
+class MidTransactionSource(ListSource):
+    """Reads three events at a time; the first batch ends inside a transaction (no position to resume from)."""
+
+    def __init__(self, events: list[ChangeEvent]) -> None:
+        super().__init__(events)
+        self.reads = 0
+
+    async def read(self, max_events: int, max_wait: float) -> Batch:
+        batch = await super().read(3, max_wait)
+        if batch.events:
+            self.reads += 1
+            if self.reads == 1:
+                return Batch(batch.events, None)
+        return batch
+
+
+class GatedSink(MemorySink):
+    """Holds its first write until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def write(self, events: Sequence[ChangeEvent], *, replay: bool = False) -> None:
+        if not self.writing.is_set():
+            self.writing.set()
+            await self.release.wait()
+        self.apply(events, replay)
+
+
+async def test_a_stop_during_a_batch_without_position_writes_on_to_a_checkpoint(store) -> None:  # type: ignore[no-untyped-def]
+    source = MidTransactionSource([upsert(i) for i in range(6)])
+    sink = GatedSink()
+    runner = PipelineRunner("p", source, sink, store, batch=BatchPolicy(3, 0.01))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await eventually(lambda: sink.writing.is_set() and source.reads >= 2, message="the first write, two batches read")
+    stop.set()  # lands while the position-less batch is being written
+    sink.release.set()
+    await asyncio.wait_for(task, 30)
+    assert [w.position for w in sink.writes] == [(i,) for i in range(6)]
+    assert await store.load_checkpoint("p") == (5,)  # the next batch closed the transaction and was checkpointed
+    assert source.committed == [(5,)]
+    assert runner.state_name == "stopped"
+
+
+async def test_a_stop_with_nothing_more_queued_ends_without_a_checkpoint(store) -> None:  # type: ignore[no-untyped-def]
+    """The reader stopped before it read the end of the transaction: nothing to checkpoint, the next start reads it."""
+    source = MidTransactionSource([upsert(i) for i in range(3)])
+    sink = GatedSink()
+    runner = PipelineRunner("p", source, sink, store, batch=BatchPolicy(3, 0.01), queue_batches=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await eventually(sink.writing.is_set, message="the first write")
+    stop.set()
+    sink.release.set()
+    await asyncio.wait_for(task, 30)
+    assert len(sink.writes) == 3 and await store.load_checkpoint("p") is None and source.committed == []
+
+
+class FlakyStore:
+    """A state store whose next ``fail`` commits of a checkpoint raise StateStoreError."""
+
+    def __init__(self, inner: StateStore, fail: int) -> None:
+        self.inner = inner
+        self.fail = fail
+        self.failed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def commit(self, pipeline: str, changes: StateChanges) -> None:
+        if changes.checkpoint is not None and self.failed < self.fail:
+            self.failed += 1
+            raise StateStoreError("database is locked")
+        await self.inner.commit(pipeline, changes)
+
+
+async def test_a_failing_state_store_is_retried_on_the_state_policy(store) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock()
+    flaky = FlakyStore(store, fail=8)  # more than the five tries there used to be
+    policy = RetryPolicy(initial_delay=0.2, max_delay=5.0, max_age=60.0, jitter="none")
+    runner = PipelineRunner(
+        "p", ListSource([upsert(i) for i in range(10)]), MemorySink(), flaky, clock=clock,  # type: ignore[arg-type]
+        batch=BatchPolicy(10, 0.01), state_retry=policy,
+    )  # fmt: skip
+    await run_until(runner, lambda: runner.stats.batches >= 1)
+    assert flaky.failed == 8 and runner.state_name == "stopped"
+    assert await store.load_checkpoint("p") == (9,)
+    assert clock.sleeps[:8] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+
+
+async def test_a_state_store_down_beyond_the_policy_fails_the_pipeline(store) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock()
+    flaky = FlakyStore(store, fail=10**9)
+    runner = PipelineRunner(
+        "p", ListSource([upsert(i) for i in range(10)]), MemorySink(), flaky, clock=clock,  # type: ignore[arg-type]
+        batch=BatchPolicy(10, 0.01),
+    )  # fmt: skip
+    with pytest.raises(StateStoreError):
+        await asyncio.wait_for(runner.run(asyncio.Event()), 30)
+    assert runner.state_name == "failed" and "database is locked" in (runner.last_error or "")
+    assert 60.0 <= sum(clock.sleeps) <= 60.0 + 5.0  # STATE_RETRY gives up a minute after the first failure
+    assert await store.load_checkpoint("p") is None

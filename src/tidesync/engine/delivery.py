@@ -1,12 +1,15 @@
-"""Delivery policy as composition: retrying and dead-lettering wrap a sink.
+"""Delivery policy as composition: dead-lettering wraps retrying, which wraps the sink.
 
-:class:`RetryingWriter` retries transient errors by a :class:`RetryPolicy`
-(tenacity drives the loop; the clock's ``sleep`` does the waiting, so a fake
-clock makes schedules testable). :class:`DeadLetterWriter` sits on top: it
-keeps per-key order by parking every later event of a key that has an entry in
-the dead-letter queue, and isolates poison by splitting a rejected batch in
-halves until the rejected events are found, so one bad record never blocks the
-other 999.
+:class:`~tidesync.engine.retrying.RetryingWriter` retries transient errors on
+a :class:`~tidesync.retry.RetryPolicy`. :class:`DeadLetterWriter` sits on top
+and owns everything the dead-letter queue decides for a batch: it parks the
+records the batch could not turn into events (transform failures, a source's
+``Batch.rejected``), keeps per-key order with :class:`~.parked.ParkedKeys`
+(parking every later event of a key that waits in the queue), isolates poison
+by splitting a rejected batch in halves until the rejected events are found
+(so one bad record never blocks the other 999), and holds what no event could
+be written (blocked), probing on the probe policy. The runner hands it a batch
+and commits what :class:`Delivered` says.
 """
 
 from __future__ import annotations
@@ -17,65 +20,29 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
-
 from tidesync.clock import Clock
 from tidesync.engine.breaker import CircuitBreaker
-from tidesync.errors import (
-    DeliveryError,
-    PartialBatchError,
-    PermanentError,
-    SystemicError,
-    TidesyncError,
-    TransientError,
-)
+from tidesync.engine.parked import ParkedKeys
+from tidesync.engine.retrying import RetriesExhausted, RetryingWriter, RetryNotice, SerialSink
+from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, SystemicError
 from tidesync.event import ChangeEvent, Key, Position
-from tidesync.protocols import Context, Sink
-from tidesync.retry import RetryPolicy
+from tidesync.retry import Failure, RetryPolicy, RetryStopped
 from tidesync.state.store import NewDeadLetter
 
+__all__ = [
+    "BlockNotice",
+    "DeadLetterWriter",
+    "Delivered",
+    "HoldAborted",
+    "ParkedKeys",
+    "RetriesExhausted",
+    "RetryNotice",
+    "RetryingWriter",
+    "SerialSink",
+]
+
 log = logging.getLogger("tidesync.delivery")
-
-
-class SerialSink:
-    """A sink shared by its pipeline's writer and in-process dead-letter replays: one ``write`` at a time.
-
-    A sink's methods are never called concurrently (the Sink contract); the
-    runner wraps its sink in this so a replay from the admin API can use the
-    pipeline's own open sink while the pipeline keeps writing.
-    """
-
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-        self.lock = asyncio.Lock()
-        self.replay_writes = 0
-
-    async def open(self, ctx: Context) -> None:
-        await self.sink.open(ctx)
-
-    async def write(self, events: Sequence[ChangeEvent], *, replay: bool = False) -> None:
-        async with self.lock:
-            self.replay_writes += replay
-            await self.sink.write(events, replay=replay)
-
-    async def close(self) -> None:
-        await self.sink.close()
-
-
-async def _guarded(sink: Sink, events: Sequence[ChangeEvent], replay: bool) -> None:
-    """``sink.write``, with a foreign exception (a sink's bug, a value it cannot encode) made permanent.
-
-    Such an exception concerns the events of this write, not the pipeline: the
-    dead-letter policy splits the batch to find the event and parks it with
-    the exception as its reason. A tidesync error other than a delivery error
-    (a state store failure) still stops the pipeline.
-    """
-    try:
-        await sink.write(events, replay=replay)
-    except TidesyncError:
-        raise
-    except Exception as exc:  # RecursionError, TypeError, UnicodeEncodeError, ...
-        raise PermanentError(f"the sink failed on this event: {type(exc).__name__}: {exc}") from exc
+BEHIND = "waits behind an earlier dead-lettered event of this key"
 
 
 def _systemic_of(exc: PartialBatchError) -> SystemicError | None:
@@ -85,116 +52,21 @@ def _systemic_of(exc: PartialBatchError) -> SystemicError | None:
     return None
 
 
-class RetriesExhausted(DeliveryError):
-    """A transient error outlived the retry policy; the events go to the dead-letter queue."""
-
-    error_class = "transient"
-
-    def __init__(self, last: BaseException, attempts: int) -> None:
-        self.last = last
-        self.attempts = attempts
-        super().__init__(f"gave up after {attempts} attempts: {last}")
-
-
 @dataclass(frozen=True, slots=True)
-class RetryNotice:
-    attempt: int
-    error: str
-    next_attempt_at: float
+class Delivered:
+    """What became of one batch: the caller commits ``unsaved`` with its checkpoint."""
+
+    letters: list[NewDeadLetter]  # every new dead letter of the batch
+    unsaved: list[NewDeadLetter]  # those ``persist`` has not made durable yet
+    written: list[ChangeEvent]  # the events the sink took, in order
 
 
-class RetryingWriter:
-    """Writes through ``sink``, retrying TransientError (whole batch or per event) by ``policy``.
+class _StillHeld(Exception):
+    """A probe's answer that keeps the hold (the loop's retryable error)."""
 
-    ``on_retry`` is called before each wait (the pipeline shows "retrying" with
-    the error and next attempt time); ``on_recover`` once a write succeeds after
-    failures. Permanent per-event failures are collected and raised together as
-    one PartialBatchError indexed into the original sequence, after every
-    transient one was written or gave up.
-    """
-
-    def __init__(
-        self,
-        sink: Sink,
-        policy: RetryPolicy,
-        clock: Clock,
-        *,
-        rng: random.Random | None = None,
-        on_retry: Callable[[RetryNotice], None] | None = None,
-        on_recover: Callable[[], None] | None = None,
-    ) -> None:
-        self.sink = sink
-        self.policy = policy
-        self.clock = clock
-        self.rng = rng or random.Random()
-        self.on_retry = on_retry
-        self.on_recover = on_recover
-        self.retries = 0  # total retried attempts, for metrics
-
-    async def write(self, events: Sequence[ChangeEvent], *, replay: bool = False) -> None:
-        pending: list[int] = list(range(len(events)))
-        permanent: dict[int, DeliveryError] = {}
-        first_failure: list[float] = []
-        failed_before = False
-
-        def stop(rs: RetryCallState) -> bool:
-            first = first_failure[0] if first_failure else 0.0
-            return self.policy.gives_up(rs.attempt_number, first, self.clock.time())
-
-        def wait(rs: RetryCallState) -> float:
-            return self.policy.delay(rs.attempt_number, self.rng.random())
-
-        def before_sleep(rs: RetryCallState) -> None:
-            self.retries += 1
-            exc = rs.outcome.exception() if rs.outcome else None
-            delay = rs.next_action.sleep if rs.next_action else 0.0
-            if self.on_retry is not None:
-                self.on_retry(RetryNotice(rs.attempt_number, str(exc), self.clock.time() + delay))
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TransientError),
-            stop=stop,
-            wait=wait,
-            sleep=self.clock.sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    batch = [events[i] for i in pending]
-                    try:
-                        await _guarded(self.sink, batch, replay)
-                    except TransientError:
-                        failed_before = True
-                        if not first_failure:
-                            first_failure.append(self.clock.time())
-                        raise
-                    except PartialBatchError as exc:
-                        failed_before = True
-                        still: list[int] = []
-                        for local, err in sorted(exc.failures.items()):
-                            original = pending[local]
-                            if err.transient:
-                                still.append(original)
-                            else:
-                                permanent[original] = err
-                        pending = still
-                        if pending:
-                            if not first_failure:
-                                first_failure.append(self.clock.time())
-                            raise TransientError(f"{len(pending)} event(s) failed transiently") from exc
-        except TransientError as exc:
-            attempts = retrying.statistics.get("attempt_number", 1)
-            exhausted = RetriesExhausted(exc, attempts)
-            if not permanent:
-                raise exhausted from exc
-            for i in pending:
-                permanent[i] = exhausted
-        if failed_before and self.on_recover is not None:
-            self.on_recover()
-        if permanent:
-            raise PartialBatchError(permanent)
+    def __init__(self, answer: DeliveryError) -> None:
+        self.answer = answer
+        super().__init__(str(answer))
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,31 +88,37 @@ class HoldAborted(Exception):
 
 
 class DeadLetterWriter:
-    """Delivers events, parking what cannot be written and holding what no event could be; returns the new dead letters.
+    """Delivers a batch, parking what cannot be written and holding what no event could be.
 
-    Per-key order: ``parked`` maps the (entity, key) of every event waiting in
-    the dead-letter queue for this sink to the newest position parked for it; a
-    later event of such a key is parked behind it ("blocked") instead of
-    overtaking it. Truncate events are never parked by key. An event of such a
-    key at or before that position was handled (written, or parked) before a
-    restart read it again, so it is dropped rather than parked twice.
+    :meth:`deliver_batch` takes a batch's events and the records it rejected
+    before delivery (``rejected``: transform failures, a source's
+    ``Batch.rejected``, as ``(event, reason)``) and says in a
+    :class:`Delivered` what was written and which dead letters are new.
+
+    Per-key order: ``keys`` (:class:`ParkedKeys`) knows every key waiting in
+    this sink's dead-letter queue; a later event of such a key is parked behind
+    it (class ``blocked``) instead of overtaking it, one read again after a
+    restart is dropped. A rejected record is parked (class ``transform``) in
+    source order among the batch's events, so later events of its key wait too.
+    ``keys`` is refreshed before every batch (a replay may have emptied a key).
 
     Durable before the sink moves past: a sink stores the position it applied
     with each write, so once a write after an isolated dead letter succeeds, a
-    restart would skip that event. ``persist`` makes the letters of a delivery
-    durable before its next write; ``saved`` names them (``id`` of each
-    letter), and the caller commits only the others with its checkpoint.
+    restart would skip that event. ``persist`` makes the letters a write found
+    durable before the next write; the letters known before the first write
+    (rejected records, events blocked by key) are found again by a restart, so
+    they wait for the caller's checkpoint commit (``Delivered.unsaved``).
 
     Holding: a :class:`SystemicError` (every event would fail: missing table,
     permission) parks nothing. The events of that write are held: the writer
-    calls ``on_block`` once, then probes by writing the same events again,
-    waiting ``probe`` backoff between attempts on the clock, until the write
-    answers something else; then ``on_unblock`` and delivery goes on. The
-    :class:`~tidesync.engine.breaker.CircuitBreaker` holds the same way once
-    too many consecutive events failed with one error class. Events a sink
-    reported failed one by one (a PartialBatchError) are probed with
-    ``replay=True``: the sink may have stored a position past them. When
-    ``stopping()`` turns true, a hold ends with :class:`HoldAborted`.
+    calls ``on_block`` once, then probes by writing the same events again on
+    the ``probe`` schedule (never giving up; ``on_probe`` before each wait),
+    until the write answers something else; then ``on_unblock`` and delivery
+    goes on. The :class:`~tidesync.engine.breaker.CircuitBreaker` holds the
+    same way once too many consecutive events failed with one error class.
+    Events a sink reported failed one by one (a PartialBatchError) are probed
+    with ``replay=True``: the sink may have stored a position past them. When
+    ``stop`` is set, a hold ends at once with :class:`HoldAborted`.
     """
 
     def __init__(
@@ -250,34 +128,45 @@ class DeadLetterWriter:
         sink_name: str,
         clock: Clock,
         *,
+        keys: ParkedKeys | None = None,
         breaker: CircuitBreaker | None = None,
         probe: RetryPolicy | None = None,
         rng: random.Random | None = None,
         on_block: Callable[[BlockNotice], None] | None = None,
         on_probe: Callable[[BlockNotice], None] | None = None,
         on_unblock: Callable[[BlockNotice], None] | None = None,
-        stopping: Callable[[], bool] | None = None,
+        stop: asyncio.Event | None = None,
         persist: Callable[[Sequence[NewDeadLetter]], Awaitable[None]] | None = None,
     ) -> None:
         self.writer = writer
         self.pipeline = pipeline
         self.sink_name = sink_name
         self.clock = clock
+        self.keys = keys if keys is not None else ParkedKeys(pipeline, sink_name)
         self.breaker = breaker or CircuitBreaker()
         self.probe = probe or RetryPolicy(initial_delay=1.0, max_delay=30.0)
+        self._probing = replace(self.probe, max_attempts=None, max_age=None)  # a hold waits for a person
         self.rng = rng or random.Random()
         self.on_block = on_block
         self.on_probe = on_probe
         self.on_unblock = on_unblock
-        self.stopping = stopping
-        self.parked: dict[tuple[str, Key], Position] = {}
+        self.stop = stop
         self.persist = persist
-        self.saved: set[int] = set()  # id() of the letters of the last delivery made durable during it
+        self._saved: set[int] = set()  # id() of the letters of this delivery made durable during it
         self._letters: list[NewDeadLetter] = []  # the letters of the delivery in progress
         self._unsaved_from = 0
         self.writes = 0
         self.probes = 0  # probes made, all holds
         self.held: BlockNotice | None = None  # the hold in progress
+
+    @property
+    def parked(self) -> dict[tuple[str, Key], Position]:
+        """The newest parked position per (entity, key); assigning replaces :attr:`keys`' map."""
+        return self.keys.newest
+
+    @parked.setter
+    def parked(self, newest: dict[tuple[str, Key], Position]) -> None:
+        self.keys.newest = newest
 
     def _letter(self, event: ChangeEvent, error_class: str, error: str, attempts: int = 1) -> NewDeadLetter:
         now = self.clock.time()
@@ -293,39 +182,71 @@ class DeadLetterWriter:
         )
 
     def park(self, event: ChangeEvent, error_class: str, error: str, attempts: int = 1) -> NewDeadLetter:
-        k = (event.entity, event.key)
-        newest = self.parked.get(k)
-        if newest is None or event.position > newest:
-            self.parked[k] = event.position
+        """A dead letter for ``event``; later events of its key now wait behind it."""
+        self.keys.mark(event)
         return self._letter(event, error_class, error, attempts)
 
-    def behind(self, event: ChangeEvent) -> str | None:
-        """Whether ``event`` must wait behind a dead letter of its key: "blocked", "handled" (read again
-        after a restart, at or before the newest parked position of its key: drop it), or None."""
-        if event.op == "truncate":
-            return None
-        newest = self.parked.get((event.entity, event.key))
-        if newest is None:
-            return None
-        return "handled" if event.position and event.position <= newest else "blocked"
-
     async def deliver(self, events: Sequence[ChangeEvent], *, replay: bool = False) -> list[NewDeadLetter]:
+        """Deliver ``events``; the new dead letters (all of them: the caller commits them)."""
+        return (await self.deliver_batch(events, replay=replay)).letters
+
+    async def deliver_batch(
+        self,
+        events: Sequence[ChangeEvent],
+        *,
+        rejected: Sequence[tuple[ChangeEvent, str]] = (),
+        replay: bool = False,
+    ) -> Delivered:
+        """Deliver one batch and park its ``rejected`` records; see the class docstring."""
+        await self.keys.refresh()
         letters: list[NewDeadLetter] = []
-        self._letters, self._unsaved_from, self.saved = letters, 0, set()
+        todo = self._sift(events, rejected, letters) if rejected else self._unblocked(events, letters)
+        self._letters, self._unsaved_from, self._saved = letters, len(letters), set()
         try:
-            await self._deliver(self._unblocked(events, letters), letters, replay)
+            if todo:
+                await self._settle(todo, replay, await self._try(todo, replay), letters)
         finally:
             self._letters = []
-        return letters
+        if not letters:
+            return Delivered(letters, letters, todo)
+        parked = {id(letter.event) for letter in letters}
+        saved = self._saved
+        return Delivered(
+            letters,
+            [letter for letter in letters if id(letter) not in saved] if saved else letters,
+            [e for e in todo if id(e) not in parked],
+        )
+
+    def _sift(
+        self, events: Sequence[ChangeEvent], rejected: Sequence[tuple[ChangeEvent, str]], letters: list[NewDeadLetter]
+    ) -> list[ChangeEvent]:
+        """Park rejected records, and events of their keys behind them, in source order; the events to write."""
+        tagged: list[tuple[Position, int, ChangeEvent, str | None]] = []
+        for i, ev in enumerate(events):
+            tagged.append((ev.position, i, ev, None))
+        for j, (ev, reason) in enumerate(rejected):
+            tagged.append((ev.position, -1 - j, ev, reason))
+        tagged.sort(key=lambda t: (t[0], -1 if t[1] < 0 else 0))  # at one position, the rejected record first
+        out: list[ChangeEvent] = []
+        for _, _, ev, why in tagged:
+            if why is not None:
+                letters.append(self.park(ev, "transform", why))
+                continue
+            wait = self.keys.behind(ev)
+            if wait == "blocked":
+                letters.append(self.park(ev, "blocked", BEHIND))
+            elif wait is None:
+                out.append(ev)  # "handled": written or parked before a restart read it again
+        return out
 
     def _unblocked(self, events: Sequence[ChangeEvent], letters: list[NewDeadLetter]) -> list[ChangeEvent]:
-        if not self.parked:
+        if not self.keys:
             return list(events)
         out = []
         for ev in events:
-            wait = self.behind(ev)
+            wait = self.keys.behind(ev)
             if wait == "blocked":
-                letters.append(self._letter(ev, "blocked", "waits behind an earlier dead-lettered event of this key"))
+                letters.append(self.park(ev, "blocked", BEHIND))
             elif wait is None:
                 out.append(ev)
         return out
@@ -337,7 +258,7 @@ class DeadLetterWriter:
             return
         await self.persist(new)
         self._unsaved_from = len(self._letters)
-        self.saved.update(id(letter) for letter in new)
+        self._saved.update(id(letter) for letter in new)
 
     async def _try(self, events: Sequence[ChangeEvent], replay: bool) -> DeliveryError | None:
         await self._persist_letters()
@@ -406,8 +327,7 @@ class DeadLetterWriter:
             await self._deliver(events[:mid], letters, replay)
             await self._deliver(self._unblocked(events[mid:], letters), letters, replay)
         else:
-            letters.append(self.park(events[0], _class_of(exc), str(exc)))
-            for ev in events[1:]:  # a multi-event failure that is neither permanent nor per event
+            for ev in events:  # one event, or a multi-event failure that is neither permanent nor per event
                 letters.append(self.park(ev, _class_of(exc), str(exc)))
             self.breaker.failed(_class_of(exc), now)
 
@@ -415,42 +335,53 @@ class DeadLetterWriter:
         self, events: list[ChangeEvent], replay: bool, exc: DeliveryError
     ) -> tuple[list[ChangeEvent], bool, DeliveryError | None]:
         """Probe until the write answers something not to hold; the events, replay flag and answer then."""
-        if self.stopping is not None and self.stopping():
+        if self.stop is not None and self.stop.is_set():
             raise HoldAborted()
         events, replay, narrowed = _narrow(events, replay, exc)
         exc = narrowed or exc
         since = self.clock.time()
         breaker = None if _is_systemic(exc) else self.breaker.describe(since)
-        entity = _entity_of(exc, events)
-        notice = BlockNotice(_reason(exc), _class_of(exc), entity, len(events), since, breaker=breaker)
+        notice = BlockNotice(_reason(exc), _class_of(exc), _entity_of(exc, events), len(events), since, breaker=breaker)
         self.held = notice
         if self.on_block is not None:
             self.on_block(notice)
-        attempt = 0
+
+        def probing(failure: Failure) -> None:
+            nonlocal notice
+            answer = failure.error.answer if isinstance(failure.error, _StillHeld) else exc
+            if failure.attempt > 1:
+                log.debug("%s/%s: probe %d still fails: %s", self.pipeline, self.sink_name, failure.attempt - 1, answer)
+            notice = replace(
+                notice,
+                error=_reason(answer),
+                error_class=_class_of(answer),
+                probes=failure.attempt - 1,
+                next_probe_at=failure.next_attempt_at,
+            )
+            self.held = notice
+            if self.on_probe is not None:
+                self.on_probe(notice)
+
         answer: DeliveryError | None = exc
+        retry = self._probing.attempts(
+            self.clock, lambda e: isinstance(e, _StillHeld), on_retry=probing, stop=self.stop, rng=self.rng
+        )
         try:
-            while True:
-                attempt += 1
-                delay = self.probe.delay(attempt, self.rng.random())
-                notice = replace(notice, probes=attempt - 1, next_probe_at=self.clock.time() + delay)
-                self.held = notice
-                if self.on_probe is not None and attempt > 1:
-                    self.on_probe(notice)
-                await self.clock.sleep(delay)
-                if self.stopping is not None and self.stopping():
-                    raise HoldAborted()
-                self.probes += 1
-                answer = await self._try(events, replay)
-                if answer is not None:
-                    events, replay, answer = _narrow(events, replay, answer)
-                if answer is None or not self._holds(answer, len(events)):
-                    break
-                notice = replace(notice, error=_reason(answer), error_class=_class_of(answer))
-                log.debug("%s/%s: probe %d still fails: %s", self.pipeline, self.sink_name, attempt, answer)
+            async for attempt in retry:
+                with attempt:
+                    if attempt.number > 1:  # the first attempt is the write that failed
+                        self.probes += 1
+                        answer = await self._try(events, replay)
+                        if answer is not None:
+                            events, replay, answer = _narrow(events, replay, answer)
+                    if answer is not None and (attempt.number == 1 or self._holds(answer, len(events))):
+                        raise _StillHeld(answer)
+        except RetryStopped:
+            raise HoldAborted() from None
         finally:
             self.held = None
         if self.on_unblock is not None:
-            self.on_unblock(replace(notice, probes=attempt, next_probe_at=None))
+            self.on_unblock(replace(notice, probes=retry.number - 1, next_probe_at=None))
         return events, replay, answer
 
 

@@ -14,7 +14,8 @@ Rules
 - Entries that failed a transform are transformed again with the pipeline's
   current transforms first (a fixed mapping rescues them).
 - The running engine notices the change (a generation counter in the state
-  store) and stops parking events of keys that are no longer in the queue.
+  store, :data:`~tidesync.engine.parked.GENERATION_NS`) and stops parking
+  events of keys that are no longer in the queue.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
-from tidesync.engine.delivery import RetriesExhausted, RetryingWriter
+from tidesync.engine.parked import GENERATION_NS
+from tidesync.engine.retrying import RetriesExhausted, RetryingWriter
 from tidesync.errors import DeliveryError, PartialBatchError
 from tidesync.event import Key, json_dumps
 from tidesync.protocols import Context, Sink
@@ -32,7 +34,6 @@ from tidesync.retry import RetryPolicy
 from tidesync.state.store import DeadLetter, DeadLetterFilter, StateChanges, StateStore
 
 APPLIED_NS = "dlq_applied"
-GENERATION_NS = "dlq_generation"
 
 
 def applied_namespace(pipeline: str, sink: str) -> str:

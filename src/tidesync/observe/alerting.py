@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import httpx
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
-from tidesync.engine.delivery import RetriesExhausted, RetryingWriter
+from tidesync.engine.retrying import RetriesExhausted, RetryingWriter
 from tidesync.errors import DeliveryError
 from tidesync.event import ChangeEvent
 from tidesync.observe.alerts import FIRED, Alert, Notice, Threshold

@@ -198,7 +198,7 @@ class PostgresSteps:
                 continue
             if col.kind == "json" or not _CONTAINERS.isdisjoint({type(r[j]) for r in rows}):
                 todo.append((j, enc))
-        return encode_columns(rows, todo)
+        return encode_columns(rows, todo) if todo else rows
 
     @staticmethod
     def _arrays_ok(step: Step, columns: list[list[Any]]) -> bool:

@@ -25,13 +25,11 @@ def encode_rows(rows: Rows, encoders: Sequence[Encoder | None], plain: frozenset
     """``rows`` with values encoded column by column; a column whose values are all of a
     ``plain`` type (the driver sends them right) is left alone, so the common case costs a type scan."""
     todo = [(j, enc) for j, enc in enumerate(encoders) if enc is not None and not {type(r[j]) for r in rows} <= plain]
-    return encode_columns(rows, todo)
+    return encode_columns(rows, todo) if todo else rows
 
 
-def encode_columns(rows: Rows, todo: Sequence[tuple[int, Encoder]]) -> Rows:
+def encode_columns(rows: Rows, todo: Sequence[tuple[int, Encoder]]) -> list[tuple[Any, ...]]:
     """``rows`` with column ``j`` of every row replaced by ``enc(value)``, for each ``(j, enc)`` in ``todo``."""
-    if not todo:
-        return rows
     out = []
     for row in rows:
         values = list(row)

@@ -12,7 +12,7 @@ Every request first takes a token from the :class:`~.ratelimit.TokenBucket`.
 A 429 holds the bucket for the server's ``Retry-After`` (seconds or an HTTP
 date; exponential backoff when absent) and is then asked again: throttling is
 not a failure, up to ``max_throttled`` times in a row. Transient failures are
-retried with exponential backoff and full jitter (:class:`~tidesync.retry.RetryPolicy`)
+retried with exponential backoff and full jitter (:meth:`~tidesync.retry.RetryPolicy.attempts`)
 on the injected clock. A 401/403 re-reads the credential (a rotated key, a
 refreshed OAuth2 token) and asks once more before giving up.
 
@@ -22,14 +22,16 @@ No message carries a credential: the credential names only its reference.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.errors import SourceError, SourceTransientError
-from tidesync.retry import RetryPolicy
+from tidesync.retry import Failure, RetryPolicy
 from tidesync.secrets import REDACTOR
 from tidesync.sources.http.auth import Credential, CredentialRejected
 from tidesync.sources.http.ratelimit import TokenBucket, parse_retry_after
@@ -82,6 +84,7 @@ class ApiClient:
         self.limiter = limiter
         self.retry = retry or RetryPolicy(initial_delay=0.5, max_delay=30.0)
         self.max_attempts = max_attempts
+        self._rng = random.Random()
         self.max_throttled = max_throttled
         self.clock = clock
         self._http = httpx.AsyncClient(
@@ -117,9 +120,27 @@ class ApiClient:
         json: Any = None,
     ) -> Any:
         """The decoded JSON answer of a 2xx; raises as the module docstring says."""
-        failures = throttled = 0
-        reauthorized = False
         what = f"{self.name}: {method} {path}"
+        asked = _Asked()
+
+        def retrying(failure: Failure) -> None:
+            log.warning("%s; retrying in %.2fs", REDACTOR.redact(str(failure.error)), failure.delay)
+
+        retry = replace(self.retry, max_attempts=self.max_attempts).attempts(
+            self.clock, _failed, on_retry=retrying, rng=self._rng
+        )
+        try:
+            async for attempt in retry:
+                with attempt:
+                    return await self._ask(method, path, what, asked, params, json)
+        except _Failed as exc:
+            raise SourceTransientError(f"{exc} (gave up after {retry.number} attempts)") from exc.__cause__
+        raise AssertionError("unreachable: an attempt returns or raises")
+
+    async def _ask(
+        self, method: str, path: str, what: str, asked: _Asked, params: Mapping[str, str] | None, json: Any
+    ) -> Any:
+        """One attempt: a 2xx's JSON, or :class:`_Failed` to try again; waits out 429s and re-reads a credential."""
         while True:
             await self.limiter.acquire()
             headers = await self.credential.authorize(self._http)
@@ -127,24 +148,22 @@ class ApiClient:
             try:
                 response = await self._http.request(method, path, params=params, json=json, headers=headers)
             except httpx.HTTPError as exc:
-                failures += 1
-                await self._backoff(failures, f"{what}: {type(exc).__name__}: {exc}", exc)
-                continue
+                raise _Failed(f"{what}: {type(exc).__name__}: {exc}") from exc
             status = response.status_code
             if status == 429:
                 self.throttled += 1
-                throttled += 1
-                if throttled > self.max_throttled:
-                    raise SourceTransientError(f"{what}: still rate limited (429) after {throttled - 1} waits")
+                asked.throttled += 1
+                if asked.throttled > self.max_throttled:
+                    raise SourceTransientError(f"{what}: still rate limited (429) after {asked.throttled - 1} waits")
                 wait = parse_retry_after(response.headers.get("retry-after"), self.clock.time())
                 if wait is None:
-                    wait = self.retry.cap(throttled)
+                    wait = self.retry.cap(asked.throttled)
                 log.info("%s: rate limited (429); waiting %.2fs", what, wait)
                 self.limiter.hold(wait)
-                continue
+                continue  # throttling is not a failure: ask again once the bucket allows
             if status in (401, 403):
-                if not reauthorized and await self.credential.rejected(self._http, status):
-                    reauthorized = True
+                if not asked.reauthorized and await self.credential.rejected(self._http, status):
+                    asked.reauthorized = True
                     continue
                 raise CredentialRejected(
                     f"{what}: the API rejected {self.credential.describe()} ({status}"
@@ -152,9 +171,7 @@ class ApiClient:
                     "fix the credential and restart"
                 )
             if status >= 500 or status == 408:
-                failures += 1
-                await self._backoff(failures, f"{what}: answered {status}: {_excerpt(response)}")
-                continue
+                raise _Failed(f"{what}: answered {status}: {_excerpt(response)}")
             if status >= 300:
                 body: Any
                 try:
@@ -164,13 +181,21 @@ class ApiClient:
                 raise ApiStatusError(f"{what}: answered {status}: {_excerpt(response)}", status, body)
             try:
                 return response.json()
-            except ValueError:
-                failures += 1
-                await self._backoff(failures, f"{what}: answered {status} with a body that is not JSON")
+            except ValueError as exc:
+                raise _Failed(f"{what}: answered {status} with a body that is not JSON") from exc
 
-    async def _backoff(self, failures: int, message: str, cause: BaseException | None = None) -> None:
-        if failures >= self.max_attempts:
-            raise SourceTransientError(f"{message} (gave up after {failures} attempts)") from cause
-        delay = self.retry.delay(failures)
-        log.warning("%s; retrying in %.2fs", REDACTOR.redact(message), delay)
-        await self.clock.sleep(delay)
+
+@dataclass(slots=True)
+class _Asked:
+    """What one request met across its attempts."""
+
+    throttled: int = 0  # 429s waited out
+    reauthorized: bool = False  # the credential was read again after a 401/403
+
+
+class _Failed(Exception):
+    """An attempt that may succeed when asked again (5xx, 408, a lost connection, a body that is not JSON)."""
+
+
+def _failed(exc: Exception) -> bool:
+    return isinstance(exc, _Failed)

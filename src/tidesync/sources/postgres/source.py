@@ -66,6 +66,7 @@ from tidesync.sources.postgres.snapshot import SnapshotPlan, SnapshotReader, beg
 from tidesync.sources.postgres.spill import SpillDir
 from tidesync.sources.postgres.startup import plan_start
 from tidesync.sources.postgres.types import TypeMap
+from tidesync.state.store import StateChanges
 
 log = logging.getLogger("tidesync.sources.postgres")
 
@@ -359,7 +360,7 @@ class PostgresSource:
 
     # --- read -------------------------------------------------------------
 
-    async def read(self, max_events: int, max_wait: float) -> Batch:
+    async def read(self, max_events: int, max_wait: float) -> Batch[StateChanges]:
         s = self._open_session()
         if s.backfills.failure is not None:
             failure, s.backfills.failure = s.backfills.failure, None

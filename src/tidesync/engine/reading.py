@@ -1,0 +1,183 @@
+"""The reading half of a pipeline: source → transform → a bounded queue of :class:`Item`.
+
+:class:`Reader` reads a batch (by size and time), transforms it and puts it
+on the queue, waiting while the queue is full (backpressure, bounded memory).
+A source that fails transiently (:class:`~tidesync.errors.SourceTransientError`)
+is closed and reopened after the last position read, on the ``retry`` policy
+(giving up fails the pipeline); ``stop`` cuts a wait short. A record the
+transform (or the source itself, ``Batch.rejected``) cannot turn into an event
+travels with its batch as ``rejected``, for the dead-letter writer to park.
+
+When the reader ends it puts ``None`` on the queue if there is room, and sets
+:attr:`Reader.done` in any case: a writer draining the queue must not wait for
+a marker a full queue had no room for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from tidesync.clock import Clock
+from tidesync.engine.observing import PipelineView
+from tidesync.errors import SourceTransientError
+from tidesync.event import Batch, ChangeEvent, Position
+from tidesync.observe.stats import PipelineStats
+from tidesync.protocols import Context, Source
+from tidesync.retry import RetryPolicy, RetryStopped
+from tidesync.state.store import StateChanges
+
+log = logging.getLogger("tidesync.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    max_events: int = 1000
+    max_wait: float = 0.05  # seconds
+
+
+@dataclass(slots=True)
+class Item:
+    """One or more source batches on their way to the writer."""
+
+    events: list[ChangeEvent]
+    rejected: list[tuple[ChangeEvent, str]]  # (event, reason): records to dead-letter, not write
+    position: Position | None  # None: the batch ends inside a source transaction
+    read_at: float
+    oldest_commit: float
+    state: StateChanges | None = None  # a source's own state changes (batch.state), committed with it
+    batches: int = 1  # source batches merged into this item
+
+    def merge(self, nxt: Item) -> Item:
+        """This item followed by ``nxt``, as one write."""
+        state = self.state
+        if nxt.state is not None:
+            state = nxt.state if state is None else state.merge(nxt.state)
+        return Item(
+            self.events + nxt.events,
+            self.rejected + nxt.rejected,
+            nxt.position if nxt.position is not None else self.position,
+            self.read_at,
+            self.oldest_commit,
+            state,
+            self.batches + nxt.batches,
+        )
+
+
+class Reader:
+    def __init__(
+        self,
+        source: Source,
+        ctx: Context,
+        *,
+        transform: Any,
+        batch: BatchPolicy,
+        retry: RetryPolicy,
+        clock: Clock,
+        stats: PipelineStats,
+        view: PipelineView,
+        resumed: asyncio.Event,
+    ) -> None:
+        self.source = source
+        self.ctx = ctx
+        self.transform = transform
+        self.batch = batch
+        self.retry = retry
+        self.clock = clock
+        self.stats = stats
+        self.view = view
+        self.resumed = resumed  # cleared while paused
+        self.rng = random.Random()
+        self.last_read: Position | None = None  # where a reopen resumes after
+        self.done = asyncio.Event()
+
+    async def open(self, after: Position | None) -> None:
+        self.last_read = after
+        await self.source.open(self.ctx, after)
+
+    async def run(self, queue: asyncio.Queue[Item | None], stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                if not self.resumed.is_set():
+                    await self.resumed.wait()
+                    continue
+                try:
+                    batch = await self._read(stop)
+                except RetryStopped:
+                    return
+                self.view.heartbeat()
+                if not batch.events and batch.position is None and not batch.rejected:
+                    continue
+                item = self._item(batch)
+                self.view.pending.append(item.oldest_commit)
+                await queue.put(item)
+                if batch.position is not None:
+                    self.last_read = batch.position
+        finally:
+            self.done.set()
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    async def _read(self, stop: asyncio.Event) -> Batch[StateChanges]:
+        """One batch; a failing source is reopened after the last position read, on the retry policy."""
+        batch: Batch[StateChanges] | None = None
+        retry = self.retry.attempts(
+            self.clock, _source_transient, on_retry=self.view.source_failing, stop=stop, rng=self.rng
+        )
+        async for attempt in retry:
+            with attempt:
+                if attempt.number > 1:
+                    with contextlib.suppress(Exception):
+                        await self.source.close()
+                    await self.open(self.last_read)
+                batch = await self.source.read(self.batch.max_events, self.batch.max_wait)
+        if retry.failures:
+            self.view.source_recovered()
+        assert batch is not None
+        return batch
+
+    def _item(self, batch: Batch[StateChanges]) -> Item:
+        now = self.clock.time()
+        events = batch.events
+        rejected: list[tuple[ChangeEvent, str]] = []
+        if self.transform is not None and events:
+            events, rejected = self._transform(events)
+            self.stats.stage["transform"].add_many([self.clock.time() - now])
+        if batch.rejected:
+            # A source that read a record it cannot turn into an event (a webhook
+            # payload its mapping rejects) reports it here, as a transform would.
+            rejected = [*rejected, *batch.rejected]
+        self.stats.transform_failed += len(rejected)
+        oldest = batch.events[0].committed_at if batch.events else 0.0
+        if batch.events:
+            self.stats.events_read += len(batch.events)
+            self.stats.stage["capture"].add_many(
+                [now - e.committed_at for e in (batch.events[0], batch.events[-1]) if e.committed_at > 0]
+            )
+        return Item(events, rejected, batch.position, now, oldest, batch.state)
+
+    def _transform(self, events: list[ChangeEvent]) -> tuple[list[ChangeEvent], list[tuple[ChangeEvent, str]]]:
+        """Transform a batch; should the transform itself raise, one event at a time, so only its event fails."""
+        try:
+            out, failures = self.transform.apply(events)
+            return list(out), list(failures)
+        except Exception as exc:
+            log.debug("pipeline %s: transform of a batch raised %r; one event at a time", self.ctx.pipeline, exc)
+        out, failures = [], []
+        for ev in events:
+            try:
+                one, failed = self.transform.apply([ev])
+            except Exception as exc:  # RecursionError, a bug: this event's problem, not the pipeline's
+                failures.append((ev, f"unexpected {type(exc).__name__}: {exc}"))
+                continue
+            out.extend(one)
+            failures.extend(failed)
+        return out, failures
+
+
+def _source_transient(exc: Exception) -> bool:
+    return isinstance(exc, SourceTransientError)
