@@ -51,21 +51,9 @@ async def history(store: KeyValues, sync: str, limit: int = 100) -> list[dict[st
     return await ConflictQueue(store).history(sync, limit)
 
 
-async def request_resolution(
-    store: KeyValues,
-    cid: str,
-    *,
-    take: str | None = None,
-    value: Any = None,
-    has_value: bool = False,
-    remember: bool = False,
-    by: str = "cli",
-    now: float = 0.0,
-) -> Resolution:
-    """Record a person's choice for conflict ``cid``: ``take`` ``a`` or ``b``, or an explicit ``value``."""
-    return await ConflictQueue(store).request_resolution(
-        cid, take=take, value=value, has_value=has_value, remember=remember, by=by, now=now
-    )
+async def request_resolution(store: KeyValues, cid: str, **choice: Any) -> Resolution:
+    """Record a person's choice for conflict ``cid`` (see :meth:`ConflictQueue.request_resolution`)."""
+    return await ConflictQueue(store).request_resolution(cid, **choice)
 
 
 async def forget_rule(store: KeyValues, sync: str, field: str) -> bool:
