@@ -8,13 +8,15 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tidesync.errors import SourceTransientError
 from tidesync.reconcile.canonical import NULL, canonical, combine, encoder, row_hash
 from tidesync.reconcile.compare import Lineup, Suspect
 from tidesync.reconcile.settle import settle
-from tidesync.reconcile.side import RateLimit
+from tidesync.reconcile.side import RateLimit, Reader
 from tidesync.reconcile.target import Side, TablePair
 from tidesync.schema import Column, EntitySchema
 from tidesync.sources.polling.dialect import TableMeta
@@ -162,3 +164,26 @@ async def test_suspects_are_read_again_and_only_lasting_drift_is_reported_and_re
     assert by_key[(3,)].op == "snapshot" and by_key[(3,)].after == {"id": 3, "title": "c", "qty": 3}
     assert by_key[(4,)].op == "delete" and by_key[(4,)].position == ()
     assert all(e.position == () and e.committed_at == 5.0 for e in written)
+
+
+async def test_a_read_is_asked_again_after_a_lost_connection_and_gives_up_in_time() -> None:
+    meta = TableMeta(None, "t", ("id",), ("id",), ())
+    clock = FakeClock()
+    reader = Reader(Side("sqlite://", "sqlite", meta, ("id",), ("id",)), ("int",), rate=None, clock=clock)
+    calls = 0
+
+    def flaky(fail: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls <= fail:
+            raise sa.exc.OperationalError("SELECT 1", {}, ConnectionResetError("connection reset by peer"))
+        return calls
+
+    try:
+        assert await reader._run(flaky, 2) == 3 and clock.sleeps == [1.0, 2.0]
+        calls, clock.sleeps[:] = 0, []
+        with pytest.raises(SourceTransientError, match="reconcile t"):
+            await reader._run(flaky, 99)
+        assert calls == 4 and clock.sleeps == [1.0, 2.0, 4.0]
+    finally:
+        await reader.close()

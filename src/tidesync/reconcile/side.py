@@ -33,12 +33,13 @@ from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.errors import SourceTransientError
 from tidesync.event import Key, Row
 from tidesync.reconcile.target import Side
+from tidesync.retry import RetryPolicy
 from tidesync.sinks.sql import values as sink_values
 from tidesync.sources.polling import query
 from tidesync.sources.polling.dialect import close_engine, create_engine, redact, translate
 
 T = TypeVar("T")
-RETRIES = 4
+READ_RETRY = RetryPolicy(initial_delay=1.0, max_delay=8.0, jitter="none", max_attempts=4)  # 1, 2, 4 s
 
 
 @dataclass
@@ -130,16 +131,19 @@ class Reader:
         if self._engine is None:
             self._engine = create_engine(self.side.dsn)
         self.counters.queries += 1
-        for attempt in range(1, RETRIES + 1):
-            try:
-                return await asyncio.get_running_loop().run_in_executor(self._exec, fn, *args)
-            except sa.exc.SQLAlchemyError as exc:
-                err = translate(exc, f"reconcile {self.side.label} at {redact(self.side.dsn)}")
-                # Every call is a read: after a lost connection it is simply asked again.
-                if not isinstance(err, SourceTransientError) or attempt == RETRIES:
-                    raise err from exc
-                await self.clock.sleep(0.5 * 2**attempt)
-        raise AssertionError("unreachable")
+        where = f"reconcile {self.side.label} at {redact(self.side.dsn)}"
+
+        def transient(exc: Exception) -> bool:
+            return isinstance(exc, sa.exc.SQLAlchemyError) and isinstance(translate(exc, where), SourceTransientError)
+
+        # Every call is a read: after a lost connection it is simply asked again.
+        try:
+            async for attempt in READ_RETRY.attempts(self.clock, transient):
+                with attempt:
+                    return await asyncio.get_running_loop().run_in_executor(self._exec, fn, *args)
+        except sa.exc.SQLAlchemyError as exc:
+            raise translate(exc, where) from exc
+        raise AssertionError("unreachable: the loop returns or raises")
 
     async def close(self) -> None:
         engine, self._engine = self._engine, None
