@@ -65,9 +65,34 @@ class _Proxied:
             proxy.stop()
 
 
+class TableLock:
+    """Another session holding an exclusive lock on the destination table: every write waits (a slow destination)."""
+
+    def __init__(self, connect: Any, statement: str) -> None:
+        self.connect = connect
+        self.statement = statement
+        self.conn: Any = None
+
+    def hold(self) -> None:
+        self.conn = self.connect()
+        cur = self.conn.cursor()
+        cur.execute(self.statement)
+
+    def release(self) -> None:
+        if self.conn is not None:
+            self.conn.rollback()
+            self.conn.close()
+            self.conn = None
+
+
 class PostgresSinkFaults(_Proxied, PostgresSinkHarness):
     bad_row = TOO_BIG
     exclusions: dict[str, str] = {}
+
+    def make_slow(self) -> TableLock:
+        import psycopg
+
+        return TableLock(lambda: psycopg.connect(self.dsn), "LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
 
     def make_faulty_sink(self) -> tuple[Sink, ProxyFault]:
         proxy = self._proxy(5432)
@@ -82,6 +107,16 @@ class PostgresSinkFaults(_Proxied, PostgresSinkHarness):
 class MariadbSinkFaults(_Proxied, MariadbSinkHarness):
     bad_row = TOO_BIG
     exclusions: dict[str, str] = {}
+
+    def make_slow(self) -> TableLock:
+        import pymysql
+
+        def connect() -> Any:
+            conn = pymysql.connect(host="127.0.0.1", user="root", database=self.db, autocommit=False)
+            return conn
+
+        # Row locks on every row (the rows the burst updates), held by another transaction.
+        return TableLock(connect, "SELECT * FROM items FOR UPDATE")
 
     def make_faulty_sink(self) -> tuple[Sink, ProxyFault]:
         proxy = self._proxy(3306)
@@ -115,6 +150,11 @@ class SqliteSinkFaults(SqliteSinkHarness):
     bad_row = TOO_BIG
     exclusions: dict[str, str] = {}
 
+    def make_slow(self) -> SqliteLock:
+        lock = SqliteLock(self.path)
+        lock.hold, lock.release = lock.break_, lock.heal  # type: ignore[method-assign]
+        return lock
+
     def make_faulty_sink(self) -> tuple[Sink, SqliteLock]:
         self.lock = SqliteLock(self.path)
         return SqliteSink(SqliteSinkConfig(path=str(self.path), lock_timeout=0.05)), self.lock
@@ -137,6 +177,7 @@ class MemorySinkHarness:
     exclusions = {
         "bad_input": "holds any Python value in memory: there is no event it cannot write",
         "transient_fault": "in process, with no connection or lock between the sink and its tables to fail",
+        "slow_destination": "in process, with no connection or lock between the sink and its tables to wait on",
     }
 
     def __init__(self, tmp: Path) -> None:
@@ -167,11 +208,14 @@ class Receiver:
         self.tables: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.accepted: Counter[str] = Counter()
         self.lock = threading.Lock()
+        self.open = threading.Event()  # cleared: the receiver holds every request (a slow destination)
+        self.open.set()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.open.wait(30)
                 receiver.take(self.headers["webhook-id"], orjson.loads(body))
                 self.send_response(204)
                 self.end_headers()
@@ -213,6 +257,19 @@ class Receiver:
         self.thread.join(10)
 
 
+class ReceiverGate:
+    """Holds every request at the receiver until released: a slow destination."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+
+    def hold(self) -> None:
+        self.receiver.open.clear()
+
+    def release(self) -> None:
+        self.receiver.open.set()
+
+
 class WebhookSinkHarness(_Proxied):
     """The webhook sink POSTing signed envelopes to a :class:`Receiver` behind a TCP proxy.
 
@@ -240,6 +297,9 @@ class WebhookSinkHarness(_Proxied):
 
     def make_sink(self) -> Sink:
         return self._sink(self.receiver.port)
+
+    def make_slow(self) -> ReceiverGate:
+        return ReceiverGate(self.receiver)
 
     def make_faulty_sink(self) -> tuple[Sink, ProxyFault]:
         proxy = self._proxy(self.receiver.port)

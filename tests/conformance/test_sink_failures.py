@@ -3,6 +3,7 @@ once; an event the destination cannot hold raises PermanentError or PartialBatch
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,47 @@ async def test_an_event_the_destination_cannot_hold_is_a_permanent_error_naming_
         h.cleanup()
 
 
+@pytest.mark.parametrize("name", _able("slow_destination"))
+async def test_a_burst_into_a_slow_destination_waits_and_lands_once(
+    name: str, tmp_path: Path, sink_store: StateStore
+) -> None:
+    """Backpressure at the sink: a write into a destination that holds it (a lock another session holds, a
+    receiver that does not answer) waits instead of failing or dropping events, and when the destination
+    moves again the whole burst, larger than any chunk a sink sends at once, lands once. A sink that gives
+    up waiting says so with a transient error, and the retry lands once."""
+    h = SINKS[name](tmp_path)
+    try:
+        sink = await _open(h, sink_store)
+        await sink.write([ev("insert", k, k, name=f"n{k}", qty=k) for k in range(1, 11)])
+        burst = [ev("update", i % 10 + 1, 10 + i, qty=1000 + i) for i in range(1, 1201)]
+        burst.append(ev("insert", 11, 3000, name="new", qty=11))
+        slow = h.make_slow()
+        await asyncio.to_thread(slow.hold)
+        try:
+            write = asyncio.create_task(sink.write(burst))
+            done, _ = await asyncio.wait({write}, timeout=0.5)
+        finally:
+            await asyncio.to_thread(slow.release)
+        assert not done, "the write finished while the destination was held: nothing was slow"
+        try:
+            await write
+        except DeliveryError as err:
+            assert _only_transient(err), repr(err)
+            await sink.write(burst)
+        await sink.close()
+        last = {e.key: e.after["qty"] for e in burst if e.after is not None}
+        expected = {(k,): {"id": k, "name": f"n{k}", "qty": last[(k,)]} for k in range(1, 11)}
+        expected[(11,)] = {"id": 11, "name": "new", "qty": 11}
+        assert h.rows() == expected
+        if hasattr(h, "receiver"):  # each event was accepted once
+            assert set(h.receiver.accepted.values()) == {1} and len(h.receiver.accepted) == 10 + len(burst)
+    finally:
+        h.cleanup()
+
+
 def test_every_sink_exclusion_is_documented() -> None:
     for name, h in SINKS.items():
         for case, why in h.exclusions.items():
-            assert case in {"bad_input", "transient_fault"} and len(why) > 40, (name, case)
+            assert case in {"bad_input", "transient_fault", "slow_destination"} and len(why) > 40, (name, case)
+        assert ("slow_destination" in h.exclusions) != hasattr(h, "make_slow"), name
         assert ("bad_input" in h.exclusions) == (h.bad_row is None), name
