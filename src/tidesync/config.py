@@ -28,7 +28,16 @@ from tidesync.errors import ConfigError
 from tidesync.observe.alerts_config import AlertsConfig, check_alerts
 from tidesync.reconcile.config import ReconcileSchedule
 from tidesync.registry import REGISTRY
-from tidesync.secrets import REDACTOR, PendingRef, ResolvedStr, Secret, resolve_string
+from tidesync.secrets import (
+    REDACTOR,
+    PendingRef,
+    ResolvedStr,
+    Secret,
+    mask_locations,
+    register_connection_secrets,
+    resolve_string,
+    secret_locations,
+)
 from tidesync.sync.config import SyncConfig, check_value_steps
 
 DEFAULT_STATE = "sqlite:///.tidesync/state.db"
@@ -101,9 +110,38 @@ class ApiConfig(Strict):
 
     listen: str = Field("127.0.0.1:8080", description="HOST:PORT to listen on")
     token: Secret | None = Field(None, description="bearer token for the admin API")
-    max_body_bytes: int = Field(1024 * 1024, ge=1, description="largest request body accepted (413 beyond)")
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1,
+        description="largest webhook request body accepted (413 beyond); a webhook source's own max_body_bytes wins",
+    )
+    admin_max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1,
+        description="largest body of any other request (admin API, metrics, dashboard): 413 beyond, refused "
+        "before it is read; a request to /api without the token is refused (401) before its body is read",
+    )
     public_url: str | None = Field(None, description="how senders reach this server, e.g. https://hooks.example.com")
     metrics_public: bool = Field(False, description="serve /metrics without the bearer token")
+    limit_concurrency: int = Field(
+        1000,
+        ge=1,
+        description="most connections (idle keep-alive ones included) and requests in flight at once; "
+        "a request beyond is answered 503",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="a connection whose request head (request line and headers) is not complete this many "
+        "seconds after it opened or its next request began is closed (slow or idle clients)",
+    )
+    keep_alive_timeout_seconds: float = Field(
+        5.0, gt=0, le=600, description="an idle keep-alive connection is closed after this many seconds"
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="largest request head (request line and headers): 431 beyond"
+    )
 
 
 class TidesyncConfig(Strict):
@@ -182,8 +220,17 @@ class LoadedConfig:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
     def redacted(self) -> dict[str, Any]:
-        """The config as loaded, with every secret masked (for printing)."""
-        return REDACTOR.redact_obj(self.raw)  # type: ignore[no-any-return]
+        """The config as loaded, with every secret masked (for printing): each field typed
+        :class:`Secret` (every element of a list; references kept), then every known value and
+        connection-string password wherever it appears."""
+        found = list(secret_locations(self.model))
+        for i, p in enumerate(self.pipelines):
+            found += secret_locations(p.source, ("pipelines", i, "source"))
+            found += secret_locations(p.sink, ("pipelines", i, "sink"))
+        for i, s in enumerate(self.syncs):
+            found += secret_locations(s.a_source, ("syncs", i, "a", "source"))
+            found += secret_locations(s.b_source, ("syncs", i, "b", "source"))
+        return REDACTOR.redact_obj(mask_locations(self.raw, found))  # type: ignore[no-any-return]
 
 
 # --- YAML with lines ---------------------------------------------------------
@@ -299,6 +346,7 @@ def load_config_text(text: str, path: Path | None = None, *, secrets: SecretsMod
     base_dir = path.parent if path else None
     pending: dict[Loc, str] | None = {} if secrets == "lazy" else None
     resolved = _resolve_refs(data, (), base_dir, errors, pending)
+    register_connection_secrets(resolved)  # DSN fields are plain strings: find their passwords by form
     errors.raise_if_any()
     try:
         model = TidesyncConfig.model_validate(resolved)

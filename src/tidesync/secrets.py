@@ -7,7 +7,14 @@ removes it from anything tidesync prints, logs or returns over the API.
 
 A field typed :class:`Secret` keeps its reference and resolves it again on
 every :meth:`Secret.get`, so a rotated file or variable takes effect without a
-restart (API tokens, webhook signing secrets).
+restart (API tokens, webhook signing secrets). Every element of a secret
+list (several webhook secrets while rotating) is remembered on its own.
+
+Connection strings are plain fields, so their passwords are found by form:
+:func:`register_connection_secrets` remembers the password of every URL
+(``scheme://user:pw@host``, ``?password=pw``) and libpq keyword string
+(``password=pw``, ``password='p w'``) in the loaded config, and the redactor
+also masks those forms by position, whatever the password's length.
 
 Commands that read only the state store load the config with references left
 lazy: a reference that cannot be read then becomes a :class:`PendingRef` (its
@@ -21,8 +28,10 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
@@ -31,7 +40,14 @@ from tidesync.errors import ConfigError
 
 _REF = re.compile(r"\$\{(env|file):([^}]+)\}")
 _DSN_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# libpq keyword strings (password=pw, password='p w') and URL query parameters (?password=pw&...).
+# An unterminated quote (a message cut short) masks to the end rather than leak the rest.
+_KEYWORD_PASSWORD = re.compile(
+    r"""(?P<key>(?<![\w.-])(?:ssl)?password\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*(?:'|$)|[^\s&;'"]+)""",
+    re.IGNORECASE,
+)
 _MASK = "***"
+_MIN_WORD = 8
 
 
 class Redactor:
@@ -52,10 +68,26 @@ class Redactor:
                 self._values.add(value)
                 self._pattern = re.compile("|".join(re.escape(v) for v in sorted(self._values, key=len, reverse=True)))
 
+    def add_all(self, values: Iterable[str]) -> None:
+        for value in values:
+            self.add(value)
+
+    def add_secret(self, value: str) -> None:
+        """Remember a secret value and, when it holds several (``old new`` while rotating), each of them.
+
+        A word of a multi-secret string must be 8 characters at least to be remembered
+        on its own: a malformed value (``not base64 !``) must not mask ``base64`` everywhere.
+        """
+        self.add(value)
+        words = value.split()
+        if len(words) > 1:
+            self.add_all(w for w in words if len(w) >= _MIN_WORD)
+
     def redact(self, text: str) -> str:
         if self._pattern is not None:
             text = self._pattern.sub(_MASK, text)
-        return _DSN_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{_MASK}@", text)
+        text = _DSN_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{_MASK}@", text)
+        return _KEYWORD_PASSWORD.sub(lambda m: f"{m['key']}{_MASK}", text)
 
     def redact_obj(self, value: Any) -> Any:
         """Redact every string inside nested dicts/lists (for config dumps and API responses)."""
@@ -73,6 +105,99 @@ class Redactor:
 REDACTOR = Redactor()
 
 
+def connection_passwords(text: str) -> list[str]:
+    """Every password ``text`` carries in a connection string, as written and decoded.
+
+    Forms: URL userinfo (``postgresql://u:pw@h/db``, ``mysql://``, SQLAlchemy's
+    ``postgresql+psycopg://``, any scheme), a URL query parameter
+    (``?password=pw``) and libpq keywords (``password=pw``, ``password='p w'``,
+    ``sslpassword=``). Each comes in the spellings a driver or a message may
+    print it in (percent- or plus-encoded, unquoted).
+    """
+    found: list[str] = []
+    if "://" in text:
+        for m in _DSN_PASSWORD.finditer(text):
+            found.append(m["pw"])
+        try:
+            parts = urlsplit(text.strip())
+            if parts.password:  # splits at the last "@": a raw "@" or "/" inside the password
+                found.append(parts.password)
+            found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower().endswith("password")]
+        except ValueError:
+            pass
+    for m in _KEYWORD_PASSWORD.finditer(text):
+        raw = m["pw"]
+        if raw.startswith("'"):
+            inner = raw[1:-1] if len(raw) > 1 and raw.endswith("'") else raw[1:]
+            found += [inner, re.sub(r"\\(.)", r"\1", inner)]
+        else:
+            found.append(raw)
+    spellings: list[str] = []
+    for pw in found:
+        for form in (pw, unquote(pw), unquote_plus(pw)):
+            spellings += [form, quote(form, safe=""), quote_plus(form, safe="")]
+    return [s for s in dict.fromkeys(spellings) if s]
+
+
+def register_connection_secrets(value: Any) -> None:
+    """Remember the password of every connection string inside ``value`` (nested dicts/lists of config)."""
+    if isinstance(value, str):
+        if "password" in value.lower() or "://" in value:
+            REDACTOR.add_all(connection_passwords(value))
+    elif isinstance(value, dict):
+        for v in value.values():
+            register_connection_secrets(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            register_connection_secrets(v)
+
+
+Loc = tuple[str | int, ...]
+
+
+def secret_locations(value: Any, loc: Loc = ()) -> Iterator[Loc]:
+    """The key paths of every :class:`Secret` inside a validated config model (by field alias, as in the YAML)."""
+    from pydantic import BaseModel
+
+    if isinstance(value, Secret):
+        yield loc
+    elif isinstance(value, BaseModel):
+        for name, info in type(value).model_fields.items():
+            yield from secret_locations(getattr(value, name, None), (*loc, info.alias or name))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from secret_locations(v, (*loc, k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from secret_locations(v, (*loc, i))
+
+
+def mask_locations(raw: Any, locations: Sequence[Loc]) -> Any:
+    """A copy of ``raw`` config with the value at each location masked: a literal (or each literal of
+    a list) becomes ``***``, a ``${env:...}``/``${file:...}`` reference is kept (it names, never holds, a value)."""
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, str):
+            return value if has_ref(value) else _MASK
+        if isinstance(value, list):
+            return [mask(v) for v in value]
+        return _MASK
+
+    def at(value: Any, path: Loc) -> Any:
+        if not path:
+            return mask(value)
+        head, rest = path[0], path[1:]
+        if isinstance(value, dict) and head in value:
+            return {k: at(v, rest) if k == head else v for k, v in value.items()}
+        if isinstance(value, list) and isinstance(head, int) and 0 <= head < len(value):
+            return [at(v, rest) if i == head else v for i, v in enumerate(value)]
+        return value
+
+    for path in locations:
+        raw = at(raw, path)
+    return raw
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that masks secrets in every record it passes."""
 
@@ -82,7 +207,18 @@ class RedactingFilter(logging.Filter):
         if clean != msg:
             record.msg = clean
             record.args = None
+        # A traceback repeats the exception's message (a driver's, with its connection string):
+        # format it here, masked; formatters print a record's exc_text as it is.
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = REDACTOR.redact(record.exc_text or _TRACEBACKS.formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = REDACTOR.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = REDACTOR.redact(record.stack_info)
         return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 def install_log_redaction(logger: logging.Logger | None = None) -> None:
@@ -174,13 +310,15 @@ class Secret:
         self._base_dir = base_dir
         self._literal = not has_ref(template)
         if self._literal:
-            REDACTOR.add(template)
+            REDACTOR.add_secret(template)
 
     def get(self) -> str:
         return resolve_string(self._template, self._base_dir)
 
     def values(self) -> list[str]:
-        return self.get().split()
+        value = self.get()
+        REDACTOR.add_secret(value)  # a rotated file may bring new ones
+        return value.split()
 
     @property
     def reference(self) -> str:
@@ -202,6 +340,11 @@ class Secret:
         def validate(value: Any) -> Secret:
             if isinstance(value, Secret):
                 return value
+            for item in value if isinstance(value, list) else [value]:
+                # Each secret of a list or of a resolved "old new" on its own; a reference is no value.
+                known = isinstance(item, ResolvedStr) and not isinstance(item, PendingRef)
+                if known or (isinstance(item, str) and not has_ref(item)):
+                    REDACTOR.add_secret(item)
             if isinstance(value, ResolvedStr):
                 return cls(value.template, value.base_dir)
             if isinstance(value, list):

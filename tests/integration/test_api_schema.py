@@ -4,6 +4,7 @@ documented; and without the token every protected route answers 401 (the routes 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import signal
@@ -111,7 +112,24 @@ def app_routes(routes: list[Any]) -> Iterator[Any]:
             yield r
 
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+def _of_the_app(check: Any) -> Any:
+    """``check``, skipped for a request the HTTP server refused as malformed before the app saw it (uvicorn's
+    400 "Invalid HTTP request received.", e.g. for a generated ``content-length`` header that is no number):
+    the schema describes the app's answers, and that one is not."""
+
+    @functools.wraps(check)
+    def checked(ctx: Any, response: Any, case: Any) -> bool | None:
+        if response.status_code == 400 and response.text.startswith("Invalid HTTP request"):
+            return None
+        result: bool | None = check(ctx, response, case)
+        return result
+
+    return checked
+
+
+CHECKS = [not_a_server_error] + [
+    _of_the_app(c) for c in (status_code_conformance, content_type_conformance, response_schema_conformance)
+]
 
 
 KNOWN = {"name": "shop", "entry_id": 1, "conflict_id": "customers:1", "job_id": 1}

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.webhook_support import asgi_client, runtime_for, webhook_source
+from tidesync.sources.webhook.github import github_event_id
 from tidesync.sources.webhook.signatures import sign_github, sign_standard, sign_stripe
 from tidesync.state import open_state_store
 
@@ -46,7 +47,11 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
     event_id = draw(event_ids)
     if kind == "event":
         if source.startswith("gh"):
-            doc: Any = {"action": "opened", "issue": {"number": 1}, "repository": {"full_name": "a/b"}}
+            doc: Any = {
+                "action": "opened",
+                "issue": {"number": 1, "title": event_id},
+                "repository": {"full_name": "a/b"},
+            }
         else:
             doc = {"id": event_id, "object": "event", "type": "customer.updated", "created": 1, "data": {"x": 1}}
         body = orjson.dumps(doc)
@@ -65,7 +70,8 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
         elif source.startswith("gh"):
             headers["x-hub-signature-256"] = sign_github(body, GH_SECRET)
             headers["x-github-event"] = draw(st.sampled_from(["issues", "pull_request", "ping", "push"]))
-            headers["x-github-delivery"] = event_id
+            headers["x-github-delivery"] = draw(st.text("abcdef0123456789-", min_size=1, max_size=12))
+            event_id = github_event_id(body)  # the delivery header is unsigned: the id comes from the body
         else:
             headers.update({"webhook-id": event_id, "webhook-timestamp": str(now)})
             headers["webhook-signature"] = sign_standard(event_id, now, body, [SW_SECRET])

@@ -65,6 +65,17 @@ def test_a_webhook_pipeline_and_the_api_section_load(monkeypatch: pytest.MonkeyP
             "bad path",
         ),
         ("provider: stripe\n      secrets: s\n      tolerance: -1", "greater than 0"),
+        (
+            "provider: generic\n      secrets: s\n      signature: {header: X-S}\n"
+            "      mapping: {entity: x, event_id_header: X-Id, key: [id]}",
+            "event_id_header X-Id is not covered by the hmac-sha256 signature",
+        ),
+        ("provider: stripe\n      secrets: s\n      max_age: 60", "stripe signs one"),
+        (
+            "provider: generic\n      secrets: s\n      max_age: 60\n      signature: {header: X-S}\n"
+            "      mapping: {entity: x, event_id: id, key: [id]}",
+            "max_age needs mapping.timestamp",
+        ),
     ],
 )
 def test_bad_webhook_source_config_names_the_key_and_line(snippet: str, message: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -130,7 +132,11 @@ def test_github_issues_and_pull_requests() -> None:
     p = GitHubProvider(["issues", "pull_request"])
     headers = {"x-github-delivery": "d-1", "x-github-event": "issues"}
     deliveries, ignored = p.split(RawRequest("POST", "u", headers, b"{}"))
-    assert deliveries[0].event_id == "d-1" and deliveries[0].meta == {"event": "issues"} and ignored == 0
+    # the id is the signed body's hash: X-GitHub-Delivery is unsigned, so a replay could change it
+    assert deliveries[0].event_id == "sha256:" + hashlib.sha256(b"{}").hexdigest() and ignored == 0
+    assert deliveries[0].meta == {"event": "issues", "delivery": "d-1"}
+    again, _ = p.split(RawRequest("POST", "u", {**headers, "x-github-delivery": "d-2"}, b"{}"))
+    assert again[0].event_id == deliveries[0].event_id
     assert p.split(RawRequest("POST", "u", {**headers, "x-github-event": "ping"}, b"{}")) == ([], 1)
     with pytest.raises(Malformed):
         p.split(RawRequest("POST", "u", {"x-github-event": "issues"}, b"{}"))
@@ -148,9 +154,9 @@ def test_paths() -> None:
             compile_path(bad)
 
 
-def generic(mapping: dict[str, Any]) -> GenericProvider:
+def generic(mapping: dict[str, Any], scheme: str = "hmac-sha256") -> GenericProvider:
     cfg = WebhookSourceConfig.model_validate(
-        {"provider": "generic", "secrets": "s", "signature": {"header": "X-Sig"}, "mapping": mapping}
+        {"provider": "generic", "secrets": "s", "signature": {"header": "X-Sig", "scheme": scheme}, "mapping": mapping}
     )
     assert cfg.signature is not None and cfg.mapping is not None
     return GenericProvider(cfg.signature, cfg.mapping, 300)
@@ -194,10 +200,44 @@ def test_generic_config_is_checked_at_load() -> None:
         generic({"entity": "x", "key": ["id"]})
     with pytest.raises(ValueError, match="bad path"):
         generic({"entity": "x", "event_id": "id", "key": ["a..b"]})
-    p = generic({"entity": "x", "event_id_header": "webhook-id", "key": ["id"]})
+    with pytest.raises(ValueError, match=r"not covered by the hmac-sha256 signature.*event_id: <path"):
+        generic({"entity": "x", "event_id_header": "webhook-id", "key": ["id"]})
+    with pytest.raises(ValueError, match="give one of event_id or event_id_hash"):
+        generic({"entity": "x", "event_id": "id", "event_id_hash": True, "key": ["id"]})
+    p = generic({"entity": "x", "event_id_header": "webhook-id", "key": ["id"]}, scheme="standard-webhooks")
     with pytest.raises(Malformed, match="webhook-id"):
         p.split(RawRequest("POST", "u", {}, b'{"id": 1}'))
     assert p.split(RawRequest("POST", "u", {"webhook-id": "m1"}, b'{"id": 1}'))[0][0].event_id == "m1"
+    with pytest.raises(ValueError, match="event_id_header X-Request-Id is not covered by the standard-webhooks"):
+        generic({"entity": "x", "event_id_header": "X-Request-Id", "key": ["id"]}, scheme="standard-webhooks")
+
+
+def test_generic_event_id_hash_is_the_hash_of_the_signed_body_or_of_each_event() -> None:
+    p = generic({"entity": "x", "event_id_hash": True, "key": ["id"]})
+    body = b'{"id": 1, "v": 2}'
+    (d,), _ = p.split(RawRequest("POST", "u", {"x-request-id": "anything"}, body))
+    assert d.event_id == "sha256:" + hashlib.sha256(body).hexdigest() and d.body == body
+    many = generic({"events": "items", "entity": "x", "event_id_hash": True, "key": ["id"]})
+    out, _ = many.split(RawRequest("POST", "u", {}, b'{"items": [{"id": 1}, {"id": 2}, {"id": 1}]}'))
+    assert out[0].event_id == out[2].event_id != out[1].event_id
+
+
+def test_integers_beyond_64_bits_stay_exact_and_a_float_key_is_a_mapping_error() -> None:
+    p = generic({"entity": "x", "event_id": "id", "key": ["id"]})
+    big, near = 123456789012345678901234567890, 123456789012345678901234567891
+    for n in (big, near):
+        body = b'{"id": %d, "n": [%d]}' % (n, -n)
+        (d,), _ = p.split(RawRequest("POST", "u", {}, body))
+        assert d.event_id == str(n)
+        event = p.map(JournalEntry(1, "s", d.event_id, d.body, {}, 0.0))[0].event
+        assert event.key == (Decimal(n),) and event.after == {"id": Decimal(n), "n": [Decimal(-n)]}
+    assert p.map_event({"id": 2**63 - 1}).key == (2**63 - 1,)  # the edge of 64 bits stays an int
+    many = generic({"events": "items", "entity": "x", "event_id": "id", "key": ["id"]})
+    out, _ = many.split(RawRequest("POST", "u", {}, b'{"items": [{"id": %d}]}' % big))
+    assert out[0].body == b'{"id":%d}' % big and out[0].event_id == str(big)
+    for bad in (1.5, 1e30, 12.0):
+        with pytest.raises(MappingError, match="fraction or exponent"):
+            p.map_event({"id": bad})
 
 
 # --- ordering guard ----------------------------------------------------------------------------------

@@ -209,3 +209,25 @@ def test_generic_hmac_header(encoding: str, prefix: str) -> None:
         assert reason(lambda: verify_hmac(BODY, {"x-sig": bare}, ["s3cret"], "X-Sig", encoding, prefix)) == (  # type: ignore[arg-type]
             "bad_signature"
         )
+
+
+# --- malformed signed timestamps: a bad signature, never an exception of another kind ------------------
+
+ODD_TIMESTAMPS = ["²", "١٢٣", " 123", "123 ", "+123", "-123", "1_000", "12.5", "", "9" * 16, "9" * 5000]
+
+
+@pytest.mark.parametrize("ts", ODD_TIMESTAMPS)
+def test_a_timestamp_that_is_not_ascii_digits_is_a_bad_signature_in_every_scheme(ts: str) -> None:
+    # signed correctly over the odd text, so only the timestamp's syntax can refuse it
+    stripe_mac = hmac.new(b"whsec_x", ts.encode() + b"." + BODY, hashlib.sha256).hexdigest()
+    stripe_header = {"stripe-signature": f"t={ts},v1={stripe_mac}"}
+    assert reason(lambda: verify_stripe(BODY, stripe_header, ["whsec_x"], NOW)) == "bad_signature"
+    hs_mac = hmac.new(b"hs", b"POSThttps://h/x" + BODY + ts.encode(), hashlib.sha256).digest()
+    hs = {"x-hubspot-signature-v3": base64.b64encode(hs_mac).decode(), "x-hubspot-request-timestamp": ts}
+    assert reason(lambda: verify_hubspot_v3("POST", "https://h/x", BODY, hs, ["hs"], NOW)) in (
+        "bad_signature",
+        "missing_signature",
+    )
+    sw_mac = hmac.new(standard_key(SW_SECRET), b"m1." + ts.encode() + b"." + BODY, hashlib.sha256).digest()
+    sw = {"webhook-id": "m1", "webhook-timestamp": ts, "webhook-signature": "v1," + base64.b64encode(sw_mac).decode()}
+    assert reason(lambda: verify_standard(BODY, sw, [SW_SECRET], NOW)) in ("bad_signature", "missing_signature")

@@ -8,6 +8,12 @@ candidate (:func:`hmac.compare_digest`), over every candidate. With no token
 configured the admin API refuses everything (401), rather than serving
 without one.
 
+The same check runs twice: first in :class:`~tidesync.api.guard.Guard`, the
+ASGI middleware in front of the app, which refuses a request to ``/api/*``,
+``/openapi.json`` and (unless public) ``/metrics`` before a byte of its body is
+read; then per route (this dependency), so a route stays protected even
+without the middleware.
+
 Public: ``/healthz``, the webhook intake routes (signed by their senders), the
 dashboard page and its static files (they hold no data; every call the page
 makes carries the token), and ``/metrics`` only with ``api.metrics_public``.
@@ -55,13 +61,23 @@ def token_matches(given: str, token: object) -> bool:
     return ok
 
 
+def denial(authorization: str | None, token: object) -> str | None:
+    """Why a request with this ``Authorization`` header value is refused, or None when it carries the token."""
+    if token is None:
+        return "the admin API is disabled: set api.token in the config"
+    scheme, _, credentials = (authorization or "").partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials:
+        return "a bearer token is required (Authorization: Bearer <api.token>)"
+    if not token_matches(credentials, token):
+        return "wrong token"
+    return None
+
+
 async def require_token(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
-    token = request.app.state.runtime.token
-    if token is None:
-        raise _denied("the admin API is disabled: set api.token in the config")
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise _denied("a bearer token is required (Authorization: Bearer <api.token>)")
-    if not token_matches(credentials.credentials, token):
-        raise _denied("wrong token")
+    # ``credentials`` declares the scheme in the OpenAPI schema; the check reads the header itself, as the guard does.
+    detail = denial(request.headers.get("authorization"), request.app.state.runtime.token)
+    if detail is not None:
+        raise _denied(detail)

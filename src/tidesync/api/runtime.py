@@ -20,7 +20,8 @@ class ApiRuntime:
     """``intakes`` maps a route name to its intake; ``journal`` writes for all of them (group commit).
 
     ``public_url`` is how senders reach this server (``https://hooks.example.com``);
-    an intake's own ``public_url`` wins. ``max_body_bytes`` is the default size limit.
+    an intake's own ``public_url`` wins. ``max_body_bytes`` is the webhook routes' default
+    size limit; ``admin_max_body_bytes`` that of every other route (see ``api/guard.py``).
     """
 
     intakes: dict[str, WebhookIntake] = field(default_factory=dict)
@@ -28,6 +29,7 @@ class ApiRuntime:
     journal: JournalWriter | None = None
     public_url: str | None = None
     max_body_bytes: int = 1024 * 1024
+    admin_max_body_bytes: int = 64 * 1024
     engine: Any = None
     token: Any = None  # a tidesync.secrets.Secret for the admin routes, or None
     config: Any = None  # the LoadedConfig (admin: syncs, replay and reconcile of stopped pipelines)

@@ -8,6 +8,12 @@ journal's own state store connection. Signals stay with the engine: uvicorn's
 signal capture is turned off, and ``tidesync run`` stops the server after the
 pipelines have stopped.
 
+Connection limits (:class:`~tidesync.api.protocol.ConnectionLimits`): at most
+``limit_concurrency`` connections and requests at once (503 beyond), a request
+head must arrive within ``header_timeout`` seconds (else the connection is
+closed: slowloris), an idle keep-alive connection is closed after
+``keep_alive_timeout`` seconds, a head over ``max_header_bytes`` is refused.
+
 The intake journals through a state store connection of its own (same URL as
 the engine's), so the engine and the intake never wait on each other's calls.
 """
@@ -25,6 +31,7 @@ from typing import Any
 import uvicorn
 
 from tidesync.api.app import create_app
+from tidesync.api.protocol import ConnectionLimits, protocol_for
 from tidesync.api.runtime import ApiRuntime
 from tidesync.errors import ConfigError
 from tidesync.state import open_state_store
@@ -57,11 +64,13 @@ class ApiServer:
         state_url: str | None = None,
         grace: float = 10.0,
         app: Any = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.runtime = runtime
         self.host, self.port = parse_listen(listen)
         self.state_url = state_url
         self.grace = grace
+        self.limits = limits or ConnectionLimits()
         self.app = app if app is not None else create_app(runtime)
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -96,6 +105,9 @@ class ApiServer:
             server_header=False,
             timeout_graceful_shutdown=max(1, round(self.grace)),
             backlog=2048,
+            http=protocol_for(self.limits),
+            limit_concurrency=self.limits.limit_concurrency,
+            timeout_keep_alive=self.limits.keep_alive_timeout,  # type: ignore[arg-type]  # a float works
         )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="tidesync-api")
@@ -169,10 +181,20 @@ def build_api(config: Any, engine: Any, *, monitor: Any = None, force: bool = Fa
         monitor=monitor,
         metrics_public=bool(getattr(api, "metrics_public", False)),
     )
+    if api is not None:
+        runtime.admin_max_body_bytes = api.admin_max_body_bytes
     for intake in intakes:
         try:
             runtime.add_intake(intake)
         except ValueError as exc:
             raise ConfigError(f"{exc}; give each webhook source its own name:") from None
     listen = getattr(api, "listen", None) or DEFAULT_LISTEN
-    return ApiServer(runtime, listen, state_url=config.state_url)
+    limits = ConnectionLimits()
+    if api is not None:
+        limits = ConnectionLimits(
+            limit_concurrency=api.limit_concurrency,
+            header_timeout=api.header_timeout_seconds,
+            keep_alive_timeout=api.keep_alive_timeout_seconds,
+            max_header_bytes=api.max_header_bytes,
+        )
+    return ApiServer(runtime, listen, state_url=config.state_url, limits=limits)

@@ -8,9 +8,12 @@ source's :class:`~tidesync.sources.webhook.intake.WebhookIntake`.
 
 from __future__ import annotations
 
+import re
+
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from tidesync.api.runtime import ApiRuntime
 from tidesync.sources.webhook.intake import Reply, reject
@@ -18,6 +21,8 @@ from tidesync.sources.webhook.provider import RawRequest
 
 router = APIRouter()
 UNKNOWN = "_unknown"
+# ASCII digits only (str.isdigit also takes "²", which int() refuses), and few enough for int().
+_LENGTH = re.compile(r"[0-9]{1,18}")
 
 
 class _TooLarge(Exception):
@@ -26,7 +31,7 @@ class _TooLarge(Exception):
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if declared is not None and (_LENGTH.fullmatch(declared) is None or int(declared) > limit):
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0
@@ -61,6 +66,8 @@ async def receive_webhook(source: str, request: Request) -> Response:
         body = await _read_body(request, intake.max_body_bytes)
     except _TooLarge:
         return _answer(reject(intake.name, 413, "too_large", "body too large"))
+    except ClientDisconnect:  # the body ended before its length, or the sender left: nothing to take
+        return _answer(reject(intake.name, 400, "incomplete", "the body ended early"))
     url = intake.public_url or _public_url(request, runtime.public_url)
     if intake.public_url and request.url.query:
         url = intake.public_url + "?" + request.scope.get("query_string", b"").decode("latin-1")

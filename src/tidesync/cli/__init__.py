@@ -18,7 +18,13 @@ from tidesync.cli import common, demo, dlq, drop, reconcile, run, status, sync, 
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="tidesync: real-time data synchronization.")
+# No locals in a --debug traceback: they hold resolved secrets and connection strings.
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="tidesync: real-time data synchronization.",
+)
 
 
 @app.callback()

@@ -4,6 +4,10 @@ Exit codes: 0 success, 1 a runtime failure (the message says which pipeline and
 why), 2 a configuration error (the message names the key and the file line).
 No command prints a traceback unless ``--debug`` is given.
 
+Everything a command prints goes through :data:`out`/:data:`err` or
+:func:`write_json`, which mask every secret the config named (see
+:mod:`tidesync.secrets`): a command need not remember to.
+
 The command modules import from here, never from :mod:`tidesync.cli` itself
 (which imports them to register their commands), so there is no import circle.
 """
@@ -28,8 +32,45 @@ from tidesync.state.store import DeadLetterFilter
 
 T = TypeVar("T")
 
-out = Console()
-err = Console(stderr=True)
+
+class _RedactingStream:
+    """``sys.stdout``/``sys.stderr`` as they are at each write (a test runner swaps them), secrets masked."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def write(self, text: str) -> int:
+        return int(getattr(sys, self._name).write(REDACTOR.redact(text)))
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(getattr(sys, self._name), attr)
+
+
+class RedactingConsole(Console):
+    """A console that masks secrets in what it is given (before Rich wraps a line and could split a
+    value) and again in what it writes."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(REDACTOR.redact(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+    def print_json(self, json: str | None = None, *, data: Any = None, **kwargs: Any) -> None:
+        super().print_json(
+            REDACTOR.redact(json) if json is not None else None,
+            data=REDACTOR.redact_obj(data) if data is not None else None,
+            **kwargs,
+        )
+
+
+out = RedactingConsole(file=_RedactingStream("stdout"))  # type: ignore[arg-type]
+err = RedactingConsole(file=_RedactingStream("stderr"), stderr=True)  # type: ignore[arg-type]
+
+
+def write_json(value: Any) -> None:
+    """``value`` as one line of JSON on stdout (``--json`` output), secrets masked."""
+    from tidesync.event import json_dumps
+
+    sys.stdout.write(json_dumps(REDACTOR.redact_obj(value)).decode() + "\n")
+
 
 ConfigArg = Annotated[Path, typer.Argument(help="the YAML config file", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -25,6 +24,7 @@ from tidesync.cli.common import (
     out,
     run_async,
     with_store,
+    write_json,
 )
 from tidesync.config import LoadedConfig
 from tidesync.errors import ConfigError
@@ -56,7 +56,7 @@ def dlq_list(
     flt = guarded(lambda: dead_letter_filter(pipeline, entity, error, contains, older_than, newer_than, limit=limit))
     entries = run_async(lambda: with_store(loaded, lambda s: s.dlq_list(flt)))
     if as_json:
-        sys.stdout.write(json_dumps(REDACTOR.redact_obj([_entry_dict(e) for e in entries])).decode() + "\n")
+        write_json([_entry_dict(e) for e in entries])
         return
     table = Table(title=f"dead letters ({len(entries)})")
     for col in ("id", "pipeline", "entity", "key", "op", "class", "attempts", "last failure", "error"):

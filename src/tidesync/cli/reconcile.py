@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
-from tidesync.cli.common import ConfigArg, load, out, run_async
-from tidesync.event import json_dumps
-from tidesync.secrets import REDACTOR
+from tidesync.cli.common import ConfigArg, load, out, run_async, write_json
 
 
 def reconcile(
@@ -29,7 +26,7 @@ def reconcile(
     options = ReconcileOptions(repair=repair, chunk_size=chunk_size, rate=rate)
     report = run_async(lambda: reconcile_pipeline(loaded, pipeline, options))
     if as_json:
-        sys.stdout.write(json_dumps(REDACTOR.redact_obj(report.as_dict())).decode() + "\n")
+        write_json(report.as_dict())
     else:
         print_report(out, report)
     raise typer.Exit(1 if report.unrepaired else 0)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from tidesync.cli.common import ConfigArg, ago, load, out, run_async
-from tidesync.event import json_dumps
+from tidesync.cli.common import ConfigArg, ago, load, out, run_async, write_json
 from tidesync.secrets import REDACTOR
 
 
@@ -60,7 +58,7 @@ def status(
 
     rows = run_async(main)
     if as_json:
-        sys.stdout.write(json_dumps(REDACTOR.redact_obj(rows)).decode() + "\n")
+        write_json(rows)
         return
     table = Table(title="tidesync pipelines")
     cols = (
@@ -144,8 +142,8 @@ def _retained_wal(readings: list[Any]) -> dict[str, Any] | None:
 def _wal_cell(wal: dict[str, Any] | None) -> str:
     if wal is None:
         return "-"
-    if "error" in wal:
-        return f"unknown ({wal['error']})"
+    if "error" in wal:  # a connection error may quote the source's DSN
+        return f"unknown ({REDACTOR.redact(str(wal['error']))})"
     if not wal["exists"]:
         return "no slot"
     if wal["size"] is None:

@@ -15,7 +15,6 @@ accepted when only the second argument names a file.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +22,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tidesync.cli.common import ConfigArg, JsonOpt, ago, fail, guarded, load, out, run_async, with_store
+from tidesync.cli.common import ConfigArg, JsonOpt, ago, fail, guarded, load, out, run_async, with_store, write_json
 from tidesync.event import json_dumps
 
 sync_app = typer.Typer(no_args_is_help=True, help="Two-way syncs: dry-run the initial pairing, read the history.")
@@ -117,7 +116,7 @@ def sync_plan(
     report = run_async(main)
     blocked = report["blocking_collisions"] and report["on_collision"] != "create"
     if as_json:
-        sys.stdout.write(json_dumps(report).decode() + "\n")
+        write_json(report)
         raise typer.Exit(1 if blocked else 0)
     out.print(
         f"sync {name}: {report['matched']} matched pair(s); {report['create_on_b']} record(s) to create on B, "
@@ -172,7 +171,7 @@ def sync_history(
     guarded(lambda: loaded.sync(name))
     entries = run_async(lambda: with_store(loaded, lambda s: history(s, name, limit)))
     if as_json:
-        sys.stdout.write(json_dumps(entries).decode() + "\n")
+        write_json(entries)
         return
     t = Table(title=f"sync {name}: history")
     for col in ("#", "record", "field", "A", "B", "rule", "winner", "value", "by", "why"):
@@ -207,7 +206,7 @@ def conflicts_list(
         guarded(lambda: loaded.sync(sync))
     entries = run_async(lambda: with_store(loaded, lambda s: list_conflicts(s, sync)))
     if as_json:
-        sys.stdout.write(json_dumps(entries).decode() + "\n")
+        write_json(entries)
         return
     t = Table(title=f"conflicts ({len(entries)})")
     for col in ("id", "kind", "record", "field", "A", "B", "agreed before", "rule", "waiting", "why"):

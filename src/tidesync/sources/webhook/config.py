@@ -19,6 +19,14 @@ A generic source names its signature scheme and JSON paths::
                 version: data.revision}
       ordering: true                      # needs mapping.version or mapping.timestamp
 
+Replays: a delivery is de-duplicated by an id its signature covers, never by
+an unsigned header. Generic ``hmac-sha256`` signs only the body, so its id is
+``mapping.event_id`` (a path in the body) or, with ``event_id_hash: true``, the
+SHA-256 of the body; ``event_id_header`` is refused unless it is ``webhook-id``
+of Standard Webhooks (signed with the timestamp). GitHub's id is a hash of the
+body and its events are ordered by ``updated_at``. ``max_age`` bounds the age
+of an event's own timestamp for senders that sign none (github, generic).
+
 Every provider refuses (400, nothing journaled) a body nested deeper than
 ``max_depth`` (default 64), with more than ``max_width`` keys in one object or
 items in one array (default 10,000), or more than ``max_values`` values in all
@@ -84,8 +92,17 @@ class GenericMapping(_Strict):
     """JSON paths into a delivery (see :mod:`tidesync.sources.webhook.paths`)."""
 
     events: str | None = Field(None, description="path to a list of events; default: the body is one event")
-    event_id: str | None = Field(None, description="path to the event id (else event_id_header)")
-    event_id_header: str | None = Field(None, description="header holding the delivery id (webhook-id, ...)")
+    event_id: str | None = Field(None, description="path to the event id in the (signed) body")
+    event_id_header: str | None = Field(
+        None,
+        description="standard-webhooks only: webhook-id, the signed header holding the message id "
+        "(a header no signature covers could be changed to replay a body as a new event)",
+    )
+    event_id_hash: bool = Field(
+        False,
+        description="no id in the body: the SHA-256 of the signed body (of each event, with events) is the id, "
+        "so identical bodies are one event",
+    )
     entity: str | None = Field(None, description="a fixed entity name")
     entity_path: str | None = Field(None, description="path to the entity name (prefixed by entity_prefix)")
     entity_prefix: str = Field("", description="put before an entity read from entity_path")
@@ -119,8 +136,16 @@ class GenericMapping(_Strict):
     def _complete(self) -> GenericMapping:
         if (self.entity is None) == (self.entity_path is None):
             raise ValueError("give exactly one of entity (a fixed name) or entity_path")
-        if self.event_id is None and self.event_id_header is None:
-            raise ValueError("give event_id (a path) or event_id_header: de-duplication needs an id per event")
+        given = [n for n in ("event_id", "event_id_header") if getattr(self, n) is not None]
+        if self.event_id_hash:
+            given.append("event_id_hash")
+        if not given:
+            raise ValueError(
+                "give event_id (a path to the id in the body), or event_id_hash: true: de-duplication needs an "
+                "id per event"
+            )
+        if len(given) > 1:
+            raise ValueError(f"give one of {' or '.join(given)}: each event has one id")
         return self
 
 
@@ -140,7 +165,15 @@ class WebhookSourceConfig(_Strict):
     max_body_bytes: int | None = Field(None, ge=1, description="default: api.max_body_bytes")
     dedup_retention: float = Field(259_200.0, gt=0, description="seconds a delivered event id is remembered")
     poll_interval_ms: float = Field(500.0, gt=0, description="journal polling when no wake-up arrives")
-    ordering: bool | None = Field(None, description="drop events older than the applied version (default: stripe)")
+    ordering: bool | None = Field(
+        None, description="drop events older than the applied version (default: on for stripe and github)"
+    )
+    max_age: float | None = Field(
+        None,
+        gt=0,
+        description="github and generic: an event whose own timestamp (github: updated_at; generic: "
+        "mapping.timestamp) is more than this many seconds old is acknowledged (200) but not journaled",
+    )
     max_depth: int = Field(
         DEFAULT_MAX_DEPTH, ge=1, le=MAX_DEPTH, description="objects/arrays nested in a body, at most (else 400)"
     )
@@ -158,6 +191,23 @@ class WebhookSourceConfig(_Strict):
         if self.provider != "generic" and (self.mapping is not None or self.signature is not None):
             raise ValueError(f"signature: and mapping: are for provider generic, not {self.provider}")
         m = self.mapping
+        if m is not None and m.event_id_header is not None:
+            scheme = self.signature.scheme if self.signature is not None else "hmac-sha256"
+            if scheme != "standard-webhooks" or m.event_id_header.lower() != "webhook-id":
+                raise ValueError(
+                    f"event_id_header {m.event_id_header} is not covered by the {scheme} signature: anyone could "
+                    "send a captured body again under a new id and have it applied twice. Use event_id: <path to "
+                    "the id in the body>, or event_id_hash: true when the body has no id (event_id_header is only "
+                    "for webhook-id with scheme standard-webhooks, which signs it)"
+                )
+        if self.max_age is not None:
+            if self.provider in ("stripe", "hubspot"):
+                raise ValueError(
+                    f"max_age is for senders that sign no timestamp; {self.provider} signs one, and tolerance "
+                    "already bounds how old a delivery may be"
+                )
+            if m is not None and m.timestamp is None:
+                raise ValueError("max_age needs mapping.timestamp: the age is that of each event's own timestamp")
         if self.ordering and m is not None and m.version is None and m.timestamp is None:
             raise ValueError(
                 "ordering: true on a generic webhook source needs mapping.version or mapping.timestamp "
@@ -167,4 +217,4 @@ class WebhookSourceConfig(_Strict):
 
     @property
     def guarded(self) -> bool:
-        return self.provider == "stripe" if self.ordering is None else self.ordering
+        return self.provider in ("stripe", "github") if self.ordering is None else self.ordering

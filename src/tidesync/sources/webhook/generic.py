@@ -2,29 +2,39 @@
 
 With ``mapping.events`` the body holds a list of events, each journaled on its
 own (as its own JSON) under its id; otherwise the body is one event and is
-journaled as received. ``event_id_header`` (e.g. ``webhook-id``) names the id
-of a one-event body. The op value found at ``mapping.op`` is looked up in
-``ops``; a value that is itself an op name stands for itself; no path, or no
-value, means ``default_op``. Timestamps are unix seconds, milliseconds or ISO
-8601 (``timestamp_unit``).
+journaled as received. The id of an event is the value at ``mapping.event_id``
+(in the signed body), or ``webhook-id`` of Standard Webhooks
+(``event_id_header``, refused at config load for any header no signature
+covers), or with ``event_id_hash`` ``sha256:<hex>`` of the signed body (of each
+event's JSON, with ``events``): identical bodies are then one event.
+
+The op value found at ``mapping.op`` is looked up in ``ops``; a value that is
+itself an op name stands for itself; no path, or no value, means
+``default_op``. Timestamps are unix seconds, milliseconds or ISO 8601
+(``timestamp_unit``).
 
 Versions (what ``ordering: true`` compares, see :mod:`.ordering`): the value at
 ``mapping.version`` (a number, a numeric string, or an ISO 8601 timestamp, as
 seconds), else the ``timestamp``, paired with the event id to break ties; with
 neither, events carry no version. Whole-number versions compare exactly up to
 2**53. The record kept for repairs is ``after``: ordering assumes ``after``
-is the whole record at that version.
+is the whole record at that version. A version written as text must be an
+ASCII decimal number (not ``float()``'s wider syntax) or an ISO 8601 timestamp.
+
+Keys: a key value that is a float (a fraction or an exponent) is a mapping
+error (dead-lettered): an id parsed as a float loses digits past the 17th, so
+distinct records would share a key. Integers keep every digit (beyond 64 bits
+as an integral Decimal, see :func:`.provider.parse_json`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
+import re
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
-
-import orjson
 
 from tidesync.event import OPS, ChangeEvent
 from tidesync.sources.webhook.config import GenericMapping, SignatureOptions
@@ -35,7 +45,10 @@ from tidesync.sources.webhook.provider import (
     Mapped,
     MappingError,
     RawRequest,
+    body_id,
+    dump_json,
     event_id_text,
+    is_integer,
     load_entry,
     request_json,
 )
@@ -43,6 +56,9 @@ from tidesync.sources.webhook.signatures import verify_hmac, verify_standard
 from tidesync.state.store import JournalEntry
 
 MAX_EVENTS = 10_000
+# A version written as text: an optionally signed ASCII decimal number (float() alone would also take
+# Unicode digits, underscores and surrounding space).
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 def _p(text: str | None) -> tuple[Any, ...] | None:
@@ -74,17 +90,22 @@ class GenericProvider:
     def split(self, request: RawRequest) -> tuple[list[Delivery], int]:
         doc = request_json(request)
         if self._events is None:
-            return [Delivery(self._event_id(doc, request, "event id"), request.body)], 0
+            event_id = self._event_id(doc, request, request.body, "event id")
+            return [Delivery(event_id, request.body, at=self._time_or_none(doc))], 0
         events = lookup(doc, self._events)
         if not isinstance(events, list):
             raise Malformed(f"{self.mapping.events} must be a list of events")
         if len(events) > MAX_EVENTS:
             raise Malformed(f"more than {MAX_EVENTS} events in one delivery")
-        return [
-            Delivery(self._event_id(e, request, f"event [{i}] id"), orjson.dumps(e)) for i, e in enumerate(events)
-        ], 0
+        out = []
+        for i, e in enumerate(events):
+            body = dump_json(e)
+            out.append(Delivery(self._event_id(e, request, body, f"event [{i}] id"), body, at=self._time_or_none(e)))
+        return out, 0
 
-    def _event_id(self, event: Any, request: RawRequest, what: str) -> str:
+    def _event_id(self, event: Any, request: RawRequest, body: bytes, what: str) -> str:
+        if self.mapping.event_id_hash:
+            return body_id(body)
         if self._id is not None:
             value = lookup(event, self._id)
             if value is MISSING:
@@ -111,11 +132,10 @@ class GenericProvider:
         assert self._version is not None
         value = lookup(doc, self._version)
         number: float | None = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)) or (
+            isinstance(value, str) and _NUMBER.fullmatch(value)
+        ):
             number = float(value)
-        elif isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                number = float(value)
         if number is not None and math.isfinite(number):  # NaN would compare as neither older nor newer
             return number
         if isinstance(value, str) and number is None and (seconds := _iso_seconds(value)) is not None:
@@ -136,6 +156,11 @@ class GenericProvider:
             value = lookup(doc, path)
             if value is MISSING or value is None or isinstance(value, (dict, list)):
                 raise MappingError(f"no key value at {text}")
+            if isinstance(value, float) or (isinstance(value, Decimal) and not is_integer(value)):
+                # a float is no id: two ids that differ past its 17th digit would be one key
+                raise MappingError(
+                    f"key value at {text} is a number with a fraction or exponent; use integers or strings"
+                )
             key.append(value)
         op = self._op_of(doc)
         after = self._row(doc, self._after, m.after)
@@ -189,9 +214,20 @@ class GenericProvider:
         if unit == "iso":
             if isinstance(value, str) and (seconds := _iso_seconds(value)) is not None:
                 return seconds
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value) / (1000.0 if unit == "ms" else 1.0)
+        elif isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+            seconds = float(value) / (1000.0 if unit == "ms" else 1.0)
+            if math.isfinite(seconds):
+                return seconds
         raise MappingError(f"no {unit} timestamp at {self.mapping.timestamp}")
+
+    def _time_or_none(self, doc: Any) -> float | None:
+        """The event's timestamp as seconds for ``max_age`` at intake; None where there is none."""
+        if self._ts is None:
+            return None
+        try:
+            return self._time(doc)
+        except MappingError:
+            return None
 
 
 def _iso_seconds(text: str) -> float | None:

@@ -1,16 +1,28 @@
 """GitHub: ``X-Hub-Signature-256`` verification and issue / pull request events mapped to changes.
 
-The delivery id is ``X-GitHub-Delivery`` (the same on a redelivery); the event
-name ``X-GitHub-Event`` is journaled with the body. Only the configured event
-names are journaled (default ``issues`` and ``pull_request``); others, and
+Replays: GitHub signs the body only, with no timestamp, and neither
+``X-GitHub-Delivery`` nor ``X-GitHub-Event`` is signed. So the id an event is
+de-duplicated by is made from the body (``sha256:<hex>`` of it: a redelivery,
+which repeats the body, is a duplicate, and a captured body sent again under a
+new ``X-GitHub-Delivery`` is one too), and issue and pull request events are
+ordered by the object's ``updated_at`` (``ordering`` is on by default): once a
+newer version of a record was applied, an older body replayed after the
+de-duplication window is dropped as stale. ``max_age`` also refuses (200,
+not journaled) events whose ``updated_at`` is older than that. The event name
+``X-GitHub-Event`` is journaled with the body, and the delivery id for logs;
+an attacker who changes the event name only makes the body fail to map (the
+payload of one event type does not map as another: ``issue`` vs
+``pull_request``). Only the configured event names are journaled (default ``issues`` and ``pull_request``); others, and
 ``ping``, are acknowledged and counted as ignored.
 
 Mapping: entity ``github.issue`` / ``github.pull_request``, key
 ``(repository full_name, number)``, ``committed_at`` the object's
-``updated_at``. ``opened`` is an insert, ``deleted`` a delete, ``edited`` an
-update of the fields listed in ``changes`` (their ``from`` values make
-``before``), ``closed``/``reopened`` an update of the state fields, and any
-other action an update of the whole object.
+``updated_at``, version ``(updated_at, id)`` (two versions within one second
+are ordered by id, which is arbitrary: GitHub gives nothing finer).
+``opened`` is an insert, ``deleted`` a delete, ``edited`` an update of the
+fields listed in ``changes`` (their ``from`` values make ``before``),
+``closed``/``reopened`` an update of the state fields, and any other action an
+update of the whole object.
 """
 
 from __future__ import annotations
@@ -26,7 +38,8 @@ from tidesync.sources.webhook.provider import (
     Mapped,
     MappingError,
     RawRequest,
-    event_id_text,
+    body_id,
+    is_integer,
     load_entry,
     request_json,
 )
@@ -65,10 +78,26 @@ class GitHubProvider:
             raise Malformed("a GitHub delivery is a JSON object")
         if event not in self.events:
             return [], 1
-        return [Delivery(event_id_text(delivery, "X-GitHub-Delivery"), request.body, {"event": event})], 0
+        meta = {"event": event, "delivery": delivery[:200]}
+        return [Delivery(github_event_id(request.body), request.body, meta, at=_updated_at(doc, event))], 0
 
     def map(self, entry: JournalEntry) -> list[Mapped]:
-        return [Mapped(map_github_event(str(entry.meta.get("event", "")), load_entry(entry)))]
+        event = map_github_event(str(entry.meta.get("event", "")), load_entry(entry))
+        record = None if event.op == "delete" else event.after
+        return [Mapped(event, (event.committed_at, entry.event_id), record)]
+
+
+def github_event_id(body: bytes) -> str:
+    """The id a GitHub delivery is de-duplicated by: a hash of its signed body (the delivery header is unsigned)."""
+    return body_id(body)
+
+
+def _updated_at(doc: dict[str, Any], event: str) -> float | None:
+    field = _OBJECTS.get(event, ("", ""))[0]
+    obj = doc.get(field)
+    if isinstance(obj, dict) and isinstance(obj.get("updated_at"), str):
+        return _when(obj["updated_at"]) or None
+    return None
 
 
 def _when(text: Any) -> float:
@@ -89,7 +118,7 @@ def map_github_event(event: str, doc: Any) -> ChangeEvent:
     if not isinstance(obj, dict) or not isinstance(repo, dict) or not isinstance(action, str):
         raise MappingError(f"a GitHub {event} event needs action, {field} and repository")
     name, number = repo.get("full_name"), obj.get("number")
-    if not isinstance(name, str) or isinstance(number, bool) or not isinstance(number, int):
+    if not isinstance(name, str) or isinstance(number, bool) or not is_integer(number):
         raise MappingError("repository.full_name and the number are required")
     key, at = (name, number), _when(obj.get("updated_at"))
     if action == "opened":

@@ -20,9 +20,8 @@ HubSpot does not keep order either; its events are not version-guarded here
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-
-import orjson
 
 from tidesync.event import ChangeEvent
 from tidesync.sources.webhook.provider import (
@@ -31,7 +30,9 @@ from tidesync.sources.webhook.provider import (
     Mapped,
     MappingError,
     RawRequest,
+    dump_json,
     event_id_text,
+    is_integer,
     load_entry,
     request_json,
 )
@@ -64,7 +65,7 @@ class HubSpotProvider:
             sub = element.get("subscriptionId")
             if sub is not None:
                 event_id = f"{event_id_text(sub, f'[{i}].subscriptionId')}:{event_id}"
-            out.append(Delivery(event_id, orjson.dumps(element)))
+            out.append(Delivery(event_id, dump_json(element)))
         return out, 0
 
     def map(self, entry: JournalEntry) -> list[Mapped]:
@@ -77,9 +78,9 @@ def map_hubspot_event(doc: object) -> ChangeEvent:
     sub_type, object_id, occurred = doc.get("subscriptionType"), doc.get("objectId"), doc.get("occurredAt")
     if not isinstance(sub_type, str) or "." not in sub_type:
         raise MappingError("subscriptionType must look like contact.propertyChange")
-    if isinstance(object_id, bool) or not isinstance(object_id, (int, str)):
+    if isinstance(object_id, bool) or not (isinstance(object_id, str) or is_integer(object_id)):
         raise MappingError("objectId is missing")
-    if isinstance(occurred, bool) or not isinstance(occurred, (int, float)):
+    if isinstance(occurred, bool) or not isinstance(occurred, (int, float)) or not math.isfinite(occurred):
         raise MappingError("occurredAt (milliseconds) is missing")
     object_type, _, kind = sub_type.partition(".")
     entity, key, at = f"hubspot.{object_type}", (object_id,), occurred / 1000.0

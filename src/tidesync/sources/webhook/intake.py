@@ -6,10 +6,13 @@
 status  when
 ======  ===================================================================
 200     accepted (journaled before this answer) or a duplicate, or ignored
+        (a type not subscribed, or an event older than ``max_age``)
 400     the body is not a delivery of this provider (short reason), or it is
         nested deeper, wider or larger in values than the source's limits
-        (:mod:`~tidesync.sources.webhook.limits`: checked before journaling)
-401     missing or bad signature, or a timestamp outside the tolerance
+        (:mod:`~tidesync.sources.webhook.limits`: checked before journaling),
+        or ``max_age`` is set and an event has no timestamp to check it by
+401     missing or bad signature (a malformed signed timestamp too), or a
+        timestamp outside the tolerance
 413     larger than the limit (the HTTP layer checks while reading)
 415     not JSON
 503     the journal cannot be written now (the sender retries later)
@@ -18,6 +21,14 @@ status  when
 No answer shows internals: reasons are fixed short texts, and an unexpected
 error while splitting is answered 400 and logged, never 5xx. Every rejection
 is counted in ``tidesync_webhook_rejections_total{source, reason}``.
+
+``max_age`` (github, generic: senders that sign no timestamp, so a captured
+body stays validly signed forever): an event whose own timestamp is older is
+answered 200, not journaled, and counted as
+``tidesync_webhook_accepted_total{outcome="too_old"}`` (``"too_old": n`` in the
+answer). Not a 4xx, because a retry can never succeed (the event only gets
+older) and a sender retries a 4xx for days and then disables the endpoint,
+which would stop its good deliveries too.
 
 Secrets are read through :class:`~tidesync.secrets.Secret` at most once a
 second (a rotated file or variable takes effect within a second, without a
@@ -144,8 +155,19 @@ class WebhookIntake:
             return reject(name, 400, "malformed", "body cannot be read")
         if ignored:
             WEBHOOK_ACCEPTED.labels(name, "ignored").inc(ignored)
+        too_old = 0
+        max_age = self.config.max_age
+        if max_age is not None and deliveries:
+            if any(d.at is None for d in deliveries):
+                return reject(name, 400, "no_timestamp", "an event has no timestamp to check max_age by")
+            oldest = self.clock.time() - max_age
+            fresh = [d for d in deliveries if d.at is not None and d.at >= oldest]
+            too_old, deliveries = len(deliveries) - len(fresh), fresh
+            if too_old:
+                WEBHOOK_ACCEPTED.labels(name, "too_old").inc(too_old)
         if not deliveries:
-            return Reply(200, {"accepted": 0, "duplicates": 0, "ignored": ignored})
+            reply = {"accepted": 0, "duplicates": 0, "ignored": ignored}
+            return Reply(200, {**reply, "too_old": too_old} if too_old else reply)
         if self.journal is None:
             return Reply(503, {"error": "not ready, retry later"})
         now = self.clock.time()
@@ -162,4 +184,5 @@ class WebhookIntake:
             self.wake.set()
         if duplicates:
             WEBHOOK_ACCEPTED.labels(name, "duplicate").inc(duplicates)
-        return Reply(200, {"accepted": accepted, "duplicates": duplicates, "ignored": ignored})
+        reply = {"accepted": accepted, "duplicates": duplicates, "ignored": ignored}
+        return Reply(200, {**reply, "too_old": too_old} if too_old else reply)

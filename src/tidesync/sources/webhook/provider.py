@@ -10,10 +10,14 @@ reason (the sender already has its 2xx).
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
+import msgspec
 import orjson
 
 from tidesync.event import ChangeEvent
@@ -39,11 +43,16 @@ class RawRequest:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One event to journal: its id (for de-duplication), its payload and the headers mapping needs."""
+    """One event to journal: its id (for de-duplication), its payload and the headers mapping needs.
+
+    ``at`` is the event's own timestamp (epoch seconds) where the provider can read it at intake,
+    for ``max_age``; None where it cannot.
+    """
 
     event_id: str
     body: bytes
     meta: dict[str, Any] = field(default_factory=dict)
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +90,73 @@ class Provider(Protocol):
         """The changes of one journal entry; raise MappingError."""
 
 
+# Integers outside the signed 64-bit range: every destination's integer type, and msgpack, stop there.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+# A run of 19 digits is the shortest text that can be an integer outside that range (|n| >= 2**63).
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_exact_decoder = msgspec.json.Decoder()
+_exact_encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+def _exact_ints(doc: Any) -> Any:
+    """``doc`` with every integer outside the signed 64-bit range as an exact :class:`~decimal.Decimal`.
+
+    Iterative (no depth can make it fail); changes containers in place.
+    """
+    if type(doc) is int:
+        return Decimal(doc) if not _INT_MIN <= doc <= _INT_MAX else doc
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            items: Any = node.items()
+        elif type(node) is list:
+            items = enumerate(node)
+        else:
+            continue
+        for k, v in list(items):
+            t = type(v)
+            if t is int:
+                if not _INT_MIN <= v <= _INT_MAX:
+                    node[k] = Decimal(v)
+            elif t is dict or t is list:
+                stack.append(v)
+    return doc
+
+
 def parse_json(body: bytes) -> Any:
+    """The body as JSON, every number exact or a float as written.
+
+    Integers keep every digit: one outside the signed 64-bit range (which a plain JSON parser
+    turns into a float, so that two ids differing past the 17th digit would collide) becomes an
+    integral :class:`~decimal.Decimal`, which every codec and destination keeps exact (msgpack
+    through its extension tag, SQL as numeric, SQLite as text). Bodies without a run of 19
+    digits, nearly all, are parsed once; the others are parsed again by an exact parser.
+    """
     try:
-        return orjson.loads(body)
+        doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         if "depth limit" in str(exc):  # the parser's own nesting limit (far above any source's max_depth)
             raise Malformed("body nested too deep") from None
         raise Malformed("body is not valid JSON") from None
+    if _LONG_DIGITS.search(body) is None:
+        return doc
+    try:
+        return _exact_ints(_exact_decoder.decode(body))
+    except RecursionError:
+        raise Malformed("body nested too deep") from None
+    except msgspec.DecodeError:  # orjson accepted it; a difference between parsers is still a bad body
+        raise Malformed("body is not valid JSON") from None
+
+
+def dump_json(value: Any) -> bytes:
+    """JSON of a value :func:`parse_json` made, so that parsing it again gives the same value (exact integers)."""
+    return _exact_encoder.encode(value)
+
+
+def body_id(body: bytes) -> str:
+    """An event id made from the signed bytes themselves, for senders whose id is not signed."""
+    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def request_json(request: RawRequest) -> Any:
@@ -99,14 +168,20 @@ def request_json(request: RawRequest) -> Any:
 
 def load_entry(entry: JournalEntry) -> Any:
     try:
-        return orjson.loads(entry.body)
-    except orjson.JSONDecodeError:
-        raise MappingError("journaled body is not valid JSON") from None
+        return parse_json(entry.body)
+    except Malformed as exc:
+        raise MappingError(f"journaled {exc}") from None
+
+
+def is_integer(value: Any) -> bool:
+    """An integer as :func:`parse_json` gives it: an int (not a bool) or an integral Decimal beyond 64 bits."""
+    t = type(value)
+    return t is int or (t is Decimal and value == value.to_integral_value())
 
 
 def event_id_text(value: Any, what: str) -> str:
-    """An event id as text: a non-empty string or an integer, at most 200 characters."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    """An event id as text: a non-empty string or an integer (exact, any size), at most 200 characters."""
+    if isinstance(value, bool) or not (isinstance(value, str) or is_integer(value)):
         raise Malformed(f"{what} must be a string or an integer")
     text = str(value)
     if not text or len(text) > 200:

@@ -11,7 +11,9 @@ expected signature.
 ``headers`` maps lower-case header names to values (Starlette's ``Headers``
 and any dict with lower-case keys both do). Timestamps outside ``tolerance``
 seconds of ``now`` in either direction are stale: too old is a replay, too far
-in the future is a sender whose clock cannot be trusted.
+in the future is a sender whose clock cannot be trusted. A timestamp is 1 to 15
+ASCII digits (no sign, space or other Unicode digit); anything else is a
+``bad_signature``, never an error of the server.
 
 Schemes
 - Stripe: ``Stripe-Signature: t=<unix s>,v1=<hex>[,v1=<hex>...]``; HMAC-SHA256
@@ -21,8 +23,9 @@ Schemes
   ``X-HubSpot-Request-Timestamp`` in milliseconds. ``uri`` is the full URL the
   sender called (scheme, host, path, query), which behind a proxy is not what
   this server sees: the caller passes the configured public URL.
-- GitHub: ``X-Hub-Signature-256: sha256=<hex>`` of the body; no timestamp
-  (replays are caught by the delivery id, de-duplicated in the journal).
+- GitHub: ``X-Hub-Signature-256: sha256=<hex>`` of the body; no timestamp, and
+  ``X-GitHub-Delivery`` is not signed: replays are caught by an id made from the
+  body and by ordering on the object's ``updated_at`` (:mod:`.github`).
 - Standard Webhooks: ``webhook-id``, ``webhook-timestamp`` (unix s) and
   ``webhook-signature`` (space-separated ``v1,<base64>``) over
   ``"{id}.{timestamp}." + body``; the secret is ``whsec_`` + base64 of the key.
@@ -36,11 +39,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 Encoding = Literal["hex", "base64"]
 DEFAULT_TOLERANCE = 300.0
+# A signed timestamp: ASCII digits only, at most 15 (milliseconds until the year 33658). Not str.isdigit,
+# which also accepts "²" and other Unicode digits that int() then refuses; no sign, no space, no underscore.
+_TIMESTAMP = re.compile(r"[0-9]{1,15}")
 
 # HubSpot v3: these escapes are decoded in the URI before signing, per its request validation guide.
 _HUBSPOT_DECODE = {
@@ -85,6 +92,13 @@ def _check_time(sent: float, now: float, tolerance: float) -> None:
         raise SignatureError("stale_timestamp", "timestamp outside the tolerance")
 
 
+def _timestamp(value: str, message: str) -> int:
+    """A signed timestamp header's value as an int; SignatureError ``bad_signature`` unless 1 to 15 ASCII digits."""
+    if _TIMESTAMP.fullmatch(value) is None:
+        raise SignatureError("bad_signature", message)
+    return int(value)
+
+
 def _latin1(value: str) -> bytes:
     # Header values arrive decoded as latin-1; encoding back never fails and keeps them byte-exact.
     return value.encode("latin-1", "replace")
@@ -111,13 +125,14 @@ def verify_stripe(
             timestamp = value
         elif name == "v1":
             given.append(_latin1(value.strip().lower()))
-    if not timestamp.isdigit() or not given:
+    if not given:
         raise SignatureError("bad_signature", "Stripe-Signature needs t= and v1=")
+    sent = _timestamp(timestamp, "Stripe-Signature needs t= (unix seconds) and v1=")
     prefix = timestamp.encode() + b"."
     expected = [_mac(k, prefix, body).hex().encode() for k in _keys(secrets)]
     if not _any_equal(expected, given):
         raise SignatureError("bad_signature", "no v1 signature matches")
-    _check_time(int(timestamp), now, tolerance)
+    _check_time(sent, now, tolerance)
 
 
 def sign_stripe(body: bytes, secret: str, timestamp: int) -> str:
@@ -156,14 +171,13 @@ def verify_hubspot_v3(
 ) -> None:
     signature = _header(headers, "x-hubspot-signature-v3")
     timestamp = _header(headers, "x-hubspot-request-timestamp")
-    if not timestamp.isdigit():
-        raise SignatureError("bad_signature", "X-HubSpot-Request-Timestamp is not a number of milliseconds")
+    sent = _timestamp(timestamp, "X-HubSpot-Request-Timestamp is not a number of milliseconds")
     head = method.upper().encode() + hubspot_uri(uri).encode()
     tail = timestamp.encode()
     expected = [base64.b64encode(_mac(k, head, body, tail)) for k in _keys(secrets)]
     if not _any_equal(expected, [_latin1(signature.strip())]):
         raise SignatureError("bad_signature", "X-HubSpot-Signature-v3 does not match")
-    _check_time(int(timestamp) / 1000.0, now, tolerance)
+    _check_time(sent / 1000.0, now, tolerance)
 
 
 def sign_hubspot_v3(method: str, uri: str, body: bytes, secret: str, timestamp_ms: int) -> str:
@@ -221,8 +235,7 @@ def verify_standard(
     msg_id = _header(headers, "webhook-id")
     timestamp = _header(headers, "webhook-timestamp")
     signature = _header(headers, "webhook-signature")
-    if not timestamp.isdigit():
-        raise SignatureError("bad_signature", "webhook-timestamp is not a number of seconds")
+    sent = _timestamp(timestamp, "webhook-timestamp is not a number of seconds")
     given = [_latin1(part[3:]) for part in signature.split(" ") if part.startswith("v1,")]
     if not given:
         raise SignatureError("bad_signature", "webhook-signature has no v1 signature")
@@ -236,7 +249,7 @@ def verify_standard(
     expected = [base64.b64encode(_mac(k, prefix, body)) for k in keys]
     if not _any_equal(expected, given):
         raise SignatureError("bad_signature", "no v1 signature matches")
-    _check_time(int(timestamp), now, tolerance)
+    _check_time(sent, now, tolerance)
 
 
 def sign_standard(msg_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -> str:
