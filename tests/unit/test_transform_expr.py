@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from tidesync.event import ChangeEvent
+from tidesync.transform import compile_transforms
 from tidesync.transform.expr import ExpressionError, compile_expression
+from tidesync.transform.limits import MAX_ROUND_DIGITS, MAX_VALUE_SIZE, LimitExceeded
 
 ROW: dict[str, Any] = {
     "a": 7,
@@ -186,3 +190,140 @@ def test_runtime_errors_propagate_for_the_caller_to_report(source: str, error: t
 def test_compiled_once_evaluated_many_times_without_state() -> None:
     expr = compile_expression("a * 2 if a > 1 else 0")
     assert [expr({"a": n}) for n in range(4)] == [0, 0, 4, 6]
+
+
+# --- bounds: what an expression costs follows the record's size, never a number in it ------------
+
+BIG = "x" * (MAX_VALUE_SIZE // 2 + 1)  # two of them are over the limit
+NUMBERS_ONLY: list[tuple[str, dict[str, Any], str]] = [
+    ("qty % 7", {"qty": "%050000000d"}, "'%' takes numbers, got '%050000000d' and 7"),
+    ("note * qty", {"note": "x" * 30, "qty": 10_000_000}, "'*' takes numbers, got 'xxx"),
+    ("qty * note", {"note": "x" * 30, "qty": 10_000_000}, "'*' takes numbers, got 10000000 and 'xxx"),
+    ("tags * n", {"tags": ["x"], "n": 10_000_000}, "'*' takes numbers, got ['x'] and 10000000"),
+    ("note / 2", {"note": "x"}, "'/' takes numbers"),
+    ("note // 2", {"note": "x"}, "'//' takes numbers"),
+    ("flag * 2", {"flag": True}, "'*' takes numbers, got True and 2"),
+    ("-note", {"note": "x"}, "unary minus takes a number, got 'x'"),
+    ("-flag", {"flag": True}, "unary minus takes a number, got True"),
+]
+
+
+@pytest.mark.parametrize(("source", "row", "message"), NUMBERS_ONLY)
+def test_arithmetic_other_than_plus_takes_numbers_only(source: str, row: dict[str, Any], message: str) -> None:
+    expr = compile_expression(source)
+    tracemalloc.start()
+    try:
+        with pytest.raises(TypeError) as info:
+            expr(row)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert message in str(info.value)
+    assert peak < 1 << 20  # nothing was built (string formatting would have made 50 MB)
+
+
+def test_numbers_of_every_kind_still_mix() -> None:
+    row = {"i": 7, "f": 0.5, "d": Decimal("1.5"), "nothing": None}
+    assert compile_expression("i * f + d * i - i % 4 + i // 2 - d / 3")(row) == Decimal("13.5")
+    assert compile_expression("nothing * i")(row) is None
+    assert compile_expression("i % nothing")(row) is None
+
+
+OVER_THE_SIZE_LIMIT: list[tuple[str, dict[str, Any]]] = [
+    ("s + s", {"s": BIG}),
+    ("b + b", {"b": BIG.encode()}),
+    ("l + l", {"l": list(BIG)}),
+    ("concat(s, s)", {"s": BIG}),
+    ("concat(s, n, s)", {"s": BIG, "n": None}),
+    ("replace(s, '', s)", {"s": "ab" * 1000}),  # a million-fold: 2,000 characters become 4 million
+    ("replace(s, 'a', s)", {"s": "ab" * 1000}),
+    ("upper(s)", {"s": "ß" * (MAX_VALUE_SIZE // 2 + 1)}),  # 'SS' for each
+    ("lower(s)", {"s": "İ" * (MAX_VALUE_SIZE // 2 + 1)}),  # 'i̇', two characters
+    ("str(d)", {"d": Decimal("1E+100000000")}),
+    ("str(d)", {"d": Decimal("1E-100000000")}),
+]
+
+
+@pytest.mark.parametrize(("source", "row"), OVER_THE_SIZE_LIMIT)
+def test_a_value_an_expression_makes_is_capped(source: str, row: dict[str, Any]) -> None:
+    expr = compile_expression(source)
+    with pytest.raises(ValueError, match=r"limit is 1,048,576|more than 1,048,576 characters"):
+        expr(row)
+
+
+def test_values_up_to_the_size_limit_are_made() -> None:
+    half = "x" * (MAX_VALUE_SIZE // 2)
+    assert len(compile_expression("s + s")({"s": half})) == MAX_VALUE_SIZE
+    assert len(compile_expression("concat(s, s)")({"s": half})) == MAX_VALUE_SIZE
+    assert compile_expression("replace(s, 'b', 'cc')")({"s": "ab" * 10}) == "acc" * 10
+    assert compile_expression("replace(s, '', '-')")({"s": "ab"}) == "-a-b-"
+    assert compile_expression("str(d)")({"d": Decimal("1E+3")}) == "1000"
+
+
+def test_the_size_of_replace_is_known_before_it_is_built() -> None:
+    expr = compile_expression("replace(s, '', s)")
+    tracemalloc.start()
+    try:
+        with pytest.raises(LimitExceeded):
+            expr({"s": "ab" * 1000})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+@pytest.mark.parametrize("digits", [MAX_ROUND_DIGITS + 1, -MAX_ROUND_DIGITS - 1, -(10**8), 10**18])
+def test_round_digits_are_bounded(digits: int) -> None:
+    # round(7, -10**8) would compute 10**(10**8): seconds of CPU.
+    with pytest.raises(ValueError, match=r"round\(\) digits must be between -50 and 50"):
+        compile_expression("round(x, n)")({"x": 7, "n": digits})
+
+
+def test_round_within_the_bound() -> None:
+    expr = compile_expression("round(x, n)")
+    assert expr({"x": 123456, "n": -MAX_ROUND_DIGITS}) == 0
+    assert expr({"x": 1.25, "n": MAX_ROUND_DIGITS}) == 1.25
+    assert expr({"x": Decimal("2.345"), "n": 2}) == Decimal("2.34")
+
+
+@pytest.mark.parametrize("source", ["round(s)", "round(flag, 1)", "abs(s)", "abs(flag)"])
+def test_round_and_abs_take_numbers_only(source: str) -> None:
+    with pytest.raises(TypeError, match="expects a number"):
+        compile_expression(source)({"s": "x", "flag": True})
+
+
+@pytest.mark.parametrize("value", [Decimal("1E+100000000"), "1e100000000"])
+def test_int_of_a_decimal_is_bounded(value: Any) -> None:
+    with pytest.raises(ValueError, match="more than 4300 digits"):
+        compile_expression("int(v)")({"v": value})
+
+
+@pytest.mark.parametrize(
+    "source", ["10 ** 10 ** 8", "repeat(s, n)", "lpad(s, n)", "zfill(s, n)", "format(s, n)", "range(n)", "join(s)"]
+)
+def test_no_power_and_no_repeating_or_padding_function(source: str) -> None:
+    with pytest.raises(ExpressionError, match=r"\*\* is not allowed|unknown function"):
+        compile_expression(source)
+
+
+def test_a_bound_broken_by_one_record_fails_that_record_only() -> None:
+    transform = compile_transforms(
+        [{"compute": {"mod": "qty % 7", "pad": "note * qty", "r": "round(x, n)"}}, {"filter": "s + s != ''"}]
+    )
+    good = ChangeEvent("orders", (1,), "insert", after={"qty": 3, "note": 2, "x": 1.5, "n": 0, "s": "a"})
+    rows = [
+        {"qty": "%0800000000d", "note": 1, "x": 1, "n": 0, "s": "a"},
+        {"qty": 10**8, "note": "xx", "x": 1, "n": 0, "s": "a"},
+        {"qty": 1, "note": 1, "x": 7, "n": -(10**8), "s": "a"},
+        {"qty": 1, "note": 1, "x": 7, "n": 0, "s": BIG},
+    ]
+    bad = [ChangeEvent("orders", (i,), "insert", after=row) for i, row in enumerate(rows, 2)]
+    out, failures = transform.apply([*bad, good])
+    assert [e.key for e in out] == [(1,)]
+    assert out[0].after is not None and out[0].after["pad"] == 6
+    assert [f[0] for f in failures] == bad
+    reasons = [f[1] for f in failures]
+    assert reasons[0].startswith("compute mod: '%' takes numbers, got '%0800000000d' and 7 (qty='%0800000000d')")
+    assert reasons[1].startswith("compute pad: '*' takes numbers, got 'xx' and 100000000")
+    assert reasons[2].startswith("compute r: round() digits must be between -50 and 50, got -100000000")
+    assert reasons[3].startswith("filter \"s + s != ''\": '+' would make a value of 1,048,578 characters")

@@ -29,6 +29,12 @@ keep None as None for every cast. Nothing is silently truncated:
   are epoch seconds and must be whole for ``epoch``.
 - ``json``: a JSON text (str or UTF-8 bytes) parsed; dicts, lists, numbers and
   bools pass through (they already are JSON values).
+
+No conversion costs more than the size of its input (see
+:mod:`tidesync.transform.limits`): a Decimal becomes an ``int`` only with at
+most ``MAX_INT_DIGITS`` digits, a ``string`` only when its plain form is under
+``MAX_VALUE_SIZE`` characters, and a ``timestamp`` only below 10**13 seconds;
+beyond that the value fails, though ``Decimal('1E+100000000')`` is 12 characters.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal, get_args
 
 import msgspec
+
+from tidesync.transform.limits import MAX_INT_DIGITS, MAX_VALUE_SIZE
 
 CastType = Literal[
     "string", "int", "float", "decimal", "bool", "timestamp", "date", "iso8601", "epoch", "epoch_ms", "json"
@@ -115,6 +123,9 @@ def to_string(value: Any) -> str:
     if t is float:
         return repr(value)
     if t is Decimal:
+        if not -MAX_VALUE_SIZE < value.adjusted() < MAX_VALUE_SIZE:
+            # Without an exponent, Decimal('1E+100000000') is 100 million characters.
+            raise _fail(value, "string", f"more than {MAX_VALUE_SIZE:,} characters without an exponent")
         return format(value, "f")
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()
@@ -160,7 +171,7 @@ def to_int(value: Any) -> int:
         d = _decimal_from_text(text, "int")
         if d != d.to_integral_value():
             raise _fail(value, "int", "not a whole number")
-        return int(d)
+        return _int_of_decimal(value, d)
     if t is float:
         if not value.is_integer():
             raise _fail(value, "int", "not a whole number")
@@ -168,10 +179,17 @@ def to_int(value: Any) -> int:
     if t is Decimal:
         if not value.is_finite() or value != value.to_integral_value():
             raise _fail(value, "int", "not a whole number")
-        return int(value)
+        return _int_of_decimal(value, value)
     if isinstance(value, int):
         return int(value)
     raise _fail(value, "int")
+
+
+def _int_of_decimal(value: Any, d: Decimal) -> int:
+    # int(Decimal('1E+100000000')) computes 10**100000000: seconds of CPU for a 12-character value.
+    if d.adjusted() >= MAX_INT_DIGITS:
+        raise _fail(value, "int", f"more than {MAX_INT_DIGITS} digits")
+    return int(d)
 
 
 def to_float(value: Any) -> float:
@@ -256,6 +274,8 @@ def to_timestamp(value: Any, target: str = "timestamp") -> dt.datetime:
         if t is Decimal:
             if not value.is_finite():
                 raise _fail(value, target, "not a finite number")
+            if value.adjusted() > 12:  # beyond year 9999 in seconds; int() of it could be huge
+                raise _fail(value, target, "out of range")
             return EPOCH + dt.timedelta(microseconds=int((value * 1_000_000).to_integral_value()))
     except (ValueError, OverflowError, OSError) as exc:
         if isinstance(exc, CastFailure):

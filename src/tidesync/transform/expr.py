@@ -7,7 +7,9 @@ mode, checked against a whitelist and compiled once into nested closures; no
 - constants: strings, numbers, ``True``/``False``/``None``;
 - field names (``first_name``); ``field('first-name')`` for names that are not
   identifiers; ``payload['plan']`` / ``tags[0]`` with a constant key;
-- arithmetic ``+ - * / // %`` and unary minus;
+- arithmetic ``+ - * / // %`` and unary minus; ``* / // %`` and unary minus
+  take numbers only (int, float, Decimal; not bool), ``+`` also joins two
+  strings, bytes or lists (see :mod:`tidesync.transform.limits`);
 - comparisons ``== != < <= > >=`` (chains too), ``in`` / ``not in`` (after a
   tuple or list literal, or any value that holds others), ``is None`` /
   ``is not None``;
@@ -26,8 +28,12 @@ is true for a NULL status). A filter keeps a record when its value is truthy,
 so None drops it. Mixing Decimal and float in arithmetic converts the float by
 its shortest repr (``price * 1.1`` with a Decimal price is exact).
 
-Other runtime errors (``'a' + 1``, division by zero) propagate to the caller,
-which turns them into a per-record failure.
+Other runtime errors (``'a' + 1``, ``'a' * 3``, division by zero, a value
+beyond a bound of :mod:`tidesync.transform.limits`) propagate to the caller,
+which turns them into a per-record failure. What an expression costs is
+bounded by the size of the record and of the expression, never by a number in
+the record: there is no ``**``, no string repetition or ``%`` formatting, and
+values an expression builds are capped at ``MAX_VALUE_SIZE``.
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ import ast
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Final
 
+from tidesync.transform.arith import ARITH, binary, binary_constant, constant_error, mixed
+from tidesync.transform.casts import show
 from tidesync.transform.functions import FORBIDDEN, FUNCTIONS
+from tidesync.transform.limits import NUMBERS
 
 Row = Mapping[str, Any]
 Fn = Callable[[Row], Any]
@@ -74,14 +82,6 @@ def compile_expression(source: str) -> Expression:
     return Expression(source, tuple(compiler.names), evaluate)
 
 
-_ARITH: Final[dict[type, Callable[[Any, Any], Any]]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-}
 _EQUALITY: Final[dict[type, Callable[[Any, Any], Any]]] = {ast.Eq: operator.eq, ast.NotEq: operator.ne}
 _ORDERING: Final[dict[type, Callable[[Any, Any], Any]]] = {
     ast.Lt: operator.lt,
@@ -118,23 +118,12 @@ _CONSTRUCTS: Final[dict[type, str]] = {
 _NOT_LITERAL: Final = object()
 
 
-def _mixed(op: Callable[[Any, Any], Any], a: Any, b: Any, exc: TypeError) -> Any:
-    """Retry an arithmetic or ordering operation that raised TypeError, with NULL and Decimal rules."""
-    if a is None or b is None:
-        return None
-    if type(a) is Decimal and type(b) is float:
-        return op(a, Decimal(repr(b)))
-    if type(a) is float and type(b) is Decimal:
-        return op(Decimal(repr(a)), b)
-    raise exc
-
-
 def _null_safe(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def apply(a: Any, b: Any) -> Any:
         try:
             return op(a, b)
         except TypeError as exc:
-            return _mixed(op, a, b, exc)
+            return mixed(op, a, b, exc)
 
     return apply
 
@@ -207,30 +196,32 @@ class _Compiler:
         return self.field(node, node.id)
 
     def _BinOp(self, node: ast.BinOp, depth: int) -> Fn:
-        op = _ARITH.get(type(node.op))
-        if op is None:
+        kind = type(node.op)
+        if kind not in ARITH:
             raise self.reject(node, self._describe(node))
-        left, right = self.compile(node.left, depth), self.compile(node.right, depth)
-
-        def binop(row: Row) -> Any:
-            a = left(row)
-            b = right(row)
-            try:
-                return op(a, b)
-            except TypeError as exc:
-                return _mixed(op, a, b, exc)
-
-        return binop
+        left = self.compile(node.left, depth)
+        b = self.literal(node.right) if isinstance(node.right, ast.Constant | ast.UnaryOp) else _NOT_LITERAL
+        if b is _NOT_LITERAL or b is None:
+            return binary(kind, left, self.compile(node.right, depth))
+        why = constant_error(kind, b)
+        if why is not None:
+            raise self.reject(node.right, why)
+        return binary_constant(kind, left, b)
 
     def _UnaryOp(self, node: ast.UnaryOp, depth: int) -> Fn:
         operand = self.compile(node.operand, depth)
         if isinstance(node.op, ast.Not):
             return lambda row: not operand(row)
         if isinstance(node.op, ast.USub):
+            numbers = NUMBERS
 
             def negate(row: Row) -> Any:
                 v = operand(row)
-                return None if v is None else -v
+                if type(v) in numbers:
+                    return -v
+                if v is None:
+                    return None
+                raise TypeError(f"unary minus takes a number, got {show(v)}")
 
             return negate
         raise self.reject(node, self._describe(node))

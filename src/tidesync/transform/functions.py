@@ -19,6 +19,13 @@ to replace it) and ``concat`` (which skips it, like Postgres ``concat()``).
 ``replace(s, old, new)``             every ``old`` replaced by ``new``
 ``startswith(s, p)`` ``endswith(s, p)``  prefix / suffix test
 ==================================  ==================================================
+
+No function repeats or pads a value (there is no ``repeat``, ``lpad``,
+``zfill``, ``format`` or ``range``), and those that build a string are bounded
+(:mod:`tidesync.transform.limits`): ``concat``, ``replace``, ``upper``,
+``lower`` and ``str`` make at most ``MAX_VALUE_SIZE`` characters, ``round``
+takes at most ``MAX_ROUND_DIGITS`` digits either way, ``round`` and ``abs``
+take numbers only (not bool). Breaking a bound fails the record.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from tidesync.transform.casts import show, to_float, to_int, to_string
+from tidesync.transform.limits import MAX_ROUND_DIGITS, MAX_VALUE_SIZE, NUMBERS, too_large
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +59,22 @@ def _int_arg(name: str, value: Any) -> int:
 
 
 def _lower(s: Any) -> Any:
-    return None if s is None else _text("lower", s).lower()
+    # Case mapping can lengthen a string (up to 3 characters for one), hence the check.
+    if s is None:
+        return None
+    result = _text("lower", s).lower()
+    if len(result) > MAX_VALUE_SIZE:
+        raise too_large("lower()", len(result))
+    return result
 
 
 def _upper(s: Any) -> Any:
-    return None if s is None else _text("upper", s).upper()
+    if s is None:
+        return None
+    result = _text("upper", s).upper()
+    if len(result) > MAX_VALUE_SIZE:
+        raise too_large("upper()", len(result))
+    return result
 
 
 def _trim(s: Any) -> Any:
@@ -71,7 +90,11 @@ def _len(x: Any) -> Any:
 
 
 def _concat(*args: Any) -> str:
-    return "".join(to_string(a) for a in args if a is not None)
+    parts = [to_string(a) for a in args if a is not None]
+    size = sum(map(len, parts))
+    if size > MAX_VALUE_SIZE:
+        raise too_large("concat()", size)
+    return "".join(parts)
 
 
 def _coalesce(*args: Any) -> Any:
@@ -84,19 +107,29 @@ def _coalesce(*args: Any) -> Any:
 def _round(x: Any, ndigits: Any = None) -> Any:
     if x is None:
         return None
-    if ndigits is not None:
-        _int_arg("round", ndigits)
-    if type(x) is bool or not hasattr(x, "__round__"):
+    if type(x) not in NUMBERS:
         raise TypeError(f"round() expects a number, got {show(x)}")
+    if ndigits is not None and not -MAX_ROUND_DIGITS <= _int_arg("round", ndigits) <= MAX_ROUND_DIGITS:
+        # round(7, -10**8) computes 10**(10**8): seconds of CPU for a 9-digit field.
+        raise ValueError(f"round() digits must be between {-MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS}, got {ndigits}")
     return builtins.round(x, ndigits)
 
 
 def _abs(x: Any) -> Any:
-    return None if x is None else builtins.abs(x)
+    if x is None:
+        return None
+    if type(x) not in NUMBERS:
+        raise TypeError(f"abs() expects a number, got {show(x)}")
+    return builtins.abs(x)
 
 
 def _str(x: Any) -> Any:
-    return None if x is None else to_string(x)
+    if x is None:
+        return None
+    result = to_string(x)
+    if len(result) > MAX_VALUE_SIZE:
+        raise too_large("str()", len(result))
+    return result
 
 
 def _int(x: Any) -> Any:
@@ -124,7 +157,17 @@ def _substr(s: Any, start: Any, length: Any = None) -> Any:
 def _replace(s: Any, old: Any, new: Any) -> Any:
     if s is None:
         return None
-    return _text("replace", s).replace(_text("replace", old), _text("replace", new))
+    s = _text("replace", s)
+    old = _text("replace", old)
+    new = _text("replace", new)
+    growth = len(new) - len(old)
+    if growth > 0 and (len(s) + 1) * growth + len(s) > MAX_VALUE_SIZE:
+        # Each match grows the result (an empty ``old`` matches between every two characters); the
+        # bound above assumes a match everywhere, the exact size is counted before anything is built.
+        size = len(s) + (s.count(old) if old else len(s) + 1) * growth
+        if size > MAX_VALUE_SIZE:
+            raise too_large("replace()", size)
+    return s.replace(old, new)
 
 
 def _startswith(s: Any, prefix: Any) -> Any:

@@ -36,6 +36,8 @@ def describe_error(exc: BaseException) -> str:
         return "division by zero"
     if isinstance(exc, decimal.InvalidOperation):
         return "invalid decimal operation"
+    if isinstance(exc, decimal.Overflow):
+        return "decimal overflow"
     if isinstance(exc, KeyError):
         return f"no key {exc.args[0]!r}" if exc.args else "key not found"
     if isinstance(exc, IndexError):
