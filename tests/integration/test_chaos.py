@@ -367,7 +367,11 @@ def test_chaos_soak(tmp_path: Path, pg_database: str, dest_pg: str, mariadb_data
         backup: list[tuple[Any, ...]] = []
 
         def drop() -> None:
-            with psycopg.connect(dest_pg, autocommit=True) as conn:
+            # The operator's backup and the drop see the same rows: under the table's lock, in one transaction.
+            # (A backup read before the lock misses a sink transaction that commits before the DROP gets the
+            # lock, and the sink, having stored its position with those rows, rightly never writes them again.)
+            with psycopg.connect(dest_pg) as conn:
+                conn.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
                 backup.extend(conn.execute("SELECT * FROM orders").fetchall())
                 conn.execute("DROP TABLE orders")
 
@@ -481,7 +485,7 @@ def test_chaos_soak(tmp_path: Path, pg_database: str, dest_pg: str, mariadb_data
         assert mariadb_checksum(mariadb_database, table, columns) == want, f"{table} differs in MariaDB"
     poison = ",".join(str(i) for i in sorted(orders.poison)) or "0"
     want = pg_checksum(src, f"orders WHERE id NOT IN ({poison})", "id, amount, note")
-    assert pg_checksum(dest_pg, "orders", "id, amount, note") == want, "orders differ in Postgres"
+    assert pg_checksum(dest_pg, "orders", "id, amount, note") == want, _orders_diff(src, dest_pg, poison, text)
     assert mariadb_checksum(mariadb_database, "orders", "id, amount, note") == want, "orders differ in MariaDB"
     for key, url in hook_urls.items():
         good = sorted(sender.acked[url] - sender.poison)
@@ -551,3 +555,17 @@ def _key_value(entry: dict[str, Any]) -> Any:
     if isinstance(key, dict) and len(key) == 1:
         return next(iter(key.values()))
     return key
+
+
+def _orders_diff(src: str, dest: str, poison: str, log: str) -> str:
+    """What differs between the source's and the destination's orders, and what the engine logged for them."""
+    query = "SELECT id, amount, note FROM orders{} ORDER BY id"
+    with psycopg.connect(src) as a, psycopg.connect(dest) as b:
+        want = {r[0]: r for r in a.execute(query.format(f" WHERE id NOT IN ({poison})"))}
+        got = {r[0]: r for r in b.execute(query.format(""))}
+    missing = sorted(set(want) - set(got))[:20]
+    extra = sorted(set(got) - set(want))[:20]
+    changed = [(want[i], got[i]) for i in sorted(set(want) & set(got)) if want[i] != got[i]][:20]
+    lines = [line for line in log.splitlines() if "db_pg" in line and ("block" in line or "->" in line)][-30:]
+    return f"orders differ in Postgres: missing {missing}, extra {extra}, changed {changed}\n" + "\n".join(lines)
+
