@@ -20,12 +20,27 @@ missing rows instead of ``ON DUPLICATE KEY UPDATE``, which fires on any unique
 index and would otherwise update the row that holds the other unique value.
 
 Session: ``time_zone = '+00:00'`` (DATETIME holds UTC wall-clock time,
-TIMESTAMP converts through UTC), ``STRICT_ALL_TABLES`` added to the SQL mode
-(a value that does not fit is an error, never silently cut), READ COMMITTED
+TIMESTAMP converts through UTC), the SQL mode :data:`SQL_MODE` (below), READ COMMITTED
 (no gap locks between concurrent upserts), ``innodb_lock_wait_timeout`` from
 ``lock_timeout`` (whole seconds, at least 1), ``CLIENT_FOUND_ROWS`` (an update
 reports the rows it found, not only those it changed). A truncate is a
 ``DELETE FROM``: TRUNCATE would commit the transaction half-way.
+
+SQL mode: a fixed, explicit one rather than the server's default plus flags.
+A value the destination cannot hold exactly is an error, never a cut or
+rounded value: ``STRICT_ALL_TABLES`` (and ``STRICT_TRANS_TABLES``) make too-long
+strings and out-of-range numbers errors (1406, 1264), ``NO_ZERO_DATE`` and
+``NO_ZERO_IN_DATE`` refuse 0000-00-00 and 2024-00-10 (1292), and
+``ERROR_FOR_DIVISION_BY_ZERO`` keeps a division by zero from writing NULL.
+``NO_ENGINE_SUBSTITUTION`` makes a missing InnoDB an error instead of another
+engine without transactions. Flags a server default could add would change
+what the sink writes (``EMPTY_STRING_IS_NULL`` turns '' into NULL,
+``ALLOW_INVALID_DATES`` takes 2024-02-31, ``ORACLE``/``ANSI`` change quoting)
+or what its statements mean, so the mode is replaced, not extended (all these
+flags exist in MariaDB 10.x; MySQL 5.7/8 take them too, not tested here). Strict mode still rounds some
+values silently (extra decimal digits, fractions in an integer column, extra
+fractional seconds): those the sink finds itself before writing, from the
+column types it read (tidesync.sinks.sql.mariadb_errors.check_rows).
 """
 
 from __future__ import annotations
@@ -53,6 +68,10 @@ from tidesync.sinks.sql.values import MARIADB_PLAIN, Encoder, encode_rows, maria
 __all__ = ["MariadbSink", "MariadbSinkConfig"]
 
 CHUNK = 1000  # rows per UPDATE/DELETE statement
+SQL_MODE = (
+    "STRICT_ALL_TABLES,STRICT_TRANS_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+)
 
 
 def q(name: str) -> str:
@@ -109,7 +128,7 @@ class _Connection:
             cur.execute("SELECT VERSION()")
             self.mariadb = "mariadb" in str(cur.fetchone()[0]).lower()
             cur.execute("SET time_zone = '+00:00'")
-            cur.execute("SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')")
+            cur.execute("SET SESSION sql_mode = %s", (SQL_MODE,))
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             if self.config.lock_timeout:
                 cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (max(1, math.ceil(self.config.lock_timeout)),))
@@ -168,6 +187,7 @@ class _Connection:
                 name: ColumnInfo(name, ctype, kind_of_mariadb(dtype, ctype), nullable == "YES", None, coll, cs)
                 for name, dtype, ctype, nullable, coll, cs in rows
             }
+            checks = {name: mariadb_errors.exact_check(dtype, ctype) for name, dtype, ctype, *_ in rows}
             cur.execute(
                 "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS "
                 f"WHERE {where} ORDER BY INDEX_NAME, SEQ_IN_INDEX",
@@ -192,6 +212,7 @@ class _Connection:
             key_indexed=bool(key) and any(c and c[0] in key for _, c in indexes.values()),
         )
         info.extra["encoders"] = {n: mariadb_encoder(c.kind) for n, c in columns.items()}
+        info.extra["checks"] = {n: c for n, c in checks.items() if c is not None}
         return info
 
     def create_table(self, table: TableName, schema: EntitySchema, key: tuple[str, ...], inferred: bool) -> None:
@@ -223,7 +244,11 @@ class _Connection:
     @staticmethod
     def _encode(table: TableInfo, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:
         encoders = cast(dict[str, Encoder], table.extra["encoders"])  # what describe stored
-        return encode_rows(rows, [encoders.get(c) for c in columns], MARIADB_PLAIN)
+        out = encode_rows(rows, [encoders.get(c) for c in columns], MARIADB_PLAIN)
+        # The values as sent: whatever the server would round instead of refusing fails here.
+        checks = cast(dict[str, mariadb_errors.Check], table.extra["checks"])
+        mariadb_errors.check_rows(table.name, columns, out, checks)
+        return out
 
     @staticmethod
     def _keyed(table: TableInfo, name: str, source: str) -> str:
