@@ -32,6 +32,17 @@ A run with the defaults on this 2-core machine while it was fairly quiet (load ~
     mariadb   limit (multi-row INSERT) 145,427: insert 0.76, update 0.60, delete 0.84
     sqlite    limit (executemany INSERT) 549,832: insert 0.44, update 0.06, delete 0.07
               (random-order updates and deletes of SQLite's B-tree run at 50k-100k by hand)
+
+Issue 15, after (same command, --db postgres,sqlite, two runs, load ~1): rows/s, / limit, / by hand
+
+    postgres  limit 327k-335k: insert 0.53-0.54; update 91k-96k (0.28-0.29; 0.86-0.88 of by hand);
+              delete 138k-140k (0.42; 0.65-0.68): the statements are the fastest of --strategies
+              (unnest for updates, = ANY for deletes); what is left is the database's cost of a
+              non-HOT update, and per batch the planning and the position's round trips
+    sqlite    limit 609k-646k (both connections now checkpoint every 10,000 WAL pages, as the sink
+              does): insert 0.35-0.36; update 69k-76k (0.11-0.12; 1.02-1.07 of by hand), delete
+              65k-67k (0.10-0.11; 0.88-0.89), from 32k and 37k before: a random-order update or
+              delete dirties about one page per row, an insert of new keys one per ~40 rows
 """
 
 from __future__ import annotations
@@ -52,6 +63,7 @@ import pymysql
 
 from tidesync.event import ChangeEvent
 from tidesync.protocols import Context
+from tidesync.sinks.sql import sqlite as sqlite_sink
 from tidesync.sinks.sql.common import SqlSink
 from tidesync.sinks.sql.config import MariadbSinkConfig, PostgresSinkConfig, SqliteSinkConfig
 from tidesync.sinks.sql.mariadb import MariadbSink
@@ -266,7 +278,11 @@ class SqliteTarget(Target):
         self.path = Path(self.tmp.name) / "bench.db"
         self.conn = sqlite3.connect(self.path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")  # as the sink sets it
+        # As the sink sets them: with another checkpoint interval, one connection's commits would run
+        # the other's checkpoints.
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute(f"PRAGMA cache_size = -{sqlite_sink.CACHE_KIB}")
+        self.conn.execute(f"PRAGMA wal_autocheckpoint = {sqlite_sink.CHECKPOINT_PAGES}")
         for t in ("accounts", "limit_table", "by_hand"):
             self.conn.execute(DDL.format(t=t))
 
