@@ -89,16 +89,26 @@ syncs:
             proc = await start(h.path, log)
         (last_a, edits_a), (last_b, edits_b) = await writers
         expected = sorted(((i, last_a.get(i, 0), last_b.get(i, 0)) for i in range(1, ROWS + 1)), key=repr)
-        await eventually(
-            lambda: (
-                a.rows("id, fa, fb") == expected == b.rows("id, fa, fb")
-                and a.rows("n") == b.rows("n")
-                and sum(r[0] for r in a.rows("n")) == edits_a + edits_b
-            ),
-            timeout=120,
-            interval=0.5,
-            message="every edit and every increment on both sides",
-        )
+        try:
+            await eventually(
+                lambda: (
+                    a.rows("id, fa, fb") == expected == b.rows("id, fa, fb")
+                    and a.rows("n") == b.rows("n")
+                    and sum(r[0] for r in a.rows("n")) == edits_a + edits_b
+                ),
+                timeout=120,
+                interval=0.5,
+                message="every edit and every increment on both sides",
+            )
+        except AssertionError as exc:  # say what differs, and what the sync said, before giving up
+            rows_a = {r[0]: r for r in a.rows("id, fa, fb, n")}
+            rows_b = {r[0]: r for r in b.rows("id, fa, fb, n")}
+            off = [(rows_a.get(w[0]), rows_b.get(w[0]), w) for w in expected
+                   if (rows_a.get(w[0]) or ())[:3] != w or (rows_b.get(w[0]) or ())[:3] != w
+                   or (rows_a.get(w[0]) or ())[3:] != (rows_b.get(w[0]) or ())[3:]][:10]  # fmt: skip
+            total = (sum(r[3] for r in rows_a.values()), sum(r[3] for r in rows_b.values()), edits_a + edits_b)
+            raise AssertionError(f"{exc}\nrows (a, b, expected) that differ: {off}\nn totals a, b, expected: "
+                                 f"{total}\nsync log:\n{log.read_text()[-4000:]}") from None  # fmt: skip
         assert await h.cli_json("conflicts", "list", str(h.path)) == []
     finally:
         if proc.returncode is None:
