@@ -103,6 +103,14 @@ class PipelineConfig(Strict):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     enabled: bool = Field(True, description="false: the pipeline is kept in the config but not run")
     reconcile: ReconcileSchedule | None = Field(None, description="compare source and destination on a timer")
+    schema_changes: Literal["evolve", "block", "dead_letter"] = Field(
+        "evolve",
+        description="a change of a table's shape announced by the source (Postgres: ADD/DROP/RENAME COLUMN, "
+        "a type change): evolve the destination before the first row of the new shape (a narrowing still "
+        "blocks), block the pipeline until a person changed the destination, or dead-letter the rows that "
+        "need the change. The sink's own `evolve:` still decides columns no announced change explains "
+        "(fields of schema-less sources, a table that predates the pipeline)",
+    )
 
 
 class ApiConfig(Strict):

@@ -44,6 +44,7 @@ def build_runner(spec: PipelineSpec, state: StateStore) -> PipelineRunner:
         queue_batches=cfg.queue_batches,
         breaker=CircuitBreaker(cfg.breaker.events, cfg.breaker.seconds),
         probe=RetryPolicy(initial_delay=cfg.probe.initial_delay, max_delay=cfg.probe.max_delay),
+        schema_changes=cfg.schema_changes,
     )
 
 

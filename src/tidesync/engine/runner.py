@@ -80,6 +80,7 @@ class PipelineRunner:
         breaker: CircuitBreaker | None = None,
         probe: RetryPolicy | None = None,
         state_retry: RetryPolicy = STATE_RETRY,
+        schema_changes: str = "evolve",
     ) -> None:
         self.name, self.source, self.sink, self.state = name, source, sink, state
         self.transform = transform
@@ -88,6 +89,7 @@ class PipelineRunner:
         self.queue_batches = queue_batches
         self.sink_name = sink_name
         self.state_retry = state_retry
+        self.schema_changes = schema_changes  # handed to the sink (Context.extra), which follows the changes
         self.rng = random.Random()
         self.stats = PipelineStats(name, sink_name)
         self.view = PipelineView(name, sink_name, state, clock)
@@ -187,6 +189,7 @@ class PipelineRunner:
             await self.view.load_dlq_growth()
             await self.delivery.keys.load()
             ctx = self._ctx(self.sink_name, self.sink_schemas)
+            ctx.extra["schema_changes"] = self.schema_changes
             if not await open_sink(self.sink, ctx, self.delivery.probe, self.clock, self.view, stop, self.rng):
                 self._force(State.STOPPED)
                 return

@@ -4,6 +4,8 @@ One ``write`` is one destination transaction::
 
     read the applied position (row-locked)      -> skip events at or before it (unless replay)
     describe the destination tables (cached)    -> plan (tidesync.sinks.sql.plan)
+    an event of a new source shape              -> write the events before it (own transaction), then
+      (tidesync.sinks.sql.changes)                 bring the table to the new shape, then go on
     missing table/column and allowed to fix it  -> roll back, CREATE/ALTER, start again
       (each table or column at most once per write: still missing after its DDL,
       its events fail permanently; see tidesync.sinks.sql.names)
@@ -32,11 +34,12 @@ from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, Sy
 from tidesync.event import UPDATE, ChangeEvent, Key, Position, pack_value, unpack_value
 from tidesync.protocols import Context
 from tidesync.schema import Column, EntitySchema
+from tidesync.sinks.sql.changes import SchemaFollower
 from tidesync.sinks.sql.config import SqlSinkConfig
 from tidesync.sinks.sql.ddl import NewTable, Tried, column_to_add, columns_to_add, new_table, table_name_problem
 from tidesync.sinks.sql.names import NameRules, shown
 from tidesync.sinks.sql.plan import APPEND, REKEY, UPSERT, Plan, Step, TablePlan, build_plan
-from tidesync.sinks.sql.tables import TableInfo, TableName, key_override, resolve_table
+from tidesync.sinks.sql.tables import ColumnInfo, TableInfo, TableName, key_override, resolve_table
 
 log = logging.getLogger("tidesync.sinks.sql")
 T = TypeVar("T")
@@ -47,6 +50,7 @@ class Backend(Protocol):
     unless they say otherwise; none is called concurrently with another."""
 
     keep_schema: bool  # does an entity's schema part name a schema in this database?
+    loose_types: bool  # any integer is 64-bit, lengths are not enforced (SQLite): no widening needed
     where: str  # "database x on host:port", for messages
     names: NameRules  # which names this database takes, and which it takes as the same column
 
@@ -77,7 +81,17 @@ class Backend(Protocol):
         values (tidesync.sinks.sql.infer), so a database with loose types should enforce them."""
 
     async def add_columns(self, table: TableInfo, columns: Sequence[Column]) -> None:
-        """Add columns (own transaction, committed)."""
+        """Add columns (own transaction, committed); a column with ``has_default`` gets that DEFAULT,
+        so existing rows hold it."""
+
+    async def rename_column(self, table: TableInfo, old: str, new: str) -> None:
+        """Rename a column (own transaction, committed)."""
+
+    async def widen_column(self, table: TableInfo, column: Column, current: ColumnInfo) -> None:
+        """Change ``current`` to ``column``'s type, keeping its nullability (own transaction, committed)."""
+
+    async def relax_column(self, table: TableInfo, current: ColumnInfo) -> None:
+        """Remove NOT NULL from a column (own transaction, committed)."""
 
     async def truncate(self, table: TableInfo) -> None: ...
 
@@ -123,6 +137,7 @@ class ThreadedBackend:
     """
 
     keep_schema = False
+    loose_types = False
     _c: Any
     _w: Worker
     where: str
@@ -156,6 +171,15 @@ class ThreadedBackend:
 
     async def add_columns(self, table: TableInfo, columns: Sequence[Column]) -> None:
         await self._w.call(self._c.add_columns, table, columns)
+
+    async def rename_column(self, table: TableInfo, old: str, new: str) -> None:
+        await self._w.call(self._c.rename_column, table, old, new)
+
+    async def widen_column(self, table: TableInfo, column: Column, current: ColumnInfo) -> None:
+        await self._w.call(self._c.widen_column, table, column, current)
+
+    async def relax_column(self, table: TableInfo, current: ColumnInfo) -> None:
+        await self._w.call(self._c.relax_column, table, current)
 
     async def truncate(self, table: TableInfo) -> None:
         await self._w.call(self._c.truncate, table)
@@ -194,6 +218,16 @@ def live_events(
     return live, (None if top == stored else top)
 
 
+def _top(events: Sequence[ChangeEvent], indexes: list[int], stored: Position | None) -> Position | None:
+    """The position to store after writing ``indexes`` (None: unchanged)."""
+    top = stored
+    for i in indexes:
+        pos = events[i].position
+        if pos and (top is None or pos > top):
+            top = pos
+    return None if top == stored else top
+
+
 class SqlSink:
     """A Sink over a Backend. Subclasses make the backend (``_make_backend``)."""
 
@@ -206,6 +240,7 @@ class SqlSink:
         self._inferred: dict[str, EntitySchema] = {}
         self._tried: Tried = set()  # DDL run during the current write (tidesync.sinks.sql.ddl)
         self._uncreatable: dict[str, str] = {}  # entity -> why its table cannot be created
+        self._follower = SchemaFollower(self, self._describe_entity)
         self.rows_written = 0
 
     def _make_backend(self) -> Backend:
@@ -219,7 +254,33 @@ class SqlSink:
 
     async def open(self, ctx: Context) -> None:
         self._ctx = ctx
+        self._follower.open(ctx)
         await self._connect()
+
+    # The follower's view of the backend (tidesync.sinks.sql.changes): names, where, DDL.
+    @property
+    def names(self) -> NameRules:
+        return self.backend.names
+
+    @property
+    def loose_types(self) -> bool:
+        return self.backend.loose_types
+
+    @property
+    def where(self) -> str:
+        return self.backend.where
+
+    async def add_columns(self, table: TableInfo, columns: Sequence[Column]) -> None:
+        await self.backend.add_columns(table, columns)
+
+    async def rename_column(self, table: TableInfo, old: str, new: str) -> None:
+        await self.backend.rename_column(table, old, new)
+
+    async def widen_column(self, table: TableInfo, column: Column, current: ColumnInfo) -> None:
+        await self.backend.widen_column(table, column, current)
+
+    async def relax_column(self, table: TableInfo, current: ColumnInfo) -> None:
+        await self.backend.relax_column(table, current)
 
     async def close(self) -> None:
         if self._backend is not None:
@@ -252,28 +313,57 @@ class SqlSink:
         await self._connect()
         self._tried = set()
         self._uncreatable = {}
+        done: dict[int, DeliveryError] = {}
         # Each table and column is created or added at most once per write, so this ends: a re-read
-        # of a stale cache, table creation, column additions, then the write itself.
-        for _ in range(5):
-            failures = await self._attempt(events, replay)
-            if failures is None:
+        # of a stale cache, table creation, column additions, then the write itself. A part written
+        # before a schema change starts the count again (each part moves the stored position on).
+        tries = 0
+        while tries < 6:
+            tries += 1
+            result = await self._attempt(events, replay)
+            if result is None:
                 continue  # tables were created, altered or re-read: plan again
-            if failures:
-                raise PartialBatchError(failures)
+            failures, more = result
+            done.update(failures)
+            if more:
+                tries = 0
+                self._tried = set()
+                continue
+            if done:
+                raise PartialBatchError(done)
             return
         raise TransientError("the destination tables kept changing while this batch was prepared; retry")
 
-    async def _attempt(self, events: Sequence[ChangeEvent], replay: bool) -> dict[int, DeliveryError] | None:
+    async def _attempt(
+        self, events: Sequence[ChangeEvent], replay: bool
+    ) -> tuple[dict[int, DeliveryError], bool] | None:
+        """One transaction: (failures, whether events after a schema change remain), None: plan again."""
         b = self.backend
         ctx = self._ctx
         assert ctx is not None
+        more = False
         try:
             raw = await b.read_position(ctx.pipeline, ctx.name)
             stored = unpack_value(raw) if raw is not None else None
             live, top = live_events(events, stored, replay)
             if not live:
                 await b.rollback()
-                return {}
+                return {}, False
+            dead: dict[int, DeliveryError] = {}
+            if not replay:  # a replay of dead letters writes into the table as it is now
+                due, dead = await self._follower.scan(events, live)
+                if due is not None and due.at == 0:
+                    await b.rollback()
+                    await self._follower.apply(due)
+                    self._tables.clear()
+                    return None
+                if due is not None:
+                    cut = live[due.at]
+                    live = live[: due.at]
+                    dead = {i: e for i, e in dead.items() if i < cut}
+                    top = _top(events, live + list(dead), stored)
+                    more = True
+                live = [i for i in live if i not in dead]
             tables, fresh = await self._describe(events, live)
             creates = self._creatable(tables, events, live)  # before planning: failures name the reason
             plan = build_plan(
@@ -308,7 +398,7 @@ class SqlSink:
                 raise
             raise err from exc
         self.rows_written += len(live) - len(plan.failures)
-        return dict(plan.failures)
+        return {**dead, **plan.failures}, more
 
     async def _fail(self, exc: BaseException) -> DeliveryError | None:
         """Undo the transaction; the error to raise (None: re-raise ``exc`` itself)."""
@@ -353,6 +443,13 @@ class SqlSink:
                 self._tables[name] = await self.backend.describe(name, key)
             out[entity] = self._tables[name]
         return out, fresh
+
+    async def _describe_entity(self, entity: str) -> TableInfo | None:
+        """The destination table of ``entity`` as cached or described now (inside the write's transaction)."""
+        name = self._table_name(entity)
+        if name not in self._tables:
+            self._tables[name] = await self.backend.describe(name, key_override(name, entity, self.config.keys))
+        return self._tables[name]
 
     def _source_keys(self, tables: Mapping[str, TableInfo | None]) -> dict[str, tuple[str, ...]]:
         assert self._ctx is not None

@@ -100,6 +100,15 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
     return args
 
 
+def _charset(current: ColumnInfo, column: Column | None) -> str:
+    """Keep a text column's character set and collation through MODIFY COLUMN (it would take the table's)."""
+    if current.charset is None or current.collation is None:
+        return ""
+    if column is not None and column.type not in ("string", "unknown"):
+        return ""
+    return f" CHARACTER SET {current.charset} COLLATE {current.collation}"
+
+
 class _Connection:
     """The blocking half: everything here runs in the worker thread."""
 
@@ -231,9 +240,38 @@ class _Connection:
 
     def add_columns(self, table: TableInfo, columns: Sequence[Column]) -> None:
         guard = "IF NOT EXISTS " if self.mariadb else ""
-        adds = ", ".join(f"ADD COLUMN {guard}{q(c.name)} {mariadb_type(c)}" for c in columns)
+        args: list[Any] = []
+        adds = []
+        for c in columns:
+            default = ""
+            if c.has_default and c.default is not None:
+                # the server fills existing rows with it; the value goes as a parameter (quoted by the driver)
+                default = " DEFAULT %s"
+                args.append(mariadb_encoder(c.type)(c.default))
+            adds.append(f"ADD COLUMN {guard}{q(c.name)} {mariadb_type(c)}{default}")
         with self.cur() as cur:
-            cur.execute(f"ALTER TABLE {qt(table.name)} {adds}", ())
+            cur.execute(f"ALTER TABLE {qt(table.name)} {', '.join(adds)}".replace("%", "%%").replace("%%s", "%s"), args)
+
+    def rename_column(self, table: TableInfo, old: str, new: str) -> None:
+        with self.cur() as cur:
+            cur.execute(f"ALTER TABLE {qt(table.name)} RENAME COLUMN {q(old)} TO {q(new)}", ())
+
+    def widen_column(self, table: TableInfo, column: Column, current: ColumnInfo) -> None:
+        type_ = mariadb_type(column, is_key=current.name in table.key)
+        with self.cur() as cur:
+            cur.execute(
+                f"ALTER TABLE {qt(table.name)} MODIFY COLUMN {q(current.name)} {type_}{_charset(current, column)}"
+                + ("" if current.nullable else " NOT NULL"),
+                (),
+            )
+
+    def relax_column(self, table: TableInfo, current: ColumnInfo) -> None:
+        with self.cur() as cur:
+            cur.execute(
+                f"ALTER TABLE {qt(table.name)} MODIFY COLUMN {q(current.name)} {current.native}"
+                f"{_charset(current, None)} NULL",
+                (),
+            )
 
     def truncate(self, table: TableInfo) -> None:
         with self.cur() as cur:

@@ -28,6 +28,7 @@ from tidesync.sinks.sql.plan import Step
 from tidesync.sinks.sql.postgres_steps import PostgresSteps, ident, idents
 from tidesync.sinks.sql.tables import ColumnInfo, TableInfo, TableName
 from tidesync.sinks.sql.typemap import kind_of_postgres, postgres_type
+from tidesync.sinks.sql.values import postgres_encoder
 
 __all__ = ["PostgresSink", "PostgresSinkConfig"]
 
@@ -36,6 +37,7 @@ _Q = sql.SQL
 
 class PostgresBackend:
     keep_schema = True
+    loose_types = False
     names = POSTGRES
 
     def __init__(self, config: PostgresSinkConfig) -> None:
@@ -179,10 +181,37 @@ class PostgresBackend:
     async def add_columns(self, table: TableInfo, columns: Sequence[Column]) -> None:
         conn = self._c()
         adds = sql.SQL(", ").join(
-            _Q("ADD COLUMN IF NOT EXISTS {} {}").format(sql.Identifier(c.name), sql.SQL(postgres_type(c)))
+            _Q("ADD COLUMN IF NOT EXISTS {} {}{}").format(
+                sql.Identifier(c.name), sql.SQL(postgres_type(c)), _default(c)
+            )
             for c in columns
         )
         await conn.execute(_Q("ALTER TABLE {} {}").format(ident(table.name), adds))
+        await conn.commit()
+
+    async def rename_column(self, table: TableInfo, old: str, new: str) -> None:
+        conn = self._c()
+        await conn.execute(
+            _Q("ALTER TABLE {} RENAME COLUMN {} TO {}").format(
+                ident(table.name), sql.Identifier(old), sql.Identifier(new)
+            )
+        )
+        await conn.commit()
+
+    async def widen_column(self, table: TableInfo, column: Column, current: ColumnInfo) -> None:
+        conn = self._c()
+        await conn.execute(
+            _Q("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(
+                ident(table.name), sql.Identifier(current.name), sql.SQL(postgres_type(column))
+            )
+        )
+        await conn.commit()
+
+    async def relax_column(self, table: TableInfo, current: ColumnInfo) -> None:
+        conn = self._c()
+        await conn.execute(
+            _Q("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(ident(table.name), sql.Identifier(current.name))
+        )
         await conn.commit()
 
     async def truncate(self, table: TableInfo) -> None:
@@ -204,6 +233,14 @@ class PostgresSink(SqlSink):
     def _make_backend(self) -> PostgresBackend:
         assert isinstance(self.config, PostgresSinkConfig)
         return PostgresBackend(self.config)
+
+
+def _default(c: Column) -> sql.Composable:
+    """`` DEFAULT <literal>`` for a column added with the source's constant default, else nothing."""
+    if not c.has_default or c.default is None:
+        return sql.SQL("")
+    encode = postgres_encoder(c.type)
+    return _Q(" DEFAULT {}").format(sql.Literal(encode(c.default) if encode is not None else c.default))
 
 
 async def _serialize_ddl(conn: psycopg.AsyncConnection[Any], name: sql.Composable) -> None:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tidesync.errors import DeliveryError
+from tidesync.errors import DeliveryError, SystemicError
 from tidesync.event import DELETE, UPDATE, Key
 from tidesync.schema import Column, EntitySchema
 from tidesync.sinks.sql import sqlite_errors
@@ -78,6 +78,20 @@ def _by_key(rows: Sequence[tuple[Any, ...]], nk: int) -> Sequence[tuple[Any, ...
         return sorted(rows, key=lambda r: r[:nk])
     except TypeError:
         return rows
+
+
+def _default(c: Column) -> str:
+    """`` DEFAULT <literal>`` for a column added with the source's constant default (SQLite takes no
+    parameter in DDL, so the value is written as a literal), else nothing."""
+    if not c.has_default or c.default is None:
+        return ""
+    v = sqlite_value(c.default)
+    if isinstance(v, bool | int | float):
+        return f" DEFAULT {int(v) if isinstance(v, bool) else repr(v)}"
+    if isinstance(v, bytes):
+        return f" DEFAULT X'{v.hex()}'"
+    text = str(v).replace("'", "''")
+    return f" DEFAULT '{text}'"
 
 
 class _Connection:
@@ -190,11 +204,27 @@ class _Connection:
         try:
             for c in columns:
                 if fold(c.name) not in existing:
-                    conn.execute(f"ALTER TABLE {qt(table.name)} ADD COLUMN {q(c.name)} {sqlite_type(c)}")
+                    conn.execute(f"ALTER TABLE {qt(table.name)} ADD COLUMN {q(c.name)} {sqlite_type(c)}{_default(c)}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def rename_column(self, table: TableInfo, old: str, new: str) -> None:
+        self.c().execute(f"ALTER TABLE {qt(table.name)} RENAME COLUMN {q(old)} TO {q(new)}")
+
+    def widen_column(self, table: TableInfo, column: Column, current: ColumnInfo) -> None:
+        """Nothing to do: SQLite enforces no lengths or precisions, and every integer is 64-bit."""
+
+    def relax_column(self, table: TableInfo, current: ColumnInfo) -> None:
+        raise SystemicError(
+            f"the source dropped column {current.name}, which is NOT NULL in table {table.name} "
+            f"(SQLite database {self.config.path}); "
+            "SQLite cannot remove NOT NULL in place: rebuild the table without it (CREATE TABLE new ..., "
+            "INSERT INTO new SELECT * FROM old, DROP TABLE old, ALTER TABLE new RENAME TO old); the pipeline "
+            "resumes by itself once the column is nullable",
+            entity=str(table.name),
+        )
 
     def truncate(self, table: TableInfo) -> None:
         self.c().execute(f"DELETE FROM {qt(table.name)}")
@@ -245,6 +275,7 @@ class _Connection:
 class SqliteBackend(ThreadedBackend):
     """The async face of :class:`_Connection`: each call runs in the sink's worker thread."""
 
+    loose_types = True
     names = SQLITE
 
     def __init__(self, config: SqliteSinkConfig) -> None:

@@ -40,6 +40,11 @@ rows into the shared :class:`TypeMap`) and sends them back with
 :data:`FULL` (``limit`` events wait) or :data:`IDLE` (input ran out). A
 request that is never answered (the generator closed, or an error thrown in)
 leaves the Relation message unconsumed, so the next run asks again.
+A Relation message whose shape differs from the one known for its table
+publishes the new :class:`~tidesync.schema.EntitySchema` (``on_schema``) with
+``since`` = the position the next event will take: pgoutput sends it right
+before the first change of the table after the DDL, so every event of the
+old shape is before it and every event of the new shape at or after it.
 Rows are read with :func:`~tidesync.sources.postgres.pgoutput.read_tuple` and
 the header layouts of ``pgoutput.py``: the wire format is known in one place.
 """
@@ -49,7 +54,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from tidesync.event import DELETE, INSERT, SNAPSHOT, TRUNCATE, UPDATE, ChangeEvent, Position, diff_fields
@@ -218,6 +223,9 @@ class Assembler:
         version = self._versions.get(entity, -1) + 1
         self._versions[entity] = version
         info = build_relation(rel, self.types, facts, version)
+        # The new shape holds from the next event on: a sink changes the destination before
+        # writing that event and after every earlier one (tidesync.schema, SchemaRegistry.shape_at).
+        info.schema = replace(info.schema, since=(self.lsn, self.idx) if self.lsn else None)
         self.relations[rel.oid] = info
         self.on_schema(info.schema)
         return info

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import conninfo as _conninfo
+from psycopg import sql
 
 from tidesync.clock import Clock
 from tidesync.errors import SourceError
@@ -134,9 +136,34 @@ SELECT c.oid::int8,
             FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
             WHERE i.indrelid = c.oid AND i.indisprimary), '{}'),
   coalesce((SELECT array_agg(a.attname::text) FROM pg_attribute a
-            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull), '{}')
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull), '{}'),
+  coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '{}'),
+  coalesce((SELECT array_agg(a.attnum::int ORDER BY a.attnum) FROM pg_attribute a
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '{}'),
+  coalesce((SELECT array_agg(ARRAY[a.attname::text, d.adbin::text, pg_get_expr(d.adbin, d.adrelid),
+                                   format_type(a.atttypid, a.atttypmod)] ORDER BY a.attnum)
+            FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), '{}')
 FROM pg_class c WHERE c.oid = ANY(%s::int8[]::oid[])
 """
+
+# Node tags a default may consist of to count as a constant: a literal, possibly coerced to the
+# column's type modifier (an implicit cast, funcformat 2) or relabelled (a binary-compatible type).
+_CONSTANT_NODES = frozenset({"CONST", "FUNCEXPR", "RELABELTYPE"})
+_NODE = re.compile(r"\{(\w+)")
+_FUNCFORMAT = re.compile(r":funcformat (\d+)")
+
+
+def constant_default(adbin: str) -> bool:
+    """Is a default (``pg_attrdef.adbin``, the stored node tree) a constant, the same for every row?
+
+    ``now()``, ``nextval(...)``, ``gen_random_uuid()`` and any other function
+    call or operator are not; a literal coerced to the column's length or
+    precision is.
+    """
+    tags = set(_NODE.findall(adbin))
+    return bool(tags) and tags <= _CONSTANT_NODES and all(f == "2" for f in _FUNCFORMAT.findall(adbin))
 
 
 async def load_types(conn: psycopg.AsyncConnection[Any], types: TypeMap, oids: set[int]) -> None:
@@ -149,8 +176,20 @@ async def load_types(conn: psycopg.AsyncConnection[Any], types: TypeMap, oids: s
 
 
 async def relation_facts(conn: psycopg.AsyncConnection[Any], oids: list[int]) -> dict[int, RelationFacts]:
+    """Key, NOT NULL columns, attnums and constant defaults (as the column's text form) per table."""
     cur = await conn.execute(_FACTS_SQL, (oids,))
-    return {oid: RelationFacts(tuple(pk), frozenset(nn)) for oid, pk, nn in await cur.fetchall()}
+    out = {}
+    for oid, pk, nn, names, nums, defaults in await cur.fetchall():
+        constants = []
+        for name, adbin, expr, type_ in defaults:
+            if constant_default(adbin):
+                value = await conn.execute(
+                    sql.SQL("SELECT CAST(({}) AS {})::text").format(sql.SQL(expr), sql.SQL(type_))
+                )
+                row = await value.fetchone()
+                constants.append((name, None if row is None else row[0]))
+        out[oid] = RelationFacts(tuple(pk), frozenset(nn), tuple(zip(names, nums, strict=True)), tuple(constants))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

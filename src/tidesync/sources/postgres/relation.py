@@ -26,10 +26,20 @@ from tidesync.sources.postgres.types import Converter, TypeMap, typmod_facts
 
 @dataclass(frozen=True, slots=True)
 class RelationFacts:
-    """Catalog facts pgoutput does not send: the primary key and NOT NULL columns."""
+    """Catalog facts pgoutput does not send: the primary key, NOT NULL columns, attnums, constant defaults.
+
+    ``attnums`` (name, attnum) identify columns across a rename: Postgres keeps
+    a column's attnum when it is renamed and never reuses a dropped one's.
+    ``defaults`` (name, text) hold the constant defaults in the column type's
+    text form (None: a NULL default); columns with a non-constant default
+    (``now()``, a sequence) or none are absent. Read from the catalog when the
+    Relation message arrives, so they describe the table as it is then.
+    """
 
     primary_key: tuple[str, ...] = ()
     not_null: frozenset[str] = frozenset()
+    attnums: tuple[tuple[str, int], ...] = ()
+    defaults: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(slots=True)
@@ -94,8 +104,18 @@ def build_relation(msg: Relation, types: TypeMap, facts: RelationFacts | None = 
     # from its schema must not get a whole-row primary key (or NOT NULL on every
     # column): it is applied append-only.
     schema_key = key if key is not names else ()
+    attnums = dict(facts.attnums)
+    defaults = dict(facts.defaults)
     columns = tuple(
-        _column(c.name, c.type_oid, c.typmod, types, c.name not in facts.not_null and c.name not in pk)
+        _column(
+            c.name,
+            c.type_oid,
+            c.typmod,
+            types,
+            c.name not in facts.not_null and c.name not in pk,
+            attnums.get(c.name),
+            defaults,
+        )
         for c in msg.columns
     )
     entity = entity_name(msg.namespace, msg.name)
@@ -113,13 +133,29 @@ def build_relation(msg: Relation, types: TypeMap, facts: RelationFacts | None = 
     )
 
 
-def _column(name: str, oid: int, typmod: int, types: TypeMap, nullable: bool) -> Column:
+def _column(
+    name: str,
+    oid: int,
+    typmod: int,
+    types: TypeMap,
+    nullable: bool,
+    ident: int | None,
+    defaults: dict[str, str | None],
+) -> Column:
     portable, item = types.portable(oid)
+    default: Any = None
+    has_default = name in defaults
+    if has_default:
+        text = defaults[name]
+        default = None if text is None else types.converter(oid)(text.encode(types.encoding))
     return Column(
         name=name,
         type=portable,
         nullable=nullable,
         native=types.native(oid),
         item=item,
+        ident=ident,
+        default=default,
+        has_default=has_default,
         **typmod_facts(portable, typmod),
     )
