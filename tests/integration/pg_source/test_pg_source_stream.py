@@ -30,7 +30,8 @@ async def test_streams_inserts_updates_deletes_with_transaction_positions(harnes
 
     assert events[0].after == {"id": 1, "name": "a", "n": Decimal("1.50")}
     assert events[2].after == {"id": 2, "name": "bb", "n": None}
-    assert events[2].changed == ("id", "name", "n")  # no old row: every column sent
+    # no old row, every column sent: the source's shadow of row 2 (its insert) says only name changed
+    assert events[2].changed == ("name",)
     assert events[2].before is None
     assert events[3].before == {"id": 1} and events[3].after is None
     # one transaction: same commit LSN, consecutive indexes, same txid and commit time

@@ -10,7 +10,7 @@ Modules, from pure to I/O:
 - ``errors``: psycopg and psycopg2 errors as tidesync errors, in one place;
 - ``replication``: the replication connection in a thread behind a bounded buffer;
 - ``snapshot`` / ``backfill``: the initial snapshot and on-demand re-snapshots;
-- ``shadow``: last row images for unchanged TOAST values and exact ``changed``;
+- ``fields``, ``shadow_store``: each row's last values (LMDB), for exact ``changed`` (field-level updates);
 - ``source``: :class:`PostgresSource`; ``ops``: slot lag, :func:`drop_replication`.
 """
 

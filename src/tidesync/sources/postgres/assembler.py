@@ -27,8 +27,8 @@ REPLICA IDENTITY FULL). Unchanged TOASTed columns ('u') are absent from
 ``after`` and from ``changed``; with a whole old row they are filled from it
 (an unchanged value equals the old one). ``changed``: with a whole old row,
 the columns whose value differs; without it, every column present in the new
-row (Postgres does not say which ones the UPDATE touched; the shadow keeper
-narrows this when shadow rows are kept). An update that changes the key is
+row (Postgres does not say which ones the UPDATE touched; the row shadows,
+:mod:`.fields`, narrow it to the columns that changed, by default). An update that changes the key is
 emitted as a delete of the old key followed by an insert of the new row.
 
 Driving it: the source hands over received messages with :meth:`Assembler.feed`

@@ -58,11 +58,22 @@ class PostgresSourceConfig(BaseModel):
     )
     status_interval: float = Field(1.0, gt=0, le=30, description="seconds between status updates to the server")
     work_dir: str = Field(".tidesync/postgres", description="where streamed transactions are spilled until commit")
-    shadow: bool = Field(
-        False,
-        description="keep each row's last image in the state store: fills unchanged TOASTed columns "
-        "and narrows `changed` to the columns that really changed",
+    shadow: Literal["fingerprint", "rows", "off"] | bool = Field(
+        "fingerprint",
+        description="keep each row's last values (in work_dir) so that an update's `changed` lists exactly the "
+        "columns it changed: fingerprint (the default; long values kept as digests), rows (values kept whole, "
+        "and unchanged TOASTed columns filled in), off (updates carry every column: whole-row updates); "
+        "true means rows, false off",
     )
+    shadow_cache_rows: int = Field(50_000, ge=1000, description="rows' values kept in memory (the rest on disk)")
+
+    @property
+    def shadow_mode(self) -> Literal["fingerprint", "rows", "off"]:
+        if self.shadow is True:
+            return "rows"
+        if self.shadow is False:
+            return "off"
+        return self.shadow
     reconnect_timeout: float = Field(
         60.0, ge=0, description="how long to try reconnecting after a lost connection before failing"
     )

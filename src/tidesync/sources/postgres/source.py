@@ -47,6 +47,7 @@ from tidesync.sources.postgres.backfills import Backfills
 from tidesync.sources.postgres.catalog import ENCODINGS, Catalog, TableShape, connect, table_shape
 from tidesync.sources.postgres.config import PostgresSourceConfig
 from tidesync.sources.postgres.errors import is_transient, translate
+from tidesync.sources.postgres.fields import FieldShadow
 from tidesync.sources.postgres.pgoutput import Message, Relation
 from tidesync.sources.postgres.progress import SnapshotProgress
 from tidesync.sources.postgres.relation import RelationInfo
@@ -61,7 +62,6 @@ from tidesync.sources.postgres.setup import (
     slot_state,
     warnings,
 )
-from tidesync.sources.postgres.shadow import ShadowKeeper
 from tidesync.sources.postgres.snapshot import SnapshotPlan, SnapshotReader, begin_snapshot, snapshot_view
 from tidesync.sources.postgres.spill import SpillDir
 from tidesync.sources.postgres.startup import plan_start
@@ -131,7 +131,7 @@ class _Session:
     plan: SnapshotPlan
     side: _Side
     backfills: Backfills
-    shadow: ShadowKeeper | None
+    shadow: FieldShadow | None
     phase: _Snapshot | ReplicationStream
     last: Position | None
     confirmed: int = 0
@@ -155,6 +155,9 @@ class _Session:
         await self.catalog.close()
         await self.side.close()
         self.asm.close()
+        if self.shadow is not None:
+            with contextlib.suppress(Exception):
+                await self.shadow.close()
 
 
 class PostgresSource:
@@ -228,7 +231,17 @@ class PostgresSource:
             connect=lambda: connect(cfg.dsn),
             emit=lambda content: side.emit(WATERMARK_PREFIX, content),
         )
-        shadow = ShadowKeeper(ctx.state, ctx.pipeline, self._columns_of) if cfg.shadow else None
+        shadow = None
+        if cfg.shadow_mode != "off":
+            shadow = FieldShadow(
+                Path(cfg.work_dir) / f"{self.slot}.shadow",
+                self.slot,
+                cfg.shadow_mode,
+                self._columns_of,
+                cache_rows=cfg.shadow_cache_rows,
+            )
+            await shadow.open(after)
+            undo.push_async_callback(shadow.close)
         return _Session(
             ctx=ctx,
             kv_key=kv_key,
@@ -372,7 +385,7 @@ class PostgresSource:
                 s.last = chunk.position
                 events = chunk.events
                 if s.shadow is not None:
-                    events = await s.shadow.apply(events)
+                    events = await s.shadow.apply(events, chunk.position)
                 return Batch(events, chunk.position, read_at=s.ctx.clock.time())
             await s.phase.close()
             s.phase = await self._start_stream(s.facts, s.last, s.confirmed)
@@ -382,7 +395,7 @@ class PostgresSource:
         if position is not None:
             s.last = _max(s.last, position)
         if s.shadow is not None and events:
-            events = await s.shadow.apply(events)
+            events = await s.shadow.apply(events, position)
         return Batch(events, position, read_at=s.ctx.clock.time())
 
     async def _read_stream(
@@ -450,6 +463,8 @@ class PostgresSource:
         if not position:
             return
         s = self._open_session()
+        if s.shadow is not None:
+            await s.shadow.confirmed(position)
         if position[0] == 0:
             if s.plan.committed(position):
                 await _plan_saver(s.ctx, s.kv_key)(s.plan)
