@@ -107,8 +107,10 @@ syncs:
                    if (rows_a.get(w[0]) or ())[:3] != w or (rows_b.get(w[0]) or ())[:3] != w
                    or (rows_a.get(w[0]) or ())[3:] != (rows_b.get(w[0]) or ())[3:]][:10]  # fmt: skip
             total = (sum(r[3] for r in rows_a.values()), sum(r[3] for r in rows_b.values()), edits_a + edits_b)
+            conflicts = await h.cli_json("conflicts", "list", str(h.path))
             raise AssertionError(f"{exc}\nrows (a, b, expected) that differ: {off}\nn totals a, b, expected: "
-                                 f"{total}\nsync log:\n{log.read_text()[-4000:]}") from None  # fmt: skip
+                                 f"{total}\nopen conflicts: {conflicts}\n"
+                                 f"sync log:\n{log.read_text()[-4000:]}") from None  # fmt: skip
         assert await h.cli_json("conflicts", "list", str(h.path)) == []
     finally:
         if proc.returncode is None:

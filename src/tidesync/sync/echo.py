@@ -142,6 +142,28 @@ def written(st: RecordState, side: str, name: str, value: Any, status: str, stri
     _prune(st, side, name)
 
 
+def with_consumed(before: dict[str, dict[str, list[Any]]], now: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
+    """The ledger ``now``, with the entries of ``before`` it no longer holds put back first, marked landed.
+
+    For a state stored ahead of its batch's position (see
+    ``SyncProcessor._commit_intents``): the batch's echoes, read again after a
+    crash, find their entries, and as landed they change nothing more.
+    """
+    out: dict[str, Any] = {}
+    for side in {*before, *now}:
+        b_fields, n_fields = before.get(side, {}), now.get(side, {})
+        for name in {*b_fields, *n_fields}:
+            held = n_fields.get(name, [])
+            gone = [{**e, "done": True} for e in b_fields.get(name, []) if not any(_same_entry(e, h) for h in held)]
+            if gone or held:
+                out.setdefault(side, {})[name] = gone + list(held)
+    return out
+
+
+def _same_entry(x: dict[str, Any], y: dict[str, Any]) -> bool:
+    return same(x["v"], y["v"]) and same(x.get("base"), y.get("base")) and same(x.get("was"), y.get("was"))
+
+
 def landed(st: RecordState, side: str, name: str) -> bool:
     """A write of the sync to this field there is known to have landed, and its echo has not come back."""
     return any(e["done"] for e in _entries(st, side, name))

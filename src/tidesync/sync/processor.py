@@ -36,6 +36,7 @@ without replication origins, echoes are known by value, see :mod:`.echo`.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -117,6 +118,8 @@ class SyncProcessor:
         self._claimed: dict[Key, set[str]] = {}  # index entries claimed in this batch, deleted at its commit
         # rid -> both sides' stream images as this batch found them: what its intents commits store (see there)
         self._streams: dict[Key, dict[str, dict[str, Any]]] = {}
+        # rid -> the echo ledger as this batch found it: its intents commits keep what the batch consumed (see there)
+        self._ledgers: dict[Key, dict[str, dict[str, list[Any]]]] = {}
 
     @property
     def policy(self) -> decisions.Policy:
@@ -234,6 +237,7 @@ class SyncProcessor:
                 q.append([e])
         states = await self.states(list(queues))
         self._streams = {rid: {s: dict(row) for s, row in st.stream.items()} for rid, st in states.items()}
+        self._ledgers = {rid: copy.deepcopy(st.sent) for rid, st in states.items()}
         touched: set[Key] = set()
         while queues:
             round_: list[tuple[Key, RecordState, decisions.Decision]] = []
@@ -274,6 +278,7 @@ class SyncProcessor:
         round_: list[tuple[Key, RecordState, decisions.Decision]] = []
         picked: list[dict[str, Any]] = []
         self._streams = {}
+        self._ledgers = {}
         for key, req in sorted(requests.items()):
             entry = await self.bookkeeper.conflict(req["id"])
             if entry is None:
@@ -342,12 +347,22 @@ class SyncProcessor:
 
         Inserts (see ``RecordState.pending``) and field writes (the echo ledger, :mod:`.echo`).
 
-        The record state stored is the decision's, with one exception: the
-        stream images stay as the batch found them. This batch's position is
-        not committed, so after a crash its events are read again; narrowed
-        against a stream image that already holds them (a whole-row event,
-        :func:`decisions._changed`), they would change nothing, no field would be
-        decided again, and a write announced here but never made would be lost.
+        The record state stored is the decision's, with two exceptions, both
+        for the same reason: this batch's position is not committed, so after
+        a crash its events are read again, and they must find what they found
+        the first time.
+
+        - The stream images stay as the batch found them. Narrowed against a
+          stream image that already holds them (a whole-row event,
+          :func:`decisions._changed`), they would change nothing, no field would
+          be decided again, and a write announced here but never made would be
+          lost.
+        - The ledger entries the batch consumed (echoes it saw) are kept,
+          marked as landed: read again, such an echo must still be known, or
+          it is taken for an edit of that side (a stale value that then
+          conflicts with the other side's newer edits of the field); and as
+          landed, it does not move the stored shadow, which already holds
+          what the first reading of it did (a counter would move twice).
         """
         states: dict[Key, RecordState] = {}
         for side in ("a", "b"):
@@ -376,6 +391,8 @@ class SyncProcessor:
                 row = st.to_row()
                 if rid in self._streams:
                     row["r"] = self._streams[rid]
+                if rid in self._ledgers:
+                    row["w"] = echo.with_consumed(self._ledgers[rid], st.sent)
                 rows.append(ShadowRow(self.scope, "record", rid, row))
             changes = StateChanges(shadow_put=rows + self._id_rows(new_ids))
             self._index_intents(states, changes)
@@ -469,6 +486,7 @@ class SyncProcessor:
         self._index_intents({rid: states[rid] for rid in touched}, changes)
         self._claimed.clear()
         self._streams = {}
+        self._ledgers = {}
         self.bookkeeper.stage(changes)
         for side in ("a", "b"):
             if self.positions[side] is not None:
