@@ -6,7 +6,7 @@ import pytest
 
 from tidesync.config import load_config_text
 from tidesync.errors import ConfigError
-from tidesync.sync.build import build_parts, side_entity
+from tidesync.sync.build import build_parts, side_entity, side_source_config
 
 GOOD = """\
 state: sqlite:///state.db
@@ -91,3 +91,18 @@ def test_keys_are_shared_entirely_or_not_at_all() -> None:
 def test_duplicate_sync_names() -> None:
     text = GOOD + GOOD.split("syncs:\n", 1)[1]
     assert "duplicate name 'people'" in error_of(text)
+
+
+def test_a_postgres_side_keeps_no_row_shadow_unless_it_names_one() -> None:
+    text = """\
+state: sqlite:///state.db
+syncs:
+  - name: pp
+    a: {source: {type: postgres, dsn: "postgresql://x@h/a", tables: [items]}, table: items, key: id}
+    b: {source: {type: postgres, dsn: "postgresql://x@h/b", tables: [items], shadow: rows}, table: items, key: id}
+    fields: {id: id, v: v}
+"""
+    spec = load_config_text(text).sync("pp")
+    assert side_source_config(spec.a_source).shadow == "off"  # the sync narrows whole rows with its stream images
+    assert side_source_config(spec.b_source).shadow == "rows"  # named: kept (fills unchanged TOAST)
+    assert spec.a_source.shadow == "fingerprint"  # a pipeline's source keeps the default

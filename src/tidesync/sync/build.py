@@ -110,12 +110,27 @@ def build_parts(spec: SyncSpec) -> SyncParts:
     return SyncParts(spec, fmap, endpoints, origins, decisions.Policy(cfg.rule_set(), cfg.deletes), match)
 
 
+def side_source_config(source: Any) -> Any:
+    """A side's source config as the sync runs it.
+
+    A Postgres side keeps no row shadow (``shadow: off``) unless its config
+    names one: the sync narrows whole-row updates itself, against the stream
+    image it keeps with each record (``RecordState.stream``), in the same
+    commit as the rest of the record, so a second copy of every row's values
+    in the source would only cost. ``shadow: rows`` still fills unchanged
+    TOASTed columns for it.
+    """
+    if getattr(source, "type", None) == "postgres" and "shadow" not in source.model_fields_set:
+        return source.model_copy(update={"shadow": "off"})
+    return source
+
+
 def build_sync(spec: SyncSpec, state: StateStore) -> SyncRunner:
     cfg = spec.config
     parts = build_parts(spec)
     sources = {
-        "a": REGISTRY.get("source", spec.a_source.type).build(spec.a_source),  # type: ignore[attr-defined]
-        "b": REGISTRY.get("source", spec.b_source.type).build(spec.b_source),  # type: ignore[attr-defined]
+        side: REGISTRY.get("source", src.type).build(side_source_config(src))  # type: ignore[attr-defined]
+        for side, src in (("a", spec.a_source), ("b", spec.b_source))
     }
 
     async def pair(proc: SyncProcessor) -> None:
