@@ -12,6 +12,12 @@
       timeout: 15
       retry: {initial_delay: 5, max_delay: 3600, multiplier: 2, jitter: full}
       disable_after: 432000               # seconds of continuous failure before the endpoint is disabled
+      format: tidesync                    # tidesync | debezium | cloudevents: what each body holds
+
+``format`` (see :mod:`tidesync.formats`): ``tidesync``, the default, POSTs the envelope of
+:mod:`.envelope`; ``debezium`` and ``cloudevents`` POST the formatted event itself as the body, with
+no envelope around it (a batch is a JSON array of them). The Standard Webhooks headers are the same
+in every format: ``webhook-id`` is the event's idempotency id (a cloudevent's ``id`` is that id too).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tidesync.formats import SinkFormat
 from tidesync.secrets import Secret
 from tidesync.sources.webhook.signatures import check_standard_secrets
 
@@ -48,6 +55,11 @@ class WebhookSinkConfig(_Strict):
     retry: DeliveryRetry = Field(default_factory=lambda: DeliveryRetry.model_validate({}))
     disable_after: float = Field(5 * 86400.0, gt=0, description="continuous failure (s) that disables the endpoint")
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    format: SinkFormat = Field(
+        "tidesync",
+        description="what a body holds: tidesync (the envelope), or debezium | cloudevents (the event in that "
+        "format, no envelope; a batch is a JSON array)",
+    )
 
     @field_validator("secrets")
     @classmethod

@@ -7,6 +7,9 @@ One event per POST::
 
 A batch (``batch_size`` > 1) is ``{"id": ..., "type": "batch", "timestamp": ..., "data": [<envelope>, ...]}``.
 
+With ``format: debezium`` or ``cloudevents`` there is no envelope: a body is the formatted event
+(:mod:`tidesync.formats`), a batch a JSON array of them; the headers stay (content type per format).
+
 The id is derived from the pipeline, the sink's name and the event (entity,
 key, op, position), so it is the same on every retry and after a restart: a
 receiver de-duplicates by it (the ``webhook-id`` header, and each envelope's
@@ -45,19 +48,26 @@ def envelope(event: ChangeEvent, msg_id: str) -> bytes:
     return head[:-1] + b',"data":' + to_json(event) + b"}"
 
 
-def body_of(envelopes: Sequence[bytes], ids: Sequence[str], batched: bool, committed_at: float) -> tuple[str, bytes]:
+def body_of(
+    envelopes: Sequence[bytes], ids: Sequence[str], batched: bool, committed_at: float, *, enveloped: bool = True
+) -> tuple[str, bytes]:
     """The webhook id and body for one POST of events already in their :func:`envelope`;
-    ``committed_at`` is the last event's commit time (the batch's timestamp)."""
+    ``committed_at`` is the last event's commit time (the batch's timestamp). Without
+    ``enveloped`` (events in a format of their own) a batch is a JSON array of them."""
     if not batched:
         return ids[0], envelopes[0]
     bid = batch_id(ids)
+    if not enveloped:
+        return bid, b"[" + b",".join(envelopes) + b"]"
     head = orjson.dumps({"id": bid, "type": "batch", "timestamp": _iso(committed_at)})
     return bid, head[:-1] + b',"data":[' + b",".join(envelopes) + b"]}"
 
 
-def standard_headers(msg_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -> dict[str, str]:
+def standard_headers(
+    msg_id: str, timestamp: int, body: bytes, secrets: Sequence[str], content_type: str = "application/json"
+) -> dict[str, str]:
     return {
-        "content-type": "application/json",
+        "content-type": content_type,
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign_standard(msg_id, timestamp, body, secrets),

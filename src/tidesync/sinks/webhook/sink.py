@@ -29,6 +29,11 @@ The engine retries transient failures by its own policy; this sink waits, in
 ``write``, until the stored due time of the events it is asked to send, so the
 gaps between attempts follow this sink's schedule whenever it is the longer.
 Dead-letter replays (``replay=True``) do not wait.
+
+Body format (``format``, :mod:`tidesync.formats`): ``tidesync`` POSTs :func:`.envelope.envelope`;
+``debezium`` and ``cloudevents`` POST the formatted event alone (a batch: a JSON array of them,
+``application/cloudevents-batch+json`` for cloudevents). An event the format cannot carry fails
+alone, permanently, before any lane sends it.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -51,6 +56,7 @@ from tidesync.errors import (
     TransientError,
 )
 from tidesync.event import ChangeEvent, Key
+from tidesync.formats import FormatError, content_type, encoder
 from tidesync.observe.metrics import WEBHOOK_DELIVERY_ATTEMPTS, WEBHOOK_ENDPOINT_DISABLED
 from tidesync.protocols import Context
 from tidesync.retry import RetryPolicy
@@ -96,6 +102,7 @@ class WebhookSink:
         self._checked = float("-inf")
         self._ctx: Context | None = None
         self.rng = random.Random()
+        self._format: Callable[[ChangeEvent], bytes] | None = None  # None: the tidesync envelope
 
     def _policy(self) -> RetryPolicy:
         r = self.config.retry
@@ -117,6 +124,8 @@ class WebhookSink:
     async def open(self, ctx: Context) -> None:
         self._ctx, self.clock, self.pipeline, self.name = ctx, ctx.clock, ctx.pipeline, ctx.name
         self.book = RetryBook(self._policy(), f"{ctx.pipeline}:{ctx.name}:", self.rng)
+        fmt = self.config.format
+        self._format = None if fmt == "tidesync" else encoder(fmt, pipeline=ctx.pipeline, sink=ctx.name)
         await self.book.load(ctx.state)
         await self._reload_endpoint()
         if self.client is None:
@@ -158,7 +167,10 @@ class WebhookSink:
         for i, e in enumerate(events):
             msg_id = idempotency_id(self.pipeline, self.name, e)
             try:  # an event JSON cannot carry fails alone, before any lane sends it
-                body = envelope(e, msg_id)
+                body = envelope(e, msg_id) if self._format is None else self._format(e)
+            except FormatError as exc:
+                failures[i] = exc
+                continue
             except (TypeError, ValueError, OverflowError) as exc:
                 failures[i] = PermanentError(f"the event cannot be sent as JSON: {type(exc).__name__}: {exc}")
                 continue
@@ -225,8 +237,12 @@ class WebhookSink:
         assert self.client is not None
         batched = self.config.batch_size > 1
         envelopes, ids = [i.envelope for i in items], [i.msg_id for i in items]
-        msg_id, body = body_of(envelopes, ids, batched, items[-1].event.committed_at)
-        headers = standard_headers(msg_id, int(self.clock.time()), body, self.config.secrets.values())
+        enveloped = self._format is None
+        msg_id, body = body_of(envelopes, ids, batched, items[-1].event.committed_at, enveloped=enveloped)
+        fmt = self.config.format
+        # CloudEvents' JSON batch format: an array of structured events, with a media type of its own
+        ctype = "application/cloudevents-batch+json" if batched and fmt == "cloudevents" else content_type(fmt)
+        headers = standard_headers(msg_id, int(self.clock.time()), body, self.config.secrets.values(), ctype)
         url = self.config.url
         try:
             response = await self.client.post(url, content=body, headers=headers)
