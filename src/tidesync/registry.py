@@ -140,6 +140,15 @@ def _builtins() -> None:
          "HubSpot CRM objects polled through search by last-modified time, diffed field by field"),
         ("source", "hybrid", "tidesync.sources.hybrid.config:HybridConfig", "tidesync.sources.hybrid:HybridSource",
          "a primary event source with a fallback poller: merged, de-duplicated, missed_by_primary counted"),
+        ("sink", "redis", "tidesync.sinks.redis.config:RedisSinkConfig", "tidesync.sinks.redis.sink:RedisSink",
+         "Redis Streams: XADD per event, exactly once by an applied position stored in the same Lua step"),
+        ("source", "redis", "tidesync.sources.redis.config:RedisSourceConfig",
+         "tidesync.sources.redis.source:RedisSource",
+         "Redis Streams consumer group (XREADGROUP), acked only after the engine's checkpoint"),
+        ("sink", "nats", "tidesync.sinks.nats.config:NatsSinkConfig", "tidesync.sinks.nats.sink:NatsSink",
+         "NATS JetStream: per-key ordered publishes, de-duplicated by Nats-Msg-Id within the duplicate window"),
+        ("source", "nats", "tidesync.sources.nats.config:NatsSourceConfig", "tidesync.sources.nats.source:NatsSource",
+         "NATS JetStream durable pull consumer, acked only after the engine's checkpoint"),
     ]
     for kind, type_, model, factory, summary in builtin:
         register(kind, type_, model, factory, summary)

@@ -180,7 +180,9 @@ class PostgresSourceHarness:
 
 def _sources() -> dict[str, type]:
     from tests.conformance.http_harnesses import HubSpotSourceHarness, StripeSourceHarness
+    from tests.conformance.nats_harness import NatsSourceHarness
     from tests.conformance.poll_harness import HybridSourceHarness, SqlPollSourceHarness
+    from tests.conformance.redis_harness import RedisSourceHarness
     from tests.conformance.webhook_source_harness import WebhookSourceHarness
 
     return {
@@ -191,11 +193,15 @@ def _sources() -> dict[str, type]:
         "stripe": StripeSourceHarness,
         "hubspot": HubSpotSourceHarness,
         "hybrid": HybridSourceHarness,
+        "nats": NatsSourceHarness,
+        "redis": RedisSourceHarness,
     }
 
 
 def _sinks() -> dict[str, type]:
     from tests.conformance import sink_harnesses as h
+    from tests.conformance.nats_harness import NatsSinkHarness
+    from tests.conformance.redis_harness import RedisSinkHarness
 
     return {
         "memory": h.MemorySinkHarness,
@@ -203,6 +209,8 @@ def _sinks() -> dict[str, type]:
         "mariadb": h.MariadbSinkFaults,
         "sqlite": h.SqliteSinkFaults,
         "webhook": h.WebhookSinkHarness,
+        "nats": NatsSinkHarness,
+        "redis": RedisSinkHarness,
     }
 
 

@@ -1,0 +1,75 @@
+"""Subjects for events: a template with ``{entity}`` and ``{partition}``, pure and stable across processes.
+
+``{partition}`` is a stable hash of the event's key (xxh64 of the key's JSON
+form) modulo ``partitions``: every event of one key goes to one subject, in
+every process and after every restart (Python's own ``hash`` is randomised per
+process, so it is not used). ``{entity}`` is the entity name with the
+characters a subject token cannot hold (whitespace, ``*``, ``>``) replaced by
+``_``; its dots stay, so ``public.items`` becomes two tokens (``cdc.public.items``
+under ``cdc.>``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Final
+
+import xxhash
+
+from tidesync.event import Key, json_dumps
+
+PLACEHOLDERS: Final = frozenset({"entity", "partition"})
+_FIELD = re.compile(r"\{([^{}]*)\}")
+_BAD = re.compile(r"[\s*>]")
+
+
+def placeholders(template: str) -> set[str]:
+    return set(_FIELD.findall(template))
+
+
+def check_template(template: str, partitions: int | None) -> None:
+    """Raise ValueError when ``template`` names an unknown placeholder, or ``{partition}`` without partitions."""
+    unknown = placeholders(template) - PLACEHOLDERS
+    if unknown:
+        raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; the subject may use {{entity}} and {{partition}}")
+    if "partition" in placeholders(template) and not partitions:
+        raise ValueError("the subject uses {partition}: set partitions (the number of partitions)")
+    if _BAD.search(_FIELD.sub("x", template)) or not template.strip("."):
+        raise ValueError(f"{template!r} is not a valid subject (no spaces, '*' or '>')")
+
+
+def partition_of(key: Key, partitions: int) -> int:
+    """The key's partition: stable across processes and restarts."""
+    return xxhash.xxh64_intdigest(json_dumps(list(key))) % partitions
+
+
+def entity_token(entity: str) -> str:
+    cleaned = _BAD.sub("_", entity).strip(".")
+    return re.sub(r"\.{2,}", ".", cleaned) or "_"
+
+
+def render(template: str, entity: str, key: Key, partitions: int | None) -> str:
+    """The subject of one event of ``entity`` with ``key``."""
+    out = template
+    if "{entity}" in out:
+        out = out.replace("{entity}", entity_token(entity))
+    if "{partition}" in out:
+        assert partitions, "check_template requires partitions with {partition}"
+        out = out.replace("{partition}", str(partition_of(key, partitions)))
+    return out
+
+
+def stream_subjects(template: str) -> list[str]:
+    """The subjects a stream must hold to take every subject ``template`` makes.
+
+    Tokens up to the first one with a placeholder stay; from there on ``>``.
+    ``cdc.{entity}`` → ``cdc.>``; ``cdc.{partition}.{entity}`` → ``cdc.>``; ``orders`` → ``orders``.
+    """
+    tokens: Sequence[str] = template.split(".")
+    for i, token in enumerate(tokens):
+        if _FIELD.search(token):
+            if i == 0:
+                raise ValueError("the subject starts with a placeholder: give stream_subjects explicitly")
+            return [".".join([*tokens[:i], ">"])]
+    return [template]
