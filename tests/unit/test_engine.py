@@ -311,3 +311,47 @@ async def test_a_state_store_down_beyond_the_policy_fails_the_pipeline(store) ->
     assert runner.state_name == "failed" and "database is locked" in (runner.last_error or "")
     assert 60.0 <= sum(clock.sleeps) <= 60.0 + 5.0  # STATE_RETRY gives up a minute after the first failure
     assert await store.load_checkpoint("p") is None
+
+
+class _DownAtStart(ListSource):
+    """A source whose server refuses the first ``refusals`` opens (down, or not set up yet, at start)."""
+
+    def __init__(self, events: Sequence[ChangeEvent], refusals: int, error: Exception) -> None:
+        super().__init__(events)
+        self.refusals, self.error = refusals, error
+
+    async def open(self, ctx: Any, after: Any) -> None:
+        await super().open(ctx, after)
+        if self.opened <= self.refusals:
+            raise self.error
+
+
+async def test_a_source_down_at_start_is_waited_for_not_failed(store) -> None:  # type: ignore[no-untyped-def]
+    from tidesync.errors import SourceTransientError
+
+    source = _DownAtStart([upsert(i) for i in range(50)], 3, SourceTransientError("connection refused"))
+    sink = MemorySink()
+    runner = PipelineRunner(
+        "p",
+        source,
+        sink,
+        store,
+        batch=BatchPolicy(100, 0.01),
+        source_retry=RetryPolicy(initial_delay=0.01, max_delay=0.02),
+    )
+    await run_until(runner, lambda: runner.stats.events_written == 50)
+    assert runner.stats.events_written == 50 and source.opened == 4  # three refusals, then it ran
+
+
+async def test_a_source_that_cannot_open_for_good_fails_the_pipeline_at_once(store) -> None:  # type: ignore[no-untyped-def]
+    from tidesync.errors import SourceError
+
+    source = _DownAtStart([upsert(0)], 99, SourceError("password authentication failed"))
+    runner = PipelineRunner(
+        "p", source, MemorySink(), store, source_retry=RetryPolicy(initial_delay=0.01, max_delay=0.02)
+    )
+    with pytest.raises(SourceError):
+        await runner.run(asyncio.Event())
+    assert source.opened == 1
+    status = await store.status_get("p")
+    assert status is not None and status.state == "failed" and "password" in (status.last_error or "")

@@ -99,6 +99,31 @@ class Reader:
         self.last_read = after
         await self.source.open(self.ctx, after)
 
+    async def open_first(self, after: Position | None, stop: asyncio.Event) -> bool:
+        """The pipeline's first open of its source, retried on the reader's policy like a reopen.
+
+        A source whose server is down or unreachable when the pipeline starts
+        (a broker restarting, a stream not created yet) is waited for, visibly
+        (the status's error, a warning per attempt), rather than failing the
+        pipeline for good; an error that is not transient still fails it.
+        False when stopped meanwhile.
+        """
+        retry = self.retry.attempts(
+            self.clock, _source_transient, on_retry=self.view.source_failing, stop=stop, rng=self.rng
+        )
+        try:
+            async for attempt in retry:
+                with attempt:
+                    if attempt.number > 1:
+                        with contextlib.suppress(Exception):
+                            await self.source.close()
+                    await self.open(after)
+        except RetryStopped:
+            return False
+        if retry.failures:
+            self.view.source_recovered()
+        return True
+
     async def run(self, queue: asyncio.Queue[Item | None], stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():

@@ -193,7 +193,9 @@ class PipelineRunner:
             if not await open_sink(self.sink, ctx, self.delivery.probe, self.clock, self.view, stop, self.rng):
                 self._force(State.STOPPED)
                 return
-            await self.reader.open(self.view.position)
+            if not await self.reader.open_first(self.view.position, stop):
+                self._force(State.STOPPED)
+                return
             self.lifecycle.to(State.RUNNING)
             await self.view.persist_status()
             await self._run_tasks(stop)
