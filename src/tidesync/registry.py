@@ -149,6 +149,16 @@ def _builtins() -> None:
          "NATS JetStream: per-key ordered publishes, de-duplicated by Nats-Msg-Id within the duplicate window"),
         ("source", "nats", "tidesync.sources.nats.config:NatsSourceConfig", "tidesync.sources.nats.source:NatsSource",
          "NATS JetStream durable pull consumer, acked only after the engine's checkpoint"),
+        ("sink", "rabbitmq", "tidesync.sinks.rabbitmq.config:RabbitMQSinkConfig",
+         "tidesync.sinks.rabbitmq.sink:RabbitMQSink",
+         "RabbitMQ: confirmed, persistent, per-key ordered publishes carrying the event's message_id"),
+        ("source", "rabbitmq", "tidesync.sources.rabbitmq.config:RabbitMQSourceConfig",
+         "tidesync.sources.rabbitmq.source:RabbitMQSource",
+         "RabbitMQ queue, acked after the engine's checkpoint, redeliveries dropped by message_id"),
+        ("sink", "mqtt", "tidesync.sinks.mqtt.config:MqttSinkConfig", "tidesync.sinks.mqtt.sink:MqttSink",
+         "MQTT 5: QoS 1 publishes awaited for PUBACK, per-key order, a tidesync-id user property per message"),
+        ("source", "mqtt", "tidesync.sources.mqtt.config:MqttSourceConfig", "tidesync.sources.mqtt.source:MqttSource",
+         "MQTT persistent session, acked once journaled in the state store, de-duplicated by tidesync-id"),
     ]
     for kind, type_, model, factory, summary in builtin:
         register(kind, type_, model, factory, summary)

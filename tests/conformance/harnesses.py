@@ -180,8 +180,10 @@ class PostgresSourceHarness:
 
 def _sources() -> dict[str, type]:
     from tests.conformance.http_harnesses import HubSpotSourceHarness, StripeSourceHarness
+    from tests.conformance.mqtt_harness import MqttSourceHarness
     from tests.conformance.nats_harness import NatsSourceHarness
     from tests.conformance.poll_harness import HybridSourceHarness, SqlPollSourceHarness
+    from tests.conformance.rabbitmq_harness import RabbitMQSourceHarness
     from tests.conformance.redis_harness import RedisSourceHarness
     from tests.conformance.webhook_source_harness import WebhookSourceHarness
 
@@ -195,12 +197,16 @@ def _sources() -> dict[str, type]:
         "hybrid": HybridSourceHarness,
         "nats": NatsSourceHarness,
         "redis": RedisSourceHarness,
+        "rabbitmq": RabbitMQSourceHarness,
+        "mqtt": MqttSourceHarness,
     }
 
 
 def _sinks() -> dict[str, type]:
     from tests.conformance import sink_harnesses as h
+    from tests.conformance.mqtt_harness import MqttSinkHarness
     from tests.conformance.nats_harness import NatsSinkHarness
+    from tests.conformance.rabbitmq_harness import RabbitMQSinkHarness
     from tests.conformance.redis_harness import RedisSinkHarness
 
     return {
@@ -211,6 +217,8 @@ def _sinks() -> dict[str, type]:
         "webhook": h.WebhookSinkHarness,
         "nats": NatsSinkHarness,
         "redis": RedisSinkHarness,
+        "rabbitmq": RabbitMQSinkHarness,
+        "mqtt": MqttSinkHarness,
     }
 
 
