@@ -40,7 +40,7 @@ or what its statements mean, so the mode is replaced, not extended (all these
 flags exist in MariaDB 10.x; MySQL 5.7/8 take them too, not tested here). Strict mode still rounds some
 values silently (extra decimal digits, fractions in an integer column, extra
 fractional seconds): those the sink finds itself before writing, from the
-column types it read (tidesync.sinks.sql.mariadb_errors.check_rows).
+column types it read (tidesync.sinks.sql.exact.check_rows).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from pymysql.constants import CLIENT
 from tidesync.errors import ConfigError, DeliveryError
 from tidesync.event import DELETE, UPDATE, Key
 from tidesync.schema import Column, EntitySchema
-from tidesync.sinks.sql import mariadb_errors
+from tidesync.sinks.sql import exact, mariadb_errors
 from tidesync.sinks.sql.common import SqlSink, ThreadedBackend, Worker
 from tidesync.sinks.sql.config import MariadbSinkConfig
 from tidesync.sinks.sql.names import MARIADB
@@ -196,7 +196,7 @@ class _Connection:
                 name: ColumnInfo(name, ctype, kind_of_mariadb(dtype, ctype), nullable == "YES", None, coll, cs)
                 for name, dtype, ctype, nullable, coll, cs in rows
             }
-            checks = {name: mariadb_errors.exact_check(dtype, ctype) for name, dtype, ctype, *_ in rows}
+            checks = {name: exact.exact_check(dtype, ctype) for name, dtype, ctype, *_ in rows}
             cur.execute(
                 "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS "
                 f"WHERE {where} ORDER BY INDEX_NAME, SEQ_IN_INDEX",
@@ -284,8 +284,8 @@ class _Connection:
         encoders = cast(dict[str, Encoder], table.extra["encoders"])  # what describe stored
         out = encode_rows(rows, [encoders.get(c) for c in columns], MARIADB_PLAIN)
         # The values as sent: whatever the server would round instead of refusing fails here.
-        checks = cast(dict[str, mariadb_errors.Check], table.extra["checks"])
-        mariadb_errors.check_rows(table.name, columns, out, checks)
+        checks = cast(dict[str, exact.Check], table.extra["checks"])
+        exact.check_rows(table.name, columns, out, checks)
         return out
 
     @staticmethod

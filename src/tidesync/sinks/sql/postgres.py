@@ -23,6 +23,7 @@ from tidesync.schema import Column, EntitySchema
 from tidesync.sinks.sql import postgres_errors
 from tidesync.sinks.sql.common import SqlSink
 from tidesync.sinks.sql.config import PostgresSinkConfig
+from tidesync.sinks.sql.exact import exact_check_postgres
 from tidesync.sinks.sql.names import POSTGRES
 from tidesync.sinks.sql.plan import Step
 from tidesync.sinks.sql.postgres_steps import PostgresSteps, ident, idents
@@ -136,10 +137,14 @@ class PostgresBackend:
             "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             [oid],
         )
+        described = await cur.fetchall()
         columns = {
             n: ColumnInfo(n, native, kind_of_postgres(typname, cat), not notnull, cast)
-            for n, native, typname, cat, notnull, cast in await cur.fetchall()
+            for n, native, typname, cat, notnull, cast in described
         }
+        # Values Postgres would round without a word (digits past a numeric's scale, a fraction into an
+        # integer column by an assignment cast, seconds past a timestamp's precision): checked before writing.
+        checks = {n: exact_check_postgres(typname, native) for n, native, typname, *_ in described}
         cur = await conn.execute(
             "SELECT i.indisprimary, i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL, i.indnkeyatts, "
             "ARRAY(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(num, ord) "
@@ -156,6 +161,7 @@ class PostgresBackend:
             key=key,
             key_unique=bool(key) and any(unique and set(cols) == set(key) for _, unique, cols in indexes),
             key_indexed=bool(key) and any(cols and cols[0] in key for _, _, cols in indexes),
+            extra={"checks": {n: c for n, c in checks.items() if c is not None}},
         )
 
     async def create_table(

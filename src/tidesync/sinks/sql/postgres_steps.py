@@ -60,12 +60,13 @@ import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
 
 from tidesync.event import DELETE, UPDATE, Key
+from tidesync.sinks.sql.exact import Check, check_rows
 from tidesync.sinks.sql.plan import APPEND, REKEY, UPSERT, Step
 from tidesync.sinks.sql.tables import TableInfo, TableName
 from tidesync.sinks.sql.values import Encoder, encode_columns, postgres_encoder
@@ -229,7 +230,11 @@ class PostgresSteps:
                 continue
             if col.kind == "json" or not _CONTAINERS.isdisjoint({type(r[j]) for r in rows}):
                 todo.append((j, enc))
-        return encode_columns(rows, todo) if todo else rows
+        out = encode_columns(rows, todo) if todo else rows
+        checks = cast(dict[str, Check], step.table.extra.get("checks") or {})
+        if checks:  # whatever Postgres would round instead of refusing fails here (see postgres.describe)
+            check_rows(step.table.name, step.columns, out, checks)
+        return out
 
     @staticmethod
     def _arrays_ok(step: Step, columns: list[list[Any]]) -> bool:
