@@ -140,3 +140,14 @@ async def test_rows_mode_fills_unchanged_toast(tmp_path: Path) -> None:
     (upd,) = await k.apply([ev(UPDATE, 1, (2, 0), a=2, b=NOW)], (2, 0))  # big: unchanged TOAST, not sent
     assert upd.after == {"id": 1, "a": 2, "b": NOW, "big": "v" * 5000} and upd.changed == ("a",)
     await k.close()
+
+
+async def test_batches_without_events_move_the_store_along(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    k = await keeper(tmp_path, None)
+    await changed(k, ev(INSERT, 1, (10, 0), a=0, b=0))
+    await k.advance((30, -1))  # heartbeats and other tables' changes: the engine may commit (30, -1)
+    crash(k)
+    k = await keeper(tmp_path, (30, -1))
+    assert "starting them over" not in caplog.text
+    assert await changed(k, ev(UPDATE, 1, (31, 0), a=1, b=0)) == [("a",)]
+    await k.close()

@@ -172,6 +172,12 @@ class FieldShadow:
             async with self._lock:
                 await asyncio.to_thread(self.store.sync)
 
+    async def advance(self, position: Position) -> None:
+        """A batch without events reached ``position`` (heartbeats, other tables' changes skipped): the store
+        says so too, so that a checkpoint there does not look ahead of it at the next start."""
+        async with self._lock:
+            await asyncio.to_thread(self.store.write, [], [], position)
+
     # --- one batch ----------------------------------------------------------------------------
 
     async def apply(self, events: list[ChangeEvent], position: Position | None = None) -> list[ChangeEvent]:

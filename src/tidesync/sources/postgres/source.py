@@ -394,8 +394,11 @@ class PostgresSource:
             s.last = _max(s.last, events[-1].position)
         if position is not None:
             s.last = _max(s.last, position)
-        if s.shadow is not None and events:
-            events = await s.shadow.apply(events, position)
+        if s.shadow is not None:
+            if events:
+                events = await s.shadow.apply(events, position)
+            elif position is not None:
+                await s.shadow.advance(position)  # the store must reach every position the engine may commit
         return Batch(events, position, read_at=s.ctx.clock.time())
 
     async def _read_stream(
