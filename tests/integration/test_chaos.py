@@ -91,6 +91,7 @@ pipelines:
     source: {{type: postgres, dsn: "{src}", tables: {tables}, heartbeat_interval: 1, progress: false,
               work_dir: "{tmp}/spill2"}}
     sink: {{type: mariadb, dsn: "{maria}"}}
+    schema_changes: block
     batch: {{max_events: 2000, max_wait_ms: 20}}
     retry: {{max_delay: 2}}
   - name: hooks_pg_{run}
@@ -391,7 +392,8 @@ def test_chaos_soak(tmp_path: Path, pg_database: str, dest_pg: str, mariadb_data
             pg(src, "ALTER TABLE orders ADD COLUMN note text")
             orders.has_note.set()
 
-        # Postgres adds the column itself (evolve: add_columns); MariaDB waits for the operator.
+        # Postgres adds the column itself (schema_changes: evolve, the default); MariaDB's pipeline has
+        # schema_changes: block, so it waits for the operator.
         block_and_heal(
             names["db_maria"],
             "a column the destination lacks",
