@@ -6,6 +6,7 @@
 - :class:`FlakySink`: an in-memory sink with configurable transient/permanent failures.
 - :class:`MemorySink`: an in-memory destination table per entity (upsert/update/delete).
 - :func:`eventually`: wait for a predicate, the one way tests wait.
+- :func:`read_batches`: read a source until it has given a number of events.
 """
 
 from __future__ import annotations
@@ -79,6 +80,27 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message or 'condition'}")
         time.sleep(interval)
+
+
+async def read_batches(source: Any, count: int, timeout: float = 10.0, max_wait: float = 0.2) -> list[Batch[Any]]:
+    """Read ``source`` until its batches hold ``count`` events and rejections; return those batches.
+
+    A source may hand over what has arrived so far (a broker delivers a publish
+    burst over several reads), so a test that expects ``count`` events reads
+    until they are all there instead of trusting one ``read``. Raises
+    AssertionError after ``timeout`` seconds with what did arrive.
+    """
+    deadline = time.monotonic() + timeout
+    batches: list[Batch[Any]] = []
+    got = 0
+    while got < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s: read {got} of {count} events ({batches!r})")
+        batch = await source.read(count - got, max_wait)
+        if batch.events or batch.rejected:
+            batches.append(batch)
+            got += len(batch.events) + len(batch.rejected)
+    return batches
 
 
 class ListSource:
