@@ -1,6 +1,6 @@
 """The HTTP polling sources under the conformance suite, against the local fakes of their APIs.
 
-Each fake (tests/integration/test_http_poll_fakes.py) is served over real HTTP
+Each fake (tidesync.testing.stripe, tidesync.testing.hubspot) is served over real HTTP
 on loopback by :class:`ThreadedServer`, in a thread of its own, so a harness's
 change methods stay plain calls on the fake.
 """
@@ -17,12 +17,13 @@ from typing import Any
 import uvicorn
 
 from tests.conformance.poll_harness import EngineCommits
-from tests.integration.test_http_poll_fakes import FakeHubSpot, FakeStripe
 from tidesync.event import Position
 from tidesync.protocols import Context
 from tidesync.sources.http.config import HubSpotSourceConfig, StripeSourceConfig
 from tidesync.sources.http.hubspot import HubSpotSource
 from tidesync.sources.http.stripe import StripeSource
+from tidesync.testing.hubspot import FakeHubSpot
+from tidesync.testing.stripe import FakeStripe
 
 
 class ThreadedServer:

@@ -570,4 +570,3 @@ def _orders_diff(src: str, dest: str, poison: str, log: str) -> str:
     changed = [(want[i], got[i]) for i in sorted(set(want) & set(got)) if want[i] != got[i]][:20]
     lines = [line for line in log.splitlines() if "db_pg" in line and ("block" in line or "->" in line)][-30:]
     return f"orders differ in Postgres: missing {missing}, extra {extra}, changed {changed}\n" + "\n".join(lines)
-

@@ -15,7 +15,6 @@ import pytest
 from hubspot import HubSpot
 from hubspot.crm.objects import Filter, FilterGroup, PublicObjectSearchRequest
 
-from tests.integration.test_http_poll_fakes import FakeHubSpot
 from tests.integration.webhook_support import serve
 from tidesync.engine.runner import BatchPolicy, PipelineRunner
 from tidesync.protocols import Context
@@ -26,6 +25,7 @@ from tidesync.sources.http.hubspot import HubSpotSource
 from tidesync.state import open_state_store
 from tidesync.state.store import StateStore
 from tidesync.testing import FakeClock, MemorySink, eventually
+from tidesync.testing.hubspot import FakeHubSpot
 
 TOKEN = "pat-na1-fake"
 NOW_MS = 0  # set per test (an hour before it starts), not at import: under xdist a test may run minutes later

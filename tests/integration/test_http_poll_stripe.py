@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import stripe
 
-from tests.integration.test_http_poll_fakes import FakeStripe
 from tests.integration.webhook_support import serve
 from tidesync.engine.runner import BatchPolicy, PipelineRunner
 from tidesync.errors import SourceError, SourceTransientError
@@ -25,6 +24,7 @@ from tidesync.sources.http.stripe_api import StripeApi, stripe_client
 from tidesync.state import open_state_store
 from tidesync.state.store import StateChanges, StateStore
 from tidesync.testing import FakeClock, MemorySink, eventually
+from tidesync.testing.stripe import FakeStripe
 
 KEY = "sk_test_fake"
 

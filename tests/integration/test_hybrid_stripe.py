@@ -14,7 +14,6 @@ import orjson
 import pytest
 import stripe
 
-from tests.integration.test_http_poll_fakes import FakeStripe
 from tests.integration.webhook_support import JSON, runtime_for, serve
 from tidesync.engine.runner import BatchPolicy, PipelineRunner
 from tidesync.observe.metrics import REGISTRY
@@ -23,6 +22,7 @@ from tidesync.sources.hybrid import HybridConfig, HybridSource
 from tidesync.state import open_state_store
 from tidesync.state.store import StateStore
 from tidesync.testing import eventually
+from tidesync.testing.stripe import FakeStripe
 
 SECRET = "whsec_hybrid_test"
 KEY = "sk_test_hybrid"

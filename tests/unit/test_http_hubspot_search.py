@@ -7,8 +7,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.integration.test_http_poll_fakes import FakeHubSpot, search
 from tidesync.sources.http.hubspot_search import Pass, cursor_ms
+from tidesync.testing.hubspot import FakeHubSpot, search
 
 BASE = 1_700_000_000_000
 CURSOR = "hs_lastmodifieddate"
