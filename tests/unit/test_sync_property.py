@@ -87,12 +87,16 @@ configs = st.builds(
 sides = st.sampled_from(["a", "b"])
 update = st.tuples(st.just("update"), sides, st.integers(0, 7), st.sampled_from(FIELDS), st.integers(-2, 4))
 deliver = st.tuples(st.just("deliver"), sides, st.integers(1, 6))
+# one person's change of two fields in one row change: a value and a counter increment (UPDATE SET x = v, y = y + 1)
+update_xy = st.tuples(st.just("update_xy"), sides, st.integers(0, 7), st.integers(0, 9))
 steps = st.lists(
     st.one_of(
         update,
         update,
         update,
         update,
+        update_xy,
+        update_xy,
         deliver,
         deliver,
         deliver,
@@ -224,6 +228,17 @@ class World:
             new = [i for i in items if i != item] if item in items else [*items, item]
         t.update(key, {col: new})
         self.edits.setdefault((side, key), {})[name] = new
+
+    def person_update_xy(self, side: str, slot: int, value: int) -> None:
+        t = self.tables[side]
+        if not t.rows:
+            return
+        key = sorted(t.rows)[slot % len(t.rows)]
+        x, y = ("bx", "by") if side == "b" else ("x", "y")
+        new = (t.rows[key].get(y) or 0) + 1
+        self.deltas[(side, key)] = self.deltas.get((side, key), 0) + 1
+        t.update(key, {x: value, y: new})
+        self.edits.setdefault((side, key), {}).update(x=value, y=new)
 
     def person_delete(self, side: str, slot: int) -> None:
         t = self.tables[side]
@@ -365,6 +380,8 @@ async def run(cfg: Config, script: list[tuple[Any, ...]], seed: int = 0) -> None
                     world.person_insert(*step[1:])
                 elif kind == "update":
                     world.person_update(*step[1:])
+                elif kind == "update_xy":
+                    world.person_update_xy(*step[1:])
                 elif kind == "delete":
                     world.person_delete(*step[1:])
                 elif kind == "deliver":
@@ -493,6 +510,86 @@ async def run(cfg: Config, script: list[tuple[Any, ...]], seed: int = 0) -> None
         ("update", "b", 0, "x", 3),
     ],
     seed=1,
+)
+# A copy to B cut short by a crash before writing, while a person on B set the same value: the repeat found it in
+# place. On a side with origins the entry was marked landed, so B's later edits of the field (without the origin)
+# were taken for changes older than the sync's write, and dropped: the sides stayed apart.
+@example(
+    cfg=Config("lww", "sum", "union", "manual", 0.0, "a", "delete_wins", shared=False, origins=True),
+    script=[
+        ("insert", "b", 4, 0, 0, 0),
+        ("update", "a", 0, "x", 0),
+        ("delete", "a", 0),
+        ("deliver", "b", 6),
+        ("update", "a", 0, "x", 1),
+        ("deliver", "a", 3),
+        ("update", "b", 0, "x", 1),
+        ("crash", "intents"),
+        ("deliver", "a", 1),
+        ("deliver", "a", 1),
+        ("update", "b", 0, "x", 2),
+    ],
+    seed=1,
+)
+# The same value written to B twice, the first attempt cut short by a crash (outcome unknown), the second landed:
+# B's one echo was taken for the attempt's, the landed write stayed pending, and B's later edit of the field was
+# dropped as older than it: the sides stayed apart.
+@example(
+    cfg=Config("lww", "sum", "union", "manual", 0.0, "a", "delete_wins", shared=False, origins=True),
+    script=[
+        ("insert", "a", 1, 0, 0, 0),
+        ("update", "a", 0, "x", 0),
+        ("update", "a", 1, "x", 3),
+        ("update_xy", "a", 0, 0),
+        ("update", "a", 0, "x", -1),
+        ("insert", "a", 1, 0, 0, 0),
+        ("deliver", "a", 1),
+        ("update", "b", 7, "x", 0),
+        ("update_xy", "a", 7, 0),
+        ("deliver", "a", 5),
+        ("update", "a", 0, "x", 0),
+        ("delete", "a", 0),
+        ("crash", "written"),
+        ("deliver", "b", 6),
+        ("update", "a", 0, "x", 1),
+        ("deliver", "a", 3),
+        ("update", "a", 0, "x", -2),
+        ("delete", "a", 7),
+        ("update", "a", 0, "x", 0),
+        ("update", "b", 0, "x", 0),
+        ("update", "a", 0, "y", 0),
+        ("update", "a", 0, "x", -1),
+        ("crash", "intents"),
+        ("deliver", "b", 6),
+        ("update", "a", 0, "x", 1),
+        ("deliver", "a", 6),
+        ("insert", "a", 1, 0, 0, 0),
+        ("update_xy", "b", 0, 1),
+        ("crash", "intents"),
+        ("deliver", "a", 1),
+        ("update_xy", "a", 0, 0),
+        ("deliver", "a", 2),
+        ("deliver", "a", 3),
+        ("update_xy", "b", 0, 2),
+    ],
+    seed=1,
+)
+# A copy to B repeated after a crash found its value in place (the first attempt had landed): B's image holds it,
+# and an older echo of B (its insert) must not move the image back (A's edit of the field was lost that way).
+@example(
+    cfg=Config("lww", "sum", "union", "manual", 0.0, "a", "delete_wins", shared=False, origins=True),
+    script=[
+        ("update", "a", 0, "x", 0),
+        ("insert", "a", 1, 0, 0, 0),
+        ("deliver", "a", 1),
+        ("update", "a", 0, "x", 0),
+        ("update_xy", "a", 0, 0),
+        ("crash", "wrote:b"),
+        ("deliver", "a", 1),
+        ("deliver", "a", 1),
+        ("deliver", "b", 1),
+    ],
+    seed=0,
 )
 def test_two_way_sync_converges(cfg: Config, script: list[tuple[Any, ...]], seed: int) -> None:
     note(f"cfg={cfg!r}")

@@ -47,7 +47,10 @@ for counters, where it is left to the echo. ``already`` counts as written for
 every rule but ``sum``: a counter
 that reached the value by its own increment has counted it itself, and one
 that reached it by a write cut short by a crash shows it by its echo, which
-the ledger then recognises.
+the ledger then recognises. On a side with origins a landed entry makes the
+side's own changes of the field stale until its echo comes (:func:`landed`).
+A value found in place is not such an entry: a person may have put it there
+and the attempt cut short never written it, and then no echo comes.
 
 Limit: on a side without origins, an echo is recognised by value. After a
 crash between announcing a counter write and making it, an increment of that
@@ -136,6 +139,8 @@ def written(st: RecordState, side: str, name: str, value: Any, status: str, stri
                 # tell; for other fields a value already in place is as good as written).
                 entries[i]["tries"] = 1
                 entries[i]["done"] = status == "already" and not strict
+                # In place, but maybe by a person's edit, not by the attempt: no echo may ever come for it.
+                entries[i]["quiet"] = entries[i]["done"]
             else:
                 del entries[i]
             break
@@ -165,8 +170,13 @@ def _same_entry(x: dict[str, Any], y: dict[str, Any]) -> bool:
 
 
 def landed(st: RecordState, side: str, name: str) -> bool:
-    """A write of the sync to this field there is known to have landed, and its echo has not come back."""
-    return any(e["done"] for e in _entries(st, side, name))
+    """A write of the sync to this field there is known to have landed, and its echo is still to come.
+
+    A value found in place by a repeat of an attempt a crash cut short
+    (``quiet``) does not count: the attempt may never have written it, and
+    then no echo comes to close it.
+    """
+    return any(e["done"] and not e.get("quiet") for e in _entries(st, side, name))
 
 
 def on_change(st: RecordState, side: str, name: str, seen: Seen) -> Echo:
@@ -181,6 +191,14 @@ def on_change(st: RecordState, side: str, name: str, seen: Seen) -> Echo:
         entries[:] = [e for e in entries if not e["done"]]
         _prune(st, side, name)
         return NOT_ECHO
+    if not entries[hit]["done"] and "was" not in entries[hit]:
+        # An attempt a crash cut short announced this value, and a later write of the same value landed: the
+        # echo is that write's, unless the attempt landed too (then a second echo follows, taken for an edit of
+        # the same value: a repeat, not a loss). Taken for the attempt's, the landed write would stay pending,
+        # and the side's own edits of the field would be dropped as older than it, for good. Counters keep the
+        # first match: an echo taken for an increment would count it twice.
+        landed_same = (j for j in range(hit, len(entries)) if entries[j]["done"] and same(entries[j]["v"], seen.value))
+        hit = next(landed_same, hit)
     entry = entries[hit]
     del entries[: hit + 1]
     newer = any(e["done"] for e in entries)  # a newer write landed (one cut short by a crash may never have)
