@@ -16,13 +16,14 @@ values under a key. The state store URL is always resolved at load.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tidesync.errors import ConfigError
 from tidesync.observe.alerts_config import AlertsConfig, check_alerts
@@ -95,7 +96,14 @@ class PipelineConfig(Strict):
     transforms: list[Any] = Field(
         default_factory=list, description="steps applied in order: rename, cast, drop, set, compute, filter, function"
     )
-    sink: dict[str, Any] = Field(description="where changes go: `type:` and that sink's keys (below)")
+    sink: dict[str, Any] | None = Field(None, description="where changes go: `type:` and that sink's keys (below)")
+    sinks: list[dict[str, Any]] | None = Field(
+        None,
+        description="instead of `sink`: several destinations fed from one source read (fan-out: one replication "
+        "slot). Each entry is a sink with an optional `name:` (default: its type); it runs as pipeline "
+        "NAME.SINKNAME with its own checkpoint, dead letters and status, and a slow sink holds the others back by "
+        "at most `queue_batches` batches. The source's checkpoint is the slowest sink's",
+    )
     batch: BatchConfig = Field(default_factory=BatchConfig, description="how events are grouped for writing")
     retry: RetryConfig = Field(default_factory=RetryConfig)
     queue_batches: int = Field(4, ge=1, le=1000, description="batches buffered between read and write")
@@ -111,6 +119,28 @@ class PipelineConfig(Strict):
         "need the change. The sink's own `evolve:` still decides columns no announced change explains "
         "(fields of schema-less sources, a table that predates the pipeline)",
     )
+
+    @model_validator(mode="after")
+    def _one_sink_key(self) -> PipelineConfig:
+        if (self.sink is None) == (self.sinks is None):
+            raise ValueError("give either `sink` (one destination) or `sinks` (a list: fan-out), not both or neither")
+        if self.sinks is not None:
+            names = [fanout_name(entry, j) for j, entry in enumerate(self.sinks)]
+            if not self.sinks:
+                raise ValueError("`sinks` lists no sink")
+            for n in names:
+                if not re.match(_NAME, n):
+                    raise ValueError(f"sink name {n!r}: letters, digits, . _ - only")
+                if names.count(n) > 1:
+                    raise ValueError(f"two sinks named {n!r}: give each a `name:`")
+        return self
+
+
+def fanout_name(entry: Any, index: int) -> str:
+    """The name of entry ``index`` of a pipeline's ``sinks:`` (its ``name:``, else its ``type:``)."""
+    if isinstance(entry, dict):
+        return str(entry.get("name") or entry.get("type") or f"sink{index + 1}")
+    return f"sink{index + 1}"
 
 
 class ApiConfig(Strict):
@@ -168,10 +198,17 @@ class PipelineSpec:
     source: BaseModel
     sink: BaseModel
     transforms: list[Any]
+    index: int = 0  # the pipeline's place in the file's `pipelines:`
+    sink_loc: Loc = ()  # where its sink is in the file (default: pipelines[index].sink)
+    fanout: str | None = None  # one of the sinks of pipeline `fanout` (its name is FANOUT.SINKNAME)
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def sink_path(self) -> Loc:
+        return self.sink_loc or ("pipelines", self.index, "sink")
 
 
 @dataclass
@@ -232,9 +269,9 @@ class LoadedConfig:
         :class:`Secret` (every element of a list; references kept), then every known value and
         connection-string password wherever it appears."""
         found = list(secret_locations(self.model))
-        for i, p in enumerate(self.pipelines):
-            found += secret_locations(p.source, ("pipelines", i, "source"))
-            found += secret_locations(p.sink, ("pipelines", i, "sink"))
+        for p in self.pipelines:
+            found += secret_locations(p.source, ("pipelines", p.index, "source"))
+            found += secret_locations(p.sink, p.sink_path)
         for i, s in enumerate(self.syncs):
             found += secret_locations(s.a_source, ("syncs", i, "a", "source"))
             found += secret_locations(s.b_source, ("syncs", i, "b", "source"))
@@ -451,7 +488,12 @@ def _validate_plugins(
     specs = []
     for i, p in enumerate(model.pipelines):
         src = validate_plugin("source", p.source, ("pipelines", i, "source"), errors, pending)
-        snk = validate_plugin("sink", p.sink, ("pipelines", i, "sink"), errors, pending)
+        sinks: list[tuple[str | None, Loc, dict[str, Any], BaseModel | None]] = []
+        for j, entry in enumerate(p.sinks if p.sinks is not None else [p.sink or {}]):
+            at: Loc = ("pipelines", i, "sinks", j) if p.sinks is not None else ("pipelines", i, "sink")
+            keys = {k: v for k, v in entry.items() if k != "name"} if p.sinks is not None else entry
+            lane = fanout_name(entry, j) if p.sinks is not None else None
+            sinks.append((lane, at, keys, validate_plugin("sink", keys, at, errors, pending)))
         steps: list[Any] = []
         try:
             steps = parse_steps(p.transforms)
@@ -459,8 +501,16 @@ def _validate_plugins(
             errors.add_validation(("pipelines", i, "transforms"), exc)
         except ConfigError as exc:
             errors.add(("pipelines", i, "transforms"), str(exc))
-        if src is not None and snk is not None:
-            specs.append(PipelineSpec(config=p, source=src, sink=snk, transforms=steps))
+        if src is None:
+            continue
+        for lane, at, keys, snk in sinks:
+            if snk is None:
+                continue
+            if lane is None:
+                specs.append(PipelineSpec(config=p, source=src, sink=snk, transforms=steps, index=i))
+                continue
+            one = p.model_copy(update={"name": f"{p.name}.{lane}", "sink": keys, "sinks": None})
+            specs.append(PipelineSpec(one, src, snk, steps, index=i, sink_loc=at, fanout=p.name))
     return specs
 
 

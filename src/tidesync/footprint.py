@@ -59,21 +59,13 @@ class SlotReading:
 
 def _sources(loaded: LoadedConfig, name: str) -> Iterator[tuple[str, Loc, Any]]:
     """(context name, key path, source model) of every source of pipeline or sync ``name``."""
-    for i, p in enumerate(loaded.pipelines):
-        if p.name == name:
-            yield name, ("pipelines", _index(loaded, "pipelines", name, i), "source"), p.source
+    for p in loaded.pipelines:
+        if p.name == name:  # a fan-out sink's pipeline reads through its parent's source (and slot)
+            yield p.fanout or name, ("pipelines", p.index, "source"), p.source
     for i, s in enumerate(loaded.syncs):
         if s.name == name:
             yield f"{name}.a", ("syncs", i, "a"), s.a_source
             yield f"{name}.b", ("syncs", i, "b"), s.b_source
-
-
-def _index(loaded: LoadedConfig, section: str, name: str, fallback: int) -> int:
-    # Specs skip entries that failed validation; the key path needs the position in the file.
-    for i, entry in enumerate(loaded.raw.get(section) or []):
-        if isinstance(entry, dict) and entry.get("name") == name:
-            return i
-    return fallback
 
 
 def owners(loaded: LoadedConfig) -> list[str]:

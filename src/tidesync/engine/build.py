@@ -31,11 +31,12 @@ def build_sink(spec: PipelineSpec) -> Any:
     return REGISTRY.get("sink", spec.sink.type).build(spec.sink)  # type: ignore[attr-defined]
 
 
-def build_runner(spec: PipelineSpec, state: StateStore) -> PipelineRunner:
+def build_runner(spec: PipelineSpec, state: StateStore, source: Any = None) -> PipelineRunner:
+    """``source``: instead of building the spec's own (a fan-out lane)."""
     cfg = spec.config
     return PipelineRunner(
         cfg.name,
-        build_source(spec),
+        source if source is not None else build_source(spec),
         build_sink(spec),
         state,
         transform=build_transform(spec.transforms),
@@ -48,12 +49,43 @@ def build_runner(spec: PipelineSpec, state: StateStore) -> PipelineRunner:
     )
 
 
+def build_runners(config: LoadedConfig, specs: Sequence[PipelineSpec], state: StateStore) -> list[PipelineRunner]:
+    """A runner per spec; the sinks of one fan-out pipeline share one hub over its source."""
+    from tidesync.engine.fanout import FanoutHub
+
+    hubs: dict[str, FanoutHub] = {}
+    runners = []
+    for spec in specs:
+        if spec.fanout is None:
+            runners.append(build_runner(spec, state))
+            continue
+        hub = hubs.get(spec.fanout)
+        if hub is None:
+            # Every sink of the pipeline, enabled and chosen or not, holds the source's checkpoint: a lane not
+            # run now counts as one that never opened (at the hub's checkpoint).
+            lanes = [p.name for p in config.pipelines if p.fanout == spec.fanout]
+            cfg = spec.config
+            hub = hubs[spec.fanout] = FanoutHub(
+                spec.fanout,
+                build_source(spec),
+                state,
+                lanes,
+                buffer=cfg.queue_batches,
+                max_events=cfg.batch.max_events,
+                max_wait=cfg.batch.max_wait_ms / 1000,
+            )
+        runners.append(build_runner(spec, state, hub.lane(spec.name)))
+    for hub in hubs.values():
+        hub.expect([r.name for r in runners if r.name in hub.lanes])
+    return runners
+
+
 def build_engine(config: LoadedConfig, only: Sequence[str] | None = None) -> Engine:
     """``only`` names pipelines and syncs to run (default: every enabled one)."""
     state = open_state_store(config.state_url)
     specs = [p for p in config.pipelines if p.config.enabled and (not only or p.name in only)]
     syncs = [s for s in config.syncs if s.config.enabled and (not only or s.name in only)]
-    runners = [build_runner(spec, state) for spec in specs]
+    runners = build_runners(config, specs, state)
     if not syncs:
         return Engine(state, runners)
     from tidesync.sync.build import build_sync

@@ -212,6 +212,10 @@ class PipelineRunner:
         finally:
             with contextlib.suppress(Exception):
                 await self.source.close()
+            detach = getattr(self.source, "detach", None)  # a fan-out lane: its hub stops feeding it
+            if detach is not None:
+                with contextlib.suppress(Exception):
+                    await detach()
             with contextlib.suppress(Exception):
                 await self.sink.close()
             with contextlib.suppress(Exception):
