@@ -42,6 +42,38 @@ if ! mariadb -uroot -h 127.0.0.1 -e 'select 1' >/dev/null 2>&1; then
   for _ in $(seq 1 60); do mariadb -uroot -h 127.0.0.1 -e 'select 1' >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 
+# Binlog change capture (the mariadb/mysql source) needs a row-based binary log with full images
+# and column names in the table maps. The settings live in a file of their own, included from
+# my.cnf; the server is restarted only when a running value differs (log_bin cannot be set live).
+maria_q() { mariadb -uroot -h 127.0.0.1 -N -B -e "$1"; }
+maria_conf_dir=/etc/mysql/mariadb.conf.d
+if [ -f /etc/mysql/my.cnf ] && ! grep -q "^!includedir $maria_conf_dir" /etc/mysql/my.cnf; then
+  log "including $maria_conf_dir from /etc/mysql/my.cnf"
+  printf '\n!includedir %s/\n' "$maria_conf_dir" >>/etc/mysql/my.cnf
+fi
+mkdir -p "$maria_conf_dir"
+cat >"$maria_conf_dir/60-binlog.cnf" <<'CNF'
+# Written by scripts/services.sh: binlog change capture for tidesync's mariadb/mysql source.
+[mariadbd]
+server_id = 1
+log_bin = mariadb-bin
+binlog_format = ROW
+binlog_row_image = FULL
+binlog_row_metadata = FULL
+# keep two days of binlog: a source stopped for longer must re-snapshot
+binlog_expire_logs_seconds = 172800
+CNF
+maria_want="ON ROW FULL FULL 1 172800"
+maria_have=$(maria_q "select concat_ws(' ', if(@@log_bin, 'ON', 'OFF'), @@binlog_format, @@binlog_row_image,
+  @@binlog_row_metadata, @@server_id, @@binlog_expire_logs_seconds)" 2>/dev/null || echo none)
+if [ "$maria_have" != "$maria_want" ]; then
+  log "restarting MariaDB for binlog settings (was: $maria_have)"
+  mariadb-admin -uroot -h 127.0.0.1 shutdown || true
+  for _ in $(seq 1 120); do [ -e /run/mysqld/mysqld.pid ] || break; sleep 0.25; done
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  for _ in $(seq 1 120); do mariadb -uroot -h 127.0.0.1 -e 'select 1' >/dev/null 2>&1 && break; sleep 0.25; done
+fi
+
 if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
   log "starting Redis"
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \

@@ -155,10 +155,19 @@ def _builtins() -> None:
         ("source", "rabbitmq", "tidesync.sources.rabbitmq.config:RabbitMQSourceConfig",
          "tidesync.sources.rabbitmq.source:RabbitMQSource",
          "RabbitMQ queue, acked after the engine's checkpoint, redeliveries dropped by message_id"),
+        ("sink", "hubspot", "tidesync.sinks.hubspot.config:HubSpotSinkConfig", "tidesync.sinks.hubspot:HubSpotSink", "HubSpot CRM objects: batch upserts by a unique property, updates by an ID map, archives, associations"),  # noqa: E501
+        ("source", "mariadb", "tidesync.sources.mariadb.config:MariadbSourceConfig", "tidesync.sources.mariadb.source:MariadbSource", "MariaDB change data capture from the row-based binlog: consistent snapshot, exact types"),  # noqa: E501
+        ("source", "mysql", "tidesync.sources.mariadb.config:MariadbSourceConfig", "tidesync.sources.mariadb.source:MariadbSource", "MySQL change data capture from the row-based binlog (alias of the mariadb source)"),  # noqa: E501
         ("sink", "mqtt", "tidesync.sinks.mqtt.config:MqttSinkConfig", "tidesync.sinks.mqtt.sink:MqttSink",
          "MQTT 5: QoS 1 publishes awaited for PUBACK, per-key order, a tidesync-id user property per message"),
         ("source", "mqtt", "tidesync.sources.mqtt.config:MqttSourceConfig", "tidesync.sources.mqtt.source:MqttSource",
          "MQTT persistent session, acked once journaled in the state store, de-duplicated by tidesync-id"),
+        ("sink", "stripe", "tidesync.sinks.stripe:StripeSinkConfig", "tidesync.sinks.stripe:StripeSink",
+         "Stripe customers, products and prices: one request per change, Idempotency-Key, prices replaced"),
+        ("source", "csv", "tidesync.sheets.config:SheetSourceConfig", "tidesync.sheets.source:SheetSource", "a watched CSV file, diffed by key (exact changed); bad cells dead-lettered"),  # noqa: E501
+        ("source", "xlsx", "tidesync.sheets.config:SheetSourceConfig", "tidesync.sheets.source:SheetSource", "a watched Excel sheet, diffed by key (exact changed); bad cells dead-lettered"),  # noqa: E501
+        ("sink", "csv", "tidesync.sheets.config:SheetSinkConfig", "tidesync.sheets.sink:SheetSink", "a CSV file: rows upserted by key, atomic rewrite per batch"),  # noqa: E501
+        ("sink", "xlsx", "tidesync.sheets.config:SheetSinkConfig", "tidesync.sheets.sink:SheetSink", "an Excel sheet: mapped cells upserted by key; formulas, formatting, other sheets kept"),  # noqa: E501
     ]
     for kind, type_, model, factory, summary in builtin:
         register(kind, type_, model, factory, summary)

@@ -179,7 +179,9 @@ class PostgresSourceHarness:
 
 
 def _sources() -> dict[str, type]:
+    from tests.conformance import sheets_harness
     from tests.conformance.http_harnesses import HubSpotSourceHarness, StripeSourceHarness
+    from tests.conformance.mariadb_binlog_harness import MariadbBinlogSourceHarness
     from tests.conformance.mqtt_harness import MqttSourceHarness
     from tests.conformance.nats_harness import NatsSourceHarness
     from tests.conformance.poll_harness import HybridSourceHarness, SqlPollSourceHarness
@@ -199,15 +201,20 @@ def _sources() -> dict[str, type]:
         "redis": RedisSourceHarness,
         "rabbitmq": RabbitMQSourceHarness,
         "mqtt": MqttSourceHarness,
+        **sheets_harness.SOURCES,  # csv, xlsx
+        "mariadb": MariadbBinlogSourceHarness,
     }
 
 
 def _sinks() -> dict[str, type]:
+    from tests.conformance import sheets_harness
     from tests.conformance import sink_harnesses as h
+    from tests.conformance.hubspot_sink_harness import HubSpotSinkHarness
     from tests.conformance.mqtt_harness import MqttSinkHarness
     from tests.conformance.nats_harness import NatsSinkHarness
     from tests.conformance.rabbitmq_harness import RabbitMQSinkHarness
     from tests.conformance.redis_harness import RedisSinkHarness
+    from tests.conformance.stripe_sink_harness import StripeSinkHarness
 
     return {
         "memory": h.MemorySinkHarness,
@@ -219,6 +226,9 @@ def _sinks() -> dict[str, type]:
         "redis": RedisSinkHarness,
         "rabbitmq": RabbitMQSinkHarness,
         "mqtt": MqttSinkHarness,
+        "stripe": StripeSinkHarness,
+        "hubspot": HubSpotSinkHarness,
+        **sheets_harness.SINKS,  # csv, xlsx
     }
 
 

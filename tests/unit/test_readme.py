@@ -27,7 +27,7 @@ from tidesync.cli import app
 from tidesync.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 DOCS = [d for d in DOCS if d.name != "HELPERS.md"]  # instructions for engineers, not user docs
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", re.S | re.M)
 BASE = {

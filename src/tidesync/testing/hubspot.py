@@ -10,23 +10,47 @@ It follows the documented request and response shapes (what tidesync relies on):
   ``POST /oauth/v1/token`` (form) refreshes OAuth2 access tokens.
 
 It can answer 429 with Retry-After, or 5xx, for the next requests on demand (``faults``).
+
+The write side (records, property definitions, associations; see
+:mod:`tidesync.testing.hubspot_crm`): ``/crm/v3/properties/{type}``,
+``/crm/v3/objects/{type}/batch/{upsert,update,read,archive}``, ``/crm/v4/associations/
+{from}/{to}/batch/{associate/default,archive}``, ``PUT /crm/v4/objects/{from}/{id}/
+associations/default/{to}/{toId}`` and ``GET /crm/v4/objects/{from}/{id}/associations/{to}``.
+With ``rate_limit=(max, seconds)`` every answer carries ``X-HubSpot-RateLimit-Max``,
+``-Remaining`` and ``-Interval-Milliseconds``, and a request beyond ``max`` in the
+rolling interval gets 429 with ``Retry-After`` (whole seconds, rounded up). ``error_rate``
+answers that share of requests (seeded) with 502 before doing anything; clearing
+``gate`` holds write-side requests until it is set again.
+:func:`serve_in_thread` serves the fake from a thread, so it outlives an engine
+subprocess the test drives with blocking calls.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import datetime as dt
 import functools
 import hashlib
+import json
+import math
+import random
+import threading
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tidesync.testing import wait_until
 from tidesync.testing.http_fakes import Faults, Seen, _record
+from tidesync.testing.hubspot_crm import CrmStore
 
 DATETIME_PROPS = {"hs_lastmodifieddate", "lastmodifieddate", "createdate"}
 DEFAULT_PROPS = ("createdate", "hs_object_id", "hs_lastmodifieddate", "lastmodifieddate")  # returned unasked
@@ -111,12 +135,32 @@ def search(records: dict[str, dict[str, Any]], body: dict[str, Any], ceiling: in
 
 
 class FakeHubSpot:
-    def __init__(self, tokens: set[str] | None = None, ceiling: int = 10_000) -> None:
+    def __init__(
+        self,
+        tokens: set[str] | None = None,
+        ceiling: int = 10_000,
+        *,
+        rate_limit: tuple[int, float] | None = None,
+        error_rate: float = 0.0,
+        seed: int = 7,
+        keep_bodies: bool = True,
+    ) -> None:
         self.tokens = tokens if tokens is not None else {"pat-na1-fake"}
         self.ceiling = ceiling
         self.records: dict[str, dict[str, dict[str, Any]]] = {}
+        self.crm = CrmStore(self.records)
         self.seen: list[Seen] = []
         self.faults = Faults()
+        self.rate_limit = rate_limit
+        self.error_rate = error_rate
+        self.keep_bodies = keep_bodies  # False: count requests only (benchmarks)
+        self._rng = random.Random(seed)
+        self._arrivals: collections.deque[float] = collections.deque()
+        self.requests: collections.Counter[str] = collections.Counter()  # "batch/upsert", "associate", ... -> count
+        self.injected = 0  # 5xx answered by error_rate
+        self.limited = 0  # 429 answered by rate_limit
+        self.gate = threading.Event()  # cleared: write-side requests wait (a slow destination)
+        self.gate.set()
         self.client_id, self.client_secret = "client-1", "client-secret-1"
         self.refresh_tokens = {"refresh-1"}
         self.access: dict[str, float] = {}  # access token -> expires at (wall time)
@@ -125,6 +169,15 @@ class FakeHubSpot:
         self.app = Starlette(routes=[
             Route("/crm/v3/objects/{type}/search", self._search, methods=["POST"]),
             Route("/oauth/v1/token", self._token, methods=["POST"]),
+            Route("/crm/v3/properties/{type}", self._guarded(self._properties), methods=["GET"]),
+            Route("/crm/v3/objects/{type}/batch/{verb}", self._guarded(self._batch), methods=["POST"]),
+            Route("/crm/v4/associations/{a}/{b}/batch/associate/default", self._guarded(self._associate),
+                  methods=["POST"]),
+            Route("/crm/v4/associations/{a}/{b}/batch/archive", self._guarded(self._unassociate), methods=["POST"]),
+            Route("/crm/v4/objects/{a}/{id}/associations/default/{b}/{to}", self._guarded(self._associate_one),
+                  methods=["PUT"]),
+            Route("/crm/v4/objects/{a}/{id}/associations/{b}", self._guarded(self._list_associations),
+                  methods=["GET"]),
         ])  # fmt: skip
 
     def upsert(self, object_type: str, record_id: int, modified_ms: int, **props: Any) -> None:
@@ -169,3 +222,135 @@ class FakeHubSpot:
         self.access[token] = time.time() + self.expires_in
         return JSONResponse({"token_type": "bearer", "refresh_token": form.get("refresh_token"),
                              "access_token": token, "expires_in": self.expires_in})  # fmt: skip
+
+    # --- the write side -------------------------------------------------------------------------
+
+    def _limit_headers(self, now: float) -> dict[str, str]:
+        if self.rate_limit is None:
+            return {}
+        most, seconds = self.rate_limit
+        return {"X-HubSpot-RateLimit-Max": str(most),
+                "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(seconds * 1000)),
+                "X-HubSpot-RateLimit-Remaining": str(max(0, most - len(self._arrivals)))}  # fmt: skip
+
+    def _throttle(self) -> Response | None:
+        """A 429 when this request is over the rolling limit; else counts it."""
+        if self.rate_limit is None:
+            return None
+        most, seconds = self.rate_limit
+        now = time.monotonic()
+        while self._arrivals and self._arrivals[0] <= now - seconds:
+            self._arrivals.popleft()
+        if len(self._arrivals) >= most:
+            self.limited += 1
+            wait = math.ceil(self._arrivals[0] + seconds - now)
+            return JSONResponse({"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
+                                 "errorType": "RATE_LIMIT", "category": "RATE_LIMITS",
+                                 "policyName": "TEN_SECONDLY_ROLLING"}, 429,
+                                headers={"Retry-After": str(max(1, wait)), **self._limit_headers(now)})  # fmt: skip
+        self._arrivals.append(now)
+        return None
+
+    def _guarded(
+        self, handler: Callable[[Request], Awaitable[tuple[int, Any]]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Record, pace, inject faults and check the token before ``handler``; answer in HubSpot's shapes."""
+
+        async def route(request: Request) -> Response:
+            if self.keep_bodies:
+                await _record(request, self.seen)
+            verb = request.path_params.get("verb")
+            self.requests[f"{handler.__name__.lstrip('_')}{'/' + verb if verb else ''}"] += 1
+            while not self.gate.is_set():
+                await asyncio.sleep(0.01)
+            throttled = self._throttle()
+            if throttled is not None:
+                return throttled
+            headers = self._limit_headers(time.monotonic())
+            fault = self.faults.take()
+            if fault is not None:
+                return fault
+            if self.error_rate and self._rng.random() < self.error_rate:
+                self.injected += 1
+                return JSONResponse({"status": "error", "message": "injected", "category": "INTERNAL_ERROR"}, 502,
+                                    headers=headers)  # fmt: skip
+            if not self._authorized(request):
+                return JSONResponse({"status": "error", "category": "INVALID_AUTHENTICATION",
+                                     "message": "Authentication credentials not found."}, 401)  # fmt: skip
+            status, answer = await handler(request)
+            if answer is None:
+                return Response(status_code=status, headers=headers)
+            return JSONResponse(answer, status, headers=headers)
+
+        return route
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    async def _properties(self, request: Request) -> tuple[int, Any]:
+        return self.crm.list_properties(request.path_params["type"])
+
+    async def _batch(self, request: Request) -> tuple[int, Any]:
+        verb, object_type = request.path_params["verb"], request.path_params["type"]
+        body = await self._body(request)
+        ops = {"upsert": self.crm.upsert, "update": self.crm.update, "read": self.crm.read,
+               "archive": self.crm.archive}  # fmt: skip
+        op = ops.get(verb)
+        if op is None:
+            return 404, {"status": "error", "message": f"no batch {verb}", "category": "OBJECT_NOT_FOUND"}
+        return op(object_type, body)
+
+    async def _associate(self, request: Request) -> tuple[int, Any]:
+        p = request.path_params
+        return self.crm.associate(p["a"], p["b"], await self._body(request))
+
+    async def _unassociate(self, request: Request) -> tuple[int, Any]:
+        p = request.path_params
+        return self.crm.unassociate(p["a"], p["b"], await self._body(request))
+
+    async def _associate_one(self, request: Request) -> tuple[int, Any]:
+        p = request.path_params
+        status, answer = self.crm.associate(
+            p["a"], p["b"], {"inputs": [{"from": {"id": p["id"]}, "to": {"id": p["to"]}}]}
+        )
+        if status == 207:
+            return 400, answer["errors"][0]
+        return status, answer
+
+    async def _list_associations(self, request: Request) -> tuple[int, Any]:
+        p = request.path_params
+        spec = self.crm._spec(p["a"], p["b"])
+        results = [{"toObjectId": int(t), "associationTypes": [{"category": spec["associationCategory"],
+                    "typeId": spec["associationTypeId"], "label": None}]}
+                   for t in self.crm.associated(p["a"], p["id"], p["b"])]  # fmt: skip
+        return 200, {"results": results}
+
+    # --- for tests --------------------------------------------------------------------------------
+
+    def snapshot(self, object_type: str, names: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+        """Records of a type by id: their properties (only ``names``, when given), copied under the lock."""
+        with self.crm.lock:
+            return {rid: {k: r["properties"].get(k) for k in names} if names else dict(r["properties"])
+                    for rid, r in self.records.get(object_type, {}).items()}  # fmt: skip
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port) from a thread; yields its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="fake-api", daemon=True)
+    thread.start()
+    wait_until(lambda: server.started or not thread.is_alive(), timeout=10, message="the fake API server to start")
+    if not server.started:
+        raise RuntimeError("the fake API server did not start")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

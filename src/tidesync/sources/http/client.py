@@ -118,8 +118,14 @@ class ApiClient:
         *,
         params: Mapping[str, str] | None = None,
         json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
-        """The decoded JSON answer of a 2xx; raises as the module docstring says."""
+        """The decoded JSON answer of a 2xx (None for a 204); raises as the module docstring says.
+
+        ``content`` is a body already encoded (a form; say its type in ``headers``);
+        ``headers`` go with every attempt (an ``Idempotency-Key`` makes retrying a write safe).
+        """
         what = f"{self.name}: {method} {path}"
         asked = _Asked()
 
@@ -132,21 +138,31 @@ class ApiClient:
         try:
             async for attempt in retry:
                 with attempt:
-                    return await self._ask(method, path, what, asked, params, json)
+                    return await self._ask(method, path, what, asked, params, json, content, headers)
         except _Failed as exc:
             raise SourceTransientError(f"{exc} (gave up after {retry.number} attempts)") from exc.__cause__
         raise AssertionError("unreachable: an attempt returns or raises")
 
     async def _ask(
-        self, method: str, path: str, what: str, asked: _Asked, params: Mapping[str, str] | None, json: Any
+        self,
+        method: str,
+        path: str,
+        what: str,
+        asked: _Asked,
+        params: Mapping[str, str] | None,
+        json: Any,
+        content: bytes | None = None,
+        extra: Mapping[str, str] | None = None,
     ) -> Any:
         """One attempt: a 2xx's JSON, or :class:`_Failed` to try again; waits out 429s and re-reads a credential."""
         while True:
             await self.limiter.acquire()
-            headers = await self.credential.authorize(self._http)
+            headers = {**(extra or {}), **await self.credential.authorize(self._http)}
             self.requests += 1
             try:
-                response = await self._http.request(method, path, params=params, json=json, headers=headers)
+                response = await self._http.request(
+                    method, path, params=params, json=json, content=content, headers=headers
+                )
             except httpx.HTTPError as exc:
                 raise _Failed(f"{what}: {type(exc).__name__}: {exc}") from exc
             status = response.status_code
@@ -179,6 +195,8 @@ class ApiClient:
                 except ValueError:
                     body = None
                 raise ApiStatusError(f"{what}: answered {status}: {_excerpt(response)}", status, body)
+            if status == 204:  # No Content: batch archives answer so
+                return None
             try:
                 return response.json()
             except ValueError as exc:

@@ -1,0 +1,180 @@
+"""Binlog row events -> records: exact row images, change events, dead letters, new table shapes.
+
+The part of the binlog reader that needs no connection (apart from one lookup of
+which columns hold JSON, passed in): it keeps each captured table's shape and row
+decoder by table map, decodes row images (``rows.py``, else mysql-replication's
+own decoding), and builds the :data:`Record` s the reader hands over:
+
+- a ChangeEvent, position ``(file_seq, tx_offset, index, gtid)`` (see ``positions.py``);
+- :class:`Rejected`: a row the source cannot represent (a zero date under
+  ``zero_dates: dead_letter``), with its reason, in the row's place;
+- :class:`Boundary`: a transaction ended; its position is a checkpoint before the next one;
+- :class:`Shape`: a captured table's columns changed (ALTER TABLE seen as a new table map),
+  placed right before the first row of the new shape, whose position it carries.
+
+Schema changes are read from the table maps themselves: with ``binlog_row_metadata=FULL``
+each one names the table's columns as they are at that point of the binlog, so a backlog
+that spans an ALTER TABLE decodes rows before and after it with the right names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pymysqlreplication.bitmap import BitGet  # type: ignore[import-untyped]
+from pymysqlreplication.row_event import (  # type: ignore[import-untyped]
+    DeleteRowsEvent,
+    UpdateRowsEvent,
+    WriteRowsEvent,
+)
+
+from tidesync.errors import SourceError
+from tidesync.event import DELETE, INSERT, UPDATE, ChangeEvent, Position, Row, diff_fields
+from tidesync.sources.mariadb.rows import RowImages, event_payload, full_images, rows_decoder
+from tidesync.sources.mariadb.tables import TableShape, entity_name
+from tidesync.sources.mariadb.types import ColType, from_table_map
+
+log = logging.getLogger("tidesync.sources.mariadb")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    event: ChangeEvent
+    reason: str
+
+    @property
+    def position(self) -> Position:
+        return self.event.position
+
+
+@dataclass(frozen=True, slots=True)
+class Boundary:
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    shape: TableShape
+    since: Position
+
+
+Record = ChangeEvent | Rejected | Boundary | Shape
+
+
+class RecordMaker:
+    """Records from the captured tables' table-map and rows events (see the module docstring).
+
+    ``shapes`` (entity -> shape) starts as ``information_schema`` described the tables at open
+    and follows the table maps; ``json_columns(database, table)`` names a table's JSON columns.
+    """
+
+    def __init__(
+        self,
+        tables: set[tuple[str, str]],
+        shapes: dict[str, TableShape],
+        zero_dates: str,
+        json_columns: Callable[[str, str], frozenset[str]],
+    ) -> None:
+        self.tables = tables
+        self.shapes = dict(shapes)
+        self.zero_dates = zero_dates
+        self._json_lookup = json_columns
+        self._json: dict[tuple[str, str], frozenset[str]] = {}
+        self._warned: set[tuple[str, str]] = set()
+        # table id -> (its columns, the fast row decoder for them or None): table maps repeat every transaction
+        self._decoders: dict[int, tuple[tuple[ColType, ...], RowImages | None]] = {}
+        self.fast_rows = 0  # rows events decoded by rows.py (the rest: by mysql-replication)
+
+    def forget_json(self) -> None:
+        """After DDL: which columns hold JSON may have changed."""
+        self._json.clear()
+
+    def table_map(self, ev: Any) -> TableShape | None:
+        """Note a captured table's map (and its row decoder); the table's new shape when its columns changed."""
+        entity = entity_name(ev.schema, ev.table)
+        names = [c.name for c in ev.columns]
+        if any(not n for n in names):
+            raise SourceError(
+                f"the binlog's table map of {entity} carries no column names: set binlog_row_metadata = FULL"
+            )
+        jsons = self._json.get((ev.schema, ev.table))
+        if jsons is None:
+            jsons = self._json[(ev.schema, ev.table)] = self._json_lookup(ev.schema, ev.table)
+        cols = tuple(from_table_map(c, bool(BitGet(ev.null_bitmask, i)), jsons) for i, c in enumerate(ev.columns))
+        key = tuple(c.name for c in ev.columns if c.is_primary) or tuple(names)
+        known = self._decoders.get(ev.table_id)
+        if known is None or known[0] != cols:
+            self._decoders[ev.table_id] = (cols, rows_decoder(ev.columns, cols))
+        current = self.shapes.get(entity)
+        if current is not None and current.cols == cols and current.key == key:
+            return None
+        shape = TableShape(entity, cols, key)
+        self.shapes[entity] = shape
+        if current is not None:
+            log.info("table %s changed shape in the binlog: %s", entity, ", ".join(names))
+        return shape
+
+    def images(self, shape: TableShape, ev: Any) -> Iterator[tuple[Row | None, Row | None, list[str]]]:
+        """(before, after, zero-date columns) of each row of a rows event: by ``rows.py`` when it covers the table
+        and the images are FULL, else by mysql-replication."""
+        update = isinstance(ev, UpdateRowsEvent)
+        delete = isinstance(ev, DeleteRowsEvent)
+        dec = self._decoders.get(ev.table_id)
+        if dec is not None and dec[1] is not None and full_images(ev, dec[1], update):
+            decoder = dec[1]
+            b = event_payload(ev)
+            p, n = 0, len(b)
+            self.fast_rows += 1
+            while p < n:
+                image, zero, p = decoder.image(b, p)
+                if update:
+                    image2, zero2, p = decoder.image(b, p)
+                    yield image, image2, zero + zero2
+                else:
+                    yield (image, None, zero) if delete else (None, image, zero)
+            return
+        for row in ev.rows:
+            if update:
+                before, z1 = shape.from_binlog(row["before_values"], row.get("before_none_sources"))
+                after, z2 = shape.from_binlog(row["after_values"], row.get("after_none_sources"))
+                yield before, after, z1 + z2
+            else:
+                image, zero = shape.from_binlog(row["values"], row.get("none_sources"))
+                yield (image, None, zero) if delete else (None, image, zero)
+
+    def events(
+        self, shape: TableShape, ev: Any, before: Row | None, after: Row | None, zero: list[str], at: Position
+    ) -> list[Record]:
+        ts = float(ev.timestamp)
+        key = shape.key_of(after if after is not None else before or {})
+        if zero:
+            rejected = self._zero(shape, zero, key, at, ts)
+            if rejected is not None:
+                return [rejected]
+        if isinstance(ev, WriteRowsEvent):
+            return [ChangeEvent(shape.entity, key, INSERT, None, after, None, at, ts)]
+        if isinstance(ev, DeleteRowsEvent):
+            return [ChangeEvent(shape.entity, key, DELETE, before, None, None, at, ts)]
+        assert before is not None and after is not None
+        old_key = shape.key_of(before)
+        if old_key != key:  # the key changed: the old record is gone, a new one is there
+            return [
+                ChangeEvent(shape.entity, old_key, DELETE, before, None, None, at, ts),
+                ChangeEvent(shape.entity, key, INSERT, None, after, None, (*at, "k"), ts),
+            ]
+        return [ChangeEvent(shape.entity, key, UPDATE, before, after, diff_fields(before, after), at, ts)]
+
+    def _zero(self, shape: TableShape, columns: list[str], key: Any, at: Position, ts: float) -> Rejected | None:
+        if self.zero_dates == "dead_letter":
+            reason = f"zero date in {shape.entity} column(s) {', '.join(columns)} (zero_dates: dead_letter)"
+            return Rejected(ChangeEvent(shape.entity, key, INSERT, position=at, committed_at=ts), reason)
+        for c in columns:
+            if (shape.entity, c) not in self._warned:
+                self._warned.add((shape.entity, c))
+                log.warning(
+                    "zero date in %s.%s read as NULL (zero_dates: null; warned once per column)", shape.entity, c
+                )
+        return None

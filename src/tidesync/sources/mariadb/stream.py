@@ -1,0 +1,332 @@
+"""The binlog connection: mysql-replication's BinLogStreamReader in one thread, behind a bounded buffer.
+
+The thread reads events, decodes captured rows into :class:`~tidesync.event.ChangeEvent`
+(decoding is where the time goes: row images by ``rows.py``, everything else and
+uncovered types by mysql-replication, both blocking Python), and hands
+records over in chunks: a chunk at each transaction end, or every ``chunk_size`` rows
+inside a large one. When ``max_records`` records wait unread it stops reading until
+the pipeline takes some (backpressure; the server buffers the rest).
+
+Records (``records.py``) come out in binlog order. DDL query events only invalidate
+the cache of which columns hold JSON (MariaDB's JSON is a LONGTEXT; only
+``information_schema`` says so); the table maps carry the columns themselves.
+
+Stopping: :meth:`BinlogReader.stop` sets a flag that the thread checks at every event,
+server heartbeats included, and shuts the socket down so a blocked read returns at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from collections import deque
+from typing import Any
+
+import pymysql
+from pymysqlreplication import BinLogStreamReader  # type: ignore[import-untyped]
+from pymysqlreplication.event import (  # type: ignore[import-untyped]
+    GtidEvent,
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    QueryEvent,
+    RotateEvent,
+    XidEvent,
+)
+from pymysqlreplication.row_event import (  # type: ignore[import-untyped]
+    DeleteRowsEvent,
+    TableMapEvent,
+    UpdateRowsEvent,
+    WriteRowsEvent,
+)
+
+from tidesync.errors import SourceError
+from tidesync.sources.mariadb import server
+from tidesync.sources.mariadb.positions import Resume, boundary_position, file_seq, row_position
+from tidesync.sources.mariadb.records import Boundary, Record, RecordMaker, Shape
+from tidesync.sources.mariadb.tables import TableShape, entity_name
+
+log = logging.getLogger("tidesync.sources.mariadb")
+
+# Threads of readers being stopped: stop() shuts their socket, which the decoder reports as a lost
+# connection ("Re-request the connection") before it finds it may not reconnect. Not worth a warning.
+_STOPPING: set[int] = set()
+
+
+class _QuietWhileStopping(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return threading.get_ident() not in _STOPPING
+
+
+logging.getLogger("pymysqlreplication").addFilter(_QuietWhileStopping())
+
+
+_EVENTS = [MariadbGtidEvent, GtidEvent, QueryEvent, XidEvent, TableMapEvent, WriteRowsEvent, UpdateRowsEvent,
+           DeleteRowsEvent, RotateEvent, HeartbeatLogEvent]  # fmt: skip
+
+
+def _start(ev: Any) -> int:
+    """Where an event starts in its file: its end minus its whole size (``ev.packet`` is the decoder's wrapper,
+    whose size counts the header and checksum; the event's own ``event_size`` does not)."""
+    return int(ev.packet.log_pos) - int(ev.packet.event_size)
+
+
+class BinlogReader:
+    """Reads the binlog from ``resume`` on, for the ``tables`` (database, table) pairs, in a thread."""
+
+    def __init__(
+        self,
+        connect_args: dict[str, Any],
+        *,
+        server_id: int,
+        resume: Resume,
+        tables: list[tuple[str, str]],
+        shapes: dict[str, TableShape],
+        mariadb: bool,
+        zero_dates: str,
+        heartbeat: float = 1.0,
+        max_records: int = 20_000,
+        chunk_size: int = 500,
+    ) -> None:
+        self.args = dict(connect_args)
+        self.server_id = server_id
+        self.resume = resume
+        self.tables = set(tables)
+        self.mariadb = mariadb
+        self.heartbeat = heartbeat
+        self.max_records = max_records
+        self.chunk_size = chunk_size
+        self._chunks: deque[list[Record]] = deque()
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._error: BaseException | None = None
+        self._done = False
+        self._stop = False
+        self._stream: BinLogStreamReader | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self._waiting = False
+        self._ctl: pymysql.connections.Connection[Any] | None = None
+        self.maker = RecordMaker(self.tables, shapes, zero_dates, self._json_columns)
+
+    # --- asyncio side -----------------------------------------------------
+
+    async def start(self, timeout: float = 30.0) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name=f"tidesync-binlog-{self.server_id}", daemon=True)
+        self._thread.start()
+        ok = await asyncio.to_thread(self._started.wait, timeout)
+        if self._error is not None:
+            await self.stop()
+            raise self._translated()
+        if not ok:
+            await self.stop()
+            raise server.translate(TimeoutError("no answer"), f"the binlog stream did not start within {timeout:.0f}s")
+
+    def take(self, limit: int) -> list[Record]:
+        """Up to about ``limit`` records (whole chunks; the caller keeps what it does not use)."""
+        out: list[Record] = []
+        with self._cond:
+            while self._chunks and len(out) < limit:
+                chunk = self._chunks.popleft()
+                self._queued -= len(chunk)
+                out.extend(chunk)
+            self._cond.notify_all()
+        return out
+
+    async def wait(self, timeout: float) -> None:
+        """Return when records or an error are there, or after ``timeout`` seconds."""
+        assert self._event is not None
+        self._waiting = True
+        try:
+            if self._chunks or self._done:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), timeout)
+        finally:
+            self._waiting = False
+            self._event.clear()
+
+    @property
+    def finished(self) -> bool:
+        return self._done and not self._chunks
+
+    def error(self) -> SourceError:
+        """Why the thread ended (call once :attr:`finished`)."""
+        if self._error is None:
+            return server.translate(EOFError("the binlog stream ended"), "reading the binlog")
+        return self._translated()
+
+    async def stop(self) -> None:
+        self._stop = True
+        if self._thread is not None and self._thread.ident is not None:
+            _STOPPING.add(self._thread.ident)
+        with self._cond:
+            self._cond.notify_all()
+        stream = self._stream
+        conn = getattr(stream, "_stream_connection", None) if stream is not None else None
+        sock = getattr(conn, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # a blocked read returns now
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 10.0)
+            _STOPPING.discard(self._thread.ident or 0)
+
+    def _translated(self) -> SourceError:
+        err = self._error
+        if isinstance(err, SourceError):
+            return err
+        assert err is not None
+        return server.translate(err, "reading the binlog")
+
+    def _notify(self) -> None:
+        if self._waiting and self._loop is not None and self._event is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed
+                self._loop.call_soon_threadsafe(self._event.set)
+
+    # --- the thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._ctl = server.connect(self.args)
+            self._stream = BinLogStreamReader(
+                connection_settings=self._settings(),
+                server_id=self.server_id,
+                blocking=True,
+                resume_stream=True,
+                log_file=self.resume.file,
+                log_pos=self.resume.offset,
+                only_events=_EVENTS,
+                only_schemas=sorted({db for db, _ in self.tables}),
+                only_tables=sorted({t for _, t in self.tables}),
+                # The decoder's MariaDB mode always starts by GTID state (from the first file when there is
+                # none); file+offset needs the classic dump request, which MariaDB serves too, with its GTID events.
+                is_mariadb=False,
+                slave_heartbeat=self.heartbeat,
+                enable_logging=False,
+                pymysql_wrapper=self._connect,
+            )
+            self._started.set()
+            self._loop_events(self._stream)
+        except BaseException as exc:  # reported to the asyncio side, never lost
+            if not self._stop:
+                self._error = exc
+        finally:
+            for closing in (self._stream, self._ctl):
+                if closing is not None:
+                    with contextlib.suppress(Exception):
+                        closing.close()
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+            self._started.set()
+            self._notify()
+
+    def _settings(self) -> dict[str, Any]:
+        a = self.args
+        return {
+            "host": a["host"],
+            "port": a["port"],
+            "user": a["user"],
+            "password": a["password"],
+            "charset": "utf8mb4",
+        }
+
+    def _connect(self, **kwargs: Any) -> pymysql.connections.Connection[Any]:
+        # The decoder reconnects by itself after a lost connection; after stop() (which shuts the socket)
+        # it must not: the thread is ending.
+        if self._stop:
+            raise pymysql.err.InterfaceError(0, "the binlog reader is stopping")
+        if "db" in kwargs:  # the decoder names its control connection's database by PyMySQL's deprecated key
+            kwargs["database"] = kwargs.pop("db")
+        return pymysql.connect(**kwargs)
+
+    def _loop_events(self, stream: BinLogStreamReader) -> None:
+        chunk: list[Record] = []
+        gtid = ""
+        tx_offset = -1
+        index = -1
+        seq = self.resume.seq
+        after = self.resume.after
+        skip_seq, skip_offset = self.resume.seq, self.resume.offset
+        pending: dict[str, TableShape] = {}  # new shapes, announced with the first row that has them
+        maker = self.maker
+        for ev in stream:
+            if self._stop:
+                return
+            seq = file_seq(stream.log_file)
+            if isinstance(ev, (MariadbGtidEvent, GtidEvent)):
+                tx_offset = _start(ev)
+                gtid = str(ev.gtid)
+                index = -1
+            elif isinstance(ev, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)):
+                shape = maker.shapes.get(entity_name(ev.schema, ev.table))
+                if shape is None or (ev.schema, ev.table) not in self.tables:
+                    continue
+                for before, after_image, zero in maker.images(shape, ev):
+                    index += 1
+                    at = row_position(seq, tx_offset, index, gtid)
+                    records = maker.events(shape, ev, before, after_image, zero, at)
+                    if after is not None and seq == skip_seq and tx_offset == skip_offset:
+                        # handed out before the checkpoint this reader resumed after (a key change
+                        # gives two events for one row: the checkpoint may fall between them)
+                        records = [r for r in records if not isinstance(r, Shape) and r.position > after]
+                        if not records:
+                            continue
+                    announced = pending.pop(shape.entity, None)
+                    if announced is not None:
+                        chunk.append(Shape(announced, at))
+                    chunk.extend(records)
+                if len(chunk) >= self.chunk_size:
+                    chunk = self._push(chunk)
+            elif isinstance(ev, XidEvent):
+                chunk.append(Boundary(boundary_position(seq, ev.packet.log_pos)))
+                chunk = self._push(chunk)
+                tx_offset, gtid, index = -1, "", -1
+            elif isinstance(ev, QueryEvent):
+                text = ev.query.strip() if isinstance(ev.query, str) else ""
+                if text.upper() == "BEGIN":
+                    if tx_offset < 0:  # no GTID event before it (MySQL with gtid_mode=OFF)
+                        tx_offset = _start(ev)
+                    continue
+                if text.upper() != "COMMIT":
+                    maker.forget_json()
+                    log.debug("DDL at binlog file #%s: %s", seq, text[:200])
+                chunk.append(Boundary(boundary_position(seq, ev.packet.log_pos)))
+                chunk = self._push(chunk)
+                tx_offset, gtid, index = -1, "", -1
+            elif isinstance(ev, TableMapEvent):
+                if (ev.schema, ev.table) in self.tables:
+                    changed = maker.table_map(ev)
+                    if changed is not None:
+                        pending[changed.entity] = changed
+            elif isinstance(ev, HeartbeatLogEvent) and chunk:
+                chunk = self._push(chunk)
+
+    def _json_columns(self, database: str, table: str) -> frozenset[str]:
+        try:
+            assert self._ctl is not None
+            return server.json_columns(self._ctl, database, table)
+        except (pymysql.err.MySQLError, AssertionError):
+            with contextlib.suppress(Exception):
+                if self._ctl is not None:
+                    self._ctl.close()
+            self._ctl = server.connect(self.args)  # idle too long and dropped by the server: once more
+            return server.json_columns(self._ctl, database, table)
+
+    def _push(self, chunk: list[Record]) -> list[Record]:
+        if not chunk:
+            return chunk
+        with self._cond:
+            while self._queued >= self.max_records and not self._stop:
+                self._cond.wait(0.5)
+            self._chunks.append(chunk)
+            self._queued += len(chunk)
+        self._notify()
+        return []

@@ -1,0 +1,92 @@
+"""One captured table's shape: its columns as the source decodes them, its key, and its published schema.
+
+A shape is built from a binlog table map (``binlog_row_metadata=FULL`` puts names,
+signedness, character sets, ENUM/SET members and the primary key in it) or from
+``information_schema`` for the snapshot; both give the same columns. A new table map
+whose columns differ from the last one of the table means the table was altered: the
+source publishes the new shape (see ``stream.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidesync.schema import EntitySchema
+from tidesync.sources.mariadb.types import (
+    ZERO_SOURCES,
+    ColType,
+    Convert,
+    ZeroDate,
+    binlog_converter,
+    query_converter,
+)
+
+
+def entity_name(database: str, table: str) -> str:
+    return f"{database}.{table}"
+
+
+@dataclass(slots=True)
+class TableShape:
+    entity: str
+    cols: tuple[ColType, ...]
+    key: tuple[str, ...]
+    schema: EntitySchema = field(init=False)
+    _binlog: tuple[tuple[str, Convert], ...] = field(init=False, default=())
+    _query: tuple[tuple[str, Convert], ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        columns = tuple(c.column(ident=None) for c in self.cols)
+        self.schema = EntitySchema(self.entity, columns, self.key)
+        self._binlog = tuple((c.name, binlog_converter(c)) for c in self.cols)
+        self._query = tuple((c.name, query_converter(c)) for c in self.cols)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.cols)
+
+    def same_columns(self, other: TableShape) -> bool:
+        return self.cols == other.cols and self.key == other.key
+
+    def key_of(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple([row.get(k) for k in self.key])
+
+    def from_binlog(
+        self, values: dict[str, Any], none_sources: dict[str, str] | None
+    ) -> tuple[dict[str, Any], list[str]]:
+        """A binlog row image as exact values, and the columns that held a zero date (their values None)."""
+        row: dict[str, Any] = {}
+        zero: list[str] = []
+        for name, conv in self._binlog:
+            v = values.get(name)
+            if v is None:
+                source = none_sources.get(name) if none_sources else None
+                if source in ZERO_SOURCES:
+                    zero.append(name)
+                elif source == "empty set":
+                    v = ""
+                row[name] = v
+                continue
+            try:
+                row[name] = conv(v)
+            except ZeroDate:
+                zero.append(name)
+                row[name] = None
+        return row, zero
+
+    def from_query(self, values: Sequence[Any]) -> tuple[dict[str, Any], list[str]]:
+        """A snapshot row (values in column order) as exact values, and the columns that held a zero date."""
+        row: dict[str, Any] = {}
+        zero: list[str] = []
+        for (name, conv), v in zip(self._query, values, strict=True):
+            if v is None:
+                row[name] = None
+                continue
+            try:
+                row[name] = conv(v)
+            except ZeroDate:
+                zero.append(name)
+                row[name] = None
+        return row, zero
