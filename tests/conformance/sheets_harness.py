@@ -1,4 +1,5 @@
-"""The csv and xlsx sources and sinks under the conformance suite, over files in the test's directory.
+"""The csv, xlsx and gsheets sources and sinks under the conformance suite (files in the test's directory;
+for gsheets, the fake Google API in :mod:`tidesync.testing.gsheets`, served in a thread).
 
 Sources: the harness keeps the sheet's rows in memory and rewrites the whole
 file on every change, as a person saving it would (every other save by
@@ -16,6 +17,7 @@ replacing it can succeed until healed.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -192,5 +194,127 @@ class XlsxSinkHarness(_SheetSinkHarness):
     bad_row = {"name": "control \x01 character", "qty": 1}  # xlsx text cannot hold control characters
 
 
-SOURCES = {"csv": CsvSourceHarness, "xlsx": XlsxSourceHarness}
-SINKS = {"csv": CsvSinkHarness, "xlsx": XlsxSinkHarness}
+# --- Google Sheets: the same, against the fake API served in a thread --------------------------------
+
+SID = "1ConformanceSheet"
+
+
+class _Google:
+    """The fake Sheets/Drive/token API on loopback, a service-account key for it, and a config for both sides."""
+
+    def __init__(self, tmp: Path) -> None:
+        from tests.conformance.http_harnesses import ThreadedServer
+        from tidesync.testing.gsheets import FakeGSheets
+
+        self.fake = FakeGSheets()
+        self.fake.add_spreadsheet(SID, {"items": [HEADER]})
+        self.server = ThreadedServer(self.fake.app)
+        self.key = tmp / "sa.json"
+        self.key.write_text(json.dumps(self.fake.service_account(f"{self.server.url}/token")))
+
+    def config(self, **extra: Any) -> dict[str, Any]:
+        return {"type": "gsheets", "spreadsheet_id": SID, "sheet": "items", "key": ["id"],
+                "credentials": f"${{file:{self.key}}}", "base_url": self.server.url, "drive_url": self.server.url,
+                "rate_limit": {"per_second": 10_000}, "http": {"max_attempts": 2}, **extra}  # fmt: skip
+
+    def rows(self) -> Rows:
+        from tidesync.sheets.gsheets_source import table_of
+
+        table = table_of(self.fake.values(SID, "items"), "items", 1, "")
+        return dict(Typer(("id",), {}).records(table).rows)
+
+    def stop(self) -> None:
+        self.fake.release()
+        self.server.stop()
+
+
+class GSheetsSourceHarness:
+    """A person editing the sheet in the fake: each change is one revision, read at the next check."""
+
+    entity = "items"
+    every_change = False
+    exclusions: dict[str, str] = {}
+
+    def __init__(self, tmp: Path) -> None:
+        self.google = _Google(tmp)
+        self.fake = self.google.fake
+
+    def make_source(self) -> Source:
+        from tidesync.sheets.gsheets_config import GSheetsSourceConfig
+        from tidesync.sheets.gsheets_source import GSheetsSource
+
+        conf = self.google.config(columns={"qty": "integer"}, poll_interval=0.01)
+        return EngineCommits(GSheetsSource(GSheetsSourceConfig.model_validate(conf)))
+
+    def _rows(self) -> list[list[Any]]:
+        return self.fake.books[SID].sheet("items").rows
+
+    def _set_rows(self, rows: list[list[Any]]) -> None:
+        book = self.fake.books[SID]
+        book.sheet("items").rows = rows
+        book.touch()
+
+    def insert(self, ids: range) -> None:
+        self._set_rows(self._rows() + [[i, f"item {i}", 0] for i in ids])
+
+    def update(self, ids: range, qty: int) -> None:
+        self._set_rows([[r[0], r[1], qty] if r and r[0] in ids else r for r in self._rows()])
+
+    def delete(self, ids: range) -> None:
+        self._set_rows([r for r in self._rows() if not (r and r[0] in ids)])
+
+    def feed_bad_input(self, key: int) -> None:
+        self._set_rows([r for r in self._rows() if not (r and r[0] == key)] + [[key, f"item {key}", "not a number"]])
+
+    def cleanup(self) -> None:
+        self.google.stop()
+
+
+class _Outage:
+    def __init__(self, fake: Any) -> None:
+        self.fake = fake
+
+    def break_(self) -> None:
+        self.fake.outage = 503
+
+    def heal(self) -> None:
+        self.fake.outage = None
+
+
+class GSheetsSinkHarness:
+    entity = "items"
+    bad_row: dict[str, Any] | None = {"name": "x" * 50_001, "qty": 1}  # a cell holds at most 50,000 characters
+    exclusions: dict[str, str] = {}
+
+    def __init__(self, tmp: Path) -> None:
+        self.google = _Google(tmp)
+        self.fake = self.google.fake
+
+    def make_sink(self) -> Sink:
+        from tidesync.sheets.gsheets_config import GSheetsSinkConfig
+        from tidesync.sheets.gsheets_sink import GSheetsSink
+
+        return GSheetsSink(GSheetsSinkConfig.model_validate(self.google.config()))
+
+    def make_faulty_sink(self) -> tuple[Sink, _Outage]:
+        return self.make_sink(), _Outage(self.fake)
+
+    def make_slow(self) -> Any:
+        return self.fake  # hold() / release()
+
+    def rows(self) -> Rows:
+        return self.google.rows()
+
+    def set_column(self, key: int, column: str, value: Any) -> None:
+        values = self.fake.values(SID, "items")
+        col = values[0].index(column)
+        for r, row in enumerate(values[1:], 2):
+            if row and row[0] == key:
+                self.fake.set(SID, "items", f"{chr(65 + col)}{r}", value)
+
+    def cleanup(self) -> None:
+        self.google.stop()
+
+
+SOURCES = {"csv": CsvSourceHarness, "xlsx": XlsxSourceHarness, "gsheets": GSheetsSourceHarness}
+SINKS = {"csv": CsvSinkHarness, "xlsx": XlsxSinkHarness, "gsheets": GSheetsSinkHarness}

@@ -1,0 +1,164 @@
+"""The Google Sheets sink (``type: gsheets``): upsert rows by key, one short burst of requests per write.
+
+``write(events)`` reads the sheet (``values.batchGet``; the sheet's id and grid
+size once per open, creating the sheet when missing), applies the events in
+order to that copy with the same rules as the file sink
+(:meth:`~.sink.SheetSink._apply`: rows found by their key cells, an update
+writes only ``changed``, an insert every field, new fields get a column,
+``deletes: remove|mark``, truncate) and sends the edits
+(:meth:`~.gsheets_grid.GSheetsGrid.flush`: at most four requests). Other
+cells, formulas, formatting and sheets are never touched.
+
+Idempotent: the highest position written is kept in the state store (kv
+``sheet_applied``) after the requests succeed, and events at or before it
+are skipped unless ``replay``; and since every write reads the sheet first
+and finds rows by key, a write retried after a partial failure (cells
+written, append lost) updates the rows it appended instead of adding them
+again. Appends and row deletes are never retried inside one call (their
+answer lost, they may have happened): the call fails as transient and the
+engine retries it whole.
+
+Errors: a value a cell cannot hold (over 50,000 characters, NaN) fails its
+own event (:class:`PartialBatchError`); the API refusing the credential is
+:class:`SystemicError` (the pipeline blocks until fixed); a missing
+spreadsheet (404), or a sheet that cannot be read (renamed, removed),
+too; 5xx, timeouts and 429s beyond ``max_throttled`` are transient; a 400
+to a write fails the batch as permanent (the engine splits it).
+
+Caution: rows are addressed by the row numbers read at the start of the
+write. A person inserting or removing rows above them in the half second
+between that read and the requests shifts them, and the edit lands on the
+neighbouring row; ``deletes: mark`` avoids removing the wrong row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from tidesync.errors import (
+    DeliveryError,
+    PartialBatchError,
+    PermanentError,
+    SourceError,
+    SourceTransientError,
+    SystemicError,
+    TransientError,
+)
+from tidesync.event import ChangeEvent
+from tidesync.protocols import Context
+from tidesync.sheets.config import SheetSinkConfig
+from tidesync.sheets.gsheets_api import SheetsApi
+from tidesync.sheets.gsheets_config import GSheetsSinkConfig
+from tidesync.sheets.gsheets_grid import GSheetsGrid
+from tidesync.sheets.sink import APPLIED_NS, SheetSink, _at_or_before
+from tidesync.sources.http.client import ApiStatusError, CredentialRejected
+
+
+class GSheetsSink(SheetSink):
+    """Writes one sheet of one spreadsheet; see the module docstring."""
+
+    def __init__(self, config: GSheetsSinkConfig) -> None:
+        as_file = SheetSinkConfig.model_validate(
+            {
+                "type": "xlsx",
+                "path": f"gsheets/{config.spreadsheet_id}",
+                "sheet": config.sheet,
+                "key": config.key,
+                "header_row": config.header_row,
+                "columns": config.columns,
+                "deletes": config.deletes,
+                "mark_column": config.mark_column,
+            }
+        )
+        super().__init__(as_file)
+        self.gconfig = config
+        self.api: SheetsApi | None = None
+        self._props: dict[str, Any] | None = None
+
+    async def open(self, ctx: Context) -> None:
+        c = self.gconfig
+        await super().open(ctx)
+        if self.api is None:
+            self.api = SheetsApi(
+                f"gsheets sink {ctx.pipeline}/{ctx.name}", c.spreadsheet_id, base_url=c.base_url,
+                drive_url=c.drive_url, key=c.credentials, rate_limit=c.rate_limit, http=c.http, clock=ctx.clock,
+            )  # fmt: skip
+        self._props = None
+
+    async def close(self) -> None:
+        api, self.api = self.api, None
+        if api is not None:
+            await api.close()
+
+    async def write(self, events: Sequence[ChangeEvent], *, replay: bool = False) -> None:
+        applied = None if replay else self._applied
+        todo = [(i, e) for i, e in enumerate(events) if not _at_or_before(e.position, applied)]
+        if not todo:
+            return
+        async with self._lock:
+            grid = await self._load_grid()
+            failures: dict[int, DeliveryError] = {}
+            doomed: set[int] = set()
+            for j, (_, ev) in enumerate(todo):
+                try:
+                    self._apply(grid, ev, doomed)  # type: ignore[arg-type]  # a Grid, structurally
+                except (ValueError, TypeError) as exc:
+                    failures[j] = PermanentError(f"{self.gconfig.sheet}: {exc}")
+            grid.remove(doomed)
+            assert self.api is not None
+            try:
+                with _translated(self.gconfig.sheet):
+                    await grid.flush(self.api)
+            except DeliveryError:
+                self._props = None  # someone may have resized or removed the sheet: ask again
+                raise
+            if self._props is not None:  # the grid may have grown columns
+                self._props.setdefault("gridProperties", {})["columnCount"] = grid.columns
+            self.rewrites += 1
+            newest = todo[-1][1].position
+            if newest and self._ctx is not None and not _at_or_before(newest, self._applied):
+                self._applied = newest
+                await self._ctx.state.kv_put(APPLIED_NS, self._applied_key(), list(newest))
+        if failures:
+            raise PartialBatchError({todo[j][0]: err for j, err in failures.items()})
+
+    async def _load_grid(self) -> GSheetsGrid:
+        assert self.api is not None
+        c = self.gconfig
+        with _translated(c.sheet, reading=True):
+            if self._props is None:
+                props = await self.api.sheet_properties(c.sheet)
+                if props is None:
+                    await self.api.structure([{"addSheet": {"properties": {"title": c.sheet}}}], once=False)
+                    props = await self.api.sheet_properties(c.sheet)
+                if props is None:
+                    raise SystemicError(f"{c.sheet}: no such sheet in spreadsheet {c.spreadsheet_id}")
+                self._props = props
+            values = await self.api.read(c.sheet)
+        self.loads += 1
+        grid_props = self._props.get("gridProperties", {})
+        grid = GSheetsGrid(
+            values, title=c.sheet, sheet_id=int(self._props.get("sheetId", 0)),
+            columns=int(grid_props.get("columnCount", 26)), key=c.key, header_row=c.header_row,
+        )  # fmt: skip
+        return grid
+
+
+@contextmanager
+def _translated(what: str, *, reading: bool = False) -> Iterator[None]:
+    """Client errors to delivery errors. A 4xx on the read before any write (the sheet renamed or removed)
+    would fail every event alike: systemic, not a reason to dead-letter the batch."""
+    try:
+        yield
+    except CredentialRejected as exc:
+        raise SystemicError(f"Google refused the service account: {exc}") from exc
+    except SourceTransientError as exc:
+        raise TransientError(str(exc)) from exc
+    except ApiStatusError as exc:
+        if exc.status == 404 or reading:
+            raise SystemicError(f"{what}: cannot read the sheet (renamed? shared with the account?): {exc}") from exc
+        raise PermanentError(f"{what}: {exc}") from exc
+    except SourceError as exc:
+        raise TransientError(str(exc)) from exc
