@@ -36,7 +36,7 @@ class PipelineInfo(_Model):
     state: str = Field(
         description="starting, running, degraded (running; the DLQ grew in the last 5 minutes), retrying, "
         "blocked (every write would fail: events held, not dead-lettered), paused, draining, stopped, failed, "
-        "or never run"
+        "scheduled (a pipeline with `schedule:` between its runs), or never run"
     )
     running: bool = Field(description="this process runs the pipeline")
     source: str = Field(description="the source's type")

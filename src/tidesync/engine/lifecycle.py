@@ -19,6 +19,8 @@ class State(StrEnum):
 # Not a lifecycle state but what status shows for a running pipeline whose dead-letter
 # queue grew lately (see tidesync.engine.runner.DEGRADED_FOR).
 DEGRADED = "degraded"
+# Nor is this: what status shows for a pipeline with `schedule:` between its runs (tidesync.engine.schedule).
+SCHEDULED = "scheduled"
 
 ALLOWED: dict[State, frozenset[State]] = {
     State.STOPPED: frozenset({State.STARTING}),

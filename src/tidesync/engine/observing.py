@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tidesync.engine.delivery import BlockNotice
-from tidesync.engine.lifecycle import DEGRADED, Lifecycle, State
+from tidesync.engine.lifecycle import DEGRADED, SCHEDULED, Lifecycle, State
 from tidesync.engine.parklog import ParkLog
 from tidesync.errors import StateStoreError, SystemicError
 from tidesync.secrets import REDACTOR
@@ -51,6 +51,7 @@ class PipelineView:
         self.last_committed_at = 0.0  # source commit time of the last event written
         self.last_error: str | None = None
         self.next_attempt_at: float | None = None
+        self.next_run_at: float | None = None  # a scheduled pipeline between runs: when the next one starts
         self.pending: deque[float] = deque()  # oldest commit time of each batch read, not yet checkpointed
         self._shown_state = ""  # the display state last written to the state store
         self._dirty = False
@@ -60,8 +61,11 @@ class PipelineView:
 
     @property
     def display_state(self) -> str:
-        """The lifecycle state, or ``degraded`` while running with a dead-letter queue that grew lately."""
+        """The lifecycle state, ``degraded`` while running with a dead-letter queue that grew lately,
+        or ``scheduled`` between the runs of a scheduled pipeline."""
         state = self.lifecycle.state
+        if self.next_run_at is not None and state in (State.STOPPED, State.FAILED):
+            return SCHEDULED
         grew = self.dlq_grew_at
         if state == State.RUNNING and grew is not None and self.clock.time() - grew < DEGRADED_FOR:
             return DEGRADED
@@ -88,6 +92,8 @@ class PipelineView:
                 extra["breaker"] = held.breaker
         if self.dlq_grew_at is not None:
             extra["dlq_grew_at"] = self.dlq_grew_at
+        if self.next_run_at is not None:
+            extra["next_run_at"] = self.next_run_at
         return PipelineStatus(
             pipeline=self.name,
             state=self.display_state,
@@ -95,7 +101,7 @@ class PipelineView:
             lag_seconds=self.lag_seconds(),
             last_committed_at=self.last_committed_at,
             last_error=self.last_error,
-            next_attempt_at=self.next_attempt_at,
+            next_attempt_at=self.next_attempt_at if self.next_run_at is None else self.next_run_at,
             updated_at=self.clock.time(),
             extra=extra,
         )

@@ -11,6 +11,9 @@ travels with its batch as ``rejected``, for the dead-letter writer to park.
 When the reader ends it puts ``None`` on the queue if there is room, and sets
 :attr:`Reader.done` in any case: a writer draining the queue must not wait for
 a marker a full queue had no room for.
+
+In a batch run (``once``, see :mod:`.once`) the reader stops reading once it
+has read up to the source's end, and waits for ``stop``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 from tidesync.clock import Clock
 from tidesync.engine.observing import PipelineView
+from tidesync.engine.once import OnceRun
 from tidesync.errors import SourceTransientError
 from tidesync.event import Batch, ChangeEvent, Position
 from tidesync.observe.stats import PipelineStats
@@ -94,6 +98,7 @@ class Reader:
         self.rng = random.Random()
         self.last_read: Position | None = None  # where a reopen resumes after
         self.done = asyncio.Event()
+        self.once: OnceRun | None = None  # set by the runner for a batch run
 
     async def open(self, after: Position | None) -> None:
         self.last_read = after
@@ -125,6 +130,7 @@ class Reader:
         return True
 
     async def run(self, queue: asyncio.Queue[Item | None], stop: asyncio.Event) -> None:
+        self.done.clear()  # a scheduled pipeline runs its reader again
         try:
             while not stop.is_set():
                 if not self.resumed.is_set():
@@ -135,13 +141,17 @@ class Reader:
                 except RetryStopped:
                     return
                 self.view.heartbeat()
-                if not batch.events and batch.position is None and not batch.rejected:
-                    continue
-                item = self._item(batch)
-                self.view.pending.append(item.oldest_commit)
-                await queue.put(item)
-                if batch.position is not None:
-                    self.last_read = batch.position
+                if batch.events or batch.position is not None or batch.rejected:
+                    item = self._item(batch)
+                    self.view.pending.append(item.oldest_commit)
+                    await queue.put(item)
+                    if batch.position is not None:
+                        self.last_read = batch.position
+                if self.once is not None and self.once.read(
+                    batch, self.last_read, idle=bool(getattr(self.source, "idle", True))
+                ):
+                    await stop.wait()  # read up to the end: the writer applies it, then the run stops
+                    return
         finally:
             self.done.set()
             with contextlib.suppress(asyncio.QueueFull):

@@ -23,6 +23,7 @@ Metrics (labels in braces)::
     tidesync_lag_seconds{pipeline}                       now - commit time of the oldest unapplied event read
     tidesync_pipeline_state{pipeline,state}              1 for the current state: a lifecycle state, or
                                                          degraded (running; the DLQ grew in the last 5 min)
+                                                         or scheduled (a `schedule:` pipeline between runs)
     tidesync_pipeline_retrying_seconds{pipeline}         time spent retrying a failing sink (0 otherwise)
     tidesync_pipeline_blocked_seconds{pipeline}          time blocked: every write would fail (0 otherwise)
     tidesync_dlq_depth{pipeline}                         dead-letter queue entries
@@ -43,7 +44,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from tidesync.engine.lifecycle import DEGRADED, State
+from tidesync.engine.lifecycle import DEGRADED, SCHEDULED, State
 from tidesync.observe.alerts import Phase
 from tidesync.observe.latency import UPPER_BOUNDS, LatencyHistogram, bucket_of
 from tidesync.observe.metrics import REGISTRY
@@ -164,7 +165,7 @@ class EngineCollector:
             retries.add_metric([r.name, r.sink_name], r.writer.retries)
             lag.add_metric([r.name], r.lag_seconds())
             shown = getattr(r, "display_state", r.state_name)
-            for st in (*State, DEGRADED):
+            for st in (*State, DEGRADED, SCHEDULED):
                 state.add_metric([r.name, str(st)], 1.0 if shown == st else 0.0)
             secs = self.watch.seconds_in(r.name, State.RETRYING) if self.watch is not None else 0.0
             retrying.add_metric([r.name], secs)

@@ -323,6 +323,19 @@ class SqliteSource:
         assert op in (INSERT, UPDATE, DELETE, SNAPSHOT)
         return ChangeEvent(entity, key, op, before, after, changed, (seq,), ts)
 
+    async def end_position(self) -> Position | None:
+        """Where a batch run (``tidesync run --once``) ends: the newest change in the log now (None: it is empty)."""
+        newest = await self._run(self._newest)
+        return (newest,) if newest is not None else None
+
+    def _newest(self) -> int | None:
+        assert self._conn is not None
+        try:
+            row = self._conn.execute(f"SELECT max(seq) FROM {_q(self._log)}").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+        return int(row[0]) if row and row[0] is not None else None
+
     async def commit(self, position: Position) -> None:
         seq = int(position[0])
         if seq <= self.trimmed_through:

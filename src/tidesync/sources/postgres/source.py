@@ -482,6 +482,22 @@ class PostgresSource:
                 s.phase.confirm(lsn)
         await s.backfills.committed(position)
 
+    # --- a batch run's end ---------------------------------------------------
+
+    async def end_position(self) -> Position:
+        """Where a batch run (``tidesync run --once``) ends: the end of every transaction committed by now.
+
+        The WAL *insert* position (not the written one: a commit acknowledged
+        with ``synchronous_commit = off`` may not be written yet) as a
+        transaction end ``(lsn, -1)``. A heartbeat written right after is a
+        transaction that ends past it, so the stream reaches the end even when
+        nothing else is written.
+        """
+        s = self._open_session()
+        lsn = await s.catalog.run(_insert_lsn)
+        await s.side.emit(HEARTBEAT_PREFIX, self.slot)
+        return (lsn, -1)
+
     # --- close ------------------------------------------------------------
 
     async def close(self) -> None:
@@ -575,6 +591,13 @@ def _plan_saver(ctx: Context, kv_key: str) -> Callable[[SnapshotPlan], Awaitable
         await ctx.state.kv_put(KV_NAMESPACE, kv_key, plan.to_state())
 
     return save
+
+
+async def _insert_lsn(conn: psycopg.AsyncConnection[Any]) -> int:
+    cur = await conn.execute("SELECT (pg_current_wal_insert_lsn() - '0/0')::int8")
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 async def _oid_of(conn: psycopg.AsyncConnection[Any], table: str) -> int | None:
