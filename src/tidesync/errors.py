@@ -5,6 +5,7 @@
     TidesyncError
     ├── ConfigError            fix the configuration and restart (exit code 2)
     ├── StateStoreError        the state store cannot be used (locked, corrupt, unreachable)
+    ├── LeaseLostError         another process holds this work's lease now: stop it, do not retry
     ├── SourceError            a source cannot go on (slot dropped, table missing, ...)
     │   └── SourceTransientError   lost connection etc.: reconnect with backoff
     └── DeliveryError          writing an event failed
@@ -41,6 +42,15 @@ class ConfigError(TidesyncError):
 
 class StateStoreError(TidesyncError):
     """The state store cannot be opened or written."""
+
+
+class LeaseLostError(TidesyncError):
+    """This process no longer holds the lease of the work it was doing (tidesync.engine.lease).
+
+    Raised by a state store commit whose fence no longer matches the lease
+    (another process took it over), and before a write when the lease ran out
+    here. Not a :class:`StateStoreError`: retrying cannot help; the work must stop.
+    """
 
 
 class SourceError(TidesyncError):

@@ -731,7 +731,7 @@ async def test_default_url_creates_its_folder(tmp_path: Any, monkeypatch: pytest
     assert (tmp_path / ".tidesync" / "state.db").is_file()
     with sqlite3.connect(tmp_path / ".tidesync" / "state.db") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("SELECT value FROM tidesync_meta WHERE name = 'schema_version'").fetchone() == ("2",)
+        assert raw.execute("SELECT value FROM tidesync_meta WHERE name = 'schema_version'").fetchone() == ("3",)
     raw.close()
 
 

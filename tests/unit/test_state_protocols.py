@@ -75,6 +75,7 @@ def test_the_module_defines_the_concern_protocols() -> None:
         "IntakeJournal",
         "KeyValues",
         "PipelineStatuses",
+        "Leases",
         "StoreLifecycle",
         "StateStore",
     }

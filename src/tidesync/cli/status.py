@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Annotated, Any
 
 import typer
@@ -30,6 +31,7 @@ def status(
             await store.open()
             rows: list[dict[str, Any]] = []
             known = {s.pipeline: s for s in await store.status_list()}
+            leases = await _leases(store, loaded)
             for spec in loaded.pipelines:
                 st = known.get(spec.name)
                 depth = await store.dlq_count(spec.name)
@@ -46,6 +48,7 @@ def status(
                         "updated_at": st.updated_at if st else None,
                         "blocked_entity": st.extra.get("blocked_entity") if st else None,
                         "blocked_since": st.extra.get("blocked_since") if st else None,
+                        **leases.get(spec.name, {}),
                     }
                 )
             readings = await slots
@@ -72,6 +75,8 @@ def status(
         "updated",
         "last error / next attempt",
     )
+    if any("lease_holder" in r for r in rows):
+        cols = (*cols, "lease (standby)")
     for col in cols:
         table.add_column(col)
     for r in rows:
@@ -84,7 +89,7 @@ def status(
         }.get(r["state"], "")
         note = r["last_error"] or ""
         if r["next_attempt_at"]:
-            note += f" (next attempt {ago(r['next_attempt_at'])})"
+            note += f" (next {'run' if r['state'] == 'scheduled' else 'attempt'} {ago(r['next_attempt_at'])})"
         table.add_row(
             r["pipeline"],
             f"[{state_style}]{r['state']}[/]" if state_style else r["state"],
@@ -95,6 +100,7 @@ def status(
             _wal_cell(r["retained_wal"]),
             ago(r["updated_at"]),
             REDACTOR.redact(note),
+            *([_lease_cell(r)] if "lease_holder" in r else []),
         )
     out.print(table)
     for r in rows:
@@ -118,6 +124,38 @@ def status(
                 f" run it, or `tidesync drop {config} {r['pipeline']}`[/]",
                 highlight=False,
             )
+
+
+async def _leases(store: Any, loaded: Any) -> dict[str, dict[str, Any]]:
+    """Per pipeline (with `lease:` configured): the process holding its lease, and the standby processes."""
+    from tidesync.engine.lease import STANDBY_NAMESPACE, holder
+    from tidesync.state import Leases
+
+    if loaded.model.lease is None or not isinstance(store, Leases):
+        return {}
+    held = {x.name: x for x in await store.lease_list() if x.remaining > 0}
+    notes = await store.kv_scan(STANDBY_NAMESPACE)
+    fresh_after = time.time() - 3 * loaded.model.lease.ttl_seconds
+    out: dict[str, dict[str, Any]] = {}
+    for spec in loaded.pipelines:
+        lease = held.get(f"pipeline:{spec.name}")
+        owner = holder(lease.owner) if lease else None
+        waiting = {
+            n["owner"]
+            for k, n in notes.items()
+            if k.startswith(f"{spec.name}/") and n.get("seen_at", 0) > fresh_after and n.get("owner") != owner
+        }
+        out[spec.name] = {
+            "lease_holder": owner,
+            "lease_epoch": lease.epoch if lease else None,
+            "standby": sorted(waiting),
+        }
+    return out
+
+
+def _lease_cell(r: dict[str, Any]) -> str:
+    standby = ", ".join(f"{p} (standby)" for p in r["standby"])
+    return ", ".join(x for x in (r["lease_holder"] or "none", standby) if x)
 
 
 def _retained_wal(readings: list[Any]) -> dict[str, Any] | None:

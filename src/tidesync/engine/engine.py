@@ -13,6 +13,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
+from tidesync.engine.lease import LeasedWork, LeaseSettings, leased
 from tidesync.engine.runner import PipelineRunner
 from tidesync.state.store import StateStore
 
@@ -20,8 +21,16 @@ log = logging.getLogger("tidesync.engine")
 
 
 class Engine:
-    def __init__(self, state: StateStore, runners: Sequence[PipelineRunner], syncs: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        runners: Sequence[PipelineRunner],
+        syncs: Sequence[Any] = (),
+        lease: LeaseSettings | None = None,
+    ) -> None:
         self.state = state
+        self.lease = lease  # set: each pipeline and sync runs only while this process holds its lease
+        self.leased: list[LeasedWork] = []
         self.runners = list(runners)
         self.syncs = list(syncs)  # tidesync.sync.runner.SyncRunner: name, run(stop)
         self.stop = asyncio.Event()
@@ -45,6 +54,8 @@ class Engine:
         await self.state.open()
         try:
             every = [*self.runners, *self.syncs]
+            if self.lease is not None:
+                every = self.leased = leased(self.state, every, self.lease)
             results = await asyncio.gather(*(r.run(self.stop) for r in every), return_exceptions=True)
             for runner, result in zip(every, results, strict=True):
                 if isinstance(result, asyncio.CancelledError):

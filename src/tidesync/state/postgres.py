@@ -10,6 +10,15 @@ before failing. A call that loses it before ``COMMIT`` was sent retries once on
 a new connection (nothing of it was applied); a call that loses it during
 ``COMMIT`` fails with a :class:`StateStoreError` saying the outcome is unknown,
 because replaying it could add the same dead letters or counts twice.
+
+Leases (:class:`~tidesync.state.store.Leases`): a row per lease, taken and
+renewed by one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` that compares
+``expires_at`` with the server's ``now()``. A fenced commit reads its lease row
+``FOR SHARE`` first, so a takeover waits for a commit in flight and a commit
+after a takeover sees the new epoch and applies nothing. A holder frozen in
+the middle of a transaction would hold its row locks (the lease row's among
+them) for as long as it is frozen, so a store that takes leases has the server
+end its session once it is idle in a transaction for half the TTL.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from tidesync.errors import StateStoreError
+from tidesync.errors import LeaseLostError, StateStoreError
 from tidesync.event import Key, Position, unpack_value
 from tidesync.state.rows import (
     DLQ_COLUMNS,
@@ -41,8 +50,10 @@ from tidesync.state.rows import (
 from tidesync.state.store import (
     DeadLetter,
     DeadLetterFilter,
+    Fence,
     JournalAppend,
     JournalEntry,
+    Lease,
     PipelineStatus,
     ShadowRow,
     StateChanges,
@@ -52,7 +63,7 @@ from tidesync.state.url import redact_url
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _schema_v1(s: str) -> list[str]:
@@ -89,6 +100,14 @@ def _schema_v2(s: str) -> list[str]:
     ]
 
 
+def _schema_v3(s: str) -> list[str]:
+    """Leases: one owner per piece of work (tidesync.engine.lease); times are the server's."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS {s}.leases (name text PRIMARY KEY, owner text NOT NULL, epoch bigint NOT NULL,"
+        " expires_at timestamptz NOT NULL, acquired_at timestamptz NOT NULL)",
+    ]
+
+
 class PostgresStateStore:
     """State in schema ``schema`` (a validated identifier) of the database ``conninfo`` names."""
 
@@ -104,6 +123,8 @@ class PostgresStateStore:
         self._opened = False
         self._lock = asyncio.Lock()
         self._q = _queries(f'"{schema}"')
+        self._fences: dict[str, Fence] = {}
+        self._idle_timeout_on: Conn | None = None  # the connection idle_in_transaction_session_timeout is set on
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -157,6 +178,9 @@ class PostgresStateStore:
                 version = 1
             if version < 2:
                 for statement in _schema_v2(s):
+                    await conn.execute(statement)
+            if version < 3:
+                for statement in _schema_v3(s):
                     await conn.execute(statement)
             await conn.execute(f"UPDATE {s}.meta SET value = %s WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
 
@@ -258,6 +282,16 @@ class PostgresStateStore:
         q = self._q
         ids: list[int] = []
         async with c.cursor() as cur:
+            fence = self._fences.get(pipeline)
+            if fence is not None:
+                await cur.execute(q["fence"], (fence.name,))
+                row = await cur.fetchone()
+                if row is None or int(row[1]) != fence.epoch:
+                    holder = f"{row[0]} (epoch {row[1]})" if row else "nobody"
+                    raise LeaseLostError(
+                        f"pipeline {pipeline}: lease {fence.name} moved from epoch {fence.epoch} to {holder}; "
+                        "nothing committed"
+                    )
             if ch.checkpoint is not None:
                 await cur.execute(q["put_checkpoint"], (pipeline, pack(ch.checkpoint, "checkpoint")))
             if ch.shadow_put:
@@ -427,6 +461,38 @@ class PostgresStateStore:
 
         return await self._run("trimming the journal", body, write=True)
 
+    # --- leases ----------------------------------------------------------------------------
+
+    async def lease_acquire(self, name: str, owner: str, ttl: float) -> Lease:
+        q = self._q
+
+        async def body(c: Conn) -> Lease:
+            if self._idle_timeout_on is not c:  # session-wide, so also for every commit after this
+                await c.execute(f"SET idle_in_transaction_session_timeout = {max(500, int(ttl * 500))}")
+                self._idle_timeout_on = c
+            cur = await c.execute(q["lease_take"], (name, owner, ttl))
+            row = await cur.fetchone()
+            if row is None:  # held by another owner and not expired
+                cur = await c.execute(q["lease_get"], (name,))
+                row = await cur.fetchone()
+                assert row is not None
+            return Lease(name, row[0], int(row[1]), float(row[2]))
+
+        return await self._run("taking a lease", body, write=True)
+
+    async def lease_release(self, name: str, owner: str, epoch: int) -> bool:
+        return bool(await self._execute("releasing a lease", self._q["lease_release"], (name, owner, epoch)))
+
+    async def lease_list(self) -> list[Lease]:
+        rows = await self._fetchall("reading leases", self._q["lease_list"])
+        return [Lease(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
+
+    def fence_commits(self, pipeline: str, fence: Fence | None) -> None:
+        if fence is None:
+            self._fences.pop(pipeline, None)
+        else:
+            self._fences[pipeline] = fence
+
     # --- removing a pipeline ------------------------------------------------------------------
 
     async def remove_pipeline(self, pipeline: str, scopes: Sequence[str] = ()) -> dict[str, int]:
@@ -503,6 +569,19 @@ def _queries(s: str) -> dict[str, str]:
         " AND seq > %s AND seq <= %s AND body IS NOT NULL ORDER BY seq LIMIT %s",
         "journal_drop_bodies": f"UPDATE {s}.journal SET body = NULL, meta = NULL"
         " WHERE source = %s AND seq <= %s AND body IS NOT NULL",
+        # Taken when free, expired or already the caller's; a new owner bumps the epoch. No row back: held by another.
+        "lease_take": f"INSERT INTO {s}.leases AS l (name, owner, epoch, expires_at, acquired_at)"
+        " VALUES (%s, %s, 1, now() + make_interval(secs => %s), now()) ON CONFLICT (name) DO UPDATE SET"
+        " epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END,"
+        " acquired_at = CASE WHEN l.owner = excluded.owner THEN l.acquired_at ELSE now() END,"
+        " owner = excluded.owner, expires_at = excluded.expires_at"
+        " WHERE l.owner = excluded.owner OR l.expires_at <= now()"
+        " RETURNING owner, epoch, extract(epoch FROM expires_at - now())",
+        "lease_get": f"SELECT owner, epoch, extract(epoch FROM expires_at - now()) FROM {s}.leases WHERE name = %s",
+        "lease_release": f"UPDATE {s}.leases SET expires_at = now() WHERE name = %s AND owner = %s AND epoch = %s",
+        "lease_list": f"SELECT name, owner, epoch, extract(epoch FROM expires_at - now()) FROM {s}.leases"
+        " ORDER BY name",
+        "fence": f"SELECT owner, epoch FROM {s}.leases WHERE name = %s FOR SHARE",
         "journal_forget": f"DELETE FROM {s}.journal WHERE source = %s AND seq <= %s AND body IS NULL"
         " AND received_at < %s",
     }

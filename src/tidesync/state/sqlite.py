@@ -13,6 +13,11 @@ the event loop are queued to it in order, which also serialises concurrent
 coroutines; the loop never waits on the disk. A call whose caller is cancelled
 either never starts or runs to its end in the worker (a commit is all or
 nothing either way).
+
+Leases (:class:`~tidesync.state.store.Leases`) use the same table as the
+Postgres store; every write here takes the file's write lock first (``BEGIN
+IMMEDIATE``), so a take, a renewal and a fenced commit never interleave, and
+``now`` is the one machine's clock. This serves processes on one machine only.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tidesync.errors import StateStoreError
+from tidesync.errors import LeaseLostError, StateStoreError
 from tidesync.event import Key, Position, unpack_value
 from tidesync.state.rows import (
     DLQ_COLUMNS,
@@ -47,8 +52,10 @@ from tidesync.state.rows import (
 from tidesync.state.store import (
     DeadLetter,
     DeadLetterFilter,
+    Fence,
     JournalAppend,
     JournalEntry,
+    Lease,
     PipelineStatus,
     ShadowRow,
     StateChanges,
@@ -56,7 +63,7 @@ from tidesync.state.store import (
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _META = "tidesync_meta"
 _SCHEMA_V1 = (
     f"CREATE TABLE IF NOT EXISTS {_META} (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
@@ -85,6 +92,21 @@ _SCHEMA_V2 = (
     " event_id TEXT NOT NULL, received_at REAL NOT NULL, meta BLOB, body BLOB, UNIQUE (source, event_id))",
     "CREATE INDEX IF NOT EXISTS journal_source_seq ON journal (source, seq)",
 )
+# Version 3: leases (tidesync.engine.lease); expires_at in epoch seconds.
+_SCHEMA_V3 = (
+    "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, epoch INTEGER NOT NULL,"
+    " expires_at REAL NOT NULL, acquired_at REAL NOT NULL) WITHOUT ROWID",
+)
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+_LEASE_TAKE = (
+    "INSERT INTO leases (name, owner, epoch, expires_at, acquired_at)"
+    f" VALUES (?1, ?2, 1, {_NOW} + ?3, {_NOW}) ON CONFLICT (name) DO UPDATE SET"
+    " epoch = CASE WHEN leases.owner = excluded.owner THEN leases.epoch ELSE leases.epoch + 1 END,"
+    " acquired_at = CASE WHEN leases.owner = excluded.owner THEN leases.acquired_at ELSE excluded.acquired_at END,"
+    " owner = excluded.owner, expires_at = excluded.expires_at"
+    f" WHERE leases.owner = excluded.owner OR leases.expires_at <= {_NOW}"
+)
+_LEASE_ROWS = f"SELECT name, owner, epoch, expires_at - {_NOW} FROM leases"
 _JOURNAL_APPEND = (
     "INSERT INTO journal (source, event_id, received_at, meta, body) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT (source, event_id) DO NOTHING"
@@ -132,6 +154,7 @@ class SqliteStateStore:
         self._worker: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
         self._chunk = 900  # keys per shadow query; raised to what the library allows on open
+        self._fences: dict[str, Fence] = {}
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -216,6 +239,9 @@ class SqliteStateStore:
             if version < 2:
                 for statement in _SCHEMA_V2:
                     c.execute(statement)
+            if version < 3:
+                for statement in _SCHEMA_V3:
+                    c.execute(statement)
             c.execute(f"UPDATE {_META} SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
 
         _transaction(conn, create)
@@ -281,7 +307,44 @@ class SqliteStateStore:
     async def commit(self, pipeline: str, changes: StateChanges) -> list[int]:
         if changes.is_empty() and not changes.events_applied:
             return []
-        return await self._write("committing", lambda c: _apply(c, pipeline, changes))
+        fence = self._fences.get(pipeline)
+
+        def body(c: sqlite3.Connection) -> list[int]:
+            if fence is not None:
+                _check_fence(c, pipeline, fence)
+            return _apply(c, pipeline, changes)
+
+        return await self._write("committing", body)
+
+    # --- leases ---------------------------------------------------------------
+
+    async def lease_acquire(self, name: str, owner: str, ttl: float) -> Lease:
+        def q(c: sqlite3.Connection) -> Lease:
+            c.execute(_LEASE_TAKE, (name, owner, ttl))
+            row = c.execute(f"{_LEASE_ROWS} WHERE name = ?", (name,)).fetchone()
+            return Lease(row[0], row[1], int(row[2]), float(row[3]))
+
+        return await self._write("taking a lease", q)
+
+    async def lease_release(self, name: str, owner: str, epoch: int) -> bool:
+        def q(c: sqlite3.Connection) -> bool:
+            sql = f"UPDATE leases SET expires_at = {_NOW} WHERE name = ? AND owner = ? AND epoch = ?"
+            return c.execute(sql, (name, owner, epoch)).rowcount > 0
+
+        return await self._write("releasing a lease", q)
+
+    async def lease_list(self) -> list[Lease]:
+        def q(c: sqlite3.Connection) -> list[Lease]:
+            rows = c.execute(f"{_LEASE_ROWS} ORDER BY name").fetchall()
+            return [Lease(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
+
+        return await self._read("reading leases", q)
+
+    def fence_commits(self, pipeline: str, fence: Fence | None) -> None:
+        if fence is None:
+            self._fences.pop(pipeline, None)
+        else:
+            self._fences[pipeline] = fence
 
     async def load_checkpoint(self, pipeline: str) -> Position | None:
         def q(c: sqlite3.Connection) -> Position | None:
@@ -488,6 +551,15 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]
             conn.execute("ROLLBACK")
         raise
     return result
+
+
+def _check_fence(c: sqlite3.Connection, pipeline: str, fence: Fence) -> None:
+    row = c.execute("SELECT owner, epoch FROM leases WHERE name = ?", (fence.name,)).fetchone()
+    if row is None or int(row[1]) != fence.epoch:
+        holder = f"{row[0]} (epoch {row[1]})" if row else "nobody"
+        raise LeaseLostError(
+            f"pipeline {pipeline}: lease {fence.name} moved from epoch {fence.epoch} to {holder}; nothing committed"
+        )
 
 
 def _apply(c: sqlite3.Connection, pipeline: str, ch: StateChanges) -> list[int]:

@@ -20,6 +20,9 @@ protocol              methods
 ``PipelineStatuses``  ``status_get``, ``status_list``
 ``StoreLifecycle``    ``url``, ``open``, ``close``, ``remove_pipeline`` (the store
                       as a whole; it does not extend ``SupportsCommit``)
+``Leases``            ``lease_acquire``, ``lease_release``, ``lease_list``,
+                      ``fence_commits`` (one owner per piece of work; fenced
+                      commits)
 ``StateStore``        all of them: what a backend implements and the engine holds
 ====================  =========================================================
 
@@ -377,9 +380,56 @@ class StoreLifecycle(Protocol):
         """
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease row: who holds ``name``, under which epoch, for how much longer (by the store's clock).
+
+    ``epoch`` grows by one each time the lease changes owner; a renewal by the
+    holder keeps it. ``remaining`` is negative once the lease has expired.
+    """
+
+    name: str
+    owner: str
+    epoch: int
+    remaining: float
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A commit's proof of ownership: it applies only while lease ``name`` is still at ``epoch``."""
+
+    name: str
+    epoch: int
+
+
+@runtime_checkable
+class Leases(SupportsCommit, Protocol):
+    """Leases in the state store's own table, on the store's own clock (see :mod:`tidesync.engine.lease`).
+
+    Every coroutine is one transaction. The database's clock decides expiry, so
+    processes whose clocks disagree still agree on who holds a lease.
+    """
+
+    async def lease_acquire(self, name: str, owner: str, ttl: float) -> Lease:
+        """Take lease ``name`` for ``owner`` for ``ttl`` seconds when it is free, expired or already
+        ``owner``'s (a renewal); return the row as it is afterwards: held when its owner is ``owner``."""
+
+    async def lease_release(self, name: str, owner: str, epoch: int) -> bool:
+        """Expire the lease now if ``owner`` still holds it at ``epoch`` (a clean stop: a standby
+        takes over at once); False when it had moved on."""
+
+    async def lease_list(self) -> list[Lease]:
+        """Every lease row, expired ones included, by name."""
+
+    def fence_commits(self, pipeline: str, fence: Fence | None) -> None:
+        """From now on every :meth:`SupportsCommit.commit` for ``pipeline`` checks ``fence`` inside its
+        transaction and raises :class:`tidesync.errors.LeaseLostError` (applying nothing) when the lease
+        is no longer at that epoch. None removes the fence."""
+
+
 @runtime_checkable
 class StateStore(
-    Checkpoints, DeadLetterQueue, Shadows, IntakeJournal, KeyValues, PipelineStatuses, StoreLifecycle, Protocol
+    Checkpoints, DeadLetterQueue, Shadows, IntakeJournal, KeyValues, PipelineStatuses, Leases, StoreLifecycle, Protocol
 ):
     """Durable engine state: every concern above, one backend. All methods are coroutines.
 
