@@ -347,7 +347,8 @@ async def test_builtin_alerts_fire_and_clear_once_for_blocked_and_dead_letters()
 
     store = Store()
     monitor = Monitor(SimpleNamespace(runners=[runner]), store, alerts=None, clock=clock)  # type: ignore[arg-type]
-    assert {a.rule for a in monitor.book.alerts} == {"pipeline-blocked", "dead-letters", "retained-wal"}
+    builtin = {"pipeline-blocked", "dead-letters", "retained-wal", "binlog-oldest", "binlog-purged"}
+    assert {a.rule for a in monitor.book.alerts} == builtin
 
     async def ticks(n: int) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []

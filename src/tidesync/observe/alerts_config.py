@@ -21,7 +21,10 @@ pipeline holds its events because every write would fail) and
 ``dead-letters`` (``dlq_depth`` above 0), both clearing when the value is 0
 again; and ``retained-wal`` (``retained_wal_bytes`` above 1 GiB, clearing
 below 512 MiB: a Postgres slot that a slow, blocked or paused pipeline keeps
-from being trimmed). A slot whose pipeline no process runs is shown by
+from being trimmed); ``binlog-oldest`` (``binlog_retention`` above 0: a MariaDB/MySQL
+source's checkpoint is in the server's oldest binlog file, the next one purged) and
+``binlog-purged`` (above 1: that file is gone, so the pipeline cannot resume; recovery
+is a new snapshot), both clearing at 0. A slot whose pipeline no process runs is shown by
 ``tidesync status``, which needs no running engine.
 
 A rule is evaluated per pipeline; each (rule, pipeline) pair is one alert with
@@ -39,13 +42,21 @@ from tidesync.secrets import Secret
 from tidesync.sources.polling.config import Seconds
 
 Metric = Literal[
-    "lag_seconds", "latency_p99_seconds", "dlq_depth", "retained_wal_bytes", "retrying_seconds", "blocked_seconds"
+    "lag_seconds",
+    "latency_p99_seconds",
+    "dlq_depth",
+    "retained_wal_bytes",
+    "binlog_retention",
+    "retrying_seconds",
+    "blocked_seconds",
 ]
 METRICS: dict[str, str] = {
     "lag_seconds": "now minus the commit time of the oldest event read but not yet applied",
     "latency_p99_seconds": "p99 of end-to-end latency over the rule's window (no events in it: no change)",
     "dlq_depth": "entries in the pipeline's dead-letter queue",
     "retained_wal_bytes": "WAL the Postgres server keeps for the pipeline's replication slot (Postgres sources)",
+    "binlog_retention": "MariaDB/MySQL sources: 0 when the checkpoint's binlog file is on the server, 1 when it "
+    "is the oldest of several (purged next), 2 when it is gone",
     "retrying_seconds": "how long the pipeline has been retrying a failing sink without a success",
     "blocked_seconds": "how long the pipeline has been blocked (every write would fail; events are held)",
 }
@@ -97,7 +108,10 @@ class AlertWebhookConfig(_Strict):
 class AlertsConfig(_Strict):
     interval: Seconds = Field(5.0, gt=0, le=3600, description="how often the rules are evaluated")
     webhook: AlertWebhookConfig | None = None
-    builtin: bool = Field(True, description="the built-in rules pipeline-blocked, dead-letters and retained-wal")
+    builtin: bool = Field(
+        True,
+        description="the built-in rules pipeline-blocked, dead-letters, retained-wal, binlog-oldest and binlog-purged",
+    )
     rules: list[AlertRuleConfig] = Field(default_factory=list)
 
 
@@ -106,6 +120,10 @@ BUILTIN_RULES: tuple[AlertRuleConfig, ...] = (
     AlertRuleConfig.model_validate({"name": "dead-letters", "metric": "dlq_depth", "above": 0}),
     AlertRuleConfig.model_validate(
         {"name": "retained-wal", "metric": "retained_wal_bytes", "above": 2**30, "clear_below": 2**29}
+    ),
+    AlertRuleConfig.model_validate({"name": "binlog-oldest", "metric": "binlog_retention", "above": 0}),
+    AlertRuleConfig.model_validate(
+        {"name": "binlog-purged", "metric": "binlog_retention", "above": 1, "clear_below": 0}
     ),
 )
 

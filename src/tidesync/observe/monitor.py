@@ -100,6 +100,8 @@ class Monitor:
         if metric == "retained_wal_bytes":
             slot = self.readings.slots.get(pipeline)
             return None if slot is None or slot.retained_wal_bytes is None else float(slot.retained_wal_bytes)
+        if metric == "binlog_retention":
+            return self.readings.binlog.get(pipeline)
         if metric == "retrying_seconds":
             return self.watch.seconds_in(pipeline, State.RETRYING)
         if metric == "blocked_seconds":

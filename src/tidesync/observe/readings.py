@@ -1,8 +1,9 @@
 """Health values that cost an I/O call to read, refreshed together and cached.
 
 :class:`Readings` holds the dead-letter depth of each pipeline, the
-replication slot's retained WAL of each Postgres-sourced pipeline, and the
-pending conflicts of each sync. :meth:`Readings.refresh` reads them all at
+replication slot's retained WAL of each Postgres-sourced pipeline, the binlog
+retention of each MariaDB/MySQL-sourced one (:mod:`tidesync.observe.binlog`), and
+the pending conflicts of each sync. :meth:`Readings.refresh` reads them all at
 most once per ``min_interval`` (a Prometheus scrape and an alert tick in the
 same second share one read); a value that cannot be read keeps its last
 reading and the failure is logged at debug level, so a slow or unreachable
@@ -56,6 +57,7 @@ class Readings:
         self.timeout = timeout
         self.dlq_depth: dict[str, int] = {}
         self.slots: dict[str, SlotReading] = {}
+        self.binlog: dict[str, float] = {}  # pipeline -> binlog_retention (0 ok, 1 oldest file, 2 purged)
         self.conflicts: dict[str, int] = {}
         self.refreshed_at = float("-inf")  # monotonic
         self._lock = asyncio.Lock()
@@ -65,7 +67,7 @@ class Readings:
             if not force and self.clock.monotonic() - self.refreshed_at < self.min_interval:
                 return
             runners = list(self.runners())
-            await asyncio.gather(self._dlq(runners), self._slots(runners), self._conflicts())
+            await asyncio.gather(self._dlq(runners), self._slots(runners), self._binlogs(runners), self._conflicts())
             self.refreshed_at = self.clock.monotonic()
 
     async def _dlq(self, runners: Sequence[Any]) -> None:
@@ -91,6 +93,20 @@ class Readings:
                 )
 
         await asyncio.gather(*(one(r) for r in runners))
+
+    async def _binlogs(self, runners: Sequence[Any]) -> None:
+        from tidesync.observe.binlog import is_binlog_source, read_retention
+
+        async def one(r: Any) -> None:
+            try:
+                value = await asyncio.wait_for(read_retention(r.source, r.position), self.timeout)
+            except Exception as exc:  # server unreachable, no grant: keep the last reading
+                log.debug("cannot read the binlog files of %s: %s", r.name, exc)
+                return
+            if value is not None:
+                self.binlog[r.name] = value
+
+        await asyncio.gather(*(one(r) for r in runners if is_binlog_source(r.source)))
 
     async def _conflicts(self) -> None:
         try:

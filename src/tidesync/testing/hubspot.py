@@ -7,7 +7,8 @@ It follows the documented request and response shapes (what tidesync relies on):
   [{id, properties, createdAt, updatedAt, archived}], paging: {next: {after}}}``;
   400 once ``after`` reaches the result ceiling (10,000). Records sharing a sort
   value come back in an arbitrary (hash) order, as real ties do.
-  ``POST /oauth/v1/token`` (form) refreshes OAuth2 access tokens.
+  ``POST /oauth/v1/token`` (form) refreshes OAuth2 access tokens. ``GET /crm/v3/objects/{type}?limit=n``
+  answers the first records, without paging (what a token check reads).
 
 It can answer 429 with Retry-After, or 5xx, for the next requests on demand (``faults``).
 
@@ -170,6 +171,7 @@ class FakeHubSpot:
             Route("/crm/v3/objects/{type}/search", self._search, methods=["POST"]),
             Route("/oauth/v1/token", self._token, methods=["POST"]),
             Route("/crm/v3/properties/{type}", self._guarded(self._properties), methods=["GET"]),
+            Route("/crm/v3/objects/{type}", self._guarded(self._page), methods=["GET"]),
             Route("/crm/v3/objects/{type}/batch/{verb}", self._guarded(self._batch), methods=["POST"]),
             Route("/crm/v4/associations/{a}/{b}/batch/associate/default", self._guarded(self._associate),
                   methods=["POST"]),
@@ -290,6 +292,12 @@ class FakeHubSpot:
         except ValueError:
             return {}
         return body if isinstance(body, dict) else {}
+
+    async def _page(self, request: Request) -> tuple[int, Any]:
+        """``GET /crm/v3/objects/<type>?limit=n``: the first records (no paging; a token check reads one)."""
+        limit = int(request.query_params.get("limit", "10"))
+        rows = list(self.records.get(request.path_params["type"], {}).values())[:limit]
+        return 200, {"results": rows}
 
     async def _properties(self, request: Request) -> tuple[int, Any]:
         return self.crm.list_properties(request.path_params["type"])
