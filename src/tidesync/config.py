@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tidesync.errors import ConfigError
 from tidesync.observe.alerts_config import AlertsConfig, check_alerts
@@ -111,6 +111,13 @@ class PipelineConfig(Strict):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     enabled: bool = Field(True, description="false: the pipeline is kept in the config but not run")
     reconcile: ReconcileSchedule | None = Field(None, description="compare source and destination on a timer")
+    schedule: str | None = Field(
+        None,
+        description="a cron expression in UTC (`*/15 * * * *`): instead of running continuously, the pipeline "
+        "makes a batch run at each of these times (as `tidesync run --once` does: reads up to the source's "
+        "end as of the run's start, applies it, checkpoints, stops); between runs status shows `scheduled` "
+        "and the next run's time",
+    )
     schema_changes: Literal["evolve", "block", "dead_letter"] = Field(
         "evolve",
         description="a change of a table's shape announced by the source (Postgres: ADD/DROP/RENAME COLUMN, "
@@ -119,6 +126,15 @@ class PipelineConfig(Strict):
         "need the change. The sink's own `evolve:` still decides columns no announced change explains "
         "(fields of schema-less sources, a table that predates the pipeline)",
     )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from croniter import croniter
+
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression (five fields, e.g. '*/15 * * * *')")
+        return value
 
     @model_validator(mode="after")
     def _one_sink_key(self) -> PipelineConfig:
@@ -182,12 +198,29 @@ class ApiConfig(Strict):
     )
 
 
+class LeaseConfig(Strict):
+    """Active/passive: processes running one config hold a lease per pipeline and sync in the state store."""
+
+    ttl_seconds: float = Field(
+        5.0,
+        ge=1,
+        le=300,
+        description="a lease not renewed for this long expires and a standby process takes the work over; "
+        "the holder renews it every third of this",
+    )
+
+
 class TidesyncConfig(Strict):
     state: str = DEFAULT_STATE
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     syncs: list[SyncConfig] = Field(default_factory=list)
     api: ApiConfig | None = None
     alerts: AlertsConfig | None = None
+    lease: LeaseConfig | None = Field(
+        None,
+        description="set it (`lease: {}` for the defaults) to run several processes on this config active/passive: "
+        "each pipeline and sync runs in one process at a time, the others wait as standby (docs/scaling.md)",
+    )
 
 
 @dataclass

@@ -120,12 +120,14 @@ def _section(kind: Kind) -> list[str]:
 
 
 def render() -> str:
-    from tidesync.config import ApiConfig, PipelineConfig
+    from tidesync.config import ApiConfig, LeaseConfig, PipelineConfig
 
     lines = [_HEADER, "## Pipeline keys", ""]
     lines += _table(PipelineConfig)
     lines += ["", "## `api:`", ""]
     lines += _table(ApiConfig)
+    lines += ["", "## `lease:`", "", LeaseConfig.__doc__ or "", ""]
+    lines += _table(LeaseConfig)
     lines += ["", "## Sources"]
     lines += _section("source")
     lines += ["", "## Sinks"]

@@ -168,6 +168,8 @@ def _builtins() -> None:
         ("source", "xlsx", "tidesync.sheets.config:SheetSourceConfig", "tidesync.sheets.source:SheetSource", "a watched Excel sheet, diffed by key (exact changed); bad cells dead-lettered"),  # noqa: E501
         ("sink", "csv", "tidesync.sheets.config:SheetSinkConfig", "tidesync.sheets.sink:SheetSink", "a CSV file: rows upserted by key, atomic rewrite per batch"),  # noqa: E501
         ("sink", "xlsx", "tidesync.sheets.config:SheetSinkConfig", "tidesync.sheets.sink:SheetSink", "an Excel sheet: mapped cells upserted by key; formulas, formatting, other sheets kept"),  # noqa: E501
+        ("source", "gsheets", "tidesync.sheets.gsheets_config:GSheetsSourceConfig", "tidesync.sheets.gsheets_source:GSheetsSource", "a Google sheet polled by Drive revision, diffed by key (exact changed)"),  # noqa: E501
+        ("sink", "gsheets", "tidesync.sheets.gsheets_config:GSheetsSinkConfig", "tidesync.sheets.gsheets_sink:GSheetsSink", "a Google sheet: mapped cells upserted by key via the Sheets API v4"),  # noqa: E501
     ]
     for kind, type_, model, factory, summary in builtin:
         register(kind, type_, model, factory, summary)

@@ -19,9 +19,15 @@ from tidesync.secrets import REDACTOR
 def validate(
     config: ConfigArg,
     show: Annotated[bool, typer.Option("--show", help="print the config with secrets masked")] = False,
+    check: Annotated[bool, typer.Option("--check", help="connect to every endpoint; exit 1 on a failed check")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="with --check: machine-readable output")] = False,
 ) -> None:
     """Check a config file; exit 2 with the key and line of every problem."""
     loaded = load(config)
+    if check:
+        from tidesync.checks.render import check_command
+
+        raise typer.Exit(run_async(lambda: check_command(loaded, out, as_json=as_json)))
     if show:
         out.print_json(json.dumps(loaded.redacted(), default=str))
     names = ", ".join(p.name for p in loaded.pipelines) or "none"
@@ -43,7 +49,7 @@ def handle_stop_signals(engine: Any) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
 
 
-def _run_engine(config: Path, pipeline: list[str] | None, force_api: bool) -> None:
+def _run_engine(config: Path, pipeline: list[str] | None, force_api: bool, once: bool = False) -> None:
     from tidesync.engine.build import build_engine
 
     loaded = load(config)
@@ -55,7 +61,7 @@ def _run_engine(config: Path, pipeline: list[str] | None, force_api: bool) -> No
         from tidesync.reconcile.schedule import ReconcileSchedules
 
         keep_recent_errors()
-        engine = build_engine(loaded, pipeline)
+        engine = build_engine(loaded, pipeline, once=once)
         if not engine.runners and not engine.syncs:
             raise ConfigError("no enabled pipeline or sync to run", path=str(config))
         # Signals are handled for the whole life of the command, not only while the
@@ -75,6 +81,10 @@ def _run_engine(config: Path, pipeline: list[str] | None, force_api: bool) -> No
             await schedules.stop()
         for name, exc in engine.failed.items():
             err.print(f"[red]pipeline {name} failed:[/] {REDACTOR.redact(str(exc))}", highlight=False)
+        if once:
+            from tidesync.cli.once import report_once
+
+            code = report_once(engine, code)
         return code
 
     raise typer.Exit(run_async(main))
@@ -84,9 +94,17 @@ def run(
     config: ConfigArg,
     pipeline: Annotated[list[str] | None, typer.Option("--pipeline", "-p", help="run only these")] = None,
     api: Annotated[bool, typer.Option("--api", help="serve the admin API and dashboard (needs api.token)")] = False,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="a batch run: read each pipeline up to its source's end as of now, apply, checkpoint and exit "
+            "(non-zero, with a summary of why, when anything dead-lettered or blocked)",
+        ),
+    ] = False,
 ) -> None:
     """Run the pipelines of a config until SIGINT/SIGTERM (finishes the batch in flight, checkpoints, exits 0)."""
-    _run_engine(config, pipeline, api)
+    _run_engine(config, pipeline, api, once)
 
 
 def serve(

@@ -8,7 +8,9 @@ from typing import Any
 from tidesync.config import LoadedConfig, PipelineSpec
 from tidesync.engine.breaker import CircuitBreaker
 from tidesync.engine.engine import Engine
+from tidesync.engine.lease import LeaseSettings
 from tidesync.engine.runner import BatchPolicy, PipelineRunner
+from tidesync.engine.schedule import CronSchedule
 from tidesync.registry import REGISTRY
 from tidesync.retry import RetryPolicy
 from tidesync.state import open_state_store
@@ -31,8 +33,8 @@ def build_sink(spec: PipelineSpec) -> Any:
     return REGISTRY.get("sink", spec.sink.type).build(spec.sink)  # type: ignore[attr-defined]
 
 
-def build_runner(spec: PipelineSpec, state: StateStore, source: Any = None) -> PipelineRunner:
-    """``source``: instead of building the spec's own (a fan-out lane)."""
+def build_runner(spec: PipelineSpec, state: StateStore, source: Any = None, *, once: bool = False) -> PipelineRunner:
+    """``source``: instead of building the spec's own (a fan-out lane). ``once``: one batch run (no schedule)."""
     cfg = spec.config
     return PipelineRunner(
         cfg.name,
@@ -46,10 +48,14 @@ def build_runner(spec: PipelineSpec, state: StateStore, source: Any = None) -> P
         breaker=CircuitBreaker(cfg.breaker.events, cfg.breaker.seconds),
         probe=RetryPolicy(initial_delay=cfg.probe.initial_delay, max_delay=cfg.probe.max_delay),
         schema_changes=cfg.schema_changes,
+        once=once,
+        schedule=CronSchedule(cfg.schedule) if cfg.schedule is not None and not once else None,
     )
 
 
-def build_runners(config: LoadedConfig, specs: Sequence[PipelineSpec], state: StateStore) -> list[PipelineRunner]:
+def build_runners(
+    config: LoadedConfig, specs: Sequence[PipelineSpec], state: StateStore, *, once: bool = False
+) -> list[PipelineRunner]:
     """A runner per spec; the sinks of one fan-out pipeline share one hub over its source."""
     from tidesync.engine.fanout import FanoutHub
 
@@ -57,7 +63,7 @@ def build_runners(config: LoadedConfig, specs: Sequence[PipelineSpec], state: St
     runners = []
     for spec in specs:
         if spec.fanout is None:
-            runners.append(build_runner(spec, state))
+            runners.append(build_runner(spec, state, once=once))
             continue
         hub = hubs.get(spec.fanout)
         if hub is None:
@@ -74,20 +80,25 @@ def build_runners(config: LoadedConfig, specs: Sequence[PipelineSpec], state: St
                 max_events=cfg.batch.max_events,
                 max_wait=cfg.batch.max_wait_ms / 1000,
             )
-        runners.append(build_runner(spec, state, hub.lane(spec.name)))
+        runners.append(build_runner(spec, state, hub.lane(spec.name), once=once))
     for hub in hubs.values():
         hub.expect([r.name for r in runners if r.name in hub.lanes])
     return runners
 
 
-def build_engine(config: LoadedConfig, only: Sequence[str] | None = None) -> Engine:
-    """``only`` names pipelines and syncs to run (default: every enabled one)."""
+def build_engine(config: LoadedConfig, only: Sequence[str] | None = None, *, once: bool = False) -> Engine:
+    """``only`` names pipelines and syncs to run (default: every enabled one).
+
+    ``once``: every pipeline makes one batch run (:mod:`.once`); two-way syncs,
+    which have no end to read up to, are left out.
+    """
     state = open_state_store(config.state_url)
     specs = [p for p in config.pipelines if p.config.enabled and (not only or p.name in only)]
-    syncs = [s for s in config.syncs if s.config.enabled and (not only or s.name in only)]
-    runners = build_runners(config, specs, state)
+    syncs = [s for s in config.syncs if s.config.enabled and (not only or s.name in only) and not once]
+    runners = build_runners(config, specs, state, once=once)
+    lease = LeaseSettings(config.model.lease.ttl_seconds) if config.model.lease is not None else None
     if not syncs:
-        return Engine(state, runners)
+        return Engine(state, runners, lease=lease)
     from tidesync.sync.build import build_sync
 
-    return Engine(state, runners, [build_sync(s, state) for s in syncs])
+    return Engine(state, runners, [build_sync(s, state) for s in syncs], lease=lease)

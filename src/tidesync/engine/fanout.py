@@ -237,8 +237,9 @@ class Lane:
 
     def __getattr__(self, name: str) -> Any:
         # What the admin API and the slot readings ask a source (request_snapshot, lag, slot) is the real one's:
-        # each sink's pipeline shows the slot's retained WAL, which is held back to the slowest sink.
-        if name in ("request_snapshot", "lag", "slot"):
+        # each sink's pipeline shows the slot's retained WAL, which is held back to the slowest sink. A batch run
+        # (engine/once.py) asks for the real source's end, and whether it is idle.
+        if name in ("request_snapshot", "lag", "slot", "end_position", "idle"):
             return getattr(self.hub.source, name)
         raise AttributeError(name)
 

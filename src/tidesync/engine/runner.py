@@ -21,6 +21,10 @@ queue is empty and the reader has stopped). Anything still queued was never
 checkpointed and is read again on the next start. A batch held while the
 pipeline is retrying or blocked is dropped unwritten, so it is read again too.
 
+A batch run (``once``, or a ``schedule``: :mod:`.once`, :mod:`.schedule`)
+runs the same two tasks under a stop of its own, set once a checkpoint at the
+source's end is committed or the pipeline blocks.
+
 The state store is retried on :data:`STATE_RETRY` (backoff from 0.2 s up to
 5 s, for at most 60 s after the first failure): a store that is down longer
 fails the pipeline, with the checkpoint at the last batch it took.
@@ -32,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
@@ -40,9 +44,11 @@ from tidesync.engine.breaker import CircuitBreaker
 from tidesync.engine.delivery import BlockNotice, DeadLetterWriter, Delivered, HoldAborted, RetryingWriter, SerialSink
 from tidesync.engine.lifecycle import State
 from tidesync.engine.observing import DEGRADED_FOR, PipelineView
+from tidesync.engine.once import OnceRun
 from tidesync.engine.opening import open_sink
 from tidesync.engine.parked import ParkedKeys
 from tidesync.engine.reading import BatchPolicy, Item, Reader
+from tidesync.engine.schedule import CronSchedule
 from tidesync.errors import StateStoreError, TidesyncError
 from tidesync.event import Position
 from tidesync.observe.stats import PipelineStats
@@ -60,6 +66,11 @@ STATE_RETRY = RetryPolicy(initial_delay=0.2, max_delay=5.0, max_age=60.0)
 
 def _state_store_error(exc: Exception) -> bool:
     return isinstance(exc, StateStoreError)
+
+
+async def _set_when(outer: asyncio.Event, inner: asyncio.Event) -> None:
+    await outer.wait()
+    inner.set()
 
 
 class PipelineRunner:
@@ -81,6 +92,8 @@ class PipelineRunner:
         probe: RetryPolicy | None = None,
         state_retry: RetryPolicy = STATE_RETRY,
         schema_changes: str = "evolve",
+        once: bool = False,
+        schedule: CronSchedule | None = None,
     ) -> None:
         self.name, self.source, self.sink, self.state = name, source, sink, state
         self.transform = transform
@@ -90,6 +103,9 @@ class PipelineRunner:
         self.sink_name = sink_name
         self.state_retry = state_retry
         self.schema_changes = schema_changes  # handed to the sink (Context.extra), which follows the changes
+        self.once = once  # run() reads up to the source's end and returns (tidesync run --once)
+        self.schedule = schedule  # run() makes a batch run at each of its times
+        self.once_run: OnceRun | None = None  # the batch run in progress, or the last one
         self.rng = random.Random()
         self.stats = PipelineStats(name, sink_name)
         self.view = PipelineView(name, sink_name, state, clock)
@@ -113,11 +129,14 @@ class PipelineRunner:
             keys=ParkedKeys(name, sink_name, state, clock),
             breaker=breaker,
             probe=probe,
-            on_block=view.on_block,
+            on_block=self._on_block,
             on_probe=view.on_probe,
             on_unblock=view.on_unblock,
             persist=self._persist_letters,
         )
+        # Set while a lease (tidesync.engine.lease) runs this pipeline: raises LeaseLostError
+        # when this process may no longer write, checked before each batch goes to the sink.
+        self.write_guard: Callable[[], None] | None = None
         self._resumed = asyncio.Event()
         self._resumed.set()
         self.reader = Reader(
@@ -181,7 +200,29 @@ class PipelineRunner:
     # --- run -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set (exit normally) or an unrecoverable error (state failed, re-raised)."""
+        """Run until ``stop`` is set (exit normally) or an unrecoverable error (state failed, re-raised).
+
+        With ``once``: until the source's end is applied (or the pipeline blocks);
+        with a ``schedule``: a batch run at each of its times, until ``stop``.
+        """
+        if self.schedule is not None:
+            await self.schedule.run(self, stop)
+        elif self.once:
+            await self.run_once(stop)
+        else:
+            await self._run(stop)
+
+    async def run_once(self, stop: asyncio.Event) -> OnceRun:
+        """One batch run: read up to the source's end as of its start, apply, checkpoint, stop (:mod:`.once`)."""
+        self.once_run = once = self.reader.once = OnceRun()
+        linked = asyncio.ensure_future(_set_when(stop, once.stop))
+        try:
+            await self._run(once.stop)
+        finally:
+            linked.cancel()
+        return once
+
+    async def _run(self, stop: asyncio.Event) -> None:
         self.lifecycle.to(State.STARTING)
         self.delivery.stop = stop
         try:
@@ -190,12 +231,17 @@ class PipelineRunner:
             await self.delivery.keys.load()
             ctx = self._ctx(self.sink_name, self.sink_schemas)
             ctx.extra["schema_changes"] = self.schema_changes
-            if not await open_sink(self.sink, ctx, self.delivery.probe, self.clock, self.view, stop, self.rng):
+            refused = self._on_block if self.once_run is not None else None
+            if not await open_sink(
+                self.sink, ctx, self.delivery.probe, self.clock, self.view, stop, self.rng, on_refused=refused
+            ):
                 self._force(State.STOPPED)
                 return
             if not await self.reader.open_first(self.view.position, stop):
                 self._force(State.STOPPED)
                 return
+            if self.once_run is not None:
+                await self.once_run.start(self.source, self.view.position)
             self.lifecycle.to(State.RUNNING)
             await self.view.persist_status()
             await self._run_tasks(stop)
@@ -305,6 +351,8 @@ class PipelineRunner:
 
     async def _write_item(self, item: Item) -> None:
         """Deliver → commit → ack."""
+        if self.write_guard is not None:
+            self.write_guard()
         t0 = self.clock.time()
         done = await self.delivery.deliver_batch(item.events, rejected=item.rejected)
         now = self.clock.time()
@@ -329,6 +377,16 @@ class PipelineRunner:
         if item.position is not None:
             await self.source.commit(item.position)
         self._count(item, done, now, now - t0)
+        if self.once_run is not None:
+            self.once_run.wrote(item.position, len(done.written), done.letters)
+
+    def _on_block(self, notice: BlockNotice | None = None) -> None:
+        """The sink blocks (``notice``), or refuses to open (the view holds the notice)."""
+        if notice is not None:
+            self.view.on_block(notice)
+        held = self.view.blocked
+        if self.once_run is not None and held is not None:  # a batch run stops rather than wait for the sink
+            self.once_run.block(held)
 
     def _count(self, item: Item, done: Delivered, now: float, took: float) -> None:
         stats, written = self.stats, done.written
