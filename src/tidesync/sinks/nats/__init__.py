@@ -5,4 +5,5 @@
 - ``wire.py``: connecting, the payload codec, and the one place where the driver's errors
   become :mod:`tidesync.errors` (the source in ``tidesync.sources.nats`` uses it too).
 - ``sink.py``: publishing with per-key order and ``Nats-Msg-Id`` de-duplication.
+- ``publish.py``: the hot path: plain publishes with bounded in-flight acks over one reply inbox.
 """

@@ -16,12 +16,13 @@ Exactly once, within a window
 
 Per-key order
     The events of one key go to one subject (the template's ``{partition}``
-    is a stable hash of the key) and are never in flight together: a write
-    publishes in waves, the n-th event of each key in wave n, and a wave starts
-    when every ack of the one before it arrived. Up to ``max_in_flight``
-    publishes of a wave await their acks at once. A failed publish stops the
-    write; the engine retries the whole write (re-publishes are de-duplicated),
-    so no later event of that key goes before it.
+    is a stable hash of the key) and are never in flight together: the events
+    of one key in a write form a chain, and an event is published when the ack
+    of the one before it arrived (``publish.py``); the other keys' events keep
+    going meanwhile, up to ``max_in_flight`` publishes awaiting their acks at
+    once. A failed publish stops its key's chain and, when transient, the
+    write; the engine retries the whole write (re-publishes are
+    de-duplicated), so no later event of that key goes before it.
 
 Outcome of a write: every event acked, or ``TransientError`` (some publish
 failed transiently: retry the write), or ``PartialBatchError`` when an event
@@ -31,10 +32,8 @@ events of its key fail (``blocked``), the other keys are written.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import nats.js.errors
 from nats.aio.client import Client
@@ -52,25 +51,14 @@ from tidesync.errors import (
 from tidesync.event import ChangeEvent, Key
 from tidesync.protocols import Context
 from tidesync.sinks.nats.config import NatsSinkConfig
+from tidesync.sinks.nats.publish import BlockedError, Message, Publisher, behind
 from tidesync.sinks.nats.subjects import render
 from tidesync.sinks.nats.wire import connect, describe, is_connection_error, publish_error
 from tidesync.sinks.webhook.envelope import idempotency_id
 
+__all__ = ["BlockedError", "NatsSink"]
+
 log = logging.getLogger("tidesync.nats")
-
-
-class BlockedError(PermanentError):
-    """Not published: an earlier event of the same key failed permanently in this write."""
-
-    error_class = "blocked"
-
-
-@dataclass(slots=True)
-class _Message:
-    index: int
-    subject: str
-    payload: bytes
-    msg_id: str
 
 
 class NatsSink:
@@ -83,7 +71,13 @@ class NatsSink:
         self.name = "sink"
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
-        self.duplicates = 0  # publishes the stream dropped as already stored (replays)
+        self.publisher: Publisher | None = None
+        self._duplicates = 0  # of publishers of earlier connections
+
+    @property
+    def duplicates(self) -> int:
+        """Publishes the stream dropped as already stored (replays)."""
+        return self._duplicates + (self.publisher.duplicates if self.publisher is not None else 0)
 
     async def open(self, ctx: Context) -> None:
         self.pipeline, self.name = ctx.pipeline, ctx.name
@@ -97,6 +91,16 @@ class NatsSink:
                     raise
                 raise TransientError(f"cannot connect to NATS at {self.config.url}: {describe(exc)}") from exc
             self.js = self.nc.jetstream(timeout=self.config.timeout)
+            if self.publisher is not None:  # of a connection that was closed under us
+                self._duplicates += self.publisher.duplicates
+                self.publisher = None
+        if self.publisher is None:
+            publisher = Publisher(self.nc, self.config.stream, self.config.max_in_flight, self.config.timeout)
+            try:
+                await publisher.start()
+            except Exception as exc:
+                raise publish_error(exc, "(reply inbox)", self.config.stream) from exc
+            self.publisher = publisher
         await self._ensure_stream()
 
     async def _ensure_stream(self) -> None:
@@ -130,7 +134,9 @@ class NatsSink:
         log.info("created JetStream stream %s (subjects %s)", cfg.stream, cfg.created_subjects())
 
     async def close(self) -> None:
-        nc, self.nc, self.js = self.nc, None, None
+        if self.publisher is not None:
+            self._duplicates += self.publisher.duplicates
+        nc, self.nc, self.js, self.publisher = self.nc, None, None, None
         if nc is not None and not nc.is_closed:
             try:
                 await nc.close()
@@ -139,93 +145,46 @@ class NatsSink:
 
     # --- write ------------------------------------------------------------------------------
 
-    def _message(self, index: int, event: ChangeEvent) -> _Message:
-        cfg = self.config
-        return _Message(
-            index,
-            render(cfg.subject, event.entity, event.key, cfg.partitions),
-            self.encode(event),
-            idempotency_id(self.pipeline, self.name, event),
-        )
-
     async def write(self, events: Sequence[ChangeEvent], *, replay: bool = False) -> None:
         if not events:
             return
-        if self.js is None:
+        publisher = self.publisher
+        if publisher is None or self.nc is None or self.nc.is_closed:
             raise TransientError("the NATS sink is not connected (open() first)")
+        cfg, encode, pipeline, name = self.config, self.encode, self.pipeline, self.name
+        template, partitions, stream = cfg.subject, cfg.partitions, cfg.stream
         failures: dict[int, DeliveryError] = {}
         blocked: dict[tuple[str, Key], DeliveryError] = {}
-        waves: list[list[tuple[tuple[str, Key], _Message]]] = []
-        depth: dict[tuple[str, Key], int] = {}
+        last: dict[tuple[str, Key], Message] = {}  # the latest message of each key: its chain's end
+        firsts: list[Message] = []
         for i, e in enumerate(events):
             k = (e.entity, e.key)
             if k in blocked:
-                failures[i] = _behind(blocked[k])
+                failures[i] = behind(blocked[k])
                 continue
             try:
-                msg = self._message(i, e)
+                msg = Message(
+                    i,
+                    render(template, e.entity, e.key, partitions),
+                    encode(e),
+                    {"Nats-Msg-Id": idempotency_id(pipeline, name, e), "Nats-Expected-Stream": stream},
+                )
             except (TypeError, ValueError, OverflowError) as exc:
                 failures[i] = blocked[k] = PermanentError(f"the event cannot be encoded: {describe(exc)}")
                 continue
-            n = depth.get(k, 0)
-            depth[k] = n + 1
-            if n == len(waves):
-                waves.append([])
-            waves[n].append((k, msg))
-        down: DeliveryError | None = None
-        for wave in waves:
-            if down is not None:
-                for _, msg in wave:
-                    failures[msg.index] = TransientError(f"not published after an earlier failure ({down})")
-                continue
-            results = await self._publish_wave([msg for _, msg in wave])
-            for (k, msg), err in zip(wave, results, strict=True):
-                if k in blocked:
-                    failures[msg.index] = _behind(blocked[k])
-                elif err is not None:
-                    failures[msg.index] = err
-                    blocked[k] = err
-                    if err.transient and down is None:
-                        down = err
+            before = last.get(k)
+            if before is None:
+                firsts.append(msg)
+            else:
+                before.next = msg
+            last[k] = msg
+        failures |= await publisher.run(firsts)
+        lost = len(events) - publisher.acked - len(failures)
+        if lost:  # cannot happen; if it did, returning would claim events the stream never acked
+            raise TransientError(f"lost track of {lost} publish(es) of this write")
         if not failures:
             return
         if all(e.transient for e in failures.values()):
             first = next(iter(failures.values()))
             raise TransientError(f"{len(failures)} of {len(events)} event(s) not acked: {first}")
         raise PartialBatchError(failures)
-
-    async def _publish_wave(self, wave: list[_Message]) -> list[DeliveryError | None]:
-        """Publish one wave (no two messages of one key), at most ``max_in_flight`` awaiting acks at once."""
-        limit = asyncio.Semaphore(self.config.max_in_flight)
-
-        async def one(msg: _Message) -> DeliveryError | None:
-            async with limit:
-                return await self._publish(msg)
-
-        if len(wave) == 1:
-            return [await self._publish(wave[0])]
-        return list(await asyncio.gather(*(one(m) for m in wave)))
-
-    async def _publish(self, msg: _Message) -> DeliveryError | None:
-        js, cfg = self.js, self.config
-        if js is None:
-            return TransientError("the NATS connection was closed")
-        try:
-            ack = await js.publish(
-                msg.subject,
-                msg.payload,
-                timeout=cfg.timeout,
-                stream=cfg.stream,
-                headers={"Nats-Msg-Id": msg.msg_id},
-            )
-        except Exception as exc:
-            return publish_error(exc, msg.subject, cfg.stream)
-        if ack.duplicate:
-            self.duplicates += 1
-        return None
-
-
-def _behind(earlier: DeliveryError) -> DeliveryError:
-    if earlier.transient:
-        return TransientError(f"waits behind an earlier failed event of the same key ({earlier})")
-    return BlockedError(f"waits behind an earlier failed event of the same key ({earlier})")

@@ -11,6 +11,7 @@ under ``cdc.>``).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Final
@@ -44,6 +45,7 @@ def partition_of(key: Key, partitions: int) -> int:
     return xxhash.xxh64_intdigest(json_dumps(list(key))) % partitions
 
 
+@functools.lru_cache(maxsize=4096)  # called per published message; a pipeline has few entities
 def entity_token(entity: str) -> str:
     cleaned = _BAD.sub("_", entity).strip(".")
     return re.sub(r"\.{2,}", ".", cleaned) or "_"

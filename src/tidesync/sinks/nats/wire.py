@@ -19,7 +19,9 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from tidesync.errors import DeliveryError, PermanentError, SystemicError, TransientError
 
@@ -29,6 +31,7 @@ log = logging.getLogger("tidesync.nats")
 _FULL = {10077, 10078, 10047, 10023}  # max messages / max bytes / insufficient resources / no space
 _WRONG_STREAM = {10060}  # expected stream does not match
 _TOO_BIG = {10054}  # message size exceeds maximum allowed
+STATUS, DESCRIPTION, NO_RESPONDERS = "Status", "Description", "503"  # a status reply's headers (as nats-py parses them)
 
 _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,  # nats.errors.TimeoutError is one too
@@ -55,18 +58,49 @@ def publish_error(exc: BaseException, subject: str, stream: str) -> DeliveryErro
     if isinstance(exc, nats.errors.MaxPayloadError):
         return PermanentError(f"the event is larger than the server's max_payload: {exc}")
     if isinstance(exc, nats.js.errors.APIError):
-        code, err = exc.code or 0, exc.err_code or 0
-        what = f"stream {stream} refused {subject!r}: {exc.description} (code {code}, err_code {err})"
-        if err in _FULL or code == 503 or code >= 500:
-            return TransientError(what)
-        if err in _WRONG_STREAM:
-            return SystemicError(what)
-        return PermanentError(what)
+        return _refused(exc.code or 0, exc.err_code or 0, exc.description, subject, stream)
     if isinstance(exc, _TRANSIENT):
         return TransientError(f"NATS connection: {type(exc).__name__}: {exc}")
     if isinstance(exc, nats.errors.Error):
         return TransientError(f"NATS: {type(exc).__name__}: {exc}")
     raise exc
+
+
+def _refused(code: int, err: int, description: str | None, subject: str, stream: str) -> DeliveryError:
+    what = f"stream {stream} refused {subject!r}: {description} (code {code}, err_code {err})"
+    if err in _FULL or code >= 500:
+        return TransientError(what)
+    if err in _WRONG_STREAM:
+        return SystemicError(what)
+    return PermanentError(what)
+
+
+def ack_outcome(msg: Msg, subject: str, stream: str) -> DeliveryError | bool:
+    """What the reply to one publish says: an error, or whether the stream stored it (False: a duplicate).
+
+    The reply is JetStream's PubAck JSON (``{"stream":…, "seq":…, "duplicate": true}`` or
+    ``{"error": {"code":…, "err_code":…, "description":…}}``), or a bare status message: 503 when
+    nothing listens on the subject (no responders: no stream captures it, or JetStream is down).
+    """
+    headers = msg.headers
+    if headers and not msg.data and STATUS in headers:
+        status = headers[STATUS]
+        if status == NO_RESPONDERS:
+            return TransientError(f"no stream answers on {subject!r} (is stream {stream} there, JetStream up?)")
+        return TransientError(f"NATS answered {status} {headers.get(DESCRIPTION, '')} for {subject!r}")
+    try:
+        reply = orjson.loads(msg.data)
+    except orjson.JSONDecodeError:
+        return TransientError(f"an unreadable publish ack for {subject!r}: {msg.data[:100]!r}")
+    if not isinstance(reply, dict):
+        return TransientError(f"an unreadable publish ack for {subject!r}: {msg.data[:100]!r}")
+    error = reply.get("error")
+    if error is not None:
+        if not isinstance(error, dict):
+            return TransientError(f"stream {stream} refused {subject!r}: {error!r}")
+        code, err = int(error.get("code") or 0), int(error.get("err_code") or 0)
+        return _refused(code, err, error.get("description"), subject, stream)
+    return not reply.get("duplicate", False)
 
 
 def is_connection_error(exc: BaseException) -> bool:
