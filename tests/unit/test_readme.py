@@ -5,7 +5,7 @@
   one-pipeline base config). Blocks of other tools' YAML say so in the fence's
   info string (```yaml prometheus) and are skipped by name, not by content.
 - Every line of a ```sh block that starts with ``tidesync `` is a usage line:
-  ``CMD SUB|SUB2 tidesync.yaml ARG [--option VALUE] [--flag]``. Its command
+  ``[--global-option VALUE] CMD SUB|SUB2 tidesync.yaml ARG [--option VALUE] [--flag]``. Its command
   path must exist and answer ``--help``; its positional words must be the
   command's arguments, in the command's order; its options must exist.
 """
@@ -164,9 +164,23 @@ def _check_words(path: list[str], words: list[str]) -> None:
     assert not missing, f"{where}: the line lacks the required argument(s) {missing}"
 
 
+def _skip_global_options(words: list[str]) -> list[str] | None:
+    """The words after the leading global options (each checked to exist), None when nothing follows them."""
+    root = _command([])
+    options = {opt: p for p in root.params if p.param_type_name == "option" for opt in (*p.opts, *p.secondary_opts)}
+    i = 0
+    while i < len(words) and words[i].startswith("-"):
+        opt = options.get(words[i].split("=", 1)[0])
+        assert opt is not None, f"tidesync has no global option {words[i]} (it has {', '.join(sorted(options))})"
+        i += 1 if opt.is_flag or "=" in words[i] else 2
+    return words[i:] if i < len(words) or not words else None
+
+
 @pytest.mark.parametrize(("where", "line"), USAGE, ids=[f"{w}:{line.split()[1]}" for w, line in USAGE])
 def test_usage_line_matches_the_cli(where: str, line: str) -> None:
-    words = shlex.split(line)[1:]
+    words = _skip_global_options(shlex.split(line)[1:])
+    if words is None:
+        return  # only global options: tidesync --version
     expanded = _expand(words)
     assert expanded[0][0], f"{where}: {line!r} names no tidesync command"
     runner = CliRunner()

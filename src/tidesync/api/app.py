@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from tidesync import __version__
 from tidesync.api import admin, webhooks
 from tidesync.api.guard import Guard
 from tidesync.api.runtime import ApiRuntime
@@ -32,7 +33,7 @@ log = logging.getLogger("tidesync.api")
 
 def create_app(runtime: ApiRuntime) -> FastAPI:
     # The schema is served by the admin API behind the token (tidesync.api.monitoring); no CDN-backed docs pages.
-    app = FastAPI(title="tidesync", version="0.1.0", openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(title="tidesync", version=__version__, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
 
     @app.get("/healthz", tags=["health"], summary="The process is up and serving")

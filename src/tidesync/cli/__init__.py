@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from tidesync.cli import common, demo, dlq, drop, reconcile, run, status, sync, webhook
+from tidesync.cli import common, demo, dlq, drop, init, reconcile, run, schema, status, sync, webhook
 
 __all__ = ["app", "main"]
 
@@ -27,17 +27,31 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import tidesync
+
+        typer.echo(f"tidesync {tidesync.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", help="print the version and exit", callback=_print_version, is_eager=True)
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")] = "info",
+    log_format: Annotated[str, typer.Option("--log-format", help="text, or json: one object per line")] = "text",
 ) -> None:
-    common.configure(debug=debug, log_level=log_level)
+    common.configure(debug=debug, log_level=log_level, log_format=log_format)
 
 
 # The order here is the order ``tidesync --help`` lists them in.
 for command in (run.validate, run.run, run.serve, run.top, status.status, drop.drop, reconcile.reconcile, demo.demo):
     app.command()(command)
+app.command()(schema.schema)
+app.command()(init.init)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(webhook.app, name="webhook")
 app.add_typer(sync.sync_app, name="sync")

@@ -27,7 +27,7 @@ from rich.console import Console
 
 from tidesync.config import LoadedConfig, load_config
 from tidesync.errors import ConfigError, TidesyncError
-from tidesync.secrets import REDACTOR, install_log_redaction
+from tidesync.secrets import REDACTOR
 from tidesync.state.store import DeadLetterFilter
 
 T = TypeVar("T")
@@ -78,16 +78,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 _debug = False
 
 
-def configure(*, debug: bool, log_level: str) -> None:
-    """Apply the global options: ``--debug`` (tracebacks instead of messages) and the log level."""
+def configure(*, debug: bool, log_level: str, log_format: str = "text") -> None:
+    """Apply the global options: ``--debug`` (tracebacks instead of messages), the log level and format."""
+    from tidesync.observe.logs import configure_logging
+
     global _debug
     _debug = debug
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    install_log_redaction()
+    if log_format not in ("text", "json"):
+        fail(f"--log-format {log_format!r}: use text or json", 2)
+    configure_logging(getattr(logging, log_level.upper(), logging.INFO), "json" if log_format == "json" else "text")
 
 
 def fail(message: str, code: int) -> None:

@@ -33,7 +33,9 @@ Metrics (labels in braces)::
     tidesync_alert_firing{alert,pipeline}                1 while the alert fires
 
 The webhook counters, ``missed_by_primary`` and the rest of
-:data:`tidesync.observe.metrics.REGISTRY` are exported beside these.
+:data:`tidesync.observe.metrics.REGISTRY` are exported beside these, and so are
+``tidesync_build_info{version,python}`` and the ``process_*`` metrics
+(:mod:`tidesync.observe.build_info`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from tidesync.engine.lifecycle import DEGRADED, SCHEDULED, State
 from tidesync.observe.alerts import Phase
+from tidesync.observe.build_info import PROCESS_METRICS
 from tidesync.observe.latency import UPPER_BOUNDS, LatencyHistogram, bucket_of
 from tidesync.observe.metrics import REGISTRY
 from tidesync.observe.readings import blocked_seconds
@@ -225,5 +228,5 @@ class _Union:
 def render(collector: EngineCollector | None) -> bytes:
     """The text exposition of the process-wide registry plus ``collector``."""
     if collector is None:
-        return generate_latest(REGISTRY)
-    return generate_latest(_Union(REGISTRY, collector))
+        return generate_latest(_Union(REGISTRY, PROCESS_METRICS))
+    return generate_latest(_Union(REGISTRY, PROCESS_METRICS, collector))

@@ -9,6 +9,9 @@ One ``write`` is one destination transaction::
     missing table/column and allowed to fix it  -> roll back, CREATE/ALTER, start again
       (each table or column at most once per write: still missing after its DDL,
       its events fail permanently; see tidesync.sinks.sql.names)
+    a metadata column missing (tidesync.sinks.sql.metadata)
+                                                -> create_tables: roll back, ADD COLUMN, start again;
+                                                   else block with the ALTER TABLE to run
     run the plan's steps; insert rows an update did not find
     store the new position; commit              -> PartialBatchError for events that can never be written
 
@@ -25,6 +28,8 @@ the next write.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +42,7 @@ from tidesync.schema import Column, EntitySchema
 from tidesync.sinks.sql.changes import SchemaFollower
 from tidesync.sinks.sql.config import SqlSinkConfig
 from tidesync.sinks.sql.ddl import NewTable, Tried, column_to_add, columns_to_add, new_table, table_name_problem
+from tidesync.sinks.sql.metadata import Metadata, alter_statement
 from tidesync.sinks.sql.names import NameRules, shown
 from tidesync.sinks.sql.plan import APPEND, REKEY, UPSERT, Plan, Step, TablePlan, build_plan
 from tidesync.sinks.sql.tables import ColumnInfo, TableInfo, TableName, key_override, resolve_table
@@ -241,6 +247,7 @@ class SqlSink:
         self._tried: Tried = set()  # DDL run during the current write (tidesync.sinks.sql.ddl)
         self._uncreatable: dict[str, str] = {}  # entity -> why its table cannot be created
         self._follower = SchemaFollower(self, self._describe_entity)
+        self._metadata = Metadata(config.metadata_columns, soft_deletes=config.deletes == "soft")
         self.rows_written = 0
 
     def _make_backend(self) -> Backend:
@@ -365,6 +372,8 @@ class SqlSink:
                     more = True
                 live = [i for i in live if i not in dead]
             tables, fresh = await self._describe(events, live)
+            if self._metadata.columns and await self._lacks_metadata(tables, fresh):
+                return None
             creates = self._creatable(tables, events, live)  # before planning: failures name the reason
             plan = build_plan(
                 events,
@@ -374,6 +383,8 @@ class SqlSink:
                 missing_column=self._missing_column_message,
                 source_keys=self._source_keys(tables),
                 name_rules=b.names,
+                metadata=self._metadata or None,
+                synced_at=dt.datetime.fromtimestamp(ctx.clock.time(), dt.UTC),
             )
             if not fresh and (plan.missing_columns or None in tables.values()):
                 # Described before: someone may have created the table or column since.
@@ -565,6 +576,7 @@ class SqlSink:
             if (t.table, None) in self._tried:
                 continue  # two entities, one table
             self._tried.add((t.table, None))
+            t = self._with_metadata(t)
             if t.inferred:
                 self._inferred[t.entity] = t.schema
             how = "with columns inferred from this batch" if t.inferred else "from its schema"
@@ -578,6 +590,69 @@ class SqlSink:
                 new.append(column_to_add(col, self._ctx.schemas.get(entity), rows))
             log.info("adding %s to %s in %s", ", ".join(c.name for c in new), table.name, b.where)
             await b.add_columns(table, new)
+
+    # --- metadata columns (tidesync.sinks.sql.metadata) ----------------------------------------
+
+    def _with_metadata(self, t: NewTable) -> NewTable:
+        """A table to create, with the metadata columns its schema lacks."""
+        fold = self.backend.names.fold
+        have = {fold(c.name) for c in t.schema.columns}
+        extra = tuple(c for c in self._metadata.table_columns() if fold(c.name) not in have)
+        for c in extra:
+            self._tried.add((t.table, fold(c.name)))
+        if not extra:
+            return t
+        return dataclasses.replace(t, schema=dataclasses.replace(t.schema, columns=t.schema.columns + extra))
+
+    async def _lacks_metadata(self, tables: Mapping[str, TableInfo | None], fresh: bool) -> bool:
+        """Whether a table lacks a metadata column and the write must plan again (after adding it).
+
+        Raises the SystemicError that blocks the pipeline when the column is not
+        the sink's to add (``create_tables`` off) or is still missing after its
+        ``ALTER TABLE`` ran.
+        """
+        b = self.backend
+        fold = b.names.fold
+        lacking: dict[TableInfo, tuple[str, list[Column]]] = {}
+        for entity, info in tables.items():
+            if info is not None and info not in lacking:
+                cols = self._metadata.lacking(info, fold)
+                if cols:
+                    lacking[info] = (entity, cols)
+        if not lacking:
+            return False
+        if not fresh:  # described before: someone may have added them since
+            await b.rollback()
+            self._tables.clear()
+            return True
+        if self.config.create_tables:
+            todo = {
+                t: [c for c in cols if (t.name, fold(c.name)) not in self._tried] for t, (_, cols) in lacking.items()
+            }
+            if any(todo.values()):
+                await b.rollback()
+                self._tables.clear()
+                for table, cols in todo.items():
+                    if cols:
+                        self._tried.update((table.name, fold(c.name)) for c in cols)
+                        added = ", ".join(c.name for c in cols)
+                        log.info("adding metadata columns %s to %s in %s", added, table.name, b.where)
+                        await b.add_columns(table, cols)
+                return True
+        table, (entity, cols) = next(iter(lacking.items()))
+        names = ", ".join(c.name for c in cols)
+        statement = alter_statement(getattr(self.config, "type", "postgres"), table.name, cols)
+        if self.config.create_tables:
+            message = (
+                f"metadata columns {names} are still missing from table {table.name} ({b.where}) after ALTER TABLE "
+                f"ran; add them by hand, run: {statement} -- then the pipeline resumes"
+            )
+        else:
+            message = (
+                f"table {table.name} ({b.where}) lacks the metadata columns {names} named under metadata:; "
+                f"run: {statement} -- or set create_tables: true; the pipeline resumes once they exist"
+            )
+        raise SystemicError(message, entity=entity)
 
     # --- running a plan ----------------------------------------------------------------------
 
@@ -599,6 +674,8 @@ class SqlSink:
         groups: dict[tuple[str, ...], Step] = {}
         for i in await self.backend.missing(table, keys):
             image = step.fallback(i)
+            if image is None:
+                continue  # a soft delete of a row the destination does not hold
             cols = table.key + tuple(c for c in image if c not in table.key)
             group = groups.get(cols)
             if group is None:

@@ -40,6 +40,10 @@ Column names
     config itself (``tables``, ``keys``, ``position_table``) are checked by the
     same rules when the config is loaded.
 
+metadata, deletes
+    Columns for analytics destinations (synced_at, committed_at, op,
+    deleted, position) and soft deletes: see tidesync.sinks.sql.metadata.
+
 create_tables
     A missing table is created from the schema the source published for the
     entity (Postgres, SQLite and SQL polling sources publish one). For sources
@@ -74,8 +78,11 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tidesync.sinks.sql.metadata import column_names
 from tidesync.sinks.sql.names import MARIADB, POSTGRES, SQLITE, NameRules
 from tidesync.sinks.sql.tables import split_name
+
+MetadataField = Literal["synced_at", "committed_at", "op", "deleted", "position"]
 
 
 class SqlSinkConfig(BaseModel):
@@ -102,8 +109,39 @@ class SqlSinkConfig(BaseModel):
     position_table: str = Field(
         "_tidesync_applied", description="where the applied source position is kept, per pipeline and sink"
     )
+    metadata: dict[MetadataField, str] | list[MetadataField] = Field(
+        default_factory=dict,
+        description="columns written with every row: synced_at, committed_at, op, deleted, position; a map "
+        "names their columns ({synced_at: _synced_at}), a list takes the names _tidesync_<field> "
+        "(see docs/analytics.md)",
+    )
+    deletes: Literal["hard", "soft"] = Field(
+        "hard",
+        description="hard: a delete removes the row; soft: it sets the deleted metadata column (and the other "
+        "metadata columns) and keeps the row",
+    )
 
     name_rules: ClassVar[NameRules | None] = None  # the database's, in each subclass
+
+    @model_validator(mode="after")
+    def _metadata(self) -> SqlSinkConfig:
+        meta = column_names(self.metadata)
+        if isinstance(self.metadata, list) and len(set(self.metadata)) != len(self.metadata):
+            raise ValueError("metadata: a field is listed twice")
+        names = list(meta.values())
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"metadata: column {twice[0]!r} is named for two fields")
+        if self.deletes == "soft" and "deleted" not in meta:
+            raise ValueError(
+                "deletes: soft needs the deleted column: add it under metadata: (e.g. metadata: {deleted: _deleted})"
+            )
+        return self
+
+    @property
+    def metadata_columns(self) -> dict[str, str]:
+        """``metadata`` as field -> column name (tidesync.sinks.sql.metadata)."""
+        return column_names(self.metadata)
 
     @model_validator(mode="after")
     def _names(self) -> SqlSinkConfig:
@@ -119,6 +157,11 @@ class SqlSinkConfig(BaseModel):
             )
             if problem is not None:
                 raise ValueError(f"{where}: {problem}")
+        meta = column_names(self.metadata)
+        for f, col in meta.items():
+            problem = rules.problem(col, "column")
+            if problem is not None:
+                raise ValueError(f"metadata.{f}: {problem}")
         for table_name, cols in self.keys.items():
             for col in cols:
                 problem = rules.problem(col, "key column")

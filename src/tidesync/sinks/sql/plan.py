@@ -25,6 +25,10 @@ same shape (kind and columns). The rules:
   lacks, a field name the database cannot take, no key value, an update of an
   append-only table) fail alone, and so does every later event of their key,
   so that nothing overtakes an event that will wait in the dead-letter queue.
+- Metadata columns (tidesync.sinks.sql.metadata) are written with every
+  insert, snapshot row and update; with soft deletes a delete is an update
+  of the metadata columns alone, which inserts nothing when its row is
+  missing (no fallback).
 - Field names are matched to columns by the database's rules
   (tidesync.sinks.sql.names): exactly, else case-insensitively where the
   database compares names so. Only fields that match no column are checked,
@@ -33,12 +37,14 @@ same shape (kind and columns). The rules:
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tidesync.errors import PermanentError
 from tidesync.event import DELETE, INSERT, SNAPSHOT, TRUNCATE, UPDATE, ChangeEvent, Key, Row
+from tidesync.sinks.sql.metadata import Metadata
 from tidesync.sinks.sql.names import ANY, NameRules
 from tidesync.sinks.sql.tables import TableInfo
 
@@ -53,25 +59,27 @@ class Step:
     """One statement: ``rows`` hold ``columns`` (key columns first), in the order of ``columns``.
 
     Update and rekey steps can insert a row they do not find: ``fallback(i)``
-    is the image of row ``i`` to insert then. ``old_keys`` (rekey): per row,
-    the key the row has now.
+    is the image of row ``i`` to insert then (None: insert nothing, a soft
+    delete). ``old_keys`` (rekey): per row, the key the row has now.
     """
 
     kind: str
     table: TableInfo
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    # Per row: (the after image of its first event, the values written), for fallback().
-    sources: list[tuple[Row, Row]] = field(default_factory=list)
+    # Per row: (the after image of its first event, None for a soft delete; the values written), for fallback().
+    sources: list[tuple[Row | None, Row]] = field(default_factory=list)
     old_keys: list[Key] = field(default_factory=list)
 
     @property
     def set_columns(self) -> tuple[str, ...]:
         return self.columns[len(self.table.key) :]
 
-    def fallback(self, i: int) -> Row:
-        """Everything the events of row ``i`` know of it (known destination columns only)."""
+    def fallback(self, i: int) -> Row | None:
+        """Everything the events of row ``i`` know of it (known destination columns only); None: nothing."""
         first, values = self.sources[i]
+        if first is None:
+            return None
         cols = self.table.columns
         image = {c: v for c, v in first.items() if c in cols}
         image.update(values)
@@ -234,7 +242,7 @@ class _Table:
                     step = groups[shape] = Step(kind, table, key + shape[1])
                 step.rows.append(k + tuple(values.values()))
                 if kind == UPDATE:
-                    step.sources.append((first or {}, values))
+                    step.sources.append((first, values))
             # Deletes first: they free unique values that inserts of the same level may take.
             self.done.extend(sorted(groups.values(), key=lambda s: _ORDER[s.kind]))
         self.levels.clear()
@@ -283,6 +291,8 @@ def build_plan(
     missing_column: Callable[[TableInfo, list[str]], str],
     source_keys: Mapping[str, tuple[str, ...]] | None = None,
     name_rules: NameRules = ANY,
+    metadata: Metadata | None = None,
+    synced_at: dt.datetime | None = None,
 ) -> Plan:
     """Plan ``events[i] for i in live`` (source order) against the destination ``tables`` (by entity).
 
@@ -291,7 +301,12 @@ def build_plan(
     ``source_keys``: per entity, the names of the values in ``event.key``
     (the source's primary key), used when a row image lacks a key column.
     ``name_rules``: the destination database's rules for column names.
+    ``metadata``: the metadata columns to write and whether deletes are soft,
+    with ``synced_at`` the time to write (tidesync.sinks.sql.metadata).
     """
+    stamp = metadata.stamp if metadata else None
+    soft = metadata is not None and metadata.soft_deletes
+    now = synced_at or dt.datetime.now(dt.UTC)
     plan = Plan()
     folders: dict[str, _Table] = {}
     by_table: dict[TableInfo, _Table] = {}
@@ -327,13 +342,15 @@ def build_plan(
         elif op in (INSERT, SNAPSHOT):
             values = dict(after) if after else {}
         elif op == DELETE:
-            values = {}
+            values = stamp(ev, now) if soft and stamp is not None else {}
         elif op == TRUNCATE:
             f.truncate()
             continue
         else:
             failures[i] = PermanentError(f"unknown operation {op!r} on {ev.entity}")
             continue
+        if stamp is not None and op != DELETE:
+            values.update(stamp(ev, now))
         problem: str | None = None
         if not values.keys() <= cols.keys():
             table = f.plan.table
@@ -396,7 +413,10 @@ def build_plan(
             if k in values:
                 del values[k]
         if op == DELETE:
-            f.add(key, DELETE, values, None)
+            if soft:
+                f.add(key, UPDATE, values, None)  # the row stays, flagged; a missing row is not inserted
+            else:
+                f.add(key, DELETE, values, None)
         elif op == UPDATE:
             if before is not None and all(k in before for k in key_cols):
                 old = tuple(before[k] for k in key_cols)
