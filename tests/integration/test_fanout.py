@@ -242,3 +242,20 @@ async def test_a_failing_source_is_reopened_once_for_all_sinks(store: StateStore
     await run.end()
     assert source.opened == 2  # reopened once, by the hub, for both
     assert keys(a) == keys(b) == list(range(20))
+
+
+async def test_each_sinks_pipeline_reads_the_slot_of_the_shared_source(store: StateStore) -> None:
+    """The slot readings (retained WAL, and its alert) ask a pipeline's source for ``slot`` and ``lag``: a lane
+    answers with the shared source's, so a sink that stays behind shows the WAL it holds."""
+
+    class SlotSource(ListSource):
+        slot = "tidesync_orders"
+
+        async def lag(self) -> str:
+            return "reading of " + self.slot
+
+    hub = FanoutHub("orders", SlotSource(events()), store, ["orders.a", "orders.b"])
+    lane = hub.lane("orders.b")
+    assert lane.slot == "tidesync_orders"
+    assert await lane.lag() == "reading of tidesync_orders"
+    assert not hasattr(FanoutHub("x", ListSource([]), store, ["x.a"]).lane("x.a"), "slot")
