@@ -25,7 +25,7 @@ from tidesync.protocols import Context
 from tidesync.retry import RetryPolicy
 from tidesync.sinks.hubspot import HubSpotSink, HubSpotSinkConfig
 from tidesync.state import open_state_store
-from tidesync.state.store import StateStore
+from tidesync.state.store import StateChanges, StateStore
 from tidesync.testing import ListSource, eventually, wait_until
 from tidesync.testing.hubspot import FakeHubSpot, serve_in_thread
 
@@ -401,3 +401,28 @@ async def test_a_delete_the_id_map_does_not_know_is_found_by_its_id_property(sto
         ])  # fmt: skip
         await sink.close()
     assert sorted(contacts(fake)) == ["c2@x.test"]
+
+
+async def test_events_before_an_applied_delete_read_again_do_not_create_the_record_anew(store: StateStore) -> None:
+    """After a crash the events of a key before its delete are read again (the applied position was not stored
+    yet): the delete's tombstone skips them, so the archived contact is not created a second time."""
+    fake = FakeHubSpot()
+    insert = customer(7).replace(position=(1,))
+    update = customer(7, "update", email="c7.new@x.test").replace(position=(2,))
+    delete = ChangeEvent(CUSTOMERS, (7,), "delete", before={"id": 7}, position=(3,))
+    async with serve(app=fake.app) as api:
+        sink = await opened(api.url, store)
+        await sink.write([insert])
+        await sink.write([update])
+        await sink.write([delete])
+        await sink.close()
+        # as if the applied position had not reached them: the next process reads all three again
+        await store.commit("hs", StateChanges(kv_delete=[("hubspot_ids:hs:sink", "~applied")]))
+        again = await opened(api.url, store)
+        await again.write([insert, update, delete])
+        await again.close()
+        later = await opened(api.url, store)
+        await later.write([customer(7).replace(position=(4,))])  # inserted again after the delete: a new contact
+        await later.close()
+    assert fake.crm.created[("contacts", "c7@x.test")] == 2  # once at first, once for the new insert; none between
+    assert sorted(contacts(fake)) == ["c7@x.test"]

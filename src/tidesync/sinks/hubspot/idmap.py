@@ -6,6 +6,12 @@ under ``<entity>/<key as JSON>``: ``{"id": "<HubSpot record id>", "links":
 each foreign-key column made, so a changed or cleared column removes the old
 association.
 
+A record archived by a delete leaves a tombstone, ``{"gone": <position of
+the delete>}``: after a crash the events of that key before the delete are
+read again, and without it they would upsert the record anew (a second
+contact, archived again by the replayed delete). They are skipped instead.
+An insert after the delete replaces the tombstone.
+
 The same namespace holds, under ``~applied``, the position of the newest
 event written with every event before it written or dead-lettered: a
 re-delivered event at or before it is skipped (not for dead-letter replays),
@@ -50,16 +56,20 @@ class IdMap:
         self.pipeline = pipeline
         self.namespace = f"{NAMESPACE}:{pipeline}:{sink}"
         self._entries: dict[str, Entry] = {}
+        self._gone: dict[str, Position] = {}  # tombstones: key -> position of the delete that archived it
         self._dirty: set[str] = set()
         self.applied: Position | None = None
         self._applied_dirty = False
 
     async def load(self) -> None:
         self._entries = {}
+        self._gone = {}
         self.applied = None
         for k, v in (await self.store.kv_scan(self.namespace)).items():
             if k == APPLIED and isinstance(v, list):
                 self.applied = tuple(v)
+            elif isinstance(v, dict) and isinstance(v.get("gone"), list):
+                self._gone[k] = tuple(v["gone"])
             elif isinstance(v, dict) and v.get("id") is not None:
                 self._entries[k] = Entry(str(v["id"]), {str(c): str(t) for c, t in (v.get("links") or {}).items()})
         self._dirty.clear()
@@ -70,16 +80,25 @@ class IdMap:
     def put(self, entity: str, key: Key, entry: Entry) -> None:
         k = entry_key(entity, key)
         self._entries[k] = entry
+        self._gone.pop(k, None)
         self._dirty.add(k)
 
     def touch(self, entity: str, key: Key) -> None:
         """The entry's links changed in place: store it at the next flush."""
         self._dirty.add(entry_key(entity, key))
 
-    def drop(self, entity: str, key: Key) -> None:
+    def drop(self, entity: str, key: Key, gone_at: Position | None = None) -> None:
+        """Forget the record's id; ``gone_at``: it was archived by the delete at that position (a tombstone)."""
         k = entry_key(entity, key)
         self._entries.pop(k, None)
+        if gone_at:
+            self._gone[k] = gone_at
         self._dirty.add(k)
+
+    def archived(self, entity: str, key: Key, position: Position) -> bool:
+        """The event at ``position`` is older than the delete that archived its record (a re-delivery)."""
+        gone = self._gone.get(entry_key(entity, key))
+        return bool(position) and gone is not None and position <= gone
 
     def advance(self, position: Position) -> None:
         """Every event up to ``position`` is written or dead-lettered: store it at the next flush."""
@@ -100,10 +119,12 @@ class IdMap:
             changes.kv_put[(self.namespace, APPLIED)] = list(self.applied)
         for k in self._dirty:
             entry = self._entries.get(k)
-            if entry is None:
-                changes.kv_delete.append((self.namespace, k))
-            else:
+            if entry is not None:
                 changes.kv_put[(self.namespace, k)] = entry.value()
+            elif k in self._gone:
+                changes.kv_put[(self.namespace, k)] = {"gone": list(self._gone[k])}
+            else:
+                changes.kv_delete.append((self.namespace, k))
         await self.store.commit(self.pipeline, changes)
         self._dirty.clear()
         self._applied_dirty = False

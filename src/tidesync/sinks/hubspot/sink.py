@@ -185,7 +185,11 @@ class HubSpotSink:
         failed_keys: dict[tuple[str, Key], DeliveryError] = {}
         done: set[int] = set()
         if not replay:  # a re-delivery of what was written already: skipped, so later edits in HubSpot stay
-            done = {i for i, e in enumerate(events) if self.ids.done(e.position)}
+            done = {
+                i
+                for i, e in enumerate(events)
+                if self.ids.done(e.position) or self.ids.archived(e.entity, e.key, e.position)
+            }
         try:
             for wave in waves(events, done):
                 items: list[Item] = []
@@ -379,7 +383,7 @@ class HubSpotSink:
     ) -> None:  # fmt: skip
         if answer is None:  # an archive: 204, every input done
             for it in part:
-                self.ids.drop(*it.key)
+                self.ids.drop(*it.key, gone_at=it.event.position)
             return
         by_trace = {str(r.get("objectWriteTraceId")): r for r in answer.results if r.get("objectWriteTraceId")}
         by_id = {str(r.get("id")): r for r in answer.results}
