@@ -25,8 +25,8 @@ from tests.integration.webhook_support import serve
 from tidesync.errors import PartialBatchError, PermanentError, SystemicError
 from tidesync.event import ChangeEvent
 from tidesync.protocols import Context
+from tidesync.sinks.blocked import BlockedError
 from tidesync.sinks.stripe import StripeSink, StripeSinkConfig
-from tidesync.sinks.stripe.sink import BlockedError
 from tidesync.state import open_state_store
 from tidesync.state.store import StateStore
 from tidesync.testing import eventually

@@ -24,8 +24,8 @@ from tidesync.errors import PartialBatchError, PermanentError, TransientError
 from tidesync.event import ChangeEvent
 from tidesync.protocols import Context
 from tidesync.retry import RetryPolicy
+from tidesync.sinks.blocked import BlockedError
 from tidesync.sinks.webhook import WebhookSink, WebhookSinkConfig, enable_endpoint, endpoint_status
-from tidesync.sinks.webhook.sink import BlockedError
 from tidesync.state import open_state_store
 from tidesync.state.store import StateStore
 from tidesync.testing import FakeClock, ListSource, eventually

@@ -23,7 +23,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,6 +53,12 @@ class _GSheets(BaseModel):
     drive_url: str = Field("https://www.googleapis.com", description="the Drive API (revision checks)")
     rate_limit: RateLimit = Field(default_factory=_default_rate, description="client-side request pacing")
     http: HttpOptions = Field(default_factory=_default_http, description="per-request timeout and retries")
+
+    def file_fields(self) -> dict[str, Any]:
+        """The settings this shares with the file sheet source and sink, as their config takes them: a Google
+        sheet follows the xlsx rules, and the path only names the spreadsheet in messages."""
+        shared = self.model_dump(include={"sheet", "key", "header_row", "columns"})
+        return {"type": "xlsx", "path": f"gsheets/{self.spreadsheet_id}", **shared}
 
 
 class GSheetsSourceConfig(_GSheets):

@@ -33,27 +33,19 @@ neighbouring row; ``deletes: mark`` avoids removing the wrong row.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
-from tidesync.errors import (
-    DeliveryError,
-    PartialBatchError,
-    PermanentError,
-    SourceError,
-    SourceTransientError,
-    SystemicError,
-    TransientError,
-)
+from tidesync.errors import DeliveryError, PermanentError, SystemicError
 from tidesync.event import ChangeEvent
 from tidesync.protocols import Context
 from tidesync.sheets.config import SheetSinkConfig
 from tidesync.sheets.gsheets_api import SheetsApi
 from tidesync.sheets.gsheets_config import GSheetsSinkConfig
 from tidesync.sheets.gsheets_grid import GSheetsGrid
-from tidesync.sheets.sink import APPLIED_NS, SheetSink, _at_or_before
-from tidesync.sources.http.client import ApiStatusError, CredentialRejected
+from tidesync.sheets.sink import SheetSink
+from tidesync.sources.http.client import ApiStatusError
+from tidesync.sources.http.delivery import delivery_errors
 
 
 class GSheetsSink(SheetSink):
@@ -61,16 +53,7 @@ class GSheetsSink(SheetSink):
 
     def __init__(self, config: GSheetsSinkConfig) -> None:
         as_file = SheetSinkConfig.model_validate(
-            {
-                "type": "xlsx",
-                "path": f"gsheets/{config.spreadsheet_id}",
-                "sheet": config.sheet,
-                "key": config.key,
-                "header_row": config.header_row,
-                "columns": config.columns,
-                "deletes": config.deletes,
-                "mark_column": config.mark_column,
-            }
+            {**config.file_fields(), "deletes": config.deletes, "mark_column": config.mark_column}
         )
         super().__init__(as_file)
         self.gconfig = config
@@ -92,37 +75,20 @@ class GSheetsSink(SheetSink):
         if api is not None:
             await api.close()
 
-    async def write(self, events: Sequence[ChangeEvent], *, replay: bool = False) -> None:
-        applied = None if replay else self._applied
-        todo = [(i, e) for i, e in enumerate(events) if not _at_or_before(e.position, applied)]
-        if not todo:
-            return
-        async with self._lock:
-            grid = await self._load_grid()
-            failures: dict[int, DeliveryError] = {}
-            doomed: set[int] = set()
-            for j, (_, ev) in enumerate(todo):
-                try:
-                    self._apply(grid, ev, doomed)  # type: ignore[arg-type]  # a Grid, structurally
-                except (ValueError, TypeError) as exc:
-                    failures[j] = PermanentError(f"{self.gconfig.sheet}: {exc}")
-            grid.remove(doomed)
-            assert self.api is not None
-            try:
-                with _translated(self.gconfig.sheet):
-                    await grid.flush(self.api)
-            except DeliveryError:
-                self._props = None  # someone may have resized or removed the sheet: ask again
-                raise
-            if self._props is not None:  # the grid may have grown columns
-                self._props.setdefault("gridProperties", {})["columnCount"] = grid.columns
-            self.rewrites += 1
-            newest = todo[-1][1].position
-            if newest and self._ctx is not None and not _at_or_before(newest, self._applied):
-                self._applied = newest
-                await self._ctx.state.kv_put(APPLIED_NS, self._applied_key(), list(newest))
-        if failures:
-            raise PartialBatchError({todo[j][0]: err for j, err in failures.items()})
+    async def _save(self, events: list[ChangeEvent]) -> dict[int, DeliveryError]:
+        grid = await self._load_grid()
+        failures = self._apply_each(grid, events, self.gconfig.sheet)  # type: ignore[arg-type]  # a Grid, structurally
+        assert self.api is not None
+        try:
+            with _translated(self.gconfig.sheet):
+                await grid.flush(self.api)
+        except DeliveryError:
+            self._props = None  # someone may have resized or removed the sheet: ask again
+            raise
+        if self._props is not None:  # the grid may have grown columns
+            self._props.setdefault("gridProperties", {})["columnCount"] = grid.columns
+        self.rewrites += 1
+        return failures
 
     async def _load_grid(self) -> GSheetsGrid:
         assert self.api is not None
@@ -146,19 +112,13 @@ class GSheetsSink(SheetSink):
         return grid
 
 
-@contextmanager
-def _translated(what: str, *, reading: bool = False) -> Iterator[None]:
+def _translated(what: str, *, reading: bool = False) -> AbstractContextManager[None]:
     """Client errors to delivery errors. A 4xx on the read before any write (the sheet renamed or removed)
     would fail every event alike: systemic, not a reason to dead-letter the batch."""
-    try:
-        yield
-    except CredentialRejected as exc:
-        raise SystemicError(f"Google refused the service account: {exc}") from exc
-    except SourceTransientError as exc:
-        raise TransientError(str(exc)) from exc
-    except ApiStatusError as exc:
+
+    def rejected(exc: ApiStatusError) -> DeliveryError:
         if exc.status == 404 or reading:
-            raise SystemicError(f"{what}: cannot read the sheet (renamed? shared with the account?): {exc}") from exc
-        raise PermanentError(f"{what}: {exc}") from exc
-    except SourceError as exc:
-        raise TransientError(str(exc)) from exc
+            return SystemicError(f"{what}: cannot read the sheet (renamed? shared with the account?): {exc}")
+        return PermanentError(f"{what}: {exc}")
+
+    return delivery_errors(rejected, refused="Google refused the service account")

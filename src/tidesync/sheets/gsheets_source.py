@@ -92,16 +92,7 @@ class GSheetsSource(SheetSource):
 
     def __init__(self, config: GSheetsSourceConfig) -> None:
         as_file = SheetSourceConfig.model_validate(
-            {
-                "type": "xlsx",
-                "path": f"gsheets/{config.spreadsheet_id}",
-                "sheet": config.sheet,
-                "key": config.key,
-                "header_row": config.header_row,
-                "columns": config.columns,
-                "entity": config.entity or config.sheet,
-                "poll_interval": config.poll_interval,
-            }
+            {**config.file_fields(), "entity": config.entity or config.sheet, "poll_interval": config.poll_interval}
         )
         super().__init__(as_file)
         self.gconfig = config

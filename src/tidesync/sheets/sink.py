@@ -82,13 +82,30 @@ class SheetSink:
         if not todo:
             return
         async with self._lock:
-            failures = await asyncio.to_thread(self._write, [e for _, e in todo])
+            failures = await self._save([e for _, e in todo])
             newest = todo[-1][1].position  # events come in source order
             if newest and self._ctx is not None and not _at_or_before(newest, self._applied):
                 self._applied = newest
                 await self._ctx.state.kv_put(APPLIED_NS, self._applied_key(), list(newest))
         if failures:
             raise PartialBatchError({todo[j][0]: err for j, err in failures.items()})
+
+    async def _save(self, events: list[ChangeEvent]) -> dict[int, DeliveryError]:
+        """Apply ``events`` in order and save them at once (under the lock); the failures by index into
+        ``events``. Raises a DeliveryError when nothing was saved (the call fails whole)."""
+        return await asyncio.to_thread(self._write, events)
+
+    def _apply_each(self, grid: Grid, events: list[ChangeEvent], where: str) -> dict[int, DeliveryError]:
+        """Apply ``events`` in order to ``grid``; an event whose value a cell cannot hold fails alone."""
+        failures: dict[int, DeliveryError] = {}
+        doomed: set[int] = set()
+        for i, ev in enumerate(events):
+            try:
+                self._apply(grid, ev, doomed)
+            except (ValueError, TypeError) as exc:
+                failures[i] = PermanentError(f"{where}: {exc}")
+        grid.remove(doomed)
+        return failures
 
     # --- in a worker thread ------------------------------------------------------------------
 
@@ -112,14 +129,7 @@ class SheetSink:
         except Exception as exc:  # a file being replaced, a corrupt workbook: the write is retried
             raise TransientError(f"{self.path}: cannot load ({exc})") from exc
         self._grid = None  # until saved, the copy in memory may hold a half-applied batch
-        failures: dict[int, DeliveryError] = {}
-        doomed: set[int] = set()
-        for i, ev in enumerate(events):
-            try:
-                self._apply(grid, ev, doomed)
-            except (ValueError, TypeError) as exc:
-                failures[i] = PermanentError(f"{self.path}: {exc}")
-        grid.remove(doomed)
+        failures = self._apply_each(grid, events, str(self.path))
         try:
             grid.save(self.path)
         except OSError as exc:

@@ -1,6 +1,6 @@
 """The HubSpot calls the sink makes, with the shared client's errors translated into delivery errors.
 
-Translation (the one boundary):
+Translation (the one boundary, :func:`~tidesync.sources.http.delivery.delivery_errors`):
 
 - 401/403 (after the token was read again): :class:`~tidesync.errors.SystemicError`,
   every write would fail the same way; the pipeline blocks until the token is fixed.
@@ -17,13 +17,14 @@ name (``context.objectWriteTraceId``, else ``context.ids``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidesync.errors import PermanentError, SourceError, SourceTransientError, SystemicError, TransientError
-from tidesync.sources.http.client import ApiClient, ApiStatusError, CredentialRejected
+from tidesync.errors import PermanentError
+from tidesync.sources.http.client import ApiClient
+from tidesync.sources.http.delivery import delivery_errors
 
 _PROPERTY_NAMES = re.compile(r'"name"\s*:\s*"([^"]+)"|[Pp]roperty \\?"?([A-Za-z0-9_]+)\\?"? does not exist')
 
@@ -89,18 +90,11 @@ class HubSpotApi:
     def __init__(self, client: ApiClient) -> None:
         self.client = client
 
-    @contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except CredentialRejected as exc:
-            raise SystemicError(f"HubSpot refused the token: {exc}") from exc
-        except SourceTransientError as exc:
-            raise TransientError(str(exc)) from exc
-        except ApiStatusError as exc:
-            raise Rejected(f"{what}: {exc}", exc.status, exc.body) from exc
-        except SourceError as exc:
-            raise TransientError(str(exc)) from exc
+    @staticmethod
+    def _translated(what: str) -> AbstractContextManager[None]:
+        return delivery_errors(
+            lambda exc: Rejected(f"{what}: {exc}", exc.status, exc.body), refused="HubSpot refused the token"
+        )
 
     async def _post(self, path: str, body: Mapping[str, Any]) -> Any:
         with self._translated(path):

@@ -12,6 +12,14 @@ read again, and without it they would upsert the record anew (a second
 contact, archived again by the replayed delete). They are skipped instead.
 An insert after the delete replaces the tombstone.
 
+Before a delete's archive request is sent, its entry is marked ``archiving``
+at the delete's position and stored: a crash after HubSpot archived the
+record but before the tombstone was stored would otherwise read the key's
+earlier events again with the old entry, find the record gone (an update's
+``OBJECT_NOT_FOUND``) and create it anew. With the mark, those earlier
+events are skipped and the delete itself is sent again (archiving an
+archived record is a no-op), which leaves the tombstone.
+
 The same namespace holds, under ``~applied``, the position of the newest
 event written with every event before it written or dead-lettered: a
 re-delivered event at or before it is skipped (not for dead-letter replays),
@@ -45,9 +53,13 @@ def entry_key(entity: str, key: Key) -> str:
 class Entry:
     id: str
     links: dict[str, str] = field(default_factory=dict)
+    archiving: Position | None = None  # the delete whose archive request may have been sent
 
     def value(self) -> dict[str, Any]:
-        return {"id": self.id, "links": dict(self.links)}
+        value: dict[str, Any] = {"id": self.id, "links": dict(self.links)}
+        if self.archiving is not None:
+            value["archiving"] = list(self.archiving)
+        return value
 
 
 class IdMap:
@@ -71,7 +83,9 @@ class IdMap:
             elif isinstance(v, dict) and isinstance(v.get("gone"), list):
                 self._gone[k] = tuple(v["gone"])
             elif isinstance(v, dict) and v.get("id") is not None:
-                self._entries[k] = Entry(str(v["id"]), {str(c): str(t) for c, t in (v.get("links") or {}).items()})
+                links = {str(c): str(t) for c, t in (v.get("links") or {}).items()}
+                archiving = tuple(v["archiving"]) if isinstance(v.get("archiving"), list) else None
+                self._entries[k] = Entry(str(v["id"]), links, archiving)
         self._dirty.clear()
 
     def get(self, entity: str, key: Key) -> Entry | None:
@@ -95,10 +109,25 @@ class IdMap:
             self._gone[k] = gone_at
         self._dirty.add(k)
 
+    def archiving(self, entity: str, key: Key, record_id: str, position: Position) -> None:
+        """The delete at ``position`` is about to archive ``record_id``: mark the entry (flush before sending)."""
+        k = entry_key(entity, key)
+        entry = self._entries.get(k)
+        self._entries[k] = Entry(record_id, dict(entry.links) if entry else {}, position)
+        self._gone.pop(k, None)
+        self._dirty.add(k)
+
     def archived(self, entity: str, key: Key, position: Position) -> bool:
-        """The event at ``position`` is older than the delete that archived its record (a re-delivery)."""
-        gone = self._gone.get(entry_key(entity, key))
-        return bool(position) and gone is not None and position <= gone
+        """The event at ``position`` is older than the delete that archived (or may have archived) its record:
+        a re-delivery, skipped. The delete of an ``archiving`` mark is not: it is sent again."""
+        if not position:
+            return False
+        k = entry_key(entity, key)
+        gone = self._gone.get(k)
+        if gone is not None:
+            return position <= gone
+        entry = self._entries.get(k)
+        return entry is not None and entry.archiving is not None and position < entry.archiving
 
     def advance(self, position: Position) -> None:
         """Every event up to ``position`` is written or dead-lettered: store it at the next flush."""

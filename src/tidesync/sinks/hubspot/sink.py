@@ -20,7 +20,9 @@ archives the association it made before.
 Order and batching: events go in waves (:mod:`.plan`), at most ``batch_size``
 (100) inputs per request, one request at a time, paced by the token bucket and
 HubSpot's rate-limit headers (:mod:`.pacing`). The ID map is committed after
-each wave that changed it, before the next one.
+each wave that changed it, before the next one, and before an archive request
+(the record is marked ``archiving``, so a crash right after the archive does
+not create it anew).
 
 Outcomes (see :mod:`.api` for how HTTP answers become errors):
 
@@ -57,6 +59,7 @@ from tidesync.errors import (
 )
 from tidesync.event import ChangeEvent, Key
 from tidesync.protocols import Context
+from tidesync.sinks.blocked import behind
 from tidesync.sinks.hubspot.api import BatchAnswer, HubSpotApi, Rejected
 from tidesync.sinks.hubspot.config import KEY_PROPERTY, HubSpotObjectSpec, HubSpotSinkConfig
 from tidesync.sinks.hubspot.idmap import Entry, IdMap
@@ -69,12 +72,6 @@ from tidesync.sources.http.client import ApiClient
 from tidesync.sources.http.ratelimit import TokenBucket
 
 log = logging.getLogger("tidesync.sinks.hubspot")
-
-
-class BlockedError(PermanentError):
-    """Not sent: an earlier event of the same key failed permanently in this write."""
-
-    error_class = "blocked"
 
 
 class HubSpotSink:
@@ -197,7 +194,7 @@ class HubSpotSink:
                     ev = events[i]
                     earlier = failed_keys.get((ev.entity, ev.key))
                     if earlier is not None:
-                        failures[i] = _behind(earlier)
+                        failures[i] = behind(earlier)
                         continue
                     try:
                         item = await self._prepare(i, ev)
@@ -308,6 +305,10 @@ class HubSpotSink:
             if action == "archive":
                 await self._resolve(object_type, group)
                 group = [it for it in group if it.record_id is not None]  # never in HubSpot: done
+                for it in group:  # durable before the request: a crash after it must not re-create (see idmap)
+                    self.ids.archiving(*it.key, str(it.record_id), it.event.position)
+                if group:
+                    await self._flush()
             for part in chunks(group, self.config.batch_size):
                 await self._send(object_type, action, list(part), failures)
 
@@ -412,9 +413,3 @@ class HubSpotSink:
             if entry is None or entry.id != record_id:
                 self.ids.put(*it.key, Entry(record_id, dict(entry.links) if entry else {}))
             it.record_id = record_id
-
-
-def _behind(earlier: DeliveryError) -> DeliveryError:
-    if earlier.transient:
-        return TransientError(f"waits behind an earlier failed event of the same key ({earlier})")
-    return BlockedError(f"waits behind an earlier dead-lettered event of the same key ({earlier})")

@@ -53,22 +53,22 @@ from tidesync.errors import (
     DeliveryError,
     PartialBatchError,
     PermanentError,
-    SourceError,
-    SourceTransientError,
     SystemicError,
     TransientError,
 )
 from tidesync.event import DELETE, TRUNCATE, UPDATE, ChangeEvent, Key
 from tidesync.protocols import Context
 from tidesync.secrets import REDACTOR
+from tidesync.sinks.blocked import behind
 from tidesync.sinks.stripe import prices
 from tidesync.sinks.stripe.config import StripeObject, StripeSinkConfig
 from tidesync.sinks.stripe.forms import CONTENT_TYPE, encode
 from tidesync.sinks.stripe.idmap import IdMap, Mapped, at_or_before, normal_position
 from tidesync.sinks.stripe.params import PARAMETERS, build, key_text
 from tidesync.sinks.webhook.envelope import idempotency_id
-from tidesync.sources.http.client import ApiClient, ApiStatusError, CredentialRejected
-from tidesync.sources.http.stripe_api import stripe_client
+from tidesync.sources.http.client import ApiClient, ApiStatusError
+from tidesync.sources.http.delivery import delivery_errors
+from tidesync.sources.http.stripe_api import configured_client
 
 log = logging.getLogger("tidesync.sinks.stripe")
 
@@ -80,12 +80,6 @@ class StripeRequestError(PermanentError):
         super().__init__(message)
         self.status = status
         self.code = code
-
-
-class BlockedError(PermanentError):
-    """Not sent: an earlier event of the same key failed permanently in this write."""
-
-    error_class = "blocked"
 
 
 @dataclass(slots=True)
@@ -117,11 +111,7 @@ class StripeSink:
         self.pipeline, self.name = ctx.pipeline, ctx.name
         self.ids = IdMap(ctx.state, ctx.pipeline, ctx.name)
         if self.client is None:
-            c = self.config
-            self.client = stripe_client(
-                f"stripe sink of {ctx.pipeline}", c.base_url, c.api_key, rate_limit=c.rate_limit, http=c.http,
-                clock=ctx.clock, stripe_version=c.stripe_version,
-            )  # fmt: skip
+            self.client = configured_client(f"stripe sink of {ctx.pipeline}", self.config, ctx.clock)
 
     async def close(self) -> None:
         client, self.client = self.client, None
@@ -194,7 +184,7 @@ class StripeSink:
     ) -> None:
         earlier = blocked.get(item.key)
         if earlier is not None:
-            failures[item.index] = blocked[item.key] = _behind(earlier)
+            failures[item.index] = blocked[item.key] = behind(earlier, refusing="Stripe refuses the key")
             return
         if self._down is not None:
             failures[item.index] = SystemicError(f"not sent while Stripe refuses the key ({self._down})")
@@ -363,7 +353,7 @@ class StripeSink:
             return None
         earlier = blocked.get((obj.product_entity, key))
         if earlier is not None:
-            raise _behind(earlier)
+            raise behind(earlier, refusing="Stripe refuses the key")
         raise PermanentError(
             f"product {value!r} ({obj.product_entity}) has no Stripe product: it was never written, or was deleted"
         )
@@ -399,25 +389,20 @@ class StripeSink:
         headers = {"Idempotency-Key": key}
         if body is not None:
             headers["Content-Type"] = CONTENT_TYPE
-        try:
+        with delivery_errors(_rejected, entity=entity, otherwise=PermanentError):
             return await self.client.request(method, path, content=body, headers=headers)
-        except CredentialRejected as exc:
-            raise SystemicError(str(exc), entity=entity) from exc
-        except ApiStatusError as exc:
-            if exc.status == 409:  # a request with the same key still running, or a lock timeout
-                raise TransientError(_stripe_message(exc)) from exc
-            code = _error_field(exc.body, "code")
-            raise StripeRequestError(_stripe_message(exc), exc.status, code) from exc
-        except SourceTransientError as exc:
-            raise TransientError(str(exc)) from exc
-        except SourceError as exc:
-            raise PermanentError(str(exc)) from exc
 
 
 def _id_of(body: Any) -> str:
     if isinstance(body, dict) and isinstance(body.get("id"), str):
         return str(body["id"])
     raise TransientError("Stripe answered a create without an object id")
+
+
+def _rejected(exc: ApiStatusError) -> DeliveryError:
+    if exc.status == 409:  # a request with the same key still running, or a lock timeout
+        return TransientError(_stripe_message(exc))
+    return StripeRequestError(_stripe_message(exc), exc.status, _error_field(exc.body, "code"))
 
 
 def _error_field(body: Any, name: str) -> str | None:
@@ -434,11 +419,3 @@ def _stripe_message(exc: ApiStatusError) -> str:
     what = str(exc).split(": answered", 1)[0]
     detail = ", ".join(p for p in parts if p)
     return REDACTOR.redact(f"{what}: Stripe answered {exc.status} ({detail}): {message}")
-
-
-def _behind(earlier: DeliveryError) -> DeliveryError:
-    if isinstance(earlier, SystemicError):
-        return SystemicError(f"not sent while Stripe refuses the key ({earlier})")
-    if earlier.transient:
-        return TransientError(f"waits behind an earlier failed event of the same key ({earlier})")
-    return BlockedError(f"waits behind an earlier dead-lettered event of the same key ({earlier})")

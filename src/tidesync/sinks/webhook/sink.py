@@ -61,6 +61,7 @@ from tidesync.observe.metrics import WEBHOOK_DELIVERY_ATTEMPTS, WEBHOOK_ENDPOINT
 from tidesync.protocols import Context
 from tidesync.retry import RetryPolicy
 from tidesync.secrets import REDACTOR
+from tidesync.sinks.blocked import behind
 from tidesync.sinks.webhook.attempts import ENDPOINT_NS, Endpoint, RetryBook, parse_retry_after
 from tidesync.sinks.webhook.config import WebhookSinkConfig
 from tidesync.sinks.webhook.envelope import body_of, envelope, idempotency_id, standard_headers
@@ -68,12 +69,6 @@ from tidesync.state.store import StateChanges
 
 log = logging.getLogger("tidesync.webhook")
 _RECHECK = 1.0  # seconds between looks at the stored endpoint record while disabled
-
-
-class BlockedError(PermanentError):
-    """Not sent: an earlier event of the same key failed permanently in this write."""
-
-    error_class = "blocked"
 
 
 @dataclass(slots=True)
@@ -196,7 +191,7 @@ class WebhookSink:
             for item in lane[start : start + size]:
                 earlier = blocked.get(item.key) if self.config.per_key_order else None
                 if earlier is not None:
-                    failures[item.index] = _behind(earlier)
+                    failures[item.index] = behind(earlier, refusing="the endpoint refuses")
                 elif isinstance(down, SystemicError):
                     failures[item.index] = SystemicError(f"not sent while the endpoint refuses ({down})")
                 elif down is not None:
@@ -323,11 +318,3 @@ class WebhookSink:
         except StateStoreError as exc:
             self.book.restore_changes(changes)
             log.warning("pipeline %s: cannot store webhook retry state: %s", self.pipeline, exc)
-
-
-def _behind(earlier: DeliveryError) -> DeliveryError:
-    if isinstance(earlier, SystemicError):
-        return SystemicError(f"not sent while the endpoint refuses ({earlier})")
-    if earlier.transient:
-        return TransientError(f"waits behind an earlier failed event of the same key ({earlier})")
-    return BlockedError(f"waits behind an earlier dead-lettered event of the same key ({earlier})")

@@ -1,6 +1,7 @@
 """API polling sources: SaaS APIs read by asking, with pacing, retries and rotating credentials.
 
 - :mod:`.client` — one HTTP client: token bucket, 429/Retry-After, backoff, 401/403, error translation.
+- :mod:`.delivery` — the client's errors as delivery errors, for the sinks that write through it.
 - :mod:`.ratelimit` — the token bucket (injected clock) and Retry-After parsing.
 - :mod:`.auth` — bearer keys and OAuth2 refresh, read from secrets on every use (rotation without restart).
 - :mod:`.stripe_api` — Stripe list objects and the Events API (shared with the webhook source's backfill).

@@ -53,7 +53,7 @@ from tidesync.protocols import Context
 from tidesync.sources.http.client import ApiStatusError
 from tidesync.sources.http.config import StripeSourceConfig
 from tidesync.sources.http.positions import Sequencer, next_epoch, split
-from tidesync.sources.http.stripe_api import EVENTS_WINDOW, StripeApi, stripe_client
+from tidesync.sources.http.stripe_api import EVENTS_WINDOW, StripeApi, configured_client
 from tidesync.sources.webhook.ordering import OrderingGuard
 from tidesync.sources.webhook.provider import MappingError
 from tidesync.sources.webhook.stripe import map_stripe_event
@@ -129,13 +129,7 @@ class StripeSource:
         self._walking = False
         self._next_poll = -math.inf
         if self._api is None:
-            c = self.config
-            self._api = StripeApi(
-                stripe_client(
-                    f"stripe source {ctx.pipeline}", c.base_url, c.api_key, rate_limit=c.rate_limit, http=c.http,
-                    clock=ctx.clock, stripe_version=c.stripe_version,
-                )
-            )  # fmt: skip
+            self._api = StripeApi(configured_client(f"stripe source {ctx.pipeline}", self.config, ctx.clock))
 
     async def close(self) -> None:
         api, self._api = self._api, None

@@ -17,7 +17,7 @@ Request shapes are checked against the official ``stripe`` package in the tests.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.errors import SourceTransientError
@@ -65,6 +65,24 @@ def stripe_client(
         clock=clock,
         headers={"Stripe-Version": stripe_version} if stripe_version else None,
     )
+
+
+class StripeAccess(Protocol):
+    """How a Stripe source or sink configures its connection (their config models have these fields)."""
+
+    base_url: str
+    api_key: Secret
+    rate_limit: RateLimit | None
+    http: HttpOptions
+    stripe_version: str | None
+
+
+def configured_client(name: str, config: StripeAccess, clock: Clock) -> ApiClient:
+    """:func:`stripe_client` as ``config`` sets it up."""
+    return stripe_client(
+        name, config.base_url, config.api_key, rate_limit=config.rate_limit, http=config.http, clock=clock,
+        stripe_version=config.stripe_version,
+    )  # fmt: skip
 
 
 class StripeApi:
