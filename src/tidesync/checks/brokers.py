@@ -7,7 +7,7 @@ looked up passively).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from tidesync.checks import Check, Endpoint
 
@@ -105,36 +105,27 @@ async def _rabbitmq(e: Endpoint) -> list[Check]:
     try:
         out = [e.ok("reachable", safe_url(url))]
         if e.role == "source" and cfg.bind is None:
-            channel = await conn.channel()
-            try:
-                await channel.declare_queue(cfg.queue, passive=True)
-                out.append(e.ok(f"queue {cfg.queue}", "exists"))
-            except aio_pika.exceptions.ChannelClosed:
-                out.append(
-                    e.check(
-                        f"queue {cfg.queue}",
-                        "fail",
-                        "does not exist",
-                        f"declare it, or set bind: in {e.where} so that tidesync declares it",
-                    )
-                )
+            fix = f"declare it, or set bind: in {e.where} so that tidesync declares it"
+            out.append(await _passive(e, conn, "queue", cfg.queue, fix))
         elif e.role == "sink" and not cfg.declare:
-            channel = await conn.channel()
-            try:
-                await channel.declare_exchange(cfg.exchange, passive=True)
-                out.append(e.ok(f"exchange {cfg.exchange}", "exists"))
-            except aio_pika.exceptions.ChannelClosed:
-                out.append(
-                    e.check(
-                        f"exchange {cfg.exchange}",
-                        "fail",
-                        "does not exist",
-                        f"declare it, or set declare: true in {e.where}",
-                    )
-                )
+            fix = f"declare it, or set declare: true in {e.where}"
+            out.append(await _passive(e, conn, "exchange", cfg.exchange, fix))
         return out
     finally:
         await close_quietly(conn)
+
+
+async def _passive(e: Endpoint, conn: Any, kind: Literal["queue", "exchange"], name: str, fix: str) -> Check:
+    """Whether the ``kind`` ``name`` exists, looked up passively on a channel of its own (a miss closes it)."""
+    import aio_pika
+
+    channel = await conn.channel()
+    declare = channel.declare_queue if kind == "queue" else channel.declare_exchange
+    try:
+        await declare(name, passive=True)
+    except aio_pika.exceptions.ChannelClosed:
+        return e.check(f"{kind} {name}", "fail", "does not exist", fix)
+    return e.ok(f"{kind} {name}", "exists")
 
 
 async def _mqtt(e: Endpoint) -> list[Check]:

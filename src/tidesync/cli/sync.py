@@ -76,6 +76,19 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _side_value(side: dict[str, Any] | None) -> str:
+    """A conflict side's value, shown ("null" for a side with no record)."""
+    return _show((side or {}).get("value"))
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    """A table whose columns wrap long values rather than cut them."""
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col, overflow="fold")
+    return t
+
+
 @sync_app.command("plan")
 def sync_plan(
     config: ConfigArg,
@@ -125,16 +138,15 @@ def sync_plan(
         highlight=False,
     )
     if report["collisions"]:
-        t = Table(title="match collisions (would create duplicates)")
-        for col in ("fields", "value", "A keys", "B keys"):
-            t.add_column(col, overflow="fold")
+        t = _table("match collisions (would create duplicates)", ("fields", "value", "A keys", "B keys"))
         for c in report["collisions"]:
             t.add_row(", ".join(c["fields"]), _show(c["value"]), _show(c.get("a_keys", [])), _show(c.get("b_keys", [])))
         out.print(t)
     if report["differences"]:
-        t = Table(title="differing fields of matched records, and how the rules settle them")
-        for col in ("A key", "B key", "field", "A", "B", "rule", "outcome", "why"):
-            t.add_column(col, overflow="fold")
+        t = _table(
+            "differing fields of matched records, and how the rules settle them",
+            ("A key", "B key", "field", "A", "B", "rule", "outcome", "why"),
+        )
         for d in report["differences"]:
             t.add_row(
                 _show(d["a_key"]),
@@ -173,16 +185,14 @@ def sync_history(
     if as_json:
         write_json(entries)
         return
-    t = Table(title=f"sync {name}: history")
-    for col in ("#", "record", "field", "A", "B", "rule", "winner", "value", "by", "why"):
-        t.add_column(col, overflow="fold")
+    t = _table(f"sync {name}: history", ("#", "record", "field", "A", "B", "rule", "winner", "value", "by", "why"))
     for h in entries:
         t.add_row(
             str(h["seq"]),
             _show(h["keys"]),
             h["field"],
-            _show((h["a"] or {}).get("value")),
-            _show((h["b"] or {}).get("value")),
+            _side_value(h["a"]),
+            _side_value(h["b"]),
             h["rule"],
             h["winner"] or "-",
             _show(h["value"]),
@@ -208,18 +218,19 @@ def conflicts_list(
     if as_json:
         write_json(entries)
         return
-    t = Table(title=f"conflicts ({len(entries)})")
-    for col in ("id", "kind", "record", "field", "A", "B", "agreed before", "rule", "waiting", "why"):
-        t.add_column(col, overflow="fold")
+    t = _table(
+        f"conflicts ({len(entries)})",
+        ("id", "kind", "record", "field", "A", "B", "agreed before", "rule", "waiting", "why"),
+    )
     for e in entries:
         t.add_row(
             e["id"],
             e["kind"],
             _show(e["keys"]),
             e["field"],
-            _show((e["a"] or {}).get("value")),
-            _show((e["b"] or {}).get("value")),
-            _show((e["shadow"] or {}).get("value")),
+            _side_value(e["a"]),
+            _side_value(e["b"]),
+            _side_value(e["shadow"]),
             e["rule"],
             ago(e["created_at"]),
             e["why"],

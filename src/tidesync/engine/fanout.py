@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
+from tidesync.engine.reading import close_quietly, source_transient
 from tidesync.errors import SourceError, SourceTransientError
 from tidesync.event import Batch, Position
 from tidesync.protocols import Context, Source
@@ -142,8 +143,7 @@ class FanoutHub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        with contextlib.suppress(Exception):
-            await self.source.close()
+        await close_quietly(self.source)
 
     # --- reading ---------------------------------------------------------------
 
@@ -175,13 +175,12 @@ class FanoutHub:
     async def _read(self) -> Batch[StateChanges] | None:
         """One batch; a failing source is reopened after the last position read, with backoff."""
         batch: Batch[StateChanges] | None = None
-        retry = self.retry.attempts(self.clock, _transient, stop=self._stop, rng=self.rng)
+        retry = self.retry.attempts(self.clock, source_transient, stop=self._stop, rng=self.rng)
         try:
             async for attempt in retry:
                 with attempt:
                     if attempt.number > 1:
-                        with contextlib.suppress(Exception):
-                            await self.source.close()
+                        await close_quietly(self.source)
                         await self.source.open(self._ctx(), self.last_read)
                     try:
                         batch = await self.source.read(self.max_events, self.max_wait)
@@ -326,7 +325,3 @@ def _lowest(positions: Sequence[Position | None]) -> Position | None:
     if not positions or any(p is None for p in positions):
         return None
     return min(p for p in positions if p is not None)
-
-
-def _transient(exc: Exception) -> bool:
-    return isinstance(exc, SourceTransientError)

@@ -114,14 +114,13 @@ class Reader:
         False when stopped meanwhile.
         """
         retry = self.retry.attempts(
-            self.clock, _source_transient, on_retry=self.view.source_failing, stop=stop, rng=self.rng
+            self.clock, source_transient, on_retry=self.view.source_failing, stop=stop, rng=self.rng
         )
         try:
             async for attempt in retry:
                 with attempt:
                     if attempt.number > 1:
-                        with contextlib.suppress(Exception):
-                            await self.source.close()
+                        await close_quietly(self.source)
                     await self.open(after)
         except RetryStopped:
             return False
@@ -161,13 +160,12 @@ class Reader:
         """One batch; a failing source is reopened after the last position read, on the retry policy."""
         batch: Batch[StateChanges] | None = None
         retry = self.retry.attempts(
-            self.clock, _source_transient, on_retry=self.view.source_failing, stop=stop, rng=self.rng
+            self.clock, source_transient, on_retry=self.view.source_failing, stop=stop, rng=self.rng
         )
         async for attempt in retry:
             with attempt:
                 if attempt.number > 1:
-                    with contextlib.suppress(Exception):
-                        await self.source.close()
+                    await close_quietly(self.source)
                     await self.open(self.last_read)
                 batch = await self.source.read(self.batch.max_events, self.batch.max_wait)
         if retry.failures:
@@ -214,5 +212,12 @@ class Reader:
         return out, failures
 
 
-def _source_transient(exc: Exception) -> bool:
+def source_transient(exc: Exception) -> bool:
+    """What a reader retries by reopening its source."""
     return isinstance(exc, SourceTransientError)
+
+
+async def close_quietly(source: Source) -> None:
+    """Close ``source``, ignoring its error: it comes from a source that already failed or is being let go."""
+    with contextlib.suppress(Exception):
+        await source.close()

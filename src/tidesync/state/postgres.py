@@ -30,23 +30,9 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from tidesync.errors import LeaseLostError, StateStoreError
+from tidesync.errors import StateStoreError
 from tidesync.event import Key, Position, unpack_value
-from tidesync.state.rows import (
-    DLQ_COLUMNS,
-    STATUS_COLUMNS,
-    dead_letter_from_row,
-    dlq_where,
-    journal_entry_from_row,
-    kv_owned,
-    new_dead_letter_params,
-    newest_parked,
-    pack,
-    pack_optional,
-    shadow_from_row,
-    status_from_row,
-    status_params,
-)
+from tidesync.state import rows as codec
 from tidesync.state.store import (
     DeadLetter,
     DeadLetterFilter,
@@ -285,37 +271,17 @@ class PostgresStateStore:
             fence = self._fences.get(pipeline)
             if fence is not None:
                 await cur.execute(q["fence"], (fence.name,))
-                row = await cur.fetchone()
-                if row is None or int(row[1]) != fence.epoch:
-                    holder = f"{row[0]} (epoch {row[1]})" if row else "nobody"
-                    raise LeaseLostError(
-                        f"pipeline {pipeline}: lease {fence.name} moved from epoch {fence.epoch} to {holder}; "
-                        "nothing committed"
-                    )
+                codec.check_fence(pipeline, fence, await cur.fetchone())
             if ch.checkpoint is not None:
-                await cur.execute(q["put_checkpoint"], (pipeline, pack(ch.checkpoint, "checkpoint")))
+                await cur.execute(q["put_checkpoint"], (pipeline, codec.pack(ch.checkpoint, "checkpoint")))
             if ch.shadow_put:
-                await cur.executemany(
-                    q["put_shadow"],
-                    [
-                        (
-                            s.scope,
-                            s.entity,
-                            pack(s.key, "shadow key"),
-                            pack(s.row, f"shadow row {s.entity} {s.key!r}"),
-                            pack_optional(s.position, "shadow position"),
-                            s.committed_at,
-                            s.origin,
-                        )
-                        for s in ch.shadow_put
-                    ],
-                )
+                await cur.executemany(q["put_shadow"], [codec.shadow_params(s) for s in ch.shadow_put])
             if ch.shadow_delete:
                 await cur.executemany(
-                    q["delete_shadow"], [(sc, e, pack(k, "shadow key")) for sc, e, k in ch.shadow_delete]
+                    q["delete_shadow"], [(sc, e, codec.pack(k, "shadow key")) for sc, e, k in ch.shadow_delete]
                 )
             if ch.dead_letters:
-                params = [new_dead_letter_params(d) for d in ch.dead_letters]
+                params = [codec.new_dead_letter_params(d) for d in ch.dead_letters]
                 await cur.executemany(q["add_dead_letter"], params, returning=True)
                 while True:  # one result set per row, in order
                     row = await cur.fetchone()
@@ -327,12 +293,12 @@ class PostgresStateStore:
                 await cur.execute(q["remove_dead_letters"], ([int(i) for i in ch.dlq_remove],))
             if ch.kv_put:
                 await cur.executemany(
-                    q["put_kv"], [(ns, k, pack(v, f"value {ns}/{k}")) for (ns, k), v in ch.kv_put.items()]
+                    q["put_kv"], [(ns, k, codec.pack(v, f"value {ns}/{k}")) for (ns, k), v in ch.kv_put.items()]
                 )
             if ch.kv_delete:
                 await cur.executemany(q["delete_kv"], ch.kv_delete)
             if ch.status is not None:
-                await cur.execute(q["put_status"], status_params(pipeline, ch.status, ch.events_applied))
+                await cur.execute(q["put_status"], codec.status_params(pipeline, ch.status, ch.events_applied))
             elif ch.events_applied:
                 await cur.execute(q["add_applied"], (pipeline, ch.events_applied))
         return ids
@@ -347,29 +313,29 @@ class PostgresStateStore:
     # --- shadow rows -------------------------------------------------------------------
 
     async def shadow_get(self, scope: str, entity: str, keys: Sequence[Key]) -> dict[Key, ShadowRow]:
-        by_packed = {pack(k, "shadow key"): k for k in keys}
+        by_packed = {codec.pack(k, "shadow key"): k for k in keys}
         if not by_packed:
             return {}
         rows = await self._fetchall("reading shadow rows", self._q["get_shadow"], (scope, entity, list(by_packed)))
-        return {by_packed[bytes(r[0])]: shadow_from_row(scope, entity, by_packed[bytes(r[0])], r) for r in rows}
+        return {by_packed[bytes(r[0])]: codec.shadow_from_row(scope, entity, by_packed[bytes(r[0])], r) for r in rows}
 
     async def shadow_scan(self, scope: str, entity: str | None = None) -> list[ShadowRow]:
         rows = await self._fetchall("scanning shadow rows", self._q["scan_shadow"], (scope, entity, entity))
-        return [shadow_from_row(scope, r[5], unpack_value(r[0]), r) for r in rows]
+        return [codec.shadow_from_row(scope, r[5], unpack_value(r[0]), r) for r in rows]
 
     # --- dead letters --------------------------------------------------------------------
 
     async def dlq_list(self, flt: DeadLetterFilter | None = None) -> list[DeadLetter]:
-        where, params = dlq_where(flt, "%s", "strpos(error, %s) > 0", "id = ANY(%s)", list)
-        sql = f"SELECT {DLQ_COLUMNS} FROM {self._q['dead_letters']}{where} ORDER BY id"
+        where, params = codec.dlq_where(flt, "%s", "strpos(error, %s) > 0", "id = ANY(%s)", list)
+        sql = f"SELECT {codec.DLQ_COLUMNS} FROM {self._q['dead_letters']}{where} ORDER BY id"
         if flt is not None and flt.limit is not None:
             sql += " LIMIT %s"
             params.append(flt.limit)
-        return [dead_letter_from_row(r) for r in await self._fetchall("listing dead letters", sql, params)]
+        return [codec.dead_letter_from_row(r) for r in await self._fetchall("listing dead letters", sql, params)]
 
     async def dlq_get(self, entry_id: int) -> DeadLetter | None:
         rows = await self._fetchall("reading a dead letter", self._q["get_dead_letter"], (entry_id,))
-        return dead_letter_from_row(rows[0]) if rows else None
+        return codec.dead_letter_from_row(rows[0]) if rows else None
 
     async def dlq_count(self, pipeline: str | None = None) -> int:
         rows = await self._fetchall("counting dead letters", self._q["count_dead_letters"], (pipeline, pipeline))
@@ -377,7 +343,7 @@ class PostgresStateStore:
 
     async def dlq_parked_keys(self, pipeline: str, sink: str) -> dict[tuple[str, Key], Position]:
         rows = await self._fetchall("reading parked keys", self._q["parked_keys"], (pipeline, sink))
-        return newest_parked(rows)
+        return codec.newest_parked(rows)
 
     async def dlq_touch(self, entry_id: int, error: str, error_class: str, failed_at: float) -> None:
         """Count one more failed attempt; an id that no longer exists is ignored."""
@@ -397,7 +363,7 @@ class PostgresStateStore:
         return unpack_value(rows[0][0]) if rows else None
 
     async def kv_put(self, namespace: str, key: str, value: Any) -> None:
-        packed = pack(value, f"value {namespace}/{key}")
+        packed = codec.pack(value, f"value {namespace}/{key}")
         await self._execute("storing a value", self._q["put_kv"], (namespace, key, packed))
 
     async def kv_delete(self, namespace: str, key: str) -> None:
@@ -411,11 +377,11 @@ class PostgresStateStore:
 
     async def status_get(self, pipeline: str) -> PipelineStatus | None:
         rows = await self._fetchall("reading status", self._q["get_status"], (pipeline,))
-        return status_from_row(rows[0]) if rows else None
+        return codec.status_from_row(rows[0]) if rows else None
 
     async def status_list(self) -> list[PipelineStatus]:
         rows = await self._fetchall("reading status", self._q["list_status"])
-        return sorted((status_from_row(r) for r in rows), key=lambda s: s.pipeline)
+        return sorted((codec.status_from_row(r) for r in rows), key=lambda s: s.pipeline)
 
     # --- intake journal ---------------------------------------------------------------------
 
@@ -423,10 +389,7 @@ class PostgresStateStore:
         if not entries:
             return []
         q = self._q
-        rows = [
-            (e.source, e.event_id, e.received_at, pack(e.meta, "journal meta") if e.meta else None, e.body)
-            for e in entries
-        ]
+        rows = [codec.journal_params(e) for e in entries]
 
         async def body(c: Conn) -> list[int | None]:
             # Sequence numbers come from an identity column, taken when a row is
@@ -448,7 +411,7 @@ class PostgresStateStore:
     async def journal_read(self, source: str, after: int, limit: int, through: int | None = None) -> list[JournalEntry]:
         upper = through if through is not None else 2**63 - 1
         rows = await self._fetchall("reading the journal", self._q["journal_read"], (source, after, upper, limit))
-        return [journal_entry_from_row(source, r) for r in rows]
+        return [codec.journal_entry_from_row(source, r) for r in rows]
 
     async def journal_trim(self, source: str, through: int, forget_before: float) -> int:
         q = self._q
@@ -501,7 +464,7 @@ class PostgresStateStore:
 
         async def body(c: Conn) -> dict[str, int]:
             cur = await c.execute(f"SELECT namespace, key FROM {s}.kv")
-            kv = [(ns, k) for ns, k in await cur.fetchall() if kv_owned(ns, k, names)]
+            kv = [(ns, k) for ns, k in await cur.fetchall() if codec.kv_owned(ns, k, names)]
             if kv:
                 async with c.cursor() as many:
                     await many.executemany(self._q["delete_kv"], kv)
@@ -542,7 +505,7 @@ def _queries(s: str) -> dict[str, str]:
         ' WHERE scope = %s AND (%s::text IS NULL OR entity = %s) ORDER BY entity COLLATE "C", key',
         "add_dead_letter": f"INSERT INTO {s}.dead_letters (pipeline, sink, entity, key, event, error_class, error,"
         " attempts, first_failed_at, last_failed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        "get_dead_letter": f"SELECT {DLQ_COLUMNS} FROM {s}.dead_letters WHERE id = %s",
+        "get_dead_letter": f"SELECT {codec.DLQ_COLUMNS} FROM {s}.dead_letters WHERE id = %s",
         "remove_dead_letters": f"DELETE FROM {s}.dead_letters WHERE id = ANY(%s)",
         "count_dead_letters": f"SELECT count(*) FROM {s}.dead_letters WHERE %s::text IS NULL OR pipeline = %s",
         "parked_keys": f"SELECT entity, key, event FROM {s}.dead_letters WHERE pipeline = %s AND sink = %s",
@@ -553,15 +516,16 @@ def _queries(s: str) -> dict[str, str]:
         " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
         "delete_kv": f"DELETE FROM {s}.kv WHERE namespace = %s AND key = %s",
         "scan_kv": f"SELECT key, value FROM {s}.kv WHERE namespace = %s AND starts_with(key, %s) ORDER BY key",
-        "put_status": f"INSERT INTO {s}.status AS t ({STATUS_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        "put_status": f"INSERT INTO {s}.status AS t ({codec.STATUS_COLUMNS})"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (pipeline) DO UPDATE SET state = excluded.state, position = excluded.position,"
         " events_applied = t.events_applied + excluded.events_applied, lag_seconds = excluded.lag_seconds,"
         " last_committed_at = excluded.last_committed_at, last_error = excluded.last_error,"
         " next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at, extra = excluded.extra",
         "add_applied": f"INSERT INTO {s}.status AS t (pipeline, events_applied) VALUES (%s, %s)"
         " ON CONFLICT (pipeline) DO UPDATE SET events_applied = t.events_applied + excluded.events_applied",
-        "get_status": f"SELECT {STATUS_COLUMNS} FROM {s}.status WHERE pipeline = %s",
-        "list_status": f"SELECT {STATUS_COLUMNS} FROM {s}.status",
+        "get_status": f"SELECT {codec.STATUS_COLUMNS} FROM {s}.status WHERE pipeline = %s",
+        "list_status": f"SELECT {codec.STATUS_COLUMNS} FROM {s}.status",
         "journal_lock": "SELECT pg_advisory_xact_lock(hashtext(%s))",
         "journal_append": f"INSERT INTO {s}.journal (source, event_id, received_at, meta, body)"
         " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",

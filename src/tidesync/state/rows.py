@@ -13,9 +13,18 @@ from typing import Any
 
 import msgspec
 
-from tidesync.errors import StateStoreError
+from tidesync.errors import LeaseLostError, StateStoreError
 from tidesync.event import Key, Position, from_msgpack, pack_value, to_msgpack, unpack_value
-from tidesync.state.store import DeadLetter, DeadLetterFilter, JournalEntry, NewDeadLetter, PipelineStatus, ShadowRow
+from tidesync.state.store import (
+    DeadLetter,
+    DeadLetterFilter,
+    Fence,
+    JournalAppend,
+    JournalEntry,
+    NewDeadLetter,
+    PipelineStatus,
+    ShadowRow,
+)
 
 DLQ_COLUMNS = "id, pipeline, sink, event, error_class, error, attempts, first_failed_at, last_failed_at"
 STATUS_COLUMNS = (
@@ -34,6 +43,33 @@ def pack(value: Any, what: str) -> bytes:
 
 def pack_optional(value: Any, what: str) -> bytes | None:
     return None if value is None else pack(value, what)
+
+
+def check_fence(pipeline: str, fence: Fence, row: Any) -> None:
+    """Raise :class:`LeaseLostError` unless the lease's ``(owner, epoch)`` ``row`` still has the fence's epoch."""
+    if row is None or int(row[1]) != fence.epoch:
+        holder = f"{row[0]} (epoch {row[1]})" if row else "nobody"
+        raise LeaseLostError(
+            f"pipeline {pipeline}: lease {fence.name} moved from epoch {fence.epoch} to {holder}; nothing committed"
+        )
+
+
+def shadow_params(s: ShadowRow) -> tuple[Any, ...]:
+    """The row of a shadow write: ``(scope, entity, key, row, position, committed_at, origin)``."""
+    return (
+        s.scope,
+        s.entity,
+        pack(s.key, "shadow key"),
+        pack(s.row, f"shadow row {s.entity} {s.key!r}"),
+        pack_optional(s.position, "shadow position"),
+        s.committed_at,
+        s.origin,
+    )
+
+
+def journal_params(e: JournalAppend) -> tuple[Any, ...]:
+    """The row of a journal append: ``(source, event_id, received_at, meta, body)``."""
+    return (e.source, e.event_id, e.received_at, pack(e.meta, "journal meta") if e.meta else None, e.body)
 
 
 def status_params(pipeline: str, st: PipelineStatus, events_applied: int) -> tuple[Any, ...]:

@@ -32,23 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tidesync.errors import LeaseLostError, StateStoreError
+from tidesync.errors import StateStoreError
 from tidesync.event import Key, Position, unpack_value
-from tidesync.state.rows import (
-    DLQ_COLUMNS,
-    STATUS_COLUMNS,
-    dead_letter_from_row,
-    dlq_where,
-    journal_entry_from_row,
-    kv_owned,
-    new_dead_letter_params,
-    newest_parked,
-    pack,
-    pack_optional,
-    shadow_from_row,
-    status_from_row,
-    status_params,
-)
+from tidesync.state import rows as codec
 from tidesync.state.store import (
     DeadLetter,
     DeadLetterFilter,
@@ -127,7 +113,7 @@ _ADD_DEAD_LETTER = (
 )
 _PUT_KV = "INSERT INTO kv (namespace, key, value) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET value = excluded.value"
 _PUT_STATUS = (
-    f"INSERT INTO status ({STATUS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO status ({codec.STATUS_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (pipeline) DO UPDATE SET state = excluded.state, position = excluded.position,"
     " events_applied = status.events_applied + excluded.events_applied, lag_seconds = excluded.lag_seconds,"
     " last_committed_at = excluded.last_committed_at, last_error = excluded.last_error,"
@@ -361,7 +347,7 @@ class SqliteStateStore:
     # --- shadow rows -------------------------------------------------------------
 
     async def shadow_get(self, scope: str, entity: str, keys: Sequence[Key]) -> dict[Key, ShadowRow]:
-        by_packed = {pack(k, "shadow key"): k for k in keys}
+        by_packed = {codec.pack(k, "shadow key"): k for k in keys}
         packed = list(by_packed)
 
         def q(c: sqlite3.Connection) -> dict[Key, ShadowRow]:
@@ -376,7 +362,7 @@ class SqliteStateStore:
                 )
                 for r in rows:
                     key = by_packed[r[0]]
-                    out[key] = shadow_from_row(scope, entity, key, r)
+                    out[key] = codec.shadow_from_row(scope, entity, key, r)
             return out
 
         if not packed:
@@ -394,25 +380,25 @@ class SqliteStateStore:
                 sql += " AND entity = ?"
                 params += (entity,)
             rows = c.execute(sql + " ORDER BY entity, key", params).fetchall()
-            return [shadow_from_row(scope, r[5], unpack_value(r[0]), r) for r in rows]
+            return [codec.shadow_from_row(scope, r[5], unpack_value(r[0]), r) for r in rows]
 
         return await self._read("scanning shadow rows", q)
 
     # --- dead letters ------------------------------------------------------------
 
     async def dlq_list(self, flt: DeadLetterFilter | None = None) -> list[DeadLetter]:
-        where, params = dlq_where(flt, "?", "instr(error, ?) > 0", _IN_IDS, _json_ids)
-        sql = f"SELECT {DLQ_COLUMNS} FROM dead_letters{where} ORDER BY id"
+        where, params = codec.dlq_where(flt, "?", "instr(error, ?) > 0", _IN_IDS, _json_ids)
+        sql = f"SELECT {codec.DLQ_COLUMNS} FROM dead_letters{where} ORDER BY id"
         if flt is not None and flt.limit is not None:
             sql += " LIMIT ?"
             params.append(flt.limit)
         rows = await self._read("listing dead letters", lambda c: c.execute(sql, params).fetchall())
-        return [dead_letter_from_row(r) for r in rows]
+        return [codec.dead_letter_from_row(r) for r in rows]
 
     async def dlq_get(self, entry_id: int) -> DeadLetter | None:
-        sql = f"SELECT {DLQ_COLUMNS} FROM dead_letters WHERE id = ?"
+        sql = f"SELECT {codec.DLQ_COLUMNS} FROM dead_letters WHERE id = ?"
         row = await self._read("reading a dead letter", lambda c: c.execute(sql, (entry_id,)).fetchone())
-        return None if row is None else dead_letter_from_row(row)
+        return None if row is None else codec.dead_letter_from_row(row)
 
     async def dlq_count(self, pipeline: str | None = None) -> int:
         sql = "SELECT count(*) FROM dead_letters WHERE ? IS NULL OR pipeline = ?"
@@ -422,7 +408,7 @@ class SqliteStateStore:
     async def dlq_parked_keys(self, pipeline: str, sink: str) -> dict[tuple[str, Key], Position]:
         sql = "SELECT entity, key, event FROM dead_letters WHERE pipeline = ? AND sink = ?"
         rows = await self._read("reading parked keys", lambda c: c.execute(sql, (pipeline, sink)).fetchall())
-        return newest_parked(rows)
+        return codec.newest_parked(rows)
 
     async def dlq_touch(self, entry_id: int, error: str, error_class: str, failed_at: float) -> None:
         """Count one more failed attempt; an id that no longer exists is ignored."""
@@ -445,7 +431,7 @@ class SqliteStateStore:
         return None if row is None else unpack_value(row[0])
 
     async def kv_put(self, namespace: str, key: str, value: Any) -> None:
-        packed = pack(value, f"value {namespace}/{key}")
+        packed = codec.pack(value, f"value {namespace}/{key}")
         await self._write("storing a value", lambda c: c.execute(_PUT_KV, (namespace, key, packed)))
 
     async def kv_delete(self, namespace: str, key: str) -> None:
@@ -462,24 +448,21 @@ class SqliteStateStore:
     # --- status ---------------------------------------------------------------------
 
     async def status_get(self, pipeline: str) -> PipelineStatus | None:
-        sql = f"SELECT {STATUS_COLUMNS} FROM status WHERE pipeline = ?"
+        sql = f"SELECT {codec.STATUS_COLUMNS} FROM status WHERE pipeline = ?"
         row = await self._read("reading status", lambda c: c.execute(sql, (pipeline,)).fetchone())
-        return None if row is None else status_from_row(row)
+        return None if row is None else codec.status_from_row(row)
 
     async def status_list(self) -> list[PipelineStatus]:
-        sql = f"SELECT {STATUS_COLUMNS} FROM status"
+        sql = f"SELECT {codec.STATUS_COLUMNS} FROM status"
         rows = await self._read("reading status", lambda c: c.execute(sql).fetchall())
-        return sorted((status_from_row(r) for r in rows), key=lambda s: s.pipeline)
+        return sorted((codec.status_from_row(r) for r in rows), key=lambda s: s.pipeline)
 
     # --- intake journal -------------------------------------------------------------
 
     async def journal_append(self, entries: Sequence[JournalAppend]) -> list[int | None]:
         if not entries:
             return []
-        rows = [
-            (e.source, e.event_id, e.received_at, pack(e.meta, "journal meta") if e.meta else None, e.body)
-            for e in entries
-        ]
+        rows = [codec.journal_params(e) for e in entries]
 
         def q(c: sqlite3.Connection) -> list[int | None]:
             out: list[int | None] = []
@@ -498,7 +481,7 @@ class SqliteStateStore:
         upper = through if through is not None else _MAX_SEQ
         params = (source, after, upper, limit)
         rows = await self._read("reading the journal", lambda c: c.execute(sql, params).fetchall())
-        return [journal_entry_from_row(source, r) for r in rows]
+        return [codec.journal_entry_from_row(source, r) for r in rows]
 
     async def journal_trim(self, source: str, through: int, forget_before: float) -> int:
         def q(c: sqlite3.Connection) -> int:
@@ -522,7 +505,7 @@ class SqliteStateStore:
         among = "IN (SELECT value FROM json_each(?))"
 
         def q(c: sqlite3.Connection) -> dict[str, int]:
-            kv = [(ns, k) for ns, k in c.execute("SELECT namespace, key FROM kv") if kv_owned(ns, k, names)]
+            kv = [(ns, k) for ns, k in c.execute("SELECT namespace, key FROM kv") if codec.kv_owned(ns, k, names)]
             c.executemany("DELETE FROM kv WHERE namespace = ? AND key = ?", kv)
             return {
                 "checkpoint": c.execute(f"DELETE FROM checkpoints WHERE pipeline {among}", (ids,)).rowcount,
@@ -555,48 +538,30 @@ def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]
 
 def _check_fence(c: sqlite3.Connection, pipeline: str, fence: Fence) -> None:
     row = c.execute("SELECT owner, epoch FROM leases WHERE name = ?", (fence.name,)).fetchone()
-    if row is None or int(row[1]) != fence.epoch:
-        holder = f"{row[0]} (epoch {row[1]})" if row else "nobody"
-        raise LeaseLostError(
-            f"pipeline {pipeline}: lease {fence.name} moved from epoch {fence.epoch} to {holder}; nothing committed"
-        )
+    codec.check_fence(pipeline, fence, row)
 
 
 def _apply(c: sqlite3.Connection, pipeline: str, ch: StateChanges) -> list[int]:
     # Values are packed as they are written: a value that cannot be stored
     # fails the transaction at that point and everything before rolls back.
     if ch.checkpoint is not None:
-        c.execute(_PUT_CHECKPOINT, (pipeline, pack(ch.checkpoint, "checkpoint")))
+        c.execute(_PUT_CHECKPOINT, (pipeline, codec.pack(ch.checkpoint, "checkpoint")))
     if ch.shadow_put:
-        c.executemany(
-            _PUT_SHADOW,
-            (
-                (
-                    s.scope,
-                    s.entity,
-                    pack(s.key, "shadow key"),
-                    pack(s.row, f"shadow row {s.entity} {s.key!r}"),
-                    pack_optional(s.position, "shadow position"),
-                    s.committed_at,
-                    s.origin,
-                )
-                for s in ch.shadow_put
-            ),
-        )
+        c.executemany(_PUT_SHADOW, (codec.shadow_params(s) for s in ch.shadow_put))
     if ch.shadow_delete:
         c.executemany(
             "DELETE FROM shadow WHERE scope = ? AND entity = ? AND key = ?",
-            ((scope, entity, pack(key, "shadow key")) for scope, entity, key in ch.shadow_delete),
+            ((scope, entity, codec.pack(key, "shadow key")) for scope, entity, key in ch.shadow_delete),
         )
-    ids = [c.execute(_ADD_DEAD_LETTER, new_dead_letter_params(d)).lastrowid or 0 for d in ch.dead_letters]
+    ids = [c.execute(_ADD_DEAD_LETTER, codec.new_dead_letter_params(d)).lastrowid or 0 for d in ch.dead_letters]
     if ch.dlq_remove:
         c.execute(f"DELETE FROM dead_letters WHERE {_IN_IDS}", (_json_ids(ch.dlq_remove),))
     if ch.kv_put:
-        c.executemany(_PUT_KV, ((ns, k, pack(v, f"value {ns}/{k}")) for (ns, k), v in ch.kv_put.items()))
+        c.executemany(_PUT_KV, ((ns, k, codec.pack(v, f"value {ns}/{k}")) for (ns, k), v in ch.kv_put.items()))
     if ch.kv_delete:
         c.executemany("DELETE FROM kv WHERE namespace = ? AND key = ?", ch.kv_delete)
     if ch.status is not None:
-        c.execute(_PUT_STATUS, status_params(pipeline, ch.status, ch.events_applied))
+        c.execute(_PUT_STATUS, codec.status_params(pipeline, ch.status, ch.events_applied))
     elif ch.events_applied:
         c.execute(_ADD_APPLIED, (pipeline, ch.events_applied))
     return ids

@@ -32,7 +32,6 @@ Mosquitto refuses an unauthorised publish that way: give the sink's user write a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
@@ -40,10 +39,10 @@ from dataclasses import dataclass
 
 import aiomqtt
 
-from tidesync import formats
-from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, TransientError
-from tidesync.event import ChangeEvent, Key
+from tidesync.errors import DeliveryError
+from tidesync.event import ChangeEvent
 from tidesync.protocols import Context
+from tidesync.sinks import waves
 from tidesync.sinks.mqtt.config import MqttSinkConfig
 from tidesync.sinks.mqtt.topics import render
 from tidesync.sinks.mqtt.wire import (
@@ -56,20 +55,13 @@ from tidesync.sinks.mqtt.wire import (
     publish_error,
     publish_properties,
 )
-from tidesync.sinks.webhook.envelope import idempotency_id
+from tidesync.sinks.payloads import Payloads
 
 log = logging.getLogger("tidesync.mqtt")
 
 
-class BlockedError(PermanentError):
-    """Not published: an earlier event of the same key failed permanently in this write."""
-
-    error_class = "blocked"
-
-
 @dataclass(slots=True)
 class _Message:
-    index: int
     topic: str
     payload: bytes
     msg_id: str
@@ -81,15 +73,11 @@ class MqttSink:
     def __init__(self, config: MqttSinkConfig) -> None:
         self.config = config
         self.broker = Broker.parse(config.url)
-        self.encode = formats.encoder(config.format, pipeline="", sink="sink")  # (named again at open)
-        self.content_type = formats.content_type(config.format)
-        self.pipeline = ""
-        self.name = "sink"
+        self.payloads = Payloads(config.format)
         self.client: aiomqtt.Client | None = None
 
     async def open(self, ctx: Context) -> None:
-        self.pipeline, self.name = ctx.pipeline, ctx.name
-        self.encode = formats.encoder(self.config.format, pipeline=ctx.pipeline, sink=ctx.name)
+        self.payloads.name(ctx)
         await self._connect()
 
     async def _connect(self) -> aiomqtt.Client:
@@ -97,7 +85,7 @@ class MqttSink:
             return self.client
         cfg = self.config
         # A publisher keeps no session: a fresh id per connection, so two processes never kick each other off.
-        ident = f"tidesync-{self.pipeline}-{self.name}-{uuid.uuid4().hex[:8]}"[:64]
+        ident = f"tidesync-{self.payloads.pipeline}-{self.payloads.sink}-{uuid.uuid4().hex[:8]}"[:64]
         client = make_client(self.broker, ident, timeout=cfg.timeout, keepalive=cfg.keepalive)
         client.pending_calls_threshold = cfg.max_in_flight + 1  # aiomqtt warns above it; we bound it ourselves
         try:
@@ -114,70 +102,23 @@ class MqttSink:
 
     # --- write ------------------------------------------------------------------------------
 
-    def _message(self, index: int, event: ChangeEvent) -> _Message:
+    def _message(self, event: ChangeEvent) -> _Message:
         cfg = self.config
         return _Message(
-            index,
             render(cfg.topic, event.entity, event.key, cfg.partitions),
-            self.encode(event),
-            idempotency_id(self.pipeline, self.name, event),
+            self.payloads.encode(event),
+            self.payloads.id(event),
         )
 
     async def write(self, events: Sequence[ChangeEvent], *, replay: bool = False) -> None:
         if not events:
             return
         client = await self._connect()
-        failures: dict[int, DeliveryError] = {}
-        blocked: dict[tuple[str, Key], DeliveryError] = {}
-        waves: list[list[tuple[tuple[str, Key], _Message]]] = []
-        depth: dict[tuple[str, Key], int] = {}
-        for i, e in enumerate(events):
-            k = (e.entity, e.key)
-            if k in blocked:
-                failures[i] = _behind(blocked[k])
-                continue
-            try:
-                msg = self._message(i, e)
-            except (TypeError, ValueError, OverflowError) as exc:
-                failures[i] = blocked[k] = PermanentError(f"the event cannot be encoded: {describe(exc)}")
-                continue
-            n = depth.get(k, 0)
-            depth[k] = n + 1
-            if n == len(waves):
-                waves.append([])
-            waves[n].append((k, msg))
-        down: DeliveryError | None = None
-        for wave in waves:
-            if down is not None:
-                for _, msg in wave:
-                    failures[msg.index] = TransientError(f"not published after an earlier failure ({down})")
-                continue
-            results = await self._publish_wave(client, [msg for _, msg in wave])
-            for (k, msg), err in zip(wave, results, strict=True):
-                if k in blocked:
-                    failures[msg.index] = _behind(blocked[k])
-                elif err is not None:
-                    failures[msg.index] = blocked[k] = err
-                    if err.transient and down is None:
-                        down = err
+        planned = waves.plan(events, self._message, lambda exc: f"the event cannot be encoded: {describe(exc)}")
+        down = await waves.publish(planned, lambda msg: self._publish(client, msg), self.config.max_in_flight)
         if down is not None:
             await self.close()  # a publish timed out or the link broke: the next write starts a new connection
-        if not failures:
-            return
-        if all(e.transient for e in failures.values()):
-            first = next(iter(failures.values()))
-            raise TransientError(f"{len(failures)} of {len(events)} event(s) not acknowledged: {first}")
-        raise PartialBatchError(failures)
-
-    async def _publish_wave(self, client: aiomqtt.Client, wave: list[_Message]) -> list[DeliveryError | None]:
-        """Publish one wave (no two messages of one key), at most ``max_in_flight`` awaiting PUBACKs at once."""
-        limit = asyncio.Semaphore(self.config.max_in_flight)
-
-        async def one(msg: _Message) -> DeliveryError | None:
-            async with limit:
-                return await self._publish(client, msg)
-
-        return list(await asyncio.gather(*(one(m) for m in wave)))
+        waves.raise_failures(planned.failures, len(events), "acknowledged")
 
     async def _publish(self, client: aiomqtt.Client, msg: _Message) -> DeliveryError | None:
         cfg = self.config
@@ -187,15 +128,9 @@ class MqttSink:
                 msg.payload,
                 qos=cfg.qos,
                 retain=cfg.retain,
-                properties=publish_properties(msg.msg_id, self.content_type),
+                properties=publish_properties(msg.msg_id, self.payloads.content_type),
                 timeout=cfg.timeout,
             )
         except Exception as exc:
             return publish_error(exc, msg.topic)
         return None
-
-
-def _behind(earlier: DeliveryError) -> DeliveryError:
-    if earlier.transient:
-        return TransientError(f"waits behind an earlier failed event of the same key ({earlier})")
-    return BlockedError(f"waits behind an earlier failed event of the same key ({earlier})")

@@ -21,6 +21,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tidesync.sinks.nats.subjects import check_template, stream_subjects
+from tidesync.sinks.templates import Partitions
 
 NATS_URL = r"^(nats|tls)://"
 NAME = r"^[A-Za-z0-9_-]+$"
@@ -33,7 +34,7 @@ class NatsSinkConfig(BaseModel):
     url: str = Field("nats://127.0.0.1:4222", pattern=NATS_URL, description="the NATS server (nats:// or tls://)")
     stream: str = Field(pattern=NAME, description="the JetStream stream the events are published to")
     subject: str = Field("cdc.{entity}", description="subject template: {entity}, {partition}")
-    partitions: int | None = Field(None, ge=1, le=65536, description="number of partitions for {partition}")
+    partitions: Partitions = None
     format: Literal["tidesync", "debezium", "cloudevents"] = Field("tidesync", description="payload format")
     create_stream: bool = Field(True, description="create the stream if it is missing")
     stream_subjects: list[str] | None = Field(

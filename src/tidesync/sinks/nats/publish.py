@@ -35,14 +35,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from tidesync.errors import DeliveryError, PermanentError, TransientError
+from tidesync.errors import DeliveryError, TransientError
+from tidesync.sinks.blocked import BlockedError, behind
 from tidesync.sinks.nats.wire import ack_outcome, publish_error
 
-
-class BlockedError(PermanentError):
-    """Not published: an earlier event of the same key failed permanently in this write."""
-
-    error_class = "blocked"
+__all__ = ["BlockedError", "Message", "Publisher", "behind"]
 
 
 @dataclass(slots=True)
@@ -160,9 +157,3 @@ class Publisher:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def behind(earlier: DeliveryError) -> DeliveryError:
-    if earlier.transient:
-        return TransientError(f"waits behind an earlier failed event of the same key ({earlier})")
-    return BlockedError(f"waits behind an earlier failed event of the same key ({earlier})")

@@ -14,35 +14,20 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from typing import Final
 
-import xxhash
+from tidesync.event import Key
+from tidesync.sinks.templates import FIELD, check_placeholders, fill, partition_of
 
-from tidesync.event import Key, json_dumps
+__all__ = ["check_template", "entity_token", "partition_of", "render", "stream_subjects"]
 
-PLACEHOLDERS: Final = frozenset({"entity", "partition"})
-_FIELD = re.compile(r"\{([^{}]*)\}")
 _BAD = re.compile(r"[\s*>]")
-
-
-def placeholders(template: str) -> set[str]:
-    return set(_FIELD.findall(template))
 
 
 def check_template(template: str, partitions: int | None) -> None:
     """Raise ValueError when ``template`` names an unknown placeholder, or ``{partition}`` without partitions."""
-    unknown = placeholders(template) - PLACEHOLDERS
-    if unknown:
-        raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; the subject may use {{entity}} and {{partition}}")
-    if "partition" in placeholders(template) and not partitions:
-        raise ValueError("the subject uses {partition}: set partitions (the number of partitions)")
-    if _BAD.search(_FIELD.sub("x", template)) or not template.strip("."):
+    check_placeholders(template, partitions, "subject")
+    if _BAD.search(FIELD.sub("x", template)) or not template.strip("."):
         raise ValueError(f"{template!r} is not a valid subject (no spaces, '*' or '>')")
-
-
-def partition_of(key: Key, partitions: int) -> int:
-    """The key's partition: stable across processes and restarts."""
-    return xxhash.xxh64_intdigest(json_dumps(list(key))) % partitions
 
 
 @functools.lru_cache(maxsize=4096)  # called per published message; a pipeline has few entities
@@ -53,13 +38,7 @@ def entity_token(entity: str) -> str:
 
 def render(template: str, entity: str, key: Key, partitions: int | None) -> str:
     """The subject of one event of ``entity`` with ``key``."""
-    out = template
-    if "{entity}" in out:
-        out = out.replace("{entity}", entity_token(entity))
-    if "{partition}" in out:
-        assert partitions, "check_template requires partitions with {partition}"
-        out = out.replace("{partition}", str(partition_of(key, partitions)))
-    return out
+    return fill(template, entity, key, partitions, entity_token)
 
 
 def stream_subjects(template: str) -> list[str]:
@@ -70,7 +49,7 @@ def stream_subjects(template: str) -> list[str]:
     """
     tokens: Sequence[str] = template.split(".")
     for i, token in enumerate(tokens):
-        if _FIELD.search(token):
+        if FIELD.search(token):
             if i == 0:
                 raise ValueError("the subject starts with a placeholder: give stream_subjects explicitly")
             return [".".join([*tokens[:i], ">"])]

@@ -16,29 +16,33 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from tidesync.sinks.rabbitmq.routing import check_template
+from tidesync.sinks.templates import Partitions, template_validator
 
 AMQP_URL = r"^amqps?://"
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1/"
+
+# The connection keys the rabbitmq sink and source share.
+AmqpUrl = Annotated[str, Field(pattern=AMQP_URL, description="the broker (amqp:// or amqps://, with vhost)")]
+Heartbeat = Annotated[int, Field(ge=0, le=600, description="seconds between AMQP heartbeats (a dead peer is seen)")]
 
 
 class RabbitMQSinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["rabbitmq"] = "rabbitmq"
-    url: str = Field(
-        "amqp://guest:guest@127.0.0.1/", pattern=AMQP_URL, description="the broker (amqp:// or amqps://, with vhost)"
-    )
+    url: AmqpUrl = DEFAULT_URL
     exchange: str = Field(min_length=1, max_length=255, description="the exchange the events are published to")
     exchange_type: Literal["topic", "direct", "fanout", "headers"] = Field(
         "topic", description="type of the exchange when the sink declares it"
     )
     declare: bool = Field(True, description="declare the exchange (durable) if missing; off: it must exist")
     routing_key: str = Field("{entity}", description="routing key template: {entity}, {partition}")
-    partitions: int | None = Field(None, ge=1, le=65536, description="number of partitions for {partition}")
+    partitions: Partitions = None
     format: Literal["tidesync", "debezium", "cloudevents"] = Field("tidesync", description="payload format")
     mandatory: bool = Field(
         True, description="an event no queue is bound for is an error that blocks the pipeline (off: dropped)"
@@ -46,9 +50,6 @@ class RabbitMQSinkConfig(BaseModel):
     max_in_flight: int = Field(1000, ge=1, le=100_000, description="publishes awaiting their confirm at once")
     timeout: float = Field(10.0, gt=0, description="seconds to wait for one publish's confirm")
     connect_timeout: float = Field(5.0, gt=0, description="seconds for one connection attempt")
-    heartbeat: int = Field(10, ge=0, le=600, description="seconds between AMQP heartbeats (a dead peer is seen)")
+    heartbeat: Heartbeat = 10
 
-    @model_validator(mode="after")
-    def _routing_key(self) -> Self:
-        check_template(self.routing_key, self.partitions)
-        return self
+    _routing_key = template_validator("routing_key", check_template)

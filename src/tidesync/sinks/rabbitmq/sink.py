@@ -43,7 +43,6 @@ or a closed channel connects again first.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,16 +50,11 @@ from dataclasses import dataclass
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
-from tidesync import formats
-from tidesync.errors import (
-    DeliveryError,
-    PartialBatchError,
-    PermanentError,
-    SystemicError,
-    TransientError,
-)
-from tidesync.event import ChangeEvent, Key
+from tidesync.errors import DeliveryError, SystemicError
+from tidesync.event import ChangeEvent
 from tidesync.protocols import Context
+from tidesync.sinks import waves
+from tidesync.sinks.payloads import Payloads
 from tidesync.sinks.rabbitmq.config import RabbitMQSinkConfig
 from tidesync.sinks.rabbitmq.routing import render
 from tidesync.sinks.rabbitmq.wire import (
@@ -71,20 +65,12 @@ from tidesync.sinks.rabbitmq.wire import (
     publish_error,
     safe_url,
 )
-from tidesync.sinks.webhook.envelope import idempotency_id
 
 log = logging.getLogger("tidesync.rabbitmq")
 
 
-class BlockedError(PermanentError):
-    """Not published: an earlier event of the same key failed permanently in this write."""
-
-    error_class = "blocked"
-
-
 @dataclass(slots=True)
 class _Message:
-    index: int
     entity: str
     routing_key: str
     message: aio_pika.Message
@@ -95,18 +81,14 @@ class RabbitMQSink:
 
     def __init__(self, config: RabbitMQSinkConfig) -> None:
         self.config = config
-        self.encode = formats.encoder(config.format, pipeline="", sink="sink")  # (named again at open)
-        self.content_type = formats.content_type(config.format)
-        self.pipeline = ""
-        self.name = "sink"
+        self.payloads = Payloads(config.format)
         self.conn: AbstractConnection | None = None
         self.channel: AbstractChannel | None = None
         self.exchange: AbstractExchange | None = None
         self.connects = 0  # connections made (the first, and one after each loss)
 
     async def open(self, ctx: Context) -> None:
-        self.pipeline, self.name = ctx.pipeline, ctx.name
-        self.encode = formats.encoder(self.config.format, pipeline=ctx.pipeline, sink=ctx.name)
+        self.payloads.name(ctx)
         await self._ensure()
 
     async def _ensure(self) -> AbstractExchange:
@@ -117,7 +99,7 @@ class RabbitMQSink:
         await self._drop()
         try:
             self.conn = await connect(
-                cfg.url, f"tidesync:{self.pipeline}:{self.name}", cfg.connect_timeout, cfg.heartbeat
+                cfg.url, f"tidesync:{self.payloads.pipeline}:{self.payloads.sink}", cfg.connect_timeout, cfg.heartbeat
             )
             self.channel = await self.conn.channel(publisher_confirms=True, on_return_raises=True)
             self.connects += 1
@@ -153,76 +135,29 @@ class RabbitMQSink:
 
     # --- write ------------------------------------------------------------------------------
 
-    def _message(self, index: int, event: ChangeEvent) -> _Message:
+    def _message(self, event: ChangeEvent) -> _Message:
         cfg = self.config
         body = aio_pika.Message(
-            self.encode(event),
-            content_type=self.content_type,
+            self.payloads.encode(event),
+            content_type=self.payloads.content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=idempotency_id(self.pipeline, self.name, event),
+            message_id=self.payloads.id(event),
             type=event.op,
         )
-        return _Message(index, event.entity, render(cfg.routing_key, event.entity, event.key, cfg.partitions), body)
+        return _Message(event.entity, render(cfg.routing_key, event.entity, event.key, cfg.partitions), body)
 
     async def write(self, events: Sequence[ChangeEvent], *, replay: bool = False) -> None:
         if not events:
             return
         exchange = await self._ensure()
-        failures: dict[int, DeliveryError] = {}
-        blocked: dict[tuple[str, Key], DeliveryError] = {}
-        waves: list[list[tuple[tuple[str, Key], _Message]]] = []
-        depth: dict[tuple[str, Key], int] = {}
-        for i, e in enumerate(events):
-            k = (e.entity, e.key)
-            if k in blocked:
-                failures[i] = _behind(blocked[k])
-                continue
-            try:
-                msg = self._message(i, e)
-            except (TypeError, ValueError, OverflowError) as exc:
-                failures[i] = blocked[k] = PermanentError(f"the event cannot be published: {describe(exc)}")
-                continue
-            n = depth.get(k, 0)
-            depth[k] = n + 1
-            if n == len(waves):
-                waves.append([])
-            waves[n].append((k, msg))
-        down: DeliveryError | None = None
-        for wave in waves:
-            if down is not None:
-                for _, msg in wave:
-                    failures[msg.index] = TransientError(f"not published after an earlier failure ({down})")
-                continue
-            results = await self._publish_wave(exchange, [msg for _, msg in wave])
-            for (k, msg), err in zip(wave, results, strict=True):
-                if err is not None:
-                    failures[msg.index] = err
-                    blocked[k] = err
-                    if (err.transient or isinstance(err, SystemicError)) and down is None:
-                        down = err
-        if not failures:
-            return
+        planned = waves.plan(events, self._message, lambda exc: f"the event cannot be published: {describe(exc)}")
+        down = await waves.publish(planned, lambda msg: self._publish(exchange, msg), self.config.max_in_flight)
         if down is not None and (self.channel is None or self.channel.is_closed):
             await self._drop()  # the next write connects again
-        systemic = next((e for e in failures.values() if isinstance(e, SystemicError)), None)
+        systemic = next((e for e in planned.failures.values() if isinstance(e, SystemicError)), None)
         if systemic is not None:
             raise systemic
-        if all(e.transient for e in failures.values()):
-            first = next(iter(failures.values()))
-            raise TransientError(f"{len(failures)} of {len(events)} event(s) not confirmed: {first}")
-        raise PartialBatchError(failures)
-
-    async def _publish_wave(self, exchange: AbstractExchange, wave: list[_Message]) -> list[DeliveryError | None]:
-        """Publish one wave (no two messages of one key), at most ``max_in_flight`` awaiting confirms at once."""
-        limit = asyncio.Semaphore(self.config.max_in_flight)
-
-        async def one(msg: _Message) -> DeliveryError | None:
-            async with limit:
-                return await self._publish(exchange, msg)
-
-        if len(wave) == 1:
-            return [await self._publish(exchange, wave[0])]
-        return list(await asyncio.gather(*(one(m) for m in wave)))
+        waves.raise_failures(planned.failures, len(events), "confirmed")
 
     async def _publish(self, exchange: AbstractExchange, msg: _Message) -> DeliveryError | None:
         cfg = self.config
@@ -234,9 +169,3 @@ class RabbitMQSink:
                 err.entity = msg.entity
             return err
         return None
-
-
-def _behind(earlier: DeliveryError) -> DeliveryError:
-    if earlier.transient:
-        return TransientError(f"waits behind an earlier failed event of the same key ({earlier})")
-    return BlockedError(f"waits behind an earlier failed event of the same key ({earlier})")

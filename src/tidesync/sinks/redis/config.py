@@ -13,12 +13,18 @@
 from __future__ import annotations
 
 import string
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 FORMATS = ("tidesync", "debezium", "cloudevents")
 PLACEHOLDERS = frozenset({"entity", "pipeline"})
+DEFAULT_URL = "redis://127.0.0.1:6379"
+
+# The connection key the redis sink and source share.
+RedisUrl = Annotated[
+    str, Field(pattern=r"^(redis|rediss|unix)://", description="redis://[user:password@]host:port[/db]")
+]
 
 
 def check_template(template: str) -> str:
@@ -34,11 +40,7 @@ class RedisSinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["redis"] = "redis"
-    url: str = Field(
-        "redis://127.0.0.1:6379",
-        pattern=r"^(redis|rediss|unix)://",
-        description="redis://[user:password@]host:port[/db]",
-    )
+    url: RedisUrl = DEFAULT_URL
     stream: str = Field(
         "cdc.{entity}", min_length=1, description="stream name per event; {entity} and {pipeline} are filled in"
     )

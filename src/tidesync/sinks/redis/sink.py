@@ -55,6 +55,7 @@ import redis.exceptions as rx
 from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, TransientError
 from tidesync.event import ChangeEvent, Key, Position, json_dumps
 from tidesync.protocols import Context
+from tidesync.sinks.applied import live_events
 from tidesync.sinks.redis import wire
 from tidesync.sinks.redis.config import RedisSinkConfig
 
@@ -110,33 +111,6 @@ def decode_position(raw: bytes | str | None) -> Position | None:
     if raw is None or raw in (b"", ""):
         return None
     return tuple(msgspec.json.decode(raw))
-
-
-def live_events(
-    events: Sequence[ChangeEvent], stored: Position | None, replay: bool
-) -> tuple[list[int], Position | None]:
-    """Indexes of the events to write, and the position to store after them (None: keep the stored one).
-
-    An event at or before ``stored`` was written already and is skipped, unless
-    ``replay``; an event without a position is always written.
-    """
-    live: list[int] = []
-    top = stored
-    try:
-        for i, ev in enumerate(events):
-            pos = ev.position
-            if pos:
-                if not replay and stored is not None and pos <= stored:
-                    continue
-                if top is None or pos > top:
-                    top = pos
-            live.append(i)
-    except TypeError as exc:
-        raise PermanentError(
-            f"position {ev.position!r} cannot be compared with the applied position {stored!r}: "
-            "positions of a different source are stored for this pipeline and sink"
-        ) from exc
-    return live, (None if top == stored else top)
 
 
 class RedisSink:

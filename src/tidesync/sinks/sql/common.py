@@ -35,10 +35,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
-from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, SystemicError, TransientError
+from tidesync.errors import DeliveryError, PartialBatchError, SystemicError, TransientError
 from tidesync.event import UPDATE, ChangeEvent, Key, Position, pack_value, unpack_value
 from tidesync.protocols import Context
 from tidesync.schema import Column, EntitySchema
+from tidesync.sinks.applied import live_events
 from tidesync.sinks.sql.changes import SchemaFollower
 from tidesync.sinks.sql.config import SqlSinkConfig
 from tidesync.sinks.sql.ddl import NewTable, Tried, column_to_add, columns_to_add, new_table, table_name_problem
@@ -195,33 +196,6 @@ class ThreadedBackend:
 
     async def missing(self, table: TableInfo, keys: Sequence[Key]) -> list[int]:
         return await self._w.call(self._c.missing, table, keys)
-
-
-def live_events(
-    events: Sequence[ChangeEvent], stored: Position | None, replay: bool
-) -> tuple[list[int], Position | None]:
-    """Indexes of the events to apply, and the position to store after them (None: unchanged).
-
-    An event at or before ``stored`` was applied already and is skipped,
-    unless ``replay``; an event without a position is always applied.
-    """
-    live: list[int] = []
-    top = stored
-    try:
-        for i, ev in enumerate(events):
-            pos = ev.position
-            if pos:
-                if not replay and stored is not None and pos <= stored:
-                    continue
-                if top is None or pos > top:
-                    top = pos
-            live.append(i)
-    except TypeError as exc:
-        raise PermanentError(
-            f"position {ev.position!r} cannot be compared with the applied position {stored!r}: "
-            "positions of a different source are stored for this pipeline and sink"
-        ) from exc
-    return live, (None if top == stored else top)
 
 
 def _top(events: Sequence[ChangeEvent], indexes: list[int], stored: Position | None) -> Position | None:

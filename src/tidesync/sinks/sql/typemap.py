@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from tidesync.schema import Column
 
+# The Postgres types named as the portable type they hold: mapped so both ways.
+_PG_SAME_NAMES = ("date", "time", "timetz", "timestamp", "timestamptz", "interval", "uuid")
 _PG = {
     "int16": "smallint",
     "int32": "integer",
@@ -46,13 +48,7 @@ _PG = {
     "float64": "double precision",
     "string": "text",
     "bool": "boolean",
-    "date": "date",
-    "time": "time",
-    "timetz": "timetz",
-    "timestamp": "timestamp",
-    "timestamptz": "timestamptz",
-    "interval": "interval",
-    "uuid": "uuid",
+    **{name: name for name in _PG_SAME_NAMES},
     "json": "jsonb",
     "bytes": "bytea",
     "unknown": "text",
@@ -146,25 +142,22 @@ def kind_of_postgres(typname: str, category: str) -> str:
     """Portable kind of a Postgres column from pg_type (typname, typcategory)."""
     if category == "A":
         return "array"
-    return {
-        "int2": "int16",
-        "int4": "int32",
-        "int8": "int64",
-        "numeric": "decimal",
-        "float4": "float32",
-        "float8": "float64",
-        "bool": "bool",
-        "date": "date",
-        "time": "time",
-        "timetz": "timetz",
-        "timestamp": "timestamp",
-        "timestamptz": "timestamptz",
-        "interval": "interval",
-        "uuid": "uuid",
-        "json": "json",
-        "jsonb": "json",
-        "bytea": "bytes",
-    }.get(typname, "string" if category == "S" else "unknown")
+    return _PG_KINDS.get(typname, "string" if category == "S" else "unknown")
+
+
+_PG_KINDS = {
+    "int2": "int16",
+    "int4": "int32",
+    "int8": "int64",
+    "numeric": "decimal",
+    "float4": "float32",
+    "float8": "float64",
+    "bool": "bool",
+    **{name: name for name in _PG_SAME_NAMES},
+    "json": "json",
+    "jsonb": "json",
+    "bytea": "bytes",
+}
 
 
 def kind_of_mariadb(data_type: str, column_type: str) -> str:

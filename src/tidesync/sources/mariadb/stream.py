@@ -5,7 +5,8 @@ The thread reads events, decodes captured rows into :class:`~tidesync.event.Chan
 uncovered types by mysql-replication, both blocking Python), and hands
 records over in chunks: a chunk at each transaction end, or every ``chunk_size`` rows
 inside a large one. When ``max_records`` records wait unread it stops reading until
-the pipeline takes some (backpressure; the server buffers the rest).
+the pipeline takes some (backpressure; the server buffers the rest). The thread and its buffer
+are a :class:`~tidesync.sources.blocking.ReaderThread`.
 
 Records (``records.py``) come out in binlog order. DDL query events only invalidate
 the cache of which columns hold JSON (MariaDB's JSON is a LONGTEXT; only
@@ -17,12 +18,10 @@ server heartbeats included, and shuts the socket down so a blocked read returns 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import socket
 import threading
-from collections import deque
 from typing import Any
 
 import pymysql
@@ -43,6 +42,7 @@ from pymysqlreplication.row_event import (  # type: ignore[import-untyped]
 )
 
 from tidesync.errors import SourceError
+from tidesync.sources.blocking import ReaderThread
 from tidesync.sources.mariadb import server
 from tidesync.sources.mariadb.positions import Resume, boundary_position, file_seq, row_position
 from tidesync.sources.mariadb.records import Boundary, Record, RecordMaker, Shape
@@ -98,97 +98,56 @@ class BinlogReader:
         self.heartbeat = heartbeat
         self.max_records = max_records
         self.chunk_size = chunk_size
-        self._chunks: deque[list[Record]] = deque()
-        self._queued = 0
-        self._cond = threading.Condition()
-        self._error: BaseException | None = None
-        self._done = False
-        self._stop = False
         self._stream: BinLogStreamReader | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._event: asyncio.Event | None = None
-        self._waiting = False
+        self._reader: ReaderThread[Record] = ReaderThread(
+            f"tidesync-binlog-{server_id}",
+            capacity=max_records,
+            weigh=len,
+            translate=lambda exc: server.translate(exc, "reading the binlog"),
+        )
         self._ctl: pymysql.connections.Connection[Any] | None = None
         self.maker = RecordMaker(self.tables, shapes, zero_dates, self._json_columns)
 
     # --- asyncio side -----------------------------------------------------
 
     async def start(self, timeout: float = 30.0) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._event = asyncio.Event()
-        self._thread = threading.Thread(target=self._run, name=f"tidesync-binlog-{self.server_id}", daemon=True)
-        self._thread.start()
-        ok = await asyncio.to_thread(self._started.wait, timeout)
-        if self._error is not None:
+        if not await self._reader.start(self._run, timeout):
+            failed = self._reader.failure() or server.translate(
+                TimeoutError("no answer"), f"the binlog stream did not start within {timeout:.0f}s"
+            )
             await self.stop()
-            raise self._translated()
-        if not ok:
-            await self.stop()
-            raise server.translate(TimeoutError("no answer"), f"the binlog stream did not start within {timeout:.0f}s")
+            raise failed
 
     def take(self, limit: int) -> list[Record]:
         """Up to about ``limit`` records (whole chunks; the caller keeps what it does not use)."""
-        out: list[Record] = []
-        with self._cond:
-            while self._chunks and len(out) < limit:
-                chunk = self._chunks.popleft()
-                self._queued -= len(chunk)
-                out.extend(chunk)
-            self._cond.notify_all()
-        return out
+        return [record for chunk in self._reader.take(limit) for record in chunk]
 
     async def wait(self, timeout: float) -> None:
         """Return when records or an error are there, or after ``timeout`` seconds."""
-        assert self._event is not None
-        self._waiting = True
-        try:
-            if self._chunks or self._done:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout)
-        finally:
-            self._waiting = False
-            self._event.clear()
+        await self._reader.wait(timeout)
 
     @property
     def finished(self) -> bool:
-        return self._done and not self._chunks
+        return self._reader.finished
 
     def error(self) -> SourceError:
         """Why the thread ended (call once :attr:`finished`)."""
-        if self._error is None:
-            return server.translate(EOFError("the binlog stream ended"), "reading the binlog")
-        return self._translated()
+        return self._reader.failure() or server.translate(EOFError("the binlog stream ended"), "reading the binlog")
 
     async def stop(self) -> None:
-        self._stop = True
-        if self._thread is not None and self._thread.ident is not None:
-            _STOPPING.add(self._thread.ident)
-        with self._cond:
-            self._cond.notify_all()
+        reader = self._reader
+        ident = reader.thread_ident
+        if ident is not None:
+            _STOPPING.add(ident)
+        reader.request_stop()
         stream = self._stream
         conn = getattr(stream, "_stream_connection", None) if stream is not None else None
         sock = getattr(conn, "_sock", None)
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # a blocked read returns now
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 10.0)
-            _STOPPING.discard(self._thread.ident or 0)
-
-    def _translated(self) -> SourceError:
-        err = self._error
-        if isinstance(err, SourceError):
-            return err
-        assert err is not None
-        return server.translate(err, "reading the binlog")
-
-    def _notify(self) -> None:
-        if self._waiting and self._loop is not None and self._event is not None:
-            with contextlib.suppress(RuntimeError):  # loop closed
-                self._loop.call_soon_threadsafe(self._event.set)
+        await reader.join()
+        _STOPPING.discard(ident or 0)
 
     # --- the thread -------------------------------------------------------
 
@@ -212,21 +171,13 @@ class BinlogReader:
                 enable_logging=False,
                 pymysql_wrapper=self._connect,
             )
-            self._started.set()
+            self._reader.mark_started()
             self._loop_events(self._stream)
-        except BaseException as exc:  # reported to the asyncio side, never lost
-            if not self._stop:
-                self._error = exc
         finally:
             for closing in (self._stream, self._ctl):
                 if closing is not None:
                     with contextlib.suppress(Exception):
                         closing.close()
-            with self._cond:
-                self._done = True
-                self._cond.notify_all()
-            self._started.set()
-            self._notify()
 
     def _settings(self) -> dict[str, Any]:
         a = self.args
@@ -241,7 +192,7 @@ class BinlogReader:
     def _connect(self, **kwargs: Any) -> pymysql.connections.Connection[Any]:
         # The decoder reconnects by itself after a lost connection; after stop() (which shuts the socket)
         # it must not: the thread is ending.
-        if self._stop:
+        if self._reader.stopping:
             raise pymysql.err.InterfaceError(0, "the binlog reader is stopping")
         if "db" in kwargs:  # the decoder names its control connection's database by PyMySQL's deprecated key
             kwargs["database"] = kwargs.pop("db")
@@ -257,8 +208,9 @@ class BinlogReader:
         skip_seq, skip_offset = self.resume.seq, self.resume.offset
         pending: dict[str, TableShape] = {}  # new shapes, announced with the first row that has them
         maker = self.maker
+        reader = self._reader
         for ev in stream:
-            if self._stop:
+            if reader.stopping:
                 return
             seq = file_seq(stream.log_file)
             if isinstance(ev, (MariadbGtidEvent, GtidEvent)):
@@ -321,12 +273,6 @@ class BinlogReader:
             return server.json_columns(self._ctl, database, table)
 
     def _push(self, chunk: list[Record]) -> list[Record]:
-        if not chunk:
-            return chunk
-        with self._cond:
-            while self._queued >= self.max_records and not self._stop:
-                self._cond.wait(0.5)
-            self._chunks.append(chunk)
-            self._queued += len(chunk)
-        self._notify()
+        if chunk:
+            self._reader.put(chunk, poll=0.5)
         return []

@@ -9,7 +9,7 @@ source publishes the new shape (see ``stream.py``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +36,14 @@ class TableShape:
     schema: EntitySchema = field(init=False)
     _binlog: tuple[tuple[str, Convert], ...] = field(init=False, default=())
     _query: tuple[tuple[str, Convert], ...] = field(init=False, default=())
+    _names: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         columns = tuple(c.column(ident=None) for c in self.cols)
         self.schema = EntitySchema(self.entity, columns, self.key)
         self._binlog = tuple((c.name, binlog_converter(c)) for c in self.cols)
         self._query = tuple((c.name, query_converter(c)) for c in self.cols)
+        self._names = tuple(c.name for c in self.cols)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -57,36 +59,35 @@ class TableShape:
         self, values: dict[str, Any], none_sources: dict[str, str] | None
     ) -> tuple[dict[str, Any], list[str]]:
         """A binlog row image as exact values, and the columns that held a zero date (their values None)."""
-        row: dict[str, Any] = {}
-        zero: list[str] = []
-        for name, conv in self._binlog:
-            v = values.get(name)
-            if v is None:
-                source = none_sources.get(name) if none_sources else None
-                if source in ZERO_SOURCES:
-                    zero.append(name)
-                elif source == "empty set":
-                    v = ""
-                row[name] = v
-                continue
-            try:
-                row[name] = conv(v)
-            except ZeroDate:
-                zero.append(name)
-                row[name] = None
-        return row, zero
+        return _exact(zip(self._binlog, map(values.get, self._names), strict=True), none_sources)
 
     def from_query(self, values: Sequence[Any]) -> tuple[dict[str, Any], list[str]]:
         """A snapshot row (values in column order) as exact values, and the columns that held a zero date."""
-        row: dict[str, Any] = {}
-        zero: list[str] = []
-        for (name, conv), v in zip(self._query, values, strict=True):
-            if v is None:
-                row[name] = None
-                continue
-            try:
-                row[name] = conv(v)
-            except ZeroDate:
+        return _exact(zip(self._query, values, strict=True), None)
+
+
+def _exact(
+    columns: Iterable[tuple[tuple[str, Convert], Any]], none_sources: dict[str, str] | None
+) -> tuple[dict[str, Any], list[str]]:
+    """Each ``((name, converter), value)`` converted, and the names whose value was a zero date (now None).
+
+    A None value stays None, unless ``none_sources`` (the binlog decoder's reason for a None)
+    says it was a zero date, or an empty SET (then it is "").
+    """
+    row: dict[str, Any] = {}
+    zero: list[str] = []
+    for (name, conv), v in columns:
+        if v is None:
+            source = none_sources.get(name) if none_sources else None
+            if source in ZERO_SOURCES:
                 zero.append(name)
-                row[name] = None
-        return row, zero
+            elif source == "empty set":
+                v = ""
+            row[name] = v
+            continue
+        try:
+            row[name] = conv(v)
+        except ZeroDate:
+            zero.append(name)
+            row[name] = None
+    return row, zero

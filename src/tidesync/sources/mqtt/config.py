@@ -15,22 +15,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tidesync.sinks.mqtt.config import MQTT_URL
+from tidesync.sinks.mqtt.config import DEFAULT_URL, Keepalive, MqttUrl
+from tidesync.sources.payload import PayloadFormat, PayloadMapping
 
 
 class MqttSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["mqtt"] = "mqtt"
-    url: str = Field(
-        "mqtt://127.0.0.1:1883",
-        pattern=MQTT_URL,
-        description="the broker (mqtt:// or mqtts://; user:password@ optional)",
-    )
+    url: MqttUrl = DEFAULT_URL
     topics: list[str] = Field(
         default_factory=lambda: ["cdc/#"], min_length=1, description="topic filters to subscribe to (+ and # allowed)"
     )
@@ -41,12 +38,8 @@ class MqttSourceConfig(BaseModel):
         max_length=128,
         description="the persistent session's client id (default tidesync-<pipeline>-<source name>); one process each",
     )
-    format: Literal["tidesync", "debezium", "cloudevents", "json"] = Field("tidesync", description="payload format")
-    mapping: dict[str, Any] | None = Field(
-        None,
-        description="format json: the generic webhook mapping (entity, key, op, ...); format debezium: "
-        "{key: [columns]} for records written by Debezium itself (their key is not in the value)",
-    )
+    format: PayloadFormat = Field("tidesync", description="payload format")
+    mapping: PayloadMapping = None
     session_expiry: int = Field(
         604_800, ge=1, le=4_294_967_295, description="seconds the broker keeps the session while disconnected"
     )
@@ -58,4 +51,4 @@ class MqttSourceConfig(BaseModel):
     )
     timeout: float = Field(5.0, gt=0, description="seconds for a subscribe or disconnect to be answered")
     connect_timeout: float = Field(2.0, gt=0, description="seconds for one connection attempt")
-    keepalive: int = Field(10, ge=2, le=65535, description="seconds between keepalive pings (a dead link is noticed)")
+    keepalive: Keepalive = 10

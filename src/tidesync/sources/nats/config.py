@@ -17,11 +17,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tidesync.sinks.nats.config import NAME, NATS_URL
+from tidesync.sources.payload import PayloadFormat, PayloadMapping
 
 
 class StartAt(BaseModel):
@@ -47,12 +48,8 @@ class NatsSourceConfig(BaseModel):
     stream: str = Field(pattern=NAME, description="the JetStream stream to read")
     consumer: str = Field(pattern=NAME, description="durable consumer name (one reading process per consumer)")
     subjects: list[str] = Field(default_factory=lambda: [">"], min_length=1, description="subjects to read")
-    format: Literal["tidesync", "debezium", "cloudevents", "json"] = Field("tidesync", description="payload format")
-    mapping: dict[str, Any] | None = Field(
-        None,
-        description="format json: the generic webhook mapping (entity, key, op, ...); format debezium: "
-        "{key: [columns]} for records written by Debezium itself (their key is not in the value)",
-    )
+    format: PayloadFormat = Field("tidesync", description="payload format")
+    mapping: PayloadMapping = None
     start: StartAt | None = Field(None, description="where a new consumer starts (default: the stream's first)")
     ack_wait: float = Field(
         300.0, gt=0, description="seconds the server waits for an ack before redelivering (see the README)"

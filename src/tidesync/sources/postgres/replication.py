@@ -19,6 +19,7 @@ never sends a keepalive in the middle of a transaction (it does so only after
 carried nothing for this slot. That is what keeps an idle slot from holding
 WAL; heartbeats do the same for servers that need a transaction to move.
 
+The thread and its buffer are a :class:`~tidesync.sources.blocking.ReaderThread`.
 Errors from the connection are kept and reported by :meth:`ReplicationStream.error`
 after the data received before them has been drained, translated by ``errors.py``
 (the same rules as every other Postgres error of the source).
@@ -26,13 +27,10 @@ after the data received before them has been drained, translated by ``errors.py`
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import select
 import socket
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +38,7 @@ import psycopg2
 import psycopg2.extras
 
 from tidesync.errors import SourceError, SourceTransientError
+from tidesync.sources.blocking import ReaderThread
 from tidesync.sources.postgres.catalog import session_dsn
 from tidesync.sources.postgres.errors import translate
 from tidesync.sources.postgres.pgoutput import str_to_lsn
@@ -107,74 +106,48 @@ class ReplicationStream:
         self.status_interval = status_interval
         self.received_lsn = 0  # WAL end the server last reported
         self.backend_pid: int | None = None
-        self._chunks: deque[list[bytes]] = deque()
-        self._cond = threading.Condition()
-        self._error: BaseException | None = None
-        self._done = False
-        self._stop = False
         self._flush_target = 0
         self._flushed = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._event: asyncio.Event | None = None
-        self._waiting = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
+        self._reader: ReaderThread[bytes] = ReaderThread(
+            f"tidesync-pg-{slot}",
+            capacity=self.max_chunks,
+            weigh=_one,
+            translate=lambda exc: translate(exc, f"replication from slot {slot!r} failed"),
+        )
 
     # --- asyncio side -----------------------------------------------------
 
     async def start(self, timeout: float = 30.0) -> None:
         """Connect and start streaming; raises the translated error when that fails."""
-        self._loop = asyncio.get_running_loop()
-        self._event = asyncio.Event()
-        self._thread = threading.Thread(target=self._run, name=f"tidesync-pg-{self.slot}", daemon=True)
-        self._thread.start()
-        ok = await asyncio.to_thread(self._started.wait, timeout)
-        if self._error is not None:
+        if not await self._reader.start(self._run, timeout):
+            failed = self._reader.failure() or SourceTransientError(
+                f"replication for slot {self.slot!r} did not start within {timeout:.0f}s"
+            )
             await self.stop()
-            raise self._translated()
-        if not ok:
-            await self.stop()
-            raise SourceTransientError(f"replication for slot {self.slot!r} did not start within {timeout:.0f}s")
+            raise failed
 
     def drain(self) -> list[list[bytes]]:
         """Every chunk received so far (possibly none); frees room for the thread."""
-        with self._cond:
-            if not self._chunks:
-                return []
-            out = list(self._chunks)
-            self._chunks.clear()
-            self._cond.notify_all()
-        return out
+        return self._reader.take()
 
     async def wait(self, timeout: float) -> None:
         """Return when data or an error is there, or after ``timeout`` seconds."""
-        assert self._event is not None
-        self._waiting = True
-        try:
-            if self._chunks or self._done:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout)
-        finally:
-            self._waiting = False
-            self._event.clear()
+        await self._reader.wait(timeout)
 
     def error(self) -> SourceError | None:
         """The connection's error once every chunk before it was drained, else None."""
-        if self._done and not self._chunks and self._error is not None:
-            return self._translated()
-        return None
+        return self._reader.failure() if self._reader.finished else None
 
     @property
     def has_data(self) -> bool:
-        return bool(self._chunks)
+        return self._reader.has_data
 
     @property
     def finished(self) -> bool:
-        return self._done and not self._chunks
+        return self._reader.finished
 
     def confirm(self, lsn: int) -> None:
         """Everything before ``lsn`` is durably handled: the thread sends it as the flush position."""
@@ -183,33 +156,18 @@ class ReplicationStream:
             self._poke()
 
     async def stop(self) -> None:
-        self._stop = True
+        self._reader.request_stop()
         self._poke()
-        with self._cond:
-            self._cond.notify_all()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 10.0)
+        await self._reader.join()
         for s in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 s.close()
-
-    def _translated(self) -> SourceError:
-        err = self._error
-        if isinstance(err, SourceError):
-            return err
-        assert err is not None
-        return translate(err, f"replication from slot {self.slot!r} failed")
 
     def _poke(self) -> None:
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 
     # --- the thread -------------------------------------------------------
-
-    def _notify(self) -> None:
-        if self._waiting and self._loop is not None and self._event is not None:
-            with contextlib.suppress(RuntimeError):  # loop closed
-                self._loop.call_soon_threadsafe(self._event.set)
 
     def _run(self) -> None:
         conn = None
@@ -224,19 +182,12 @@ class ReplicationStream:
                 status_interval=max(1.0, self.status_interval),  # psycopg2's own timer; ours may be faster
             )
             self.backend_pid = conn.get_backend_pid()
-            self._started.set()
+            self._reader.mark_started()
             self._loop_messages(conn, cur)
-        except BaseException as exc:  # reported to the asyncio side, never lost
-            self._error = exc
         finally:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
-            with self._cond:
-                self._done = True
-                self._cond.notify_all()
-            self._started.set()
-            self._notify()
 
     def _loop_messages(self, conn: Any, cur: Any) -> None:
         read = cur.read_message
@@ -246,7 +197,8 @@ class ReplicationStream:
         fd = conn.fileno()
         wake = self._wake_r
         last_status = time.monotonic()
-        while not self._stop:
+        reader = self._reader
+        while not reader.stopping:
             msg = read()
             if msg is not None:
                 append(msg.payload)
@@ -276,13 +228,9 @@ class ReplicationStream:
         self._flushed = target
 
     def _push(self, chunk: list[bytes], cur: Any) -> None:
-        while True:
-            with self._cond:
-                if len(self._chunks) < self.max_chunks or self._stop:
-                    self._chunks.append(chunk)
-                    break
-                self._cond.wait(self.status_interval)
-                full = len(self._chunks) >= self.max_chunks and not self._stop
-            if full:
-                self._feedback(cur)  # stay in touch while the pipeline catches up
-        self._notify()
+        # while the pipeline catches up, status updates keep the server's connection alive
+        self._reader.put(chunk, poll=self.status_interval, while_full=lambda: self._feedback(cur))
+
+
+def _one(chunk: list[bytes]) -> int:
+    return 1  # the buffer holds ``max_chunks`` chunks, however full each is

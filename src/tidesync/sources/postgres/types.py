@@ -51,7 +51,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -59,6 +59,7 @@ import msgspec
 Converter = Callable[[bytes], Any]
 
 UTC: Final = dt.UTC
+T = TypeVar("T")
 
 
 # --- scalar converters ------------------------------------------------------
@@ -115,26 +116,28 @@ def to_json(b: bytes) -> Any:
             return b.decode("utf-8", "replace")
 
 
+def _unparsed(b: bytes, highest: T, lowest: T) -> T | str:
+    """A date or time text the ISO parser refused: ``infinity`` and ``-infinity`` as the
+    type's extremes, anything else (a BC date, a year past 9999) kept as the server's text."""
+    if b == b"infinity":
+        return highest
+    if b == b"-infinity":
+        return lowest
+    return b.decode("ascii")
+
+
 def to_date(b: bytes) -> dt.date | str:
     try:
         return dt.date.fromisoformat(b.decode("ascii"))
     except ValueError:
-        if b == b"infinity":
-            return dt.date.max
-        if b == b"-infinity":
-            return dt.date.min
-        return b.decode("ascii")
+        return _unparsed(b, dt.date.max, dt.date.min)
 
 
 def to_timestamp(b: bytes) -> dt.datetime | str:
     try:
         return dt.datetime.fromisoformat(b.decode("ascii"))
     except ValueError:
-        if b == b"infinity":
-            return dt.datetime.max
-        if b == b"-infinity":
-            return dt.datetime.min
-        return b.decode("ascii")
+        return _unparsed(b, dt.datetime.max, dt.datetime.min)
 
 
 _UTC_MAX: Final = dt.datetime.max.replace(tzinfo=UTC)
@@ -145,11 +148,7 @@ def to_timestamptz(b: bytes) -> dt.datetime | str:
     try:
         value = dt.datetime.fromisoformat(b.decode("ascii"))
     except ValueError:
-        if b == b"infinity":
-            return _UTC_MAX
-        if b == b"-infinity":
-            return _UTC_MIN
-        return b.decode("ascii")
+        return _unparsed(b, _UTC_MAX, _UTC_MIN)
     if value.tzinfo is not UTC:
         # only when a server forces another TimeZone on the session
         value = value.astimezone(UTC)

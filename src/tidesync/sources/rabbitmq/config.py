@@ -15,11 +15,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tidesync.sinks.rabbitmq.config import AMQP_URL
+from tidesync.sinks.rabbitmq.config import DEFAULT_URL, AmqpUrl, Heartbeat
+from tidesync.sources.payload import PayloadFormat, PayloadMapping
 
 
 class Bind(BaseModel):
@@ -40,21 +41,15 @@ class RabbitMQSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["rabbitmq"] = "rabbitmq"
-    url: str = Field(
-        "amqp://guest:guest@127.0.0.1/", pattern=AMQP_URL, description="the broker (amqp:// or amqps://, with vhost)"
-    )
+    url: AmqpUrl = DEFAULT_URL
     queue: str = Field(min_length=1, max_length=255, description="the queue to read (one reading process per queue)")
     bind: Bind | None = Field(None, description="declare the queue and bind it (default: the queue must exist)")
     queue_type: Literal["classic", "quorum"] = Field("classic", description="type of a queue the source declares")
     prefetch: int = Field(1000, ge=1, le=65535, description="messages delivered and not yet acked, at most")
-    format: Literal["tidesync", "debezium", "cloudevents", "json"] = Field("tidesync", description="payload format")
-    mapping: dict[str, Any] | None = Field(
-        None,
-        description="format json: the generic webhook mapping (entity, key, op, ...); format debezium: "
-        "{key: [columns]} for records written by Debezium itself (their key is not in the value)",
-    )
+    format: PayloadFormat = Field("tidesync", description="payload format")
+    mapping: PayloadMapping = None
     dedupe_window: int = Field(
         100_000, ge=0, description="message ids kept in the state store to drop a message applied before (0: off)"
     )
     connect_timeout: float = Field(5.0, gt=0, description="seconds for one connection attempt")
-    heartbeat: int = Field(10, ge=0, le=600, description="seconds between AMQP heartbeats (a dead peer is seen)")
+    heartbeat: Heartbeat = 10

@@ -14,33 +14,26 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tidesync.sinks.redis.config import DEFAULT_URL, RedisUrl
+from tidesync.sources.payload import PayloadFormat, PayloadMapping
 
 
 class RedisSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["redis"] = "redis"
-    url: str = Field(
-        "redis://127.0.0.1:6379",
-        pattern=r"^(redis|rediss|unix)://",
-        description="redis://[user:password@]host:port[/db]",
-    )
+    url: RedisUrl = DEFAULT_URL
     streams: list[str] = Field(
         min_length=1, description="streams to read, in a fixed order (add new ones at the end: positions list them)"
     )
     group: str = Field("tidesync", min_length=1, description="consumer group (created, with the stream, if missing)")
     consumer: str | None = Field(None, min_length=1, description="consumer name in the group (default: pipeline)")
-    format: Literal["tidesync", "debezium", "cloudevents", "json"] = Field(
-        "tidesync", description="payload of each entry's `event` field"
-    )
-    mapping: dict[str, Any] | None = Field(
-        None,
-        description="format json: the generic webhook mapping (entity, key, op, ...); format debezium: "
-        "{key: [columns]} for records written by Debezium itself (their key is not in the value)",
-    )
+    format: PayloadFormat = Field("tidesync", description="payload of each entry's `event` field")
+    mapping: PayloadMapping = None
     start: Literal["0", "$"] = Field(
         "0", description='where a new group starts: "0" every entry in the stream, "$" only entries added after'
     )

@@ -87,6 +87,12 @@ def _any_equal(expected: Sequence[bytes], given: Sequence[bytes]) -> bool:
     return found
 
 
+def _must_match(expected: Sequence[bytes], given: Sequence[bytes], message: str) -> None:
+    """SignatureError ``bad_signature`` (``message``) unless a given signature equals an expected one."""
+    if not _any_equal(expected, given):
+        raise SignatureError("bad_signature", message)
+
+
 def _check_time(sent: float, now: float, tolerance: float) -> None:
     if abs(now - sent) > tolerance:
         raise SignatureError("stale_timestamp", "timestamp outside the tolerance")
@@ -130,8 +136,7 @@ def verify_stripe(
     sent = _timestamp(timestamp, "Stripe-Signature needs t= (unix seconds) and v1=")
     prefix = timestamp.encode() + b"."
     expected = [_mac(k, prefix, body).hex().encode() for k in _keys(secrets)]
-    if not _any_equal(expected, given):
-        raise SignatureError("bad_signature", "no v1 signature matches")
+    _must_match(expected, given, "no v1 signature matches")
     _check_time(sent, now, tolerance)
 
 
@@ -175,8 +180,7 @@ def verify_hubspot_v3(
     head = method.upper().encode() + hubspot_uri(uri).encode()
     tail = timestamp.encode()
     expected = [base64.b64encode(_mac(k, head, body, tail)) for k in _keys(secrets)]
-    if not _any_equal(expected, [_latin1(signature.strip())]):
-        raise SignatureError("bad_signature", "X-HubSpot-Signature-v3 does not match")
+    _must_match(expected, [_latin1(signature.strip())], "X-HubSpot-Signature-v3 does not match")
     _check_time(sent / 1000.0, now, tolerance)
 
 
@@ -193,8 +197,7 @@ def verify_github(body: bytes, headers: Mapping[str, str], secrets: Sequence[str
     if not header.startswith("sha256="):
         raise SignatureError("bad_signature", "X-Hub-Signature-256 must start with sha256=")
     expected = [_mac(k, body).hex().encode() for k in _keys(secrets)]
-    if not _any_equal(expected, [_latin1(header[7:].strip().lower())]):
-        raise SignatureError("bad_signature", "X-Hub-Signature-256 does not match")
+    _must_match(expected, [_latin1(header[7:].strip().lower())], "X-Hub-Signature-256 does not match")
 
 
 def sign_github(body: bytes, secret: str) -> str:
@@ -247,8 +250,7 @@ def verify_standard(
         raise SignatureError("bad_signature", "no signing secret is configured")
     prefix = _latin1(msg_id) + b"." + timestamp.encode() + b"."
     expected = [base64.b64encode(_mac(k, prefix, body)) for k in keys]
-    if not _any_equal(expected, given):
-        raise SignatureError("bad_signature", "no v1 signature matches")
+    _must_match(expected, given, "no v1 signature matches")
     _check_time(sent, now, tolerance)
 
 
@@ -280,8 +282,7 @@ def verify_hmac(
         value = value.lower()
     else:
         expected = [base64.b64encode(m) for m in macs]
-    if not _any_equal(expected, [_latin1(value)]):
-        raise SignatureError("bad_signature", f"{header} does not match")
+    _must_match(expected, [_latin1(value)], f"{header} does not match")
 
 
 def sign_hmac(body: bytes, secret: str, encoding: Encoding = "hex", prefix: str = "") -> str:
