@@ -15,3 +15,14 @@ if [ ! -x /usr/bin/chromium ]; then
   apt-get update -q >/dev/null
   apt-get install -y -q chromium >/dev/null
 fi
+
+# The deploy tests (tests/integration/test_deploy_prometheus.py) run Debian's promtool and prometheus on
+# their own ports. The package starts its own service on 9090 where it may (systemd, or SysV init without
+# a policy-rc.d that forbids it): stop it through its init script and keep it from starting at boot.
+if ! command -v promtool >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends prometheus >/dev/null
+  systemctl disable prometheus.service >/dev/null 2>&1 || true
+  /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+fi
