@@ -1,9 +1,10 @@
 """The config reference, rendered from the config models themselves.
 
 ``python -m tidesync.reference > docs/config-reference.md`` writes the page the
-README links to. One spec drives parsing, validation and the docs: every key a
-model accepts is listed with its type, default and description, so the page
-cannot drift from the code (tests/unit/test_readme.py compares them).
+README links to; ``python -m tidesync.reference --pages docs/connectors/generated`` writes one
+page per connector type for the docs site (:mod:`tidesync.reference_pages`). One spec drives
+parsing, validation and the docs: every key a model accepts is listed with its type, default and
+description, so the page cannot drift from the code (tests/unit/test_readme.py compares them).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import inspect
 import types
 import typing
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -136,4 +138,13 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    print(render(), end="")
+    import sys
+
+    if sys.argv[1:2] == ["--pages"]:
+        # One page per connector type for the docs site (tidesync.reference_pages).
+        from tidesync.reference_pages import write_pages
+
+        for path in write_pages(Path(sys.argv[2] if len(sys.argv) > 2 else "docs/connectors/generated")):
+            print(path)
+    else:
+        print(render(), end="")
