@@ -19,8 +19,9 @@ from tidesync.cli import common, demo, dlq, drop, init, reconcile, run, schema, 
 __all__ = ["app", "main"]
 
 # No locals in a --debug traceback: they hold resolved secrets and connection strings.
+# add_completion: ``tidesync --install-completion`` (bash, zsh, fish, PowerShell) and ``--show-completion``.
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     help="tidesync: real-time data synchronization.",
@@ -59,5 +60,5 @@ app.add_typer(sync.conflicts_app, name="conflicts")
 
 
 def main() -> None:
-    """The ``tidesync`` console script."""
-    app()
+    """The ``tidesync`` console script (and ``python -m tidesync.cli``: the same name, so completion matches)."""
+    app(prog_name="tidesync")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -29,6 +30,7 @@ from tidesync.cli.common import (
 from tidesync.config import LoadedConfig
 from tidesync.errors import ConfigError
 from tidesync.event import json_dumps, to_jsonable
+from tidesync.progress import Progress
 from tidesync.secrets import REDACTOR
 from tidesync.state.store import DeadLetter, DeadLetterFilter
 
@@ -112,28 +114,17 @@ def dlq_replay(
     older_than: OlderOpt = None,
     newer_than: NewerOpt = None,
     with_blocked: Annotated[bool, typer.Option(help="also replay entries parked behind the chosen ones")] = True,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="no progress bar (shown only on a terminal; else log lines)")
+    ] = False,
 ) -> None:
     """Write parked events again through the pipeline's sink; they leave the queue only when written."""
-    from tidesync.engine.build import build_sink, build_transform
-    from tidesync.engine.replay import replay
-
     loaded = load(config)
     flt = guarded(lambda: dead_letter_filter(pipeline, entity, error, contains, older_than, newer_than, ids))
     pick = guarded(lambda: _select(loaded, ids, all_, flt, with_blocked))
 
-    async def main(store: Any) -> list[Any]:
-        entries = await pick(store)
-        groups: dict[tuple[str, str], list[DeadLetter]] = {}
-        for e in entries:
-            groups.setdefault((e.pipeline, e.sink), []).append(e)
-        reports = []
-        for (pipe, _sink), group in groups.items():
-            spec = loaded.pipeline(pipe)
-            report = await replay(store, build_sink(spec), group, transform=build_transform(spec.transforms))
-            reports.append((pipe, report))
-        return reports
-
-    reports = run_async(lambda: with_store(loaded, main))
+    with Progress("replay", unit="letters", enabled=not no_progress) as progress:
+        reports = run_async(lambda: with_store(loaded, lambda store: replay_chosen(loaded, store, pick, progress)))
     if not reports:
         out.print("nothing to replay")
         return
@@ -151,6 +142,40 @@ def dlq_replay(
             out.print(f"  [red]failed[/] #{i}: {REDACTOR.redact(e)}", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+async def replay_chosen(
+    loaded: LoadedConfig,
+    store: Any,
+    pick: Callable[[Any], Coroutine[Any, Any, list[DeadLetter]]],
+    progress: Progress | None = None,
+) -> list[Any]:
+    """Replay the entries ``pick`` chooses, per pipeline and sink; ``progress`` counts letters per pipeline."""
+    from tidesync.engine.build import build_sink, build_transform
+    from tidesync.engine.replay import replay
+
+    entries = await pick(store)
+    groups: dict[tuple[str, str], list[DeadLetter]] = {}
+    for e in entries:
+        groups.setdefault((e.pipeline, e.sink), []).append(e)
+    left = {pipe: 0 for pipe, _ in groups}
+    for (pipe, _sink), group in groups.items():
+        left[pipe] += len(group)
+    if progress is not None:
+        for pipe, total in left.items():
+            progress.add(pipe, total)
+    reports = []
+    for (pipe, _sink), group in groups.items():
+        spec = loaded.pipeline(pipe)
+        counted = partial(progress.advance, pipe) if progress is not None else None
+        report = await replay(
+            store, build_sink(spec), group, transform=build_transform(spec.transforms), counted=counted
+        )
+        reports.append((pipe, report))
+        left[pipe] -= len(group)
+        if progress is not None and not left[pipe]:
+            progress.advance(pipe, 0, done=True)
+    return reports
 
 
 @app.command("discard")

@@ -20,7 +20,7 @@ Rules
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,8 +77,12 @@ async def replay(
     clock: Clock = SYSTEM_CLOCK,
     retry: RetryPolicy | None = None,
     open_sink: bool = True,
+    counted: Callable[[int], None] | None = None,
 ) -> ReplayReport:
-    """Replay ``entries`` (of one pipeline and sink) into ``sink``; see the module rules."""
+    """Replay ``entries`` (of one pipeline and sink) into ``sink``; see the module rules.
+
+    ``counted``: told 1 for each entry once it is handled (written, skipped, failed or left waiting).
+    """
     report = ReplayReport()
     if not entries:
         return report
@@ -91,7 +95,7 @@ async def replay(
     if open_sink:
         await sink.open(Context(pipeline=pipeline, name=sink_name, state=state, clock=clock))
     try:
-        for entry in sorted(entries, key=lambda e: e.id):
+        for entry in _counting(sorted(entries, key=lambda e: e.id), counted):
             k = (entry.entity, entry.key)
             if k in failed_keys:
                 report.waiting.append(entry.id)
@@ -135,6 +139,14 @@ async def replay(
         if open_sink:
             await sink.close()
     return report
+
+
+def _counting(entries: Iterable[DeadLetter], counted: Callable[[int], None] | None) -> Iterator[DeadLetter]:
+    """``entries``, telling ``counted`` of each once the loop comes back for the next (so after every ``continue``)."""
+    for entry in entries:
+        yield entry
+        if counted is not None:
+            counted(1)
 
 
 async def discard(state: StateStore, entries: Sequence[DeadLetter]) -> int:

@@ -32,14 +32,16 @@ form of its own, so it differs from every proper value and never crashes a run.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
+import re
 import struct
 import uuid
 from collections.abc import Callable, Sequence
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
-import orjson
+import msgspec
 
 NULL = "\x00null"
 UTC = dt.UTC
@@ -129,21 +131,78 @@ def _uuid(v: Any) -> str:
     return str(uuid.UUID(str(v).strip()))
 
 
-def _json_default(v: Any) -> Any:
-    if isinstance(v, Decimal):
-        return float(v)
+# Canonical JSON must not change between releases (a stored digest would stop matching), so it
+# keeps the forms it has always had where msgspec's own differ: "1e+16" (not "1e16"), datetimes
+# as isoformat ("+00:00", not "Z"), Decimal as a float, bytes as hex, other values as str(),
+# text keys only, at most _JSON_DEPTH objects/arrays deep. Integers are exact at any size.
+_JSON_DEPTH = 254
+_json_encoder = msgspec.json.Encoder(order="sorted")
+_json_decoder = msgspec.json.Decoder()
+_EXPONENT = re.compile(rb"[0-9]e[0-9]")  # msgspec's form of a float with a positive exponent (or a string)
+
+
+def _json_float(f: float) -> Any:
+    if -1e16 < f < 1e16 or f != f:  # no exponent with a sign to differ by (NaN: null)
+        return f
+    text = _json_encoder.encode(f)
+    return msgspec.Raw(text.replace(b"e", b"e+") if b"e" in text and b"e-" not in text else text)
+
+
+def _json_plain(v: Any, depth: int) -> Any:
+    """``v`` with every value in its canonical JSON form (see above); TypeError for what has none."""
+    t = type(v)
+    if t is str or t is int or t is bool or v is None:
+        return v
+    if t is float:
+        return _json_float(v)
+    if t is dict or t is list or t is tuple or isinstance(v, (dict, list, tuple)):
+        if depth >= _JSON_DEPTH:
+            raise TypeError("nested too deep for canonical JSON")
+        depth += 1
+        if isinstance(v, dict):
+            out: dict[str, Any] = {}
+            for k, x in v.items():
+                if type(k) is not str:
+                    raise TypeError("a JSON object's key must be text")
+                out[k] = _json_plain(x, depth)
+            return out
+        return [_json_plain(x, depth) for x in v]
+    if t is Decimal:
+        return _json_float(float(v))
+    if isinstance(v, (dt.datetime, dt.date, dt.time)):
+        if isinstance(v, dt.time) and v.tzinfo is not None:
+            raise TypeError("a time of day with a zone has no canonical JSON")
+        return v.isoformat()
     if isinstance(v, (bytes, bytearray, memoryview)):
         return bytes(v).hex()
-    return str(v)
+    if isinstance(v, str):
+        return str.__str__(v)
+    if isinstance(v, enum.Enum):
+        return _json_plain(v.value, depth)
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, (float, Decimal)):
+        return _json_float(float(v))
+    return str(v)  # a UUID's hyphenated form included
 
 
 def _json(v: Any) -> str:
     if isinstance(v, (str, bytes, bytearray)):
         try:
-            v = orjson.loads(v)
-        except orjson.JSONDecodeError:
+            parsed = _json_decoder.decode(v)
+        except (msgspec.DecodeError, UnicodeEncodeError):  # not JSON: compared as the text itself
             return "s" + (v if isinstance(v, str) else bytes(v).hex())
-    return orjson.dumps(v, default=_json_default, option=orjson.OPT_SORT_KEYS).decode()
+        except RecursionError:
+            raise TypeError("nested too deep for canonical JSON") from None
+        # Parsed text holds only JSON's own types: unless it may nest past _JSON_DEPTH or hold a
+        # float written with an exponent (both rare), msgspec's bytes are already the canonical ones.
+        opens = v.count("[") + v.count("{") if isinstance(v, str) else v.count(b"[") + v.count(b"{")
+        if opens <= _JSON_DEPTH:
+            text = _json_encoder.encode(parsed)
+            if _EXPONENT.search(text) is None:
+                return text.decode()
+        v = parsed
+    return _json_encoder.encode(_json_plain(v, 0)).decode()
 
 
 def _bytes(v: Any) -> str:

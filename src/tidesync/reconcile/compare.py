@@ -27,7 +27,7 @@ sides by key before it is reported or repaired.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,11 +121,20 @@ def classify(exp: dict[CKey, Entry], act: dict[CKey, Entry], walk: Walk) -> None
 
 
 class Walker:
-    def __init__(self, lineup: Lineup, src: Reader, dst: Reader, options: ReconcileOptions) -> None:
+    def __init__(
+        self,
+        lineup: Lineup,
+        src: Reader,
+        dst: Reader,
+        options: ReconcileOptions,
+        counted: Callable[[int], None] | None = None,
+    ) -> None:
+        """``counted``: told the source rows of each top-level chunk once it is compared (a progress display)."""
         self.lineup = lineup
         self.src = src
         self.dst = dst
         self.options = options
+        self.counted = counted
         self.walk = Walk()
 
     async def run(self) -> Walk:
@@ -154,6 +163,8 @@ class Walker:
             if digest(exp) != digest(act):
                 self.walk.chunks_differing += 1
                 classify(exp, act, self.walk)
+            if self.counted is not None:
+                self.counted(len(src_rows))
             if hi is None:
                 return
             lo = hi
@@ -172,6 +183,8 @@ class Walker:
             if s != d:
                 self.walk.chunks_differing += 1
                 await self._descend(lo, hi, s[0], d[0])
+            if self.counted is not None:
+                self.counted(s[0])
             if hi is None:
                 return
             lo = hi

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
@@ -23,6 +24,7 @@ from tidesync.engine.build import build_sink, build_transform
 from tidesync.engine.delivery import DeadLetterWriter, RetryingWriter
 from tidesync.engine.replay import bump_generation
 from tidesync.event import ChangeEvent
+from tidesync.progress import Progress
 from tidesync.protocols import Context
 from tidesync.reconcile.compare import Lineup, Walker
 from tidesync.reconcile.config import ReconcileOptions
@@ -153,10 +155,12 @@ async def reconcile_pipeline(
     *,
     clock: Clock = SYSTEM_CLOCK,
     store: StateStore | None = None,
+    progress: Progress | None = None,
 ) -> PipelineReport:
     """Compare (and with ``options.repair``, repair) every table of pipeline ``name``.
 
     ``store``: an open state store to use for repairs; else the config's is opened and closed here.
+    ``progress``: where to show source rows compared, per table (the command line's; a scheduled run has none).
     """
     spec = loaded.pipeline(name)
     transform = build_transform(spec.transforms)
@@ -187,7 +191,7 @@ async def reconcile_pipeline(
         await repairer.open(schemas)
     try:
         for pair in pairs:
-            report.tables.append(await reconcile_table(pair, transform, options, clock, repairer))
+            report.tables.append(await reconcile_table(pair, transform, options, clock, repairer, progress))
     finally:
         if repairer is not None:
             await repairer.close()
@@ -197,15 +201,26 @@ async def reconcile_pipeline(
 
 
 async def reconcile_table(
-    pair: TablePair, transform: Any, options: ReconcileOptions, clock: Clock, repair: Repairer | None
+    pair: TablePair,
+    transform: Any,
+    options: ReconcileOptions,
+    clock: Clock,
+    repair: Repairer | None,
+    progress: Progress | None = None,
 ) -> TableReport:
     started = clock.monotonic()
     src_kinds = [next(c.type for c in pair.schema.columns if c.name == k) for k in pair.source.key]
     src = Reader(pair.source, src_kinds, rate=options.rate, clock=clock, whole_rows=True)
     dst = Reader(pair.dest, pair.key_kinds, rate=options.rate, clock=clock)
     lineup = Lineup(pair, transform)
+    counted = None
+    if progress is not None and progress.mode != "off":
+        progress.add(pair.entity, await src.estimate())
+        counted = partial(progress.advance, pair.entity)
     try:
-        walk = await Walker(lineup, src, dst, options).run()
+        walk = await Walker(lineup, src, dst, options, counted).run()
+        if progress is not None:
+            progress.advance(pair.entity, 0, done=True)
         result = await settle(
             lineup,
             src,

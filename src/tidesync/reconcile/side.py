@@ -37,6 +37,7 @@ from tidesync.retry import RetryPolicy
 from tidesync.sinks.sql import values as sink_values
 from tidesync.sources.polling import query
 from tidesync.sources.polling.dialect import close_engine, create_engine, redact, translate
+from tidesync.sources.polling.estimate import row_estimate
 
 T = TypeVar("T")
 READ_RETRY = RetryPolicy(initial_delay=1.0, max_delay=8.0, jitter="none", max_attempts=4)  # 1, 2, 4 s
@@ -149,6 +150,15 @@ class Reader:
         engine, self._engine = self._engine, None
         executor, self._exec = self._exec, None
         await close_engine(engine, executor)
+
+    async def estimate(self) -> int | None:
+        """About how many rows this side's table holds (the total of a progress display), or None."""
+        return await self._run(self._estimate)
+
+    def _estimate(self) -> int | None:
+        assert self._engine is not None
+        with self._engine.connect() as conn:
+            return row_estimate(conn, self.side.meta)
 
     def _all(self, q: sa.Select[Any]) -> list[Any]:
         assert self._engine is not None

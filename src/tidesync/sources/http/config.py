@@ -71,6 +71,9 @@ class StripeSourceConfig(_Strict):
         default_factory=lambda: HttpOptions.model_validate({}), description="per-request timeout and retries"
     )
     stripe_version: str | None = Field(None, description="Stripe-Version header (default: the account's)")
+    progress: bool = Field(
+        True, description="show the snapshot's progress: a bar on a terminal, a log line every 10s elsewhere"
+    )
 
     def list_path(self, object_type: str) -> str:
         return self.list_paths.get(object_type) or f"/v1/{object_type}s"
@@ -136,6 +139,9 @@ class HubSpotSourceConfig(_Strict):
         default_factory=lambda: HttpOptions.model_validate({}), description="per-request timeout and retries"
     )
     shadow_scope: str | None = Field(None, description="scope of the shadow rows (default: the pipeline name)")
+    progress: bool = Field(
+        True, description="show the first pass's progress: a bar on a terminal, a log line every 10s elsewhere"
+    )
 
     @model_validator(mode="after")
     def _one_credential(self) -> HubSpotSourceConfig:

@@ -34,6 +34,7 @@ from typing import Any
 
 from tidesync.errors import SourceTransientError
 from tidesync.event import Batch, Key, Position, Row, diff_fields
+from tidesync.progress import Progress
 from tidesync.protocols import Context
 from tidesync.sources.http.auth import BearerKey, Credential, OAuth2Refresh
 from tidesync.sources.http.client import ApiClient
@@ -51,6 +52,7 @@ class _Object:
     spec: HubSpotObject
     hw: int | None = None  # every record modified at or before this (ms) was read
     run: Pass | None = None
+    loading: bool = False  # the pass under way is the first (no high-water mark yet): its progress shows
 
     def marks(self) -> tuple[Any, ...]:
         return (self.spec.entity_name, self.hw, self.run.marks() if self.run is not None else None)
@@ -89,6 +91,7 @@ class HubSpotSource:
         self._marks: tuple[Any, ...] = ()
         self._next_poll: dict[str, float] = {}
         self.records_read = 0
+        self.progress: Progress | None = None  # the first pass's display (made at open; progress: false turns it off)
 
     @property
     def client(self) -> ApiClient:
@@ -109,13 +112,19 @@ class HubSpotSource:
                 _, obj.hw, run = stored[spec.entity_name]
                 if run is not None:
                     obj.run = Pass.restore(spec.cursor_property, run, self.config.page_size, self.config.max_results)
+            obj.loading = obj.hw is None
             self._objects.append(obj)
         self._marks = self._current_marks()
         self._next_poll = {o.spec.entity_name: -math.inf for o in self._objects}
         if self._client is None:
             self._client = hubspot_client(self.config, f"hubspot source {ctx.pipeline}", ctx)
+        if self.progress is not None:
+            self.progress.close()
+        self.progress = Progress("first pass", unit="records", enabled=self.config.progress, logger=log)
 
     async def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
         client, self._client = self._client, None
         if client is not None:
             await client.close()
@@ -174,6 +183,7 @@ class HubSpotSource:
                     continue
                 obj.run = Pass(obj.spec.cursor_property, lo, end, limit=self.config.page_size,
                                ceiling=self.config.max_results)  # fmt: skip
+                obj.loading = obj.hw is None
                 await self._page(obj, b)
                 return True
         return False
@@ -189,9 +199,21 @@ class HubSpotSource:
         if results:
             self.records_read += len(results)
             await self._diff(spec, results, b)
+        if obj.loading and self.progress is not None:
+            self._show(obj, run, len(results or ()))
         if run.done:
-            obj.hw, obj.run = run.end, None
+            obj.hw, obj.run, obj.loading = run.end, None, False
             self._next_poll[spec.entity_name] = self._ctx.clock.monotonic() + self.config.poll_interval
+
+    def _show(self, obj: _Object, run: Pass, read: int) -> None:
+        """Count a first-pass page. The search's ``total`` is the whole pass's only while its first window
+        spans it (at most ``max_results`` records); past that, a count with a rate."""
+        assert self.progress is not None
+        name = obj.spec.entity_name
+        self.progress.add(name)
+        if run.lo == 0 and run.hi == run.end and run.total is not None:
+            self.progress.set_total(name, run.total)
+        self.progress.advance(name, read, done=run.done)
 
     async def _diff(self, spec: HubSpotObject, results: list[dict[str, Any]], b: BatchBuilder) -> None:
         assert self._ctx is not None

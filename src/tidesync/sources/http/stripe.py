@@ -45,10 +45,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+import msgspec
 
 from tidesync.errors import SourceError
 from tidesync.event import SNAPSHOT, Batch, ChangeEvent, Position, RecordVersion
+from tidesync.progress import Progress
 from tidesync.protocols import Context
 from tidesync.sources.http.client import ApiStatusError
 from tidesync.sources.http.config import StripeSourceConfig
@@ -113,6 +114,7 @@ class StripeSource:
         self._marks: tuple[Any, ...] = ()
         self._walking = False  # a pass is in progress: walking forward from the cursor
         self._next_poll = -math.inf
+        self._progress: Progress | None = None  # the snapshot's, made at its first page
 
     @property
     def api(self) -> StripeApi:
@@ -132,6 +134,9 @@ class StripeSource:
             self._api = StripeApi(configured_client(f"stripe source {ctx.pipeline}", self.config, ctx.clock))
 
     async def close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
         api, self._api = self._api, None
         if api is not None:
             await api.close()
@@ -286,7 +291,7 @@ class StripeSource:
                 out.versions.append(m.version)
 
     def _placeholder(self, doc: dict[str, Any]) -> ChangeEvent:
-        after = {"event_id": doc["id"], "body": orjson.dumps(doc).decode()}
+        after = {"event_id": doc["id"], "body": msgspec.json.encode(doc).decode()}
         return ChangeEvent(
             "stripe.event", (doc["id"],), "insert", after=after, position=self._seq.next(),
             committed_at=float(doc.get("created") or 0) if isinstance(doc.get("created"), (int, float)) else 0.0,
@@ -308,6 +313,9 @@ class StripeSource:
             out.events.append(ChangeEvent(entity, (obj["id"],), SNAPSHOT, after=obj, position=self._seq.next(),
                                           committed_at=now))  # fmt: skip
             out.versions.append(None)
+        if self._progress is None:
+            self._progress = Progress("snapshot", unit="objects", enabled=self.config.progress, logger=log)
+        self._progress.advance(f"stripe.{object_type}", len(objects), done=not (more and objects))
         if more and objects:
             st.snapshot[0] = (object_type, objects[-1]["id"])
         else:

@@ -103,6 +103,9 @@ class SqlPollConfig(_Strict):
     naive_timezone: str = Field("UTC", description="time zone of cursor timestamps without one (for committed_at)")
     shadow_scope: str | None = Field(None, description="scope of the shadow rows (default: the pipeline name)")
     connect_timeout: Seconds = Field(10.0, gt=0, description="seconds to wait for a connection")
+    progress: bool = Field(
+        True, description="show the initial load's progress: a bar on a terminal, a log line every 10s elsewhere"
+    )
 
     @model_validator(mode="after")
     def _cursor_for_every_table(self) -> SqlPollConfig:

@@ -82,10 +82,12 @@ import sqlalchemy as sa
 
 from tidesync.errors import ConfigError, SourceError, SourceTransientError
 from tidesync.event import DELETE, Batch, ChangeEvent, Key, Position, Row
+from tidesync.progress import Progress
 from tidesync.protocols import Context
 from tidesync.sources.polling import query
 from tidesync.sources.polling.config import SqlPollConfig
 from tidesync.sources.polling.dialect import close_engine, create_engine, redact, reflect, translate
+from tidesync.sources.polling.estimate import row_estimate
 from tidesync.sources.polling.horizon import as_cursor, held, read_horizon, watchable
 from tidesync.sources.polling.marks import Mark, commit_time, decode_marks, encode_marks, floor_of
 from tidesync.sources.polling.tracker import BatchBuilder, PendingShadows, TableSpec, change_for
@@ -107,6 +109,7 @@ class _Table:
     next_poll: float = 0.0
     next_key_scan: float = 0.0
     deletes: list[tuple[Key, Row]] = field(default_factory=list)
+    loading: bool = False  # the pass under way is the initial load (no high-water mark yet): its progress shows
 
 
 class SqlPollSource:
@@ -133,6 +136,7 @@ class SqlPollSource:
         self._watch = config.watch_transactions
         self._dialect = ""
         self._warned = float("-inf")
+        self._progress: Progress | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -165,12 +169,15 @@ class SqlPollSource:
         self._dialect = self._engine.dialect.name
         for spec in specs:
             hw, scan = marks.get(spec.entity, (None, None))
-            t = _Table(spec, hw, scan, passing=scan is not None, next_poll=now, next_key_scan=now)
+            t = _Table(spec, hw, scan, passing=scan is not None, next_poll=now, next_key_scan=now, loading=hw is None)
             t.watch = self._watch and watchable(spec.meta, spec.cursor, self._dialect)
             if t.watch and scan is not None and hw is not None:
                 t.cap = hw[0]  # a pass cut short: its mark was held at its horizon when it started
             self._tables.append(t)
         self._marks = self._current_marks()
+        if self._progress is not None:
+            self._progress.close()
+        self._progress = Progress("initial load", enabled=self.config.progress, logger=log)
 
     def _resolve(self) -> list[TableSpec]:
         assert self._engine is not None
@@ -201,6 +208,8 @@ class SqlPollSource:
         self._pending.release(position)
 
     async def close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
         engine, self._engine = self._engine, None
         executor, self._exec = self._exec, None
         await close_engine(engine, executor)
@@ -283,7 +292,7 @@ class SqlPollSource:
                 t.next_key_scan = self._ctx.clock.monotonic() + self.config.key_scan.every
                 return True
             if now >= t.next_poll:
-                t.passing, t.scan = True, None
+                t.passing, t.scan, t.loading = True, None, t.hw is None
                 t.floor = floor_of(t.hw[0], t.spec.lookback) if t.hw is not None else None
                 await self._hold(t)
                 await self._page(t, b, max_events)
@@ -296,6 +305,9 @@ class SqlPollSource:
         q = query.page(
             spec.meta.table(), spec.cursor, spec.key, floor=t.floor, after=t.scan, limit=self.config.page_size
         )
+        if t.loading and self._progress is not None and spec.entity not in self._progress.tasks:
+            total = await self._run(self._estimate, spec) if self._progress.mode != "off" else None
+            self._progress.add(spec.entity, total)
         rows = await self._run(self._fetch, q)
         self.rows_read += len(rows)
         shadows = await self._shadows(spec, rows)
@@ -320,13 +332,16 @@ class SqlPollSource:
                 )
             t.scan = (row[spec.cursor], *key)
             done += 1
-        if done == len(rows) and len(rows) < self.config.page_size:
+        end = done == len(rows) and len(rows) < self.config.page_size
+        if t.loading and self._progress is not None:
+            self._progress.advance(spec.entity, done, done=end)
+        if end:
             # The end of the table: the last row read is the highest (cursor, key) there is; held at the
             # horizon, so that the next pass re-reads every change that was not visible to this one.
             if t.scan is not None:
                 t.hw = held(t.scan, t.cap)
                 self.held_back = _seconds(t.scan[0], t.hw[0] if t.hw is not None else None)
-            t.passing, t.scan, t.cap = False, None, None
+            t.passing, t.scan, t.cap, t.loading = False, None, None, False
             t.next_poll = self._ctx.clock.monotonic() + self.config.poll_interval
 
     async def _hold(self, t: _Table) -> None:
@@ -380,6 +395,11 @@ class SqlPollSource:
                 t.spec.entity,
                 behind,
             )
+
+    def _estimate(self, spec: TableSpec) -> int | None:
+        assert self._engine is not None
+        with self._engine.connect() as conn:
+            return row_estimate(conn, spec.meta)
 
     def _fetch(self, q: sa.Select[Any]) -> list[Row]:
         assert self._engine is not None

@@ -71,7 +71,9 @@ class Backfill:
         connect: Callable[[], Awaitable[Any]],
         emit: Callable[[str], Awaitable[None]],
         last_key: list[str] | None = None,
+        on_chunk: Callable[[int, bool], None] | None = None,
     ) -> None:
+        """``on_chunk``: told (rows emitted, last chunk) after each chunk's rows are emitted (a progress display)."""
         self.slot = slot
         self.shape = shape
         self.info = info
@@ -86,6 +88,7 @@ class Backfill:
         self.progress: list[Progress] = []
         self.rows_emitted = 0
         self.finished = asyncio.Event()
+        self.on_chunk = on_chunk
 
     async def run(self) -> None:
         conn = await self._connect()
@@ -94,6 +97,7 @@ class Backfill:
             while True:
                 chunk = _Chunk(f"{self.id}.{n}")
                 n += 1
+                before = self.rows_emitted
                 self.pending = chunk
                 await self._emit(f"{self.slot}:{chunk.id}:low")
                 rows, last_key = await select_chunk(
@@ -109,6 +113,8 @@ class Backfill:
                 if chunk.retry:
                     continue
                 self.last_key = chunk.last_key
+                if self.on_chunk is not None:
+                    self.on_chunk(self.rows_emitted - before, chunk.done)
                 if chunk.done:
                     break
         finally:

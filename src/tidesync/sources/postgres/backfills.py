@@ -15,6 +15,7 @@ from typing import Any
 
 from tidesync.errors import SourceError, SourceTransientError
 from tidesync.event import Position
+from tidesync.progress import Progress
 from tidesync.sources.postgres.assembler import Assembler
 from tidesync.sources.postgres.backfill import Backfill
 from tidesync.sources.postgres.catalog import TableShape
@@ -36,7 +37,9 @@ class Backfills:
         chunk_size: int,
         connect: Callable[[], Awaitable[Any]],
         emit: Callable[[str], Awaitable[None]],
+        progress: Progress | None = None,
     ) -> None:
+        """``progress``: where each table's rows read show (see :mod:`tidesync.progress`); closed by ``close``."""
         self.slot = slot
         self.state = state
         self.namespace = namespace
@@ -48,6 +51,7 @@ class Backfills:
         self.current: Backfill | None = None
         self.failure: SourceError | None = None
         self._task: asyncio.Task[None] | None = None
+        self.progress = progress
 
     @property
     def running(self) -> bool:
@@ -94,6 +98,8 @@ class Backfills:
             await self._save(done.entity, done.last_key, done.done)
 
     async def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -113,6 +119,7 @@ class Backfills:
                 connect=self._connect,
                 emit=self._emit,
                 last_key=last_key,
+                on_chunk=self._shown(info.entity),
             )
             self.current = bf
             try:
@@ -124,6 +131,12 @@ class Backfills:
                 self.failure = SourceTransientError(f"backfill of {info.entity} failed: {exc}")
                 return
             log.info("backfill of %s read %d rows", info.entity, bf.rows_emitted)
+
+    def _shown(self, entity: str) -> Callable[[int, bool], None] | None:
+        progress = self.progress
+        if progress is None:
+            return None
+        return lambda rows, done: progress.advance(entity, rows, done=done)
 
     async def _save(self, entity: str, last_key: list[str] | None, done: bool) -> None:
         raw = await self.saved()

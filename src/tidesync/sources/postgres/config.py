@@ -45,7 +45,9 @@ class PostgresSourceConfig(BaseModel):
         "initial", description="initial: read the existing rows first; never: only changes from now on"
     )
     snapshot_chunk_size: int = Field(10_000, ge=1, description="rows per key-ordered snapshot query")
-    progress: bool = Field(True, description="show a progress bar while a snapshot runs (on a terminal)")
+    progress: bool = Field(
+        True, description="show snapshot and re-snapshot progress: a bar on a terminal, a log line every 10s elsewhere"
+    )
     proto_version: Literal[1, 2] | None = Field(
         None, description="pgoutput protocol version (default: 2 on PostgreSQL 14+, else 1)"
     )

@@ -40,6 +40,7 @@ import psycopg
 
 from tidesync.errors import SourceError, SourceTransientError
 from tidesync.event import Batch, Position
+from tidesync.progress import Progress
 from tidesync.protocols import Context
 from tidesync.sources.postgres import ops
 from tidesync.sources.postgres.assembler import FULL, HEARTBEAT_PREFIX, WATERMARK_PREFIX, Assembler, Run
@@ -230,6 +231,7 @@ class PostgresSource:
             chunk_size=cfg.snapshot_chunk_size,
             connect=lambda: connect(cfg.dsn),
             emit=lambda content: side.emit(WATERMARK_PREFIX, content),
+            progress=Progress("re-snapshot", enabled=cfg.progress, logger=log),
         )
         shadow = None
         if cfg.shadow_mode != "off":
