@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 
 from tests.integration.sql_sinks.conformance import (
     MariadbSinkHarness,
@@ -216,7 +216,7 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 receiver.open.wait(30)
-                receiver.take(self.headers["webhook-id"], orjson.loads(body))
+                receiver.take(self.headers["webhook-id"], msgspec.json.decode(body))
                 self.send_response(204)
                 self.end_headers()
 
@@ -241,7 +241,7 @@ class Receiver:
                 self.accepted[env["id"]] += 1
                 if self.accepted[env["id"]] > 1:
                     continue  # a re-delivery: already applied
-                event = from_json(orjson.dumps(env["data"]))
+                event = from_json(msgspec.json.encode(env["data"]))
                 if event.op == "delete":
                     self.tables.pop(event.key, None)
                     continue

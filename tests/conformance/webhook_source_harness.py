@@ -15,7 +15,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 
 from tidesync.event import Batch, Position
 from tidesync.protocols import Context
@@ -87,7 +87,7 @@ class WebhookSourceHarness:
         return _Fed(self)
 
     async def _send(self, action: str, data: dict[str, Any], changed: list[str] | None = None) -> None:
-        body = orjson.dumps({"id": f"evt_{next(self._ids)}", "action": action, "data": data, "changed": changed})
+        body = msgspec.json.encode({"id": f"evt_{next(self._ids)}", "action": action, "data": data, "changed": changed})
         signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
         headers = {"content-type": "application/json", "x-signature": signature}
         reply = await self.intake.receive(RawRequest("POST", "http://hooks.test/webhooks/conformance", headers, body))

@@ -145,7 +145,7 @@ def _body(rng: random.Random, source: str, event_id: str) -> bytes:
     r = rng.random()
     if r < 0.45:
         return json.dumps(_event(rng, source, event_id)).encode()
-    if r < 0.5:  # 30-digit ids and NaN / Infinity (Python's json writes them; orjson refuses them)
+    if r < 0.5:  # 30-digit ids and NaN / Infinity (Python's json writes them; strict JSON writers refuse them)
         doc = _event(rng, source, event_id)
         doc[rng.choice(("id", "created", "ts"))] = rng.choice((10**29 + 3, float("nan"), float("inf"), -(10**30)))
         return json.dumps(doc).encode()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
+import msgspec
 import pytest
 import stripe
 
@@ -84,7 +84,7 @@ class Sender:
         if self.rng.random() < self.drop_rate:
             self.dropped.append(event["id"])  # never sent: the endpoint never hears of it
             return
-        body = orjson.dumps(event)
+        body = msgspec.json.encode(event)
         sig = stripe.WebhookSignature.generate_signature_header(body.decode(), SECRET)
         answer = await self.client.post(self.url, content=body, headers={**JSON, "stripe-signature": sig})
         assert answer.status_code == 200, answer.text

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 
 from tests.integration.security_support import Served, served
 from tidesync.sources.webhook.signatures import sign_hmac
@@ -62,7 +62,7 @@ ATTACKS: dict[int, tuple[dict[str, Any], str]] = {
 
 
 def post(server: Served, record: dict[str, Any]) -> int:
-    body = orjson.dumps(record)
+    body = msgspec.json.encode(record)
     headers = {
         "content-type": "application/json",
         "x-signature": sign_hmac(body, server.secrets["hmac"], prefix="sha256="),

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
-import orjson
+import msgspec
 import pytest
 
 from tidesync.sources.webhook.signatures import sign_standard
@@ -67,7 +67,7 @@ class Sender(threading.Thread):
         with httpx.Client(timeout=5.0) as client:
             for i in self.ids:
                 event_id = f"evt-{i:05}"
-                body = orjson.dumps({"id": event_id, "seq": i, "payload": "x" * (i % 50)})
+                body = msgspec.json.encode({"id": event_id, "seq": i, "payload": "x" * (i % 50)})
                 while not self.stop.is_set():
                     ts = int(time.time())
                     headers = {

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,7 +54,7 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
             }
         else:
             doc = {"id": event_id, "object": "event", "type": "customer.updated", "created": 1, "data": {"x": 1}}
-        body = orjson.dumps(doc)
+        body = msgspec.json.encode(doc)
     elif kind == "json":
         body = json.dumps(draw(json_values)).encode()
     else:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
+import msgspec
 import pytest
 import stripe
 from starlette.applications import Starlette
@@ -49,7 +49,7 @@ def stripe_body(
     obj = {"id": obj_id, "object": "customer", **fields}
     prev = prev if prev is not None else {k: f"old-{v}" for k, v in fields.items()}
     created = created if created is not None else int(time.time())
-    return orjson.dumps(
+    return msgspec.json.encode(
         {"id": event_id, "object": "event", "type": "customer.updated", "created": created,
          "data": {"object": obj, "previous_attributes": prev}}
     )  # fmt: skip
@@ -189,10 +189,10 @@ async def test_github_and_generic_deliveries_flow_into_a_pipeline(store: StateSt
     runtime = runtime_for(store, (gh, "gh"), (gen, "shop"))
     issue = {"action": "opened", "issue": {"number": 3, "title": "t", "updated_at": "2024-01-01T00:00:00Z"},
              "repository": {"full_name": "acme/app"}}  # fmt: skip
-    gh_body = orjson.dumps(issue)
+    gh_body = msgspec.json.encode(issue)
     gh_headers = {**JSON, "x-hub-signature-256": sign_github(gh_body, "gh-secret"), "x-github-event": "issues",
                   "x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}  # fmt: skip
-    order = orjson.dumps(
+    order = msgspec.json.encode(
         {"id": "o-1", "kind": "new", "order": {"id": 9, "total": "12.50"}, "at": "2024-01-01T00:00:01Z"}
     )
     from tidesync.sources.webhook.signatures import sign_hmac
@@ -240,7 +240,7 @@ def events_api(events: list[dict[str, Any]], seen: list[dict[str, str]]) -> Star
 async def test_after_downtime_missed_stripe_events_are_backfilled_from_the_events_api(store: StateStore) -> None:
     now = int(time.time())
     events = [
-        orjson.loads(stripe_body(f"evt_{i:03}", obj_id=f"cus_{i % 7}", created=now - 1000 + i, email=f"{i}@x"))
+        msgspec.json.decode(stripe_body(f"evt_{i:03}", obj_id=f"cus_{i % 7}", created=now - 1000 + i, email=f"{i}@x"))
         for i in range(250)
     ]
     seen: list[dict[str, str]] = []
@@ -253,7 +253,7 @@ async def test_after_downtime_missed_stripe_events_are_backfilled_from_the_event
         # before the downtime, events up to #100 arrived by webhook and were applied
         async with asgi_client(runtime) as client:
             for e in events[:101]:
-                b = orjson.dumps(e)
+                b = msgspec.json.encode(e)
                 assert (await client.post("/webhooks/bf", content=b, headers=signed(b))).status_code == 200
         sink = MemorySink()
         runner = PipelineRunner("bf", src, sink, store, batch=BatchPolicy(500, 0.01))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
+import msgspec
 import pytest
 
 from tests.integration.webhook_support import JSON, runtime_for, serve, webhook_source
@@ -66,8 +66,10 @@ def nested(levels: int, leaf: bytes = b"1") -> bytes:
 
 def order_body(event_id: str, order_id: int, value: bytes = b'"x"', **top: Any) -> bytes:
     """An order event; ``value`` is the raw JSON of the order's ``note`` (so it nests as deep as wanted)."""
-    rest = b"".join(b"," + orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in top.items())
-    return b'{"id":' + orjson.dumps(event_id) + b',"order":{"id":%d,"note":' % order_id + value + b"}" + rest + b"}"
+    rest = b"".join(b"," + msgspec.json.encode(k) + b":" + msgspec.json.encode(v) for k, v in top.items())
+    return (
+        b'{"id":' + msgspec.json.encode(event_id) + b',"order":{"id":%d,"note":' % order_id + value + b"}" + rest + b"}"
+    )
 
 
 def rejections(source: str, reason: str) -> float:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 import pytest
 import standardwebhooks
 from starlette.applications import Starlette
@@ -108,13 +108,13 @@ async def test_what_the_sink_sends_verifies_with_the_standardwebhooks_package(st
     assert [a["status"] for a in receiver.attempts] == [200] * 9
     singles = receiver.attempts[:7]
     assert len({a["id"] for a in singles[:5]}) == 5 and [a["id"] for a in singles[5:]] == [a["id"] for a in singles[:2]]
-    first = orjson.loads(singles[0]["body"])
+    first = msgspec.json.decode(singles[0]["body"])
     assert first["id"] == singles[0]["id"] and first["type"] == "public.orders.update"
     assert first["timestamp"] == "2023-11-14T22:13:20Z"
     assert first["data"]["key"] == [0] and first["data"]["after"] == {"id": 0, "n": 0}
-    batch = orjson.loads(receiver.attempts[7]["body"])
+    batch = msgspec.json.decode(receiver.attempts[7]["body"])
     assert batch["type"] == "batch" and [e["data"]["key"] for e in batch["data"]] == [[0], [1], [2]]
-    assert len(orjson.loads(receiver.attempts[8]["body"])["data"]) == 2
+    assert len(msgspec.json.decode(receiver.attempts[8]["body"])["data"]) == 2
 
 
 async def test_an_outage_then_recovery_delivers_everything_once_on_the_configured_schedule(store: StateStore) -> None:
@@ -224,7 +224,7 @@ async def test_4xx_is_permanent_with_status_and_excerpt_and_later_events_of_the_
     receiver = Receiver()
 
     async def reject_n3(request: Request, body: bytes) -> Response:
-        if orjson.loads(body)["data"]["after"]["n"] == 3:
+        if msgspec.json.decode(body)["data"]["after"]["n"] == 3:
             return Response('{"error": "field n must not be 3"}', status_code=422)
         return Response(status_code=200)
 
@@ -239,7 +239,7 @@ async def test_4xx_is_permanent_with_status_and_excerpt_and_later_events_of_the_
     assert sorted(failures) == [3, 7]  # n=3 rejected; n=7 (same key, later) never sent
     assert isinstance(failures[3], PermanentError) and "422" in str(failures[3]) and "must not be 3" in str(failures[3])
     assert isinstance(failures[7], BlockedError) and failures[7].error_class == "blocked"
-    sent = [orjson.loads(a["body"])["data"]["after"]["n"] for a in receiver.attempts]
+    sent = [msgspec.json.decode(a["body"])["data"]["after"]["n"] for a in receiver.attempts]
     assert 7 not in sent and sorted(sent) == [0, 1, 2, 3, 4, 5, 6, 8, 9]
 
 
@@ -250,7 +250,7 @@ async def test_concurrency_limit_and_per_key_order(store: StateStore) -> None:
     order: dict[Any, list[int]] = {}
 
     async def slow(request: Request, body: bytes) -> Response:
-        data = orjson.loads(body)["data"]
+        data = msgspec.json.decode(body)["data"]
         key = tuple(data["key"])
         in_flight[key] = in_flight.get(key, 0) + 1
         peak["all"] = max(peak["all"], sum(in_flight.values()))

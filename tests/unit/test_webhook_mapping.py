@@ -6,7 +6,7 @@ import hashlib
 from decimal import Decimal
 from typing import Any
 
-import orjson
+import msgspec
 import pytest
 
 from tidesync.event import ChangeEvent
@@ -69,7 +69,7 @@ def test_stripe_created_deleted_and_other_events() -> None:
 
 def test_stripe_split_needs_an_object_with_id_and_type() -> None:
     p = StripeProvider(300)
-    body = orjson.dumps(stripe_event("customer.updated", CUSTOMER))
+    body = msgspec.json.encode(stripe_event("customer.updated", CUSTOMER))
     deliveries, ignored = p.split(RawRequest("POST", "http://x/webhooks/s", {}, body))
     assert [(d.event_id, d.body) for d in deliveries] == [("evt_1", body)] and ignored == 0
     for bad in (
@@ -95,9 +95,9 @@ HUBSPOT_BATCH = [
 
 def test_hubspot_batch_is_split_per_element_and_mapped_one_field_per_property_change() -> None:
     p = HubSpotProvider(300)
-    deliveries, _ = p.split(RawRequest("POST", "u", {}, orjson.dumps(HUBSPOT_BATCH)))
+    deliveries, _ = p.split(RawRequest("POST", "u", {}, msgspec.json.encode(HUBSPOT_BATCH)))
     assert [d.event_id for d in deliveries] == ["5:11", "5:12", "13"]
-    events = [map_hubspot_event(orjson.loads(d.body)) for d in deliveries]
+    events = [map_hubspot_event(msgspec.json.decode(d.body)) for d in deliveries]
     assert events[0] == ChangeEvent(
         "hubspot.contact", (42,), "update", after={"email": "a@x"}, changed=("email",), committed_at=1700000000.123
     )
@@ -105,7 +105,7 @@ def test_hubspot_batch_is_split_per_element_and_mapped_one_field_per_property_ch
     assert (events[2].entity, events[2].op, events[2].key) == ("hubspot.deal", "delete", (7,))
     with pytest.raises(MappingError, match=r"contact\.merge"):
         map_hubspot_event({**HUBSPOT_BATCH[0], "subscriptionType": "contact.merge"})
-    for bad in (b"{}", b"[1]", b'[{"eventId": null}]', orjson.dumps([{"eventId": 1}] * 1001)):
+    for bad in (b"{}", b"[1]", b'[{"eventId": null}]', msgspec.json.encode([{"eventId": 1}] * 1001)):
         with pytest.raises(Malformed):
             p.split(RawRequest("POST", "u", {}, bad))
 
@@ -176,9 +176,9 @@ def test_generic_mapping_by_paths() -> None:
             {"id": "e3", "kind": "order", "action": "removed", "data": {"id": 5}, "at": 1700000002000},
         ]
     }  # fmt: skip
-    deliveries, _ = p.split(RawRequest("POST", "u", {}, orjson.dumps(body)))
+    deliveries, _ = p.split(RawRequest("POST", "u", {}, msgspec.json.encode(body)))
     assert [d.event_id for d in deliveries] == ["e1", "e2", "e3"]
-    events = [p.map_event(orjson.loads(d.body)) for d in deliveries]
+    events = [p.map_event(msgspec.json.decode(d.body)) for d in deliveries]
     assert [(e.entity, e.key, e.op, e.changed) for e in events] == [
         ("shop.order", (5,), "insert", None),
         ("shop.order", (5,), "update", ("total",)),
@@ -289,12 +289,12 @@ def entry(body: bytes, seq: int = 1, meta: dict[str, Any] | None = None) -> Jour
 
 
 def test_providers_map_journal_entries() -> None:
-    mapped = StripeProvider(300).map(entry(orjson.dumps(stripe_event("customer.updated", CUSTOMER))))
+    mapped = StripeProvider(300).map(entry(msgspec.json.encode(stripe_event("customer.updated", CUSTOMER))))
     assert mapped[0].event.key == ("cus_1",)
     with pytest.raises(MappingError, match="not valid JSON"):
         StripeProvider(300).map(entry(b"{"))
     gh = GitHubProvider(["issues"]).map(
-        entry(orjson.dumps({"action": "reopened", "issue": {"number": 1}, "repository": {"full_name": "a/b"}}),
+        entry(msgspec.json.encode({"action": "reopened", "issue": {"number": 1}, "repository": {"full_name": "a/b"}}),
               meta={"event": "issues"})
     )  # fmt: skip
     assert gh[0].event.key == ("a/b", 1)

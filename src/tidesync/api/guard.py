@@ -29,7 +29,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
+import msgspec
 
 from tidesync.api.auth import CHALLENGE, denial
 from tidesync.api.runtime import ApiRuntime
@@ -66,7 +66,7 @@ def _head(scope: Scope) -> tuple[str | None, str | None, bool]:
 
 
 async def _reply(send: Send, status: int, detail: str, *, close: bool, headers: dict[str, str] | None = None) -> None:
-    body = orjson.dumps({"detail": detail})
+    body = msgspec.json.encode({"detail": detail})
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     if close:

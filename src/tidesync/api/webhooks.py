@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-import orjson
+import msgspec
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
@@ -53,7 +53,7 @@ def _public_url(request: Request, base: str | None) -> str:
 
 
 def _answer(reply: Reply) -> Response:
-    return Response(orjson.dumps(reply.body), status_code=reply.status, media_type="application/json")
+    return Response(msgspec.json.encode(reply.body), status_code=reply.status, media_type="application/json")
 
 
 @router.post("/webhooks/{source}", summary="Receive a signed webhook delivery", tags=["webhooks"])

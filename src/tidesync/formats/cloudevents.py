@@ -33,7 +33,6 @@ from typing import Final
 from urllib.parse import quote
 
 import msgspec
-import orjson
 
 from tidesync.event import ChangeEvent
 from tidesync.formats import native
@@ -68,7 +67,7 @@ def encoder(*, pipeline: str, sink: str) -> Callable[[ChangeEvent], bytes]:
         if event.committed_at:
             head["time"] = rfc3339(event.committed_at)
         head["datacontenttype"] = "application/json"
-        return orjson.dumps(head)[:-1] + b',"data":' + data + b"}"
+        return msgspec.json.encode(head)[:-1] + b',"data":' + data + b"}"
 
     return encode
 

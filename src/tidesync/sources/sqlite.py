@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import orjson
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from tidesync.errors import ConfigError, SourceError, SourceTransientError
@@ -200,11 +200,11 @@ class SqliteSource:
                     "SELECT columns FROM _tidesync_capture WHERE log = ? AND tbl = ?", (self._log, table)
                 ).fetchone()
                 fresh = row is None
-                if fresh or orjson.loads(row[0]) != names:
+                if fresh or msgspec.json.decode(row[0]) != names:
                     self._create_triggers(conn, table, names, pk)
                     conn.execute(
                         "INSERT OR REPLACE INTO _tidesync_capture VALUES (?, ?, ?)",
-                        (self._log, table, orjson.dumps(names).decode()),
+                        (self._log, table, msgspec.json.encode(names).decode()),
                     )
                     if fresh and self.config.snapshot == "initial":
                         key = self._key_expr("", pk)
@@ -316,9 +316,9 @@ class SqliteSource:
     @staticmethod
     def _event(r: tuple[Any, ...]) -> ChangeEvent:
         seq, entity, op, pk, before_s, after_s, ts = r
-        before = _untag(orjson.loads(before_s)) if before_s is not None else None
-        after = _untag(orjson.loads(after_s)) if after_s is not None else None
-        key = tuple(_untag({"k": v})["k"] for v in orjson.loads(pk))  # type: ignore[index]
+        before = _untag(msgspec.json.decode(before_s)) if before_s is not None else None
+        after = _untag(msgspec.json.decode(after_s)) if after_s is not None else None
+        key = tuple(_untag({"k": v})["k"] for v in msgspec.json.decode(pk))  # type: ignore[index]
         changed = diff_fields(before, after) if op == UPDATE and after is not None else None
         assert op in (INSERT, UPDATE, DELETE, SNAPSHOT)
         return ChangeEvent(entity, key, op, before, after, changed, (seq,), ts)

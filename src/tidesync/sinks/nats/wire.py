@@ -16,10 +16,10 @@ import asyncio
 import logging
 from typing import Any
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
-import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -89,8 +89,8 @@ def ack_outcome(msg: Msg, subject: str, stream: str) -> DeliveryError | bool:
             return TransientError(f"no stream answers on {subject!r} (is stream {stream} there, JetStream up?)")
         return TransientError(f"NATS answered {status} {headers.get(DESCRIPTION, '')} for {subject!r}")
     try:
-        reply = orjson.loads(msg.data)
-    except orjson.JSONDecodeError:
+        reply = msgspec.json.decode(msg.data)
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested past what the parser can recurse
         return TransientError(f"an unreadable publish ack for {subject!r}: {msg.data[:100]!r}")
     if not isinstance(reply, dict):
         return TransientError(f"an unreadable publish ack for {subject!r}: {msg.data[:100]!r}")

@@ -26,7 +26,7 @@ import asyncio
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import orjson
+import msgspec
 
 from tidesync.event import Key, Position, json_dumps
 from tidesync.state.store import KeyValues, StateChanges
@@ -44,7 +44,7 @@ class Mapped:
 
 def normal_position(position: Position) -> list[Any]:
     """A position as JSON-normal lists, so a stored one and a live one compare."""
-    normal: list[Any] = orjson.loads(json_dumps(list(position)))
+    normal: list[Any] = msgspec.json.decode(json_dumps(list(position)))
     return normal
 
 

@@ -17,10 +17,13 @@ edit made in Stripe to another field survives.
 
 from __future__ import annotations
 
+import datetime as dt
+import enum
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-import orjson
+import msgspec
 
 from tidesync.errors import PermanentError
 from tidesync.event import Key, Row
@@ -47,11 +50,26 @@ PARAMETERS: Final[dict[ObjectType, frozenset[str]]] = {
 }  # fmt: skip
 
 
+def _key_part(value: Any) -> Any:
+    # The forms key texts already stored in Stripe have (a changed text would no longer match):
+    # exponents as "1e+16", times in isoformat ("+00:00"), Decimal, bytes and the rest as str().
+    if value is None or isinstance(value, (str, int, uuid.UUID)):
+        return value
+    if isinstance(value, float):
+        text = msgspec.json.encode(value)
+        return msgspec.Raw(text.replace(b"e", b"e+") if b"e" in text and b"e-" not in text else text)
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return _key_part(value.value)
+    return str(value)
+
+
 def key_text(key: Key) -> str:
-    """The source key as metadata text: the value of a one-column key, else its JSON."""
+    """The source key as metadata text: the value of a one-column key, else its JSON (integers exact)."""
     if len(key) == 1:
         return scalar(key[0])
-    return orjson.dumps(list(key), default=str).decode()
+    return msgspec.json.encode([_key_part(v) for v in key]).decode()
 
 
 def _mapping(value: Any, column: str) -> dict[str, Any]:
@@ -59,9 +77,11 @@ def _mapping(value: Any, column: str) -> dict[str, Any]:
         return {}
     if isinstance(value, (str, bytes)):
         try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
+            value = msgspec.json.decode(value)
+        except msgspec.DecodeError as exc:
             raise PermanentError(f"column {column!r} is not a JSON object: {exc}") from exc
+        except RecursionError:
+            raise PermanentError(f"column {column!r} is not a JSON object: nested too deep") from None
     if not isinstance(value, Mapping):
         raise PermanentError(f"column {column!r} holds {type(value).__name__}, not a mapping of metadata")
     return dict(value)

@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 
-import orjson
+import msgspec
 
 from tidesync.event import ChangeEvent, json_dumps, to_json
 from tidesync.sources.webhook.signatures import sign_standard
@@ -44,7 +44,9 @@ def _iso(ts: float) -> str:
 
 
 def envelope(event: ChangeEvent, msg_id: str) -> bytes:
-    head = orjson.dumps({"id": msg_id, "type": f"{event.entity}.{event.op}", "timestamp": _iso(event.committed_at)})
+    head = msgspec.json.encode(
+        {"id": msg_id, "type": f"{event.entity}.{event.op}", "timestamp": _iso(event.committed_at)}
+    )
     return head[:-1] + b',"data":' + to_json(event) + b"}"
 
 
@@ -59,7 +61,7 @@ def body_of(
     bid = batch_id(ids)
     if not enveloped:
         return bid, b"[" + b",".join(envelopes) + b"]"
-    head = orjson.dumps({"id": bid, "type": "batch", "timestamp": _iso(committed_at)})
+    head = msgspec.json.encode({"id": bid, "type": "batch", "timestamp": _iso(committed_at)})
     return bid, head[:-1] + b',"data":[' + b",".join(envelopes) + b"]}"
 
 

@@ -38,7 +38,7 @@ import logging
 import time
 from typing import Any
 
-import orjson
+import msgspec
 
 from tidesync.errors import SourceError, SourceTransientError, StateStoreError
 from tidesync.event import Batch, ChangeEvent, Position, RecordVersion, ValueTooDeep, check_depth
@@ -263,7 +263,9 @@ class WebhookSource:
             events = await api.events_since(int(since))
         finally:
             await api.close()
-        entries = [JournalAppend(self.name, e["id"], orjson.dumps(e), {"via": "events-api"}, now) for e in events]
+        entries = [
+            JournalAppend(self.name, e["id"], msgspec.json.encode(e), {"via": "events-api"}, now) for e in events
+        ]
         added = 0
         for i in range(0, len(entries), 500):
             seqs = await self.state.journal_append(entries[i : i + 500])
