@@ -148,18 +148,34 @@ class SheetSource:
         if sig is None:
             self._read_sig = None  # missing (deleted, or mid-replace): no change until a file is there
             return False
+        snapshot = self._snapshot
         try:
-            table, records, changes = await asyncio.to_thread(self._load, self._snapshot)
+            table, records, changes = await asyncio.to_thread(self._load, snapshot)
         except Unreadable as exc:
             self._unreadable(sig, str(exc))
             return False
         if signature(self.path) != sig:
             return True  # it changed while being read: read it again once it settles
+        if self._snapshot is not snapshot:  # this very content was handed over meanwhile (observe)
+            changes = diff(self._snapshot, records.rows, keep={r.key for r in records.rejects})
         self.reads += 1
         self._read_sig, self._retry_at, self._failed = sig, float("inf"), None
         self._publish(table, records)
         self._queue_changes(records, changes, sig[2] / 1e9, table.digest)
         return bool(self._queue or self._memo_delete)
+
+    def observe(self, table: Table, records: Records, mtime: float) -> None:
+        """A version of the file that a writer in this process saved (a sync's sheet endpoint), as read back.
+
+        It is diffed now, like a read of the file: the source may not read the
+        file before it changes again, and a change made over that version (a row
+        the sync added, deleted at once by a person) would then not be seen.
+        """
+        if self._ctx is None or self._watch is None:
+            return  # not open: the next open diffs the file against the committed snapshot anyway
+        changes = diff(self._snapshot, records.rows, keep={r.key for r in records.rejects})
+        self._publish(table, records)
+        self._queue_changes(records, changes, mtime, table.digest)
 
     def _load(self, snapshot: dict[Key, Row]) -> tuple[Table, Records, list[Change]]:
         """Parse, type and diff, in a worker thread (a large sheet takes a second or more)."""

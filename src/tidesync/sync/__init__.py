@@ -9,7 +9,8 @@ Modules, from pure to I/O:
 - ``outcome``: the outcome of the writes applied to the record state (pure);
 - ``mapping``: side rows <-> canonical records (field mapping, per-direction transforms, keys, record ids);
 - ``endpoint`` / ``sql`` / ``memory``: conditional writes (SQLAlchemy Core for Postgres, MariaDB, SQLite;
-  in-memory tables and change feeds for tests);
+  in-memory tables and change feeds for tests); a csv/xlsx file side's endpoint is
+  ``tidesync.sheets.endpoint.SheetEndpoint`` (read, compare and replace the file per call);
 - ``writes``: decisions -> endpoint ops -> results;
 - ``bookkeeping`` / ``store_layout`` / ``resolve``: review queue, history, rule overrides, resolutions
   (staged for the commit / their state-store keys and entries / applying a person's resolution);

@@ -6,12 +6,19 @@ the source's ``dsn``, or ``sqlite:///<path>`` for a SQLite source). On
 Postgres the endpoint writes under the replication origin
 ``tidesync_<sync>_<side>``, and that side's change events carrying it are
 known as the sync's own.
+
+A side whose source is a spreadsheet file (``type: csv`` / ``type: xlsx``)
+writes that file through a :class:`~tidesync.sheets.endpoint.SheetEndpoint`
+on the source's path, sheet and column types: no ``dsn``, no origin (its
+echoes are known by the ledger of values written, as on MariaDB). An xlsx
+side's sheet is the source's ``sheet:``, else the side's ``table:``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tidesync.config import SyncSpec
@@ -20,10 +27,18 @@ from tidesync.registry import REGISTRY
 from tidesync.retry import RetryPolicy
 from tidesync.state.store import StateStore
 from tidesync.sync import decisions, pairing
+from tidesync.sync.endpoint import Endpoint
 from tidesync.sync.mapping import FieldMap, side_specs
 from tidesync.sync.processor import SyncProcessor
 from tidesync.sync.runner import ReadPolicy, SyncRunner
 from tidesync.sync.sql import SqlEndpoint
+
+SHEET_TYPES = ("csv", "xlsx")
+
+
+def is_sheet(source: Any) -> bool:
+    """A side whose source is a spreadsheet file: its endpoint writes the file, not a database."""
+    return getattr(source, "type", None) in SHEET_TYPES
 
 
 def origin_name(sync: str, side: str) -> str:
@@ -31,6 +46,8 @@ def origin_name(sync: str, side: str) -> str:
 
 
 def side_dsn(side_cfg: Any, source: Any) -> str:
+    if is_sheet(source):
+        raise ConfigError(f"a sync side on a {source.type} source writes its file, not a database: it has no dsn")
     if side_cfg.dsn:
         return str(side_cfg.dsn)
     dsn = getattr(source, "dsn", None)
@@ -46,6 +63,8 @@ def side_entity(side_cfg: Any, source: Any) -> str:
     """The entity name the side's source gives the table's change events."""
     if side_cfg.entity:
         return str(side_cfg.entity)
+    if is_sheet(source):
+        return str(source.entity or Path(source.path).stem)
     table = side_cfg.table
     if source.type == "postgres":
         return table if "." in table else f"public.{table}"
@@ -63,7 +82,7 @@ def is_postgres(dsn: str) -> bool:
 class SyncParts:
     spec: SyncSpec
     fmap: FieldMap
-    endpoints: dict[str, SqlEndpoint]
+    endpoints: dict[str, Endpoint]
     origins: dict[str, str | None]
     policy: decisions.Policy
     match: pairing.Match | None
@@ -92,9 +111,16 @@ def build_parts(spec: SyncSpec) -> SyncParts:
     cfg = spec.config
     sources = {"a": spec.a_source, "b": spec.b_source}
     sides = {"a": cfg.a, "b": cfg.b}
-    dsns = {s: side_dsn(sides[s], sources[s]) for s in ("a", "b")}
-    origins = {s: (origin_name(cfg.name, s) if is_postgres(dsns[s]) else None) for s in ("a", "b")}
-    endpoints = {s: SqlEndpoint(dsns[s], sides[s].table, sides[s].key, origin=origins[s]) for s in ("a", "b")}
+    origins: dict[str, str | None] = {}
+    endpoints: dict[str, Endpoint] = {}
+    for s in ("a", "b"):
+        if is_sheet(sources[s]):
+            origins[s] = None
+            endpoints[s] = sheet_endpoint(sides[s], sources[s])
+            continue
+        dsn = side_dsn(sides[s], sources[s])
+        origins[s] = origin_name(cfg.name, s) if is_postgres(dsn) else None
+        endpoints[s] = SqlEndpoint(dsn, str(sides[s].table), sides[s].key, origin=origins[s])
     a, b = side_specs(cfg.fields, cfg.a, cfg.b, [side_entity(sides[s], sources[s]) for s in ("a", "b")])
     fmap = FieldMap(
         a,
@@ -110,7 +136,22 @@ def build_parts(spec: SyncSpec) -> SyncParts:
     return SyncParts(spec, fmap, endpoints, origins, decisions.Policy(cfg.rule_set(), cfg.deletes), match)
 
 
-def side_source_config(source: Any) -> Any:
+def side_sheet(side_cfg: Any, source: Any) -> str | None:
+    """The sheet an xlsx side reads and writes: the source's ``sheet:``, else the side's ``table:``; None for
+    csv (one sheet) or when neither names one (the first sheet)."""
+    if source.type != "xlsx":
+        return None
+    name = source.sheet or side_cfg.table
+    return str(name) if name else None
+
+
+def sheet_endpoint(side_cfg: Any, source: Any) -> Endpoint:
+    from tidesync.sheets.endpoint import SheetEndpoint
+
+    return SheetEndpoint(source, side_cfg.key, sheet=side_sheet(side_cfg, source))
+
+
+def side_source_config(source: Any, side_cfg: Any = None) -> Any:
     """A side's source config as the sync runs it.
 
     A Postgres side keeps no row shadow (``shadow: off``) unless its config
@@ -122,6 +163,10 @@ def side_source_config(source: Any) -> Any:
     """
     if getattr(source, "type", None) == "postgres" and "shadow" not in source.model_fields_set:
         return source.model_copy(update={"shadow": "off"})
+    if side_cfg is not None and is_sheet(source) and not source.sheet:
+        sheet = side_sheet(side_cfg, source)
+        if sheet:  # named by the side's ``table:``: the source reads the sheet the endpoint writes
+            return source.model_copy(update={"sheet": sheet})
     return source
 
 
@@ -129,9 +174,12 @@ def build_sync(spec: SyncSpec, state: StateStore) -> SyncRunner:
     cfg = spec.config
     parts = build_parts(spec)
     sources = {
-        side: REGISTRY.get("source", src.type).build(side_source_config(src))  # type: ignore[attr-defined]
-        for side, src in (("a", spec.a_source), ("b", spec.b_source))
+        side: REGISTRY.get("source", src.type).build(side_source_config(src, side_cfg))  # type: ignore[attr-defined]
+        for side, src, side_cfg in (("a", spec.a_source, cfg.a), ("b", spec.b_source, cfg.b))
     }
+    for side, src in (("a", spec.a_source), ("b", spec.b_source)):
+        if is_sheet(src):  # the source diffs every version of the file the endpoint saves (see sheets.endpoint)
+            parts.endpoints[side].listener = sources[side].observe  # type: ignore[attr-defined]
 
     async def pair(proc: SyncProcessor) -> None:
         await pairing.go_live(proc, parts.match)

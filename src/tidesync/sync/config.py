@@ -27,6 +27,10 @@
           b_to_a: [{cast: {tags: json}}]   # B's values into canonical (A's) form
           a_to_b: [{cast: {tags: string}}]
 
+A side may be a spreadsheet file: ``b: {source: {type: xlsx, path: stock.xlsx,
+key: [id]}, table: Items, key: [id]}`` (no ``dsn``; ``table`` names the xlsx
+sheet, left out for csv; shared keys required; see :mod:`tidesync.sheets.endpoint`).
+
 Canonical names are A's. When A's key columns map onto B's key columns the
 sides share keys (records are created with the same key); otherwise each side
 generates its own and an ID map joins them.
@@ -73,13 +77,52 @@ def _names(value: Any) -> Any:
 Names = Annotated[list[str], BeforeValidator(_names)]
 
 
+SHEET_SOURCES = ("csv", "xlsx")
+
+
 class SyncSide(_Strict):
+    """One side. A spreadsheet file side (source ``type: csv`` / ``xlsx``) writes that file: no ``dsn:``;
+    ``table:`` names the xlsx sheet (or the source's ``sheet:`` does) and is left out for csv; the source's
+    ``key:`` is the side's."""
+
     source: dict[str, Any] = Field(description="any source: where this side's changes come from")
-    table: str = Field(min_length=1, description="the table writes go to (schema.table or table)")
-    dsn: str | None = Field(None, description="database for writes (default: the source's dsn or path)")
+    table: str | None = Field(
+        None,
+        min_length=1,
+        description="the table writes go to (schema.table or table); xlsx side: the sheet; csv side: left out",
+    )
+    dsn: str | None = Field(
+        None, description="database for writes (default: the source's dsn or path); none on a csv/xlsx side"
+    )
     entity: str | None = Field(None, description="entity name of this table's change events (default: derived)")
     key: Names = Field(min_length=1, description="key columns, in the source's key order")
     timestamp: str | None = Field(None, description="per-row modification time column (initial pairing with lww)")
+
+    @property
+    def is_sheet(self) -> bool:
+        return self.source.get("type") in SHEET_SOURCES
+
+    @model_validator(mode="after")
+    def _shape(self) -> SyncSide:
+        kind = self.source.get("type")
+        if not self.is_sheet:
+            if self.table is None:
+                raise ValueError("table: the table writes go to is required")
+            return self
+        if self.dsn is not None:
+            raise ValueError(f"dsn: a {kind} side writes its file (the source's path), not a database: remove dsn:")
+        if kind == "csv" and self.table is not None:
+            raise ValueError("table: a csv file has one sheet: leave table: out")
+        sheet = self.source.get("sheet")
+        if kind == "xlsx" and self.table is not None and sheet is not None and sheet != self.table:
+            raise ValueError(f"table: {self.table!r} names the sheet, and the source reads sheet {sheet!r}: use one")
+        source_key = _names(self.source.get("key"))
+        if source_key is None or list(source_key) != list(self.key):
+            raise ValueError(
+                f"key: a {kind} side needs the source's key: to be the side's key ({self.key}); "
+                f"the source has {source_key}"
+            )
+        return self
 
 
 class MatchConfig(_Strict):
@@ -172,6 +215,12 @@ class SyncConfig(_Strict):
             raise ValueError(
                 "keys: map every key column of A onto B's key columns (shared keys), or none of them "
                 "(each side generates its own keys and an ID map joins them)"
+            )
+        sheet = [s for s, side in (("a", self.a), ("b", self.b)) if side.is_sheet]
+        if sheet and not self.shared_keys:
+            raise ValueError(
+                f"keys: side {sheet[0]} is a spreadsheet, which makes no keys: map the key columns onto each "
+                "other (shared keys)"
             )
         if self.match is not None and self.shared_keys:
             raise ValueError(
