@@ -7,8 +7,9 @@ PyMySQL error is translated here (:func:`translate`), the one boundary for them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 import pymysql.cursors
@@ -33,6 +34,17 @@ def translate(exc: BaseException, doing: str) -> SourceError:
     if isinstance(exc, (OSError, EOFError)) or code in _TRANSIENT or isinstance(exc, pymysql.err.InterfaceError):
         return SourceTransientError(f"{doing}: {exc}")
     return SourceError(f"{doing}: {exc}")
+
+
+T = TypeVar("T")
+
+
+def guarded(doing: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with its PyMySQL and socket errors translated (a server going down mid-query is transient)."""
+    try:
+        return fn(*args)
+    except (pymysql.err.MySQLError, OSError, EOFError) as exc:
+        raise translate(exc, doing) from exc
 
 
 def connect(args: dict[str, Any], *, autocommit: bool = True) -> pymysql.connections.Connection[Any]:
@@ -88,6 +100,13 @@ def binlog_end(conn: pymysql.connections.Connection[Any]) -> tuple[str, int]:
     if not rows:
         raise SourceError("the server writes no binlog (SHOW MASTER STATUS is empty): set log_bin and restart it")
     return str(rows[0][0]), int(rows[0][1])
+
+
+def gtid_states(conn: pymysql.connections.Connection[Any], oldest_file: str) -> tuple[str, str]:
+    """MariaDB: the last GTID written per domain (``@@gtid_binlog_pos``), and the GTID state where the oldest
+    binlog file still on the server starts (what a GTID resume can reach back to)."""
+    rows = query(conn, "SELECT @@GLOBAL.gtid_binlog_pos, BINLOG_GTID_POS(%s, 4)", (oldest_file,))
+    return str(rows[0][0] or ""), str(rows[0][1] or "")
 
 
 def json_columns(conn: pymysql.connections.Connection[Any], database: str, table: str) -> frozenset[str]:

@@ -120,7 +120,9 @@ class SnapshotReader:
     async def next_chunk(self, limit: int) -> Chunk | None:
         """The next up to ``min(limit, chunk_size)`` rows in key order, or None when every table is read."""
         while self._table < len(self.tables):
-            rows = await asyncio.to_thread(self._fetch, min(limit, self.chunk_size))
+            rows = await asyncio.to_thread(
+                server.guarded, "reading the snapshot", self._fetch, min(limit, self.chunk_size)
+            )
             if rows:
                 return self._chunk_of(rows)
             self._table += 1

@@ -6,7 +6,9 @@ Lifecycle:
   binlog_row_image=FULL, binlog_row_metadata=FULL) and the tables (each needs a
   primary key), publishes each table's schema, then either starts (or resumes) the
   initial snapshot, or starts the binlog stream after ``after``. A checkpoint
-  whose binlog file the server no longer has is a :class:`BinlogGone`: the source
+  whose binlog file the server no longer has resumes by its GTID when it can
+  (MariaDB, one GTID domain, the server's binlog still reaching back to it:
+  ``positions.resume_by_gtid``); otherwise it is a :class:`BinlogGone`: the source
   never skips ahead silently; the fix is a new snapshot.
 - ``read`` returns snapshot chunks first, then streamed changes (``stream.py``);
   every batch carries a position the stream can resume after, also one that ends
@@ -14,8 +16,9 @@ Lifecycle:
 - ``commit(position)`` records snapshot progress in the state store (kv namespace
   ``mariadb-source``). The binlog needs no acknowledgement: the server keeps files
   for ``binlog_expire_logs_seconds`` whatever replicas read.
-- A lost connection makes ``read`` raise :class:`SourceTransientError`; the engine
-  reopens the source after the last position it read.
+- A lost connection (the server restarted, the network dropped) makes ``read`` raise
+  :class:`SourceTransientError`; the engine reopens the source after the last position
+  it read (retrying while the server is down), which resumes by file and offset.
 
 Schema changes: a new shape of a captured table (ALTER TABLE ADD/DROP/RENAME/MODIFY
 COLUMN, seen in the binlog's table maps) is published into the pipeline's schema
@@ -38,7 +41,7 @@ from tidesync.event import Batch, ChangeEvent, Position
 from tidesync.protocols import Context
 from tidesync.sources.mariadb import server
 from tidesync.sources.mariadb.config import MariadbSourceConfig
-from tidesync.sources.mariadb.positions import Resume, describe, is_snapshot, resume_after
+from tidesync.sources.mariadb.positions import Resume, describe, is_snapshot, resume_after, resume_by_gtid
 from tidesync.sources.mariadb.records import Boundary, Record, Rejected, Shape
 from tidesync.sources.mariadb.snapshot import SnapshotPlan, SnapshotReader
 from tidesync.sources.mariadb.stream import BinlogReader
@@ -87,7 +90,9 @@ class MariadbSource:
         args = cfg.connect_args()
         conn = await asyncio.to_thread(server.connect, args)
         try:
-            facts, files, shapes, end = await asyncio.to_thread(self._inspect, conn)
+            facts, files, shapes, end = await asyncio.to_thread(
+                server.guarded, "inspecting the server", self._inspect, conn
+            )
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(conn.close)
@@ -114,9 +119,34 @@ class MariadbSource:
             await self._begin_snapshot(fresh=False)
             return
         resume = resume_after(after, files)
+        if resume is None and self._mariadb and files:
+            resume = await self._by_gtid(args, after, files[0])
         if resume is None:
             raise self._gone(after, f"file #{after[0]}", files)
         await self._start_stream(resume)
+
+    async def _by_gtid(self, args: dict[str, Any], after: Position, oldest: str) -> Resume | None:
+        """The checkpoint's file is gone: resume by its GTID when the server still has it (``positions.py``)."""
+        conn = await asyncio.to_thread(server.connect, args)
+        try:
+            state, reach = await asyncio.to_thread(
+                server.guarded, "reading the server's GTID state", server.gtid_states, conn, oldest
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(conn.close)
+        resume = resume_by_gtid(after, state, reach)
+        if resume is not None:
+            log.warning(
+                "the checkpoint's binlog (%s) is no longer on the server; resuming by GTID from %s "
+                "(server at %s, oldest binlog %s starts after %s)",
+                describe(after),
+                resume.gtid,
+                state,
+                oldest,
+                reach or "nothing",
+            )
+        return resume
 
     def _inspect(self, conn: Any) -> tuple[server.ServerFacts, list[str], list[TableShape], tuple[str, int]]:
         facts = server.server_facts(conn)

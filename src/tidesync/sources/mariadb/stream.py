@@ -12,6 +12,15 @@ Records (``records.py``) come out in binlog order. DDL query events only invalid
 the cache of which columns hold JSON (MariaDB's JSON is a LONGTEXT; only
 ``information_schema`` says so); the table maps carry the columns themselves.
 
+Where it starts: a file and offset (both servers), or, when the checkpoint's file is gone, a
+MariaDB GTID state (the decoder's MariaDB GTID mode; the server then names the file it
+streams from in its first rotate event, and positions are file and offset again).
+
+A lost stream connection (a server restart, a killed dump thread) ends the thread with a
+transient error: the decoder's own reconnect is refused, as it would resume at the last
+event it saw (inside a transaction) or, by GTID, at the state it started from; the source
+is reopened after the last position the pipeline read instead.
+
 Stopping: :meth:`BinlogReader.stop` sets a flag that the thread checks at every event,
 server heartbeats included, and shuts the socket down so a blocked read returns at once.
 """
@@ -44,7 +53,7 @@ from pymysqlreplication.row_event import (  # type: ignore[import-untyped]
 from tidesync.errors import SourceError
 from tidesync.sources.blocking import ReaderThread
 from tidesync.sources.mariadb import server
-from tidesync.sources.mariadb.positions import Resume, boundary_position, file_seq, row_position
+from tidesync.sources.mariadb.positions import Resume, boundary_position, file_seq, row_position, within
 from tidesync.sources.mariadb.records import Boundary, Record, RecordMaker, Shape
 from tidesync.sources.mariadb.tables import TableShape, entity_name
 
@@ -106,6 +115,7 @@ class BinlogReader:
             translate=lambda exc: server.translate(exc, "reading the binlog"),
         )
         self._ctl: pymysql.connections.Connection[Any] | None = None
+        self._streams = 0  # stream connections opened: the first only (see the module's docstring)
         self.maker = RecordMaker(self.tables, shapes, zero_dates, self._json_columns)
 
     # --- asyncio side -----------------------------------------------------
@@ -154,22 +164,26 @@ class BinlogReader:
     def _run(self) -> None:
         try:
             self._ctl = server.connect(self.args)
+            by_gtid = self.resume.gtid is not None
+            where: dict[str, Any] = (
+                # The decoder's MariaDB mode starts by GTID state (slave_connect_state, strict mode).
+                {"is_mariadb": True, "auto_position": self.resume.gtid}
+                if by_gtid
+                # file+offset needs the classic dump request, which MariaDB serves too, with its GTID events.
+                else {"is_mariadb": False, "log_file": self.resume.file, "log_pos": self.resume.offset}
+            )
             self._stream = BinLogStreamReader(
                 connection_settings=self._settings(),
                 server_id=self.server_id,
                 blocking=True,
                 resume_stream=True,
-                log_file=self.resume.file,
-                log_pos=self.resume.offset,
                 only_events=_EVENTS,
                 only_schemas=sorted({db for db, _ in self.tables}),
                 only_tables=sorted({t for _, t in self.tables}),
-                # The decoder's MariaDB mode always starts by GTID state (from the first file when there is
-                # none); file+offset needs the classic dump request, which MariaDB serves too, with its GTID events.
-                is_mariadb=False,
                 slave_heartbeat=self.heartbeat,
                 enable_logging=False,
                 pymysql_wrapper=self._connect,
+                **where,
             )
             self._reader.mark_started()
             self._loop_events(self._stream)
@@ -196,6 +210,10 @@ class BinlogReader:
             raise pymysql.err.InterfaceError(0, "the binlog reader is stopping")
         if "db" in kwargs:  # the decoder names its control connection's database by PyMySQL's deprecated key
             kwargs["database"] = kwargs.pop("db")
+            return pymysql.connect(**kwargs)
+        if self._streams:  # the stream was lost: not resumed here (see the module's docstring)
+            raise pymysql.err.OperationalError(2013, "lost the binlog stream connection; the source reopens")
+        self._streams += 1
         return pymysql.connect(**kwargs)
 
     def _loop_events(self, stream: BinLogStreamReader) -> None:
@@ -203,20 +221,34 @@ class BinlogReader:
         gtid = ""
         tx_offset = -1
         index = -1
-        seq = self.resume.seq
+        by_gtid = self.resume.gtid is not None
+        seq = 0 if by_gtid else self.resume.seq
         after = self.resume.after
-        skip_seq, skip_offset = self.resume.seq, self.resume.offset
+        skip_seq, skip_offset = (-1, -1) if by_gtid else (self.resume.seq, self.resume.offset)
+        # by GTID from inside a transaction: the first transaction sent must be the checkpoint's
+        check_first = by_gtid and after is not None and int(after[2]) >= 0
         pending: dict[str, TableShape] = {}  # new shapes, announced with the first row that has them
         maker = self.maker
         reader = self._reader
         for ev in stream:
             if reader.stopping:
                 return
+            if stream.log_file is None:  # by GTID, before the server's first rotate event names the file
+                continue
             seq = file_seq(stream.log_file)
             if isinstance(ev, (MariadbGtidEvent, GtidEvent)):
                 tx_offset = _start(ev)
                 gtid = str(ev.gtid)
                 index = -1
+                if check_first:
+                    check_first = False
+                    assert after is not None
+                    if gtid != after[3]:
+                        raise SourceError(
+                            f"resumed by GTID from {self.resume.gtid} to read transaction {after[3]} again, "
+                            f"but the server sent {gtid} first: the checkpoint's transaction cannot be found; "
+                            "re-snapshot (reset the pipeline's checkpoint)"
+                        )
             elif isinstance(ev, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)):
                 shape = maker.shapes.get(entity_name(ev.schema, ev.table))
                 if shape is None or (ev.schema, ev.table) not in self.tables:
@@ -225,10 +257,14 @@ class BinlogReader:
                     index += 1
                     at = row_position(seq, tx_offset, index, gtid)
                     records = maker.events(shape, ev, before, after_image, zero, at)
-                    if after is not None and seq == skip_seq and tx_offset == skip_offset:
+                    if after is not None and (
+                        gtid == after[3] if by_gtid else (seq == skip_seq and tx_offset == skip_offset)
+                    ):
                         # handed out before the checkpoint this reader resumed after (a key change
                         # gives two events for one row: the checkpoint may fall between them)
-                        records = [r for r in records if not isinstance(r, Shape) and r.position > after]
+                        records = [
+                            r for r in records if not isinstance(r, Shape) and within(r.position) > within(after)
+                        ]
                         if not records:
                             continue
                     announced = pending.pop(shape.entity, None)
@@ -238,7 +274,7 @@ class BinlogReader:
                 if len(chunk) >= self.chunk_size:
                     chunk = self._push(chunk)
             elif isinstance(ev, XidEvent):
-                chunk.append(Boundary(boundary_position(seq, ev.packet.log_pos)))
+                chunk.append(Boundary(boundary_position(seq, ev.packet.log_pos, gtid)))
                 chunk = self._push(chunk)
                 tx_offset, gtid, index = -1, "", -1
             elif isinstance(ev, QueryEvent):
@@ -250,7 +286,7 @@ class BinlogReader:
                 if text.upper() != "COMMIT":
                     maker.forget_json()
                     log.debug("DDL at binlog file #%s: %s", seq, text[:200])
-                chunk.append(Boundary(boundary_position(seq, ev.packet.log_pos)))
+                chunk.append(Boundary(boundary_position(seq, ev.packet.log_pos, gtid)))
                 chunk = self._push(chunk)
                 tx_offset, gtid, index = -1, "", -1
             elif isinstance(ev, TableMapEvent):
