@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import io
 
 import openpyxl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tidesync.sheets.read import Unreadable, parse
+from tidesync.sheets.csv_records import CsvRows, split_records
+from tidesync.sheets.read import Unreadable, _with_delimiter, parse
 
 
 def test_semicolons_quotes_and_a_byte_order_mark() -> None:
@@ -44,3 +48,42 @@ def test_not_a_workbook_a_missing_sheet_and_an_empty_file_are_unreadable() -> No
         parse(buf.getvalue()[:300], "xlsx", name="x")
     with pytest.raises(Unreadable, match="the file is empty"):
         parse(b"", "csv", name="x")
+
+
+# Pieces that stress the quote-free fast path and its hand-over to csv: quotes, line breaks of all kinds,
+# NULs, delimiters of every sniffable kind, backslashes (no escape character in Excel's dialect).
+_PIECES = st.sampled_from(["a", "b", ",", ";", "|", "\t", '"', '""', 'x"y', "\n", "\r", "\r\n", " ", "\0", "\\"])
+
+
+@given(st.lists(_PIECES, max_size=40).map("".join), st.sampled_from([",", ";", "|", "\t"]))
+def test_records_are_exactly_what_csv_reads(text: str, delimiter: str) -> None:
+    dialect = _with_delimiter(delimiter)
+    want = list(csv.reader(io.StringIO(text, newline=""), dialect))
+    records = split_records(text, dialect)
+    assert list(records) == want and len(records) == len(want)
+    assert [records[i] for i in range(-len(want), len(want))] == want + want
+
+
+@given(st.lists(_PIECES, max_size=30).map("".join))
+def test_a_field_over_csvs_size_limit_fails_as_csv_fails(text: str) -> None:
+    dialect = _with_delimiter(",")
+    limit = csv.field_size_limit(3)
+    try:
+        try:
+            want: object = list(csv.reader(io.StringIO(text, newline=""), dialect))
+        except csv.Error as exc:
+            want = str(exc)
+        try:
+            got: object = list(split_records(text, dialect))
+        except csv.Error as exc:
+            got = str(exc)
+    finally:
+        csv.field_size_limit(limit)
+    assert got == want
+
+
+def test_quote_free_records_are_kept_as_their_text_and_quoted_ones_span_lines() -> None:
+    table = parse(b'id,note\r\n1,plain\r\n2,"two\nlines"\r\n3,\r\n', "csv", name="x")
+    assert isinstance(table.rows, CsvRows)
+    assert table.rows.texts == ["1,plain", '2,"two\nlines"\r\n', "3,"]
+    assert table.rows == [["1", "plain"], ["2", "two\nlines"], ["3", ""]]

@@ -7,6 +7,8 @@ from decimal import Decimal
 
 import pytest
 
+from tidesync.sheets.diff import diff
+from tidesync.sheets.read import parse
 from tidesync.sheets.table import Table, Typer, column_letter
 from tidesync.sheets.types import CellError, canonical, convert, from_csv, from_xlsx, to_text, to_xlsx
 
@@ -127,6 +129,40 @@ def test_unchanged_raw_rows_reuse_their_typed_row() -> None:
     a, b = typer.records(t1).rows, typer.records(t2).rows
     assert a[(2,)] is b[(2,)]
     assert a[(1,)] is not b[(1,)] and b[(1,)]["v"] is True
+
+
+def test_unchanged_csv_records_reuse_their_typed_row_and_edited_ones_are_typed_again() -> None:
+    typer = Typer(("id",), {})
+    a = typer.records(parse(b'id,v\n1,x\n2,"y"\n3,z\n', "csv", name="s")).rows
+    b = typer.records(parse(b'id,v\n1,x\n2,"y"\n3,7\n', "csv", name="s")).rows
+    assert a[(1,)] is b[(1,)] and a[(2,)] is b[(2,)]
+    assert a[(3,)] == {"id": 3, "v": "z"} and b[(3,)] == {"id": 3, "v": 7}
+    renamed = typer.records(parse(b'id,w\n1,x\n2,"y"\n3,7\n', "csv", name="s")).rows
+    assert renamed[(1,)] == {"id": 1, "w": "x"}  # the same cells under another header name another column
+
+
+def test_a_duplicate_csv_key_is_rejected_with_the_row_it_first_came_in_every_read() -> None:
+    typer = Typer(("id",), {})
+    for _ in range(2):  # the second read finds the rows again by their text
+        records = typer.records(parse(b"id,v\n1,a\n2,b\n1,c\n3,d\n2,b\n", "csv", name="s"))
+        assert list(records.rows) == [(1,), (2,), (3,)] and records.rows[(1,)]["v"] == "a"
+        assert [r.reason for r in records.rejects] == [
+            "s!A4: duplicate key [1] (first in row 2)",
+            "s!A6: duplicate key [2] (first in row 3)",
+        ]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_identical_rows_without_a_key_keep_their_keys_from_read_to_read(fmt: str) -> None:
+    typer = Typer(None, {})
+    table = (
+        parse(b"a,b\n1,x\n1,x\n2,y\n", "csv", name="s")
+        if fmt == "csv"
+        else Table("xlsx", "s", ("a", "b"), [[1.0, "x"], [1.0, "x"], [2.0, "y"]], 2, "d")
+    )
+    first, second = typer.records(table).rows, typer.records(table).rows
+    assert list(first) == list(second) and len(first) == 3
+    assert diff(first, second) == []
 
 
 def test_values_to_cells_and_keys_across_formats() -> None:

@@ -4,7 +4,9 @@ The file's bytes are read once, hashed, and parsed from memory, so the
 digest always describes exactly the content that was parsed.
 
 - csv: Excel's dialect, with the delimiter sniffed from the first 16 KiB
-  unless ``delimiter`` is given; a UTF-8 byte-order mark is dropped.
+  unless ``delimiter`` is given; a UTF-8 byte-order mark is dropped. Rows
+  are :class:`~.csv_records.CsvRows`: a record without quotes is kept as its
+  text and split only when asked for.
 - xlsx: python-calamine, the whole sheet from A1, so cell addresses are the
   sheet's own.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import gc
 import io
 from collections.abc import Iterator
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import xxhash
 
+from tidesync.sheets.csv_records import split_records
 from tidesync.sheets.table import Format, Table
 
 
@@ -70,13 +74,13 @@ def _csv(data: bytes, name: str, header_row: int, delimiter: str | None, encodin
         delimiter = sniff_delimiter(text)
     dialect = _with_delimiter(delimiter)
     try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), dialect))
+        records = split_records(text, dialect)
     except csv.Error as exc:
         raise Unreadable(f"not csv: {exc}") from None
-    if len(rows) < header_row:
+    if len(records) < header_row:
         raise Unreadable(f"no header in row {header_row}") if text else Unreadable("the file is empty")
-    header = tuple(h.strip() for h in rows[header_row - 1])
-    body = rows[header_row:]
+    header = tuple(h.strip() for h in records[header_row - 1])
+    body = records.tail(header_row)
     if body and _looks_cut(text, body[-1], len(header)):
         raise Unreadable("the last record is cut short (a file still being written)")
     return Table("csv", name, header, body, header_row + 1, digest)
@@ -89,8 +93,15 @@ def sniff_delimiter(text: str) -> str:
     (``doublequote`` false when a sample has no ``""``) would misread a later
     quoted quote, so quoting stays Excel's.
     """
+    return _sniff(text[:16384])
+
+
+@functools.lru_cache(maxsize=16)
+def _sniff(sample: str) -> str:
+    # The sniffer is a pure function of the sample, and slow: a file whose start did not change
+    # (the usual edit) gets the same answer without sniffing again.
     try:
-        return csv.Sniffer().sniff(text[:16384], delimiters=",;\t|").delimiter
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
     except csv.Error:
         return ","
 
