@@ -47,6 +47,11 @@ recognised as ``already`` when the write is repeated. A sheet has no
 types per column beyond what ``columns:`` declares: a text column whose
 values look like numbers should be declared ``text`` on the source.
 
+The comparison of ops with cells, and the reads by key, are
+:class:`GridSide`'s, which :class:`~.gsheets_endpoint.GSheetsEndpoint` (a Google
+sheet as a side) shares; only reading, writing and the cell form of a value
+(:meth:`GridSide.cell`) differ.
+
 Keys: a sheet never makes keys, so a sheet side needs shared keys (the sync
 gives every record its key); an insert without a key fails. A row whose key
 cells are empty is not a record; a duplicate key row is ignored after its
@@ -63,7 +68,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tidesync.errors import PermanentError, TransientError
 from tidesync.event import Key, Row
@@ -87,9 +92,10 @@ class _Moved(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _View:
-    """The file as read: typed records by key (sheet order) and every keyed row by key text."""
+    """The sheet as read: typed records by key (sheet order) and every keyed row by key text; ``sig`` names
+    the content read (a file's signature, a digest of a Google sheet's values)."""
 
-    sig: Signature
+    sig: Any
     sheet: str
     records: dict[Key, Row]
     by_text: dict[tuple[str, ...], Row]
@@ -110,7 +116,171 @@ def cell_value(value: Any, fmt: str) -> Any:
     return canonical(stored)
 
 
-class SheetEndpoint:
+class Cells(Protocol):
+    """What the op comparison edits: rows under a header, found by key (a file's :class:`~.grid.Grid`, or
+    :class:`~.gsheets_grid.GSheetsGrid` for a Google sheet); :meth:`GridSide._one` is written against this."""
+
+    header: list[str]
+    index: dict[tuple[str, ...], int]
+
+    def add_column(self, name: str) -> int: ...
+
+    def check(self, value: Any) -> Any: ...
+
+    def put(self, row: int, column: int, value: Any) -> None: ...
+
+    def append(self) -> int: ...
+
+    def remove(self, rows: set[int]) -> None: ...
+
+
+class GridSide:
+    """The part of a sheet side that is the same whatever stores the sheet: each op compared with the cells
+    as read (:meth:`_one`, into a :class:`Cells` copy), and the reads by key (:meth:`fetch`, :meth:`find`,
+    :meth:`scan`) over :meth:`_current`. Subclasses read and write: :class:`SheetEndpoint` (a file),
+    :class:`~.gsheets_endpoint.GSheetsEndpoint` (a Google sheet)."""
+
+    key: tuple[str, ...]
+    fmt: str
+    where: str
+
+    def cell(self, value: Any) -> Any:
+        """``value`` as a cell of this side stores it, in one comparable form (see :func:`cell_value`)."""
+        return cell_value(value, self.fmt)
+
+    def _view_of(self, sig: Any, table: Table, records: Records) -> _View:
+        by_text = {key_text(k): r for k, r in records.rows.items()}
+        for reject in records.rejects:  # a row with a bad cell is still there to compare and write
+            if len(reject.key) == len(self.key):
+                by_text.setdefault(key_text(reject.key), reject.cells)
+        return _View(sig, table.sheet, records.rows, by_text)
+
+    @staticmethod
+    def _changed(results: list[OpResult]) -> bool:
+        for r in results:
+            if r.columns:
+                if any(s == "ok" for s in r.columns.values()):
+                    return True
+            elif r.status == "ok":
+                return True
+        return False
+
+    def _same(self, x: Any, y: Any) -> bool:
+        return bool(self.cell(x) == self.cell(y))
+
+    def _one(self, grid: Cells, rows: dict[tuple[str, ...], Row], doomed: set[int], op: Op) -> OpResult:
+        if isinstance(op, UpdateOp):
+            return self._update(grid, rows, op)
+        if isinstance(op, InsertOp):
+            return self._insert(grid, rows, op)
+        return self._delete(grid, rows, doomed, op)
+
+    def _update(self, grid: Cells, rows: dict[tuple[str, ...], Row], op: UpdateOp) -> OpResult:
+        kt = key_text(op.key)
+        current = rows.get(kt)
+        at = grid.index.get(kt)
+        if current is None or at is None:
+            return OpResult("missing", {f.column: "missing" for f in op.fields})
+        status: dict[str, str] = {}
+        todo = []
+        for f in op.fields:
+            have = current.get(f.column)
+            if not f.conditional or self._same(have, f.expected):
+                todo.append(f)
+                status[f.column] = "ok"
+            else:
+                status[f.column] = "already" if self._same(have, f.value) else "conflict"
+        try:
+            cells = [(f.column, grid.check(f.value)) for f in todo]  # every value checked before any is written
+        except (ValueError, TypeError) as exc:
+            return OpResult("failed", {f.column: "failed" for f in op.fields}, error=f"{self.where}: {exc}")
+        row = dict(current)
+        for (column, cell), f in zip(cells, todo, strict=True):
+            grid.put(at, self._column(grid, column), cell)
+            row[column] = f.value
+        rows[kt] = row
+        return OpResult("ok", status)
+
+    def _insert(self, grid: Cells, rows: dict[tuple[str, ...], Row], op: InsertOp) -> OpResult:
+        if op.key is None:
+            return OpResult("failed", error=f"{self.where}: a sheet makes no keys (map the key columns: shared keys)")
+        kt = key_text(op.key)
+        if kt in grid.index:
+            return OpResult("exists", key=op.key, row=dict(rows.get(kt) or {}))
+        values = dict(op.row)
+        for k, v in zip(self.key, op.key, strict=True):
+            values.setdefault(k, v)
+        try:
+            cells = [(c, grid.check(v)) for c, v in values.items()]
+        except (ValueError, TypeError) as exc:
+            return OpResult("failed", error=f"{self.where}: {exc}")
+        columns = [(self._column(grid, c), cell) for c, cell in cells]
+        at = grid.append()
+        grid.index[kt] = at
+        for column, cell in columns:
+            grid.put(at, column, cell)
+        rows[kt] = values
+        return OpResult("ok", key=op.key)
+
+    def _delete(self, grid: Cells, rows: dict[tuple[str, ...], Row], doomed: set[int], op: DeleteOp) -> OpResult:
+        kt = key_text(op.key)
+        at = grid.index.get(kt)
+        if at is None:
+            return OpResult("missing")
+        current = rows.get(kt) or {}
+        if op.expected is not None and not all(self._same(current.get(c), v) for c, v in op.expected.items()):
+            return OpResult("conflict")
+        doomed.add(at)
+        del grid.index[kt]
+        rows.pop(kt, None)
+        return OpResult("ok")
+
+    @staticmethod
+    def _column(grid: Cells, name: str) -> int:
+        try:
+            return grid.header.index(name)
+        except ValueError:
+            return grid.add_column(name)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def _current(self) -> _View:
+        """The sheet as it is now (read under the side's lock)."""
+        raise NotImplementedError
+
+    async def fetch(self, keys: Sequence[Key]) -> dict[Key, Row]:
+        if not keys:
+            return {}
+        view = await self._current()
+        out: dict[Key, Row] = {}
+        for k in keys:
+            row = view.by_text.get(key_text(k))
+            if row is not None:
+                out[k] = dict(row)
+        return out
+
+    async def find(self, values: Mapping[str, Any], limit: int = 20) -> list[tuple[Key, Row]]:
+        """Rows holding ``values`` (compared as cells, see :func:`cell_value`); the lowest in the sheet first."""
+        view = await self._current()
+        out: list[tuple[Key, Row]] = []
+        for key, row in reversed(view.records.items()):
+            if all(self._same(row.get(c), v) for c, v in values.items()):
+                out.append((key, dict(row)))
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def scan(self, page_size: int = 5000) -> list[Row]:
+        view = await self._current()
+        rows = [dict(r) for r in view.records.values()]
+        try:
+            rows.sort(key=lambda r: tuple(r[k] for k in self.key))
+        except TypeError:  # keys of mixed types: their text order
+            rows.sort(key=lambda r: key_text(r[k] for k in self.key))
+        return rows
+
+
+class SheetEndpoint(GridSide):
     """One sheet of one csv or xlsx file, read and written as a sync side; see the module docstring."""
 
     def __init__(self, config: SheetSourceConfig, key: Sequence[str], *, sheet: str | None = None) -> None:
@@ -161,7 +331,7 @@ class SheetEndpoint:
         try:
             table = parse(
                 read_bytes(path),
-                self.fmt,
+                self.config.type,
                 name=self.path.stem,
                 sheet=self.sheet,
                 header_row=self.config.header_row,
@@ -173,13 +343,6 @@ class SheetEndpoint:
             raise TransientError(f"{self.where}: {exc}") from None
         except HeaderError as exc:
             raise PermanentError(f"{self.where}: {exc}") from None
-
-    def _view_of(self, sig: Signature, table: Table, records: Records) -> _View:
-        by_text = {key_text(k): r for k, r in records.rows.items()}
-        for reject in records.rejects:  # a row with a bad cell is still there to compare and write
-            if len(reject.key) == len(self.key):
-                by_text.setdefault(key_text(reject.key), reject.cells)
-        return _View(sig, table.sheet, records.rows, by_text)
 
     def _read_settled(self) -> _View:
         for _ in range(ATTEMPTS):
@@ -284,126 +447,6 @@ class SheetEndpoint:
             self._view = self._view_of(sig, table, records)
         return table, records, mtime
 
-    @staticmethod
-    def _changed(results: list[OpResult]) -> bool:
-        for r in results:
-            if r.columns:
-                if any(s == "ok" for s in r.columns.values()):
-                    return True
-            elif r.status == "ok":
-                return True
-        return False
-
-    def _same(self, x: Any, y: Any) -> bool:
-        return bool(cell_value(x, self.fmt) == cell_value(y, self.fmt))
-
-    def _one(self, grid: Grid, rows: dict[tuple[str, ...], Row], doomed: set[int], op: Op) -> OpResult:
-        if isinstance(op, UpdateOp):
-            return self._update(grid, rows, op)
-        if isinstance(op, InsertOp):
-            return self._insert(grid, rows, op)
-        return self._delete(grid, rows, doomed, op)
-
-    def _update(self, grid: Grid, rows: dict[tuple[str, ...], Row], op: UpdateOp) -> OpResult:
-        kt = key_text(op.key)
-        current = rows.get(kt)
-        at = grid.index.get(kt)
-        if current is None or at is None:
-            return OpResult("missing", {f.column: "missing" for f in op.fields})
-        status: dict[str, str] = {}
-        todo = []
-        for f in op.fields:
-            have = current.get(f.column)
-            if not f.conditional or self._same(have, f.expected):
-                todo.append(f)
-                status[f.column] = "ok"
-            else:
-                status[f.column] = "already" if self._same(have, f.value) else "conflict"
-        try:
-            cells = [(f.column, grid.check(f.value)) for f in todo]  # every value checked before any is written
-        except (ValueError, TypeError) as exc:
-            return OpResult("failed", {f.column: "failed" for f in op.fields}, error=f"{self.where}: {exc}")
-        row = dict(current)
-        for (column, cell), f in zip(cells, todo, strict=True):
-            grid.put(at, self._column(grid, column), cell)
-            row[column] = f.value
-        rows[kt] = row
-        return OpResult("ok", status)
-
-    def _insert(self, grid: Grid, rows: dict[tuple[str, ...], Row], op: InsertOp) -> OpResult:
-        if op.key is None:
-            return OpResult("failed", error=f"{self.where}: a sheet makes no keys (map the key columns: shared keys)")
-        kt = key_text(op.key)
-        if kt in grid.index:
-            return OpResult("exists", key=op.key, row=dict(rows.get(kt) or {}))
-        values = dict(op.row)
-        for k, v in zip(self.key, op.key, strict=True):
-            values.setdefault(k, v)
-        try:
-            cells = [(c, grid.check(v)) for c, v in values.items()]
-        except (ValueError, TypeError) as exc:
-            return OpResult("failed", error=f"{self.where}: {exc}")
-        columns = [(self._column(grid, c), cell) for c, cell in cells]
-        at = grid.append()
-        grid.index[kt] = at
-        for column, cell in columns:
-            grid.put(at, column, cell)
-        rows[kt] = values
-        return OpResult("ok", key=op.key)
-
-    def _delete(self, grid: Grid, rows: dict[tuple[str, ...], Row], doomed: set[int], op: DeleteOp) -> OpResult:
-        kt = key_text(op.key)
-        at = grid.index.get(kt)
-        if at is None:
-            return OpResult("missing")
-        current = rows.get(kt) or {}
-        if op.expected is not None and not all(self._same(current.get(c), v) for c, v in op.expected.items()):
-            return OpResult("conflict")
-        doomed.add(at)
-        del grid.index[kt]
-        rows.pop(kt, None)
-        return OpResult("ok")
-
-    @staticmethod
-    def _column(grid: Grid, name: str) -> int:
-        try:
-            return grid.header.index(name)
-        except ValueError:
-            return grid.add_column(name)
-
-    # --- reads ------------------------------------------------------------------------------
-
     async def _current(self) -> _View:
         async with self._lock:
             return await asyncio.to_thread(self._read_settled)
-
-    async def fetch(self, keys: Sequence[Key]) -> dict[Key, Row]:
-        if not keys:
-            return {}
-        view = await self._current()
-        out: dict[Key, Row] = {}
-        for k in keys:
-            row = view.by_text.get(key_text(k))
-            if row is not None:
-                out[k] = dict(row)
-        return out
-
-    async def find(self, values: Mapping[str, Any], limit: int = 20) -> list[tuple[Key, Row]]:
-        """Rows holding ``values`` (compared as cells, see :func:`cell_value`); the lowest in the sheet first."""
-        view = await self._current()
-        out: list[tuple[Key, Row]] = []
-        for key, row in reversed(view.records.items()):
-            if all(self._same(row.get(c), v) for c, v in values.items()):
-                out.append((key, dict(row)))
-                if len(out) >= limit:
-                    break
-        return out
-
-    async def scan(self, page_size: int = 5000) -> list[Row]:
-        view = await self._current()
-        rows = [dict(r) for r in view.records.values()]
-        try:
-            rows.sort(key=lambda r: tuple(r[k] for k in self.key))
-        except TypeError:  # keys of mixed types: their text order
-            rows.sort(key=lambda r: key_text(r[k] for k in self.key))
-        return rows

@@ -99,6 +99,9 @@ class GSheetsSource(SheetSource):
         self.api: SheetsApi | None = None
         self._revision: tuple[str, str] | None = None
         self._pace: _Pace | None = None
+        # Held around each check-read-diff; a sync endpoint writing this sheet holds it around each write call,
+        # whose result it hands to observe(): the two never interleave (see sheets.gsheets_endpoint).
+        self.gate = asyncio.Lock()
 
     async def open(self, ctx: Context, after: Position | None) -> None:
         c = self.gconfig
@@ -125,6 +128,11 @@ class GSheetsSource(SheetSource):
         if clock.monotonic() < self._pace.next_check:
             return False
         self._pace.next_check = clock.monotonic() + self.gconfig.poll_interval
+        async with self.gate:
+            return await self._check()
+
+    async def _check(self) -> bool:
+        assert self._ctx is not None and self.api is not None
         revision = await self.api.revision()
         if revision == self._revision:
             return False
@@ -139,7 +147,7 @@ class GSheetsSource(SheetSource):
         self.reads += 1
         self._revision = revision
         self._publish(table, records)
-        self._queue_changes(records, changes, _seconds(revision[1], clock.time()), digest)
+        self._queue_changes(records, changes, _seconds(revision[1], self._ctx.clock.time()), digest)
         return bool(self._queue or self._memo_delete)
 
     def _diff(self, values: list[list[Any]], digest: str) -> tuple[Table, Records, list[Change]]:

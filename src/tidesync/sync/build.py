@@ -11,7 +11,14 @@ A side whose source is a spreadsheet file (``type: csv`` / ``type: xlsx``)
 writes that file through a :class:`~tidesync.sheets.endpoint.SheetEndpoint`
 on the source's path, sheet and column types: no ``dsn``, no origin (its
 echoes are known by the ledger of values written, as on MariaDB). An xlsx
-side's sheet is the source's ``sheet:``, else the side's ``table:``.
+side's sheet is the source's ``sheet:``, else the side's ``table:``. A Google
+sheet side (``type: gsheets``) writes through a
+:class:`~tidesync.sheets.gsheets_endpoint.GSheetsEndpoint` on the source's
+spreadsheet, sheet (the side's ``table:`` fills the source's ``sheet:``, see
+:class:`~tidesync.sync.config.SyncSide`), credentials and column types.
+Every sheet side's endpoint hands the versions it wrote to the side's source
+(``observe``); a Google sheet's endpoint also takes turns with that source
+(its ``gate``).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from tidesync.sync.processor import SyncProcessor
 from tidesync.sync.runner import ReadPolicy, SyncRunner
 from tidesync.sync.sql import SqlEndpoint
 
-SHEET_TYPES = ("csv", "xlsx")
+SHEET_TYPES = ("csv", "xlsx", "gsheets")
 
 
 def is_sheet(source: Any) -> bool:
@@ -64,6 +71,8 @@ def side_entity(side_cfg: Any, source: Any) -> str:
     if side_cfg.entity:
         return str(side_cfg.entity)
     if is_sheet(source):
+        if source.type == "gsheets":
+            return str(source.entity or source.sheet)
         return str(source.entity or Path(source.path).stem)
     table = side_cfg.table
     if source.type == "postgres":
@@ -146,6 +155,10 @@ def side_sheet(side_cfg: Any, source: Any) -> str | None:
 
 
 def sheet_endpoint(side_cfg: Any, source: Any) -> Endpoint:
+    if source.type == "gsheets":
+        from tidesync.sheets.gsheets_endpoint import GSheetsEndpoint
+
+        return GSheetsEndpoint(source, side_cfg.key)  # the sheet: the source's (the side's table: filled it in)
     from tidesync.sheets.endpoint import SheetEndpoint
 
     return SheetEndpoint(source, side_cfg.key, sheet=side_sheet(side_cfg, source))
@@ -180,6 +193,8 @@ def build_sync(spec: SyncSpec, state: StateStore) -> SyncRunner:
     for side, src in (("a", spec.a_source), ("b", spec.b_source)):
         if is_sheet(src):  # the source diffs every version of the file the endpoint saves (see sheets.endpoint)
             parts.endpoints[side].listener = sources[side].observe  # type: ignore[attr-defined]
+        if getattr(src, "type", None) == "gsheets":  # and they take turns (see sheets.gsheets_endpoint)
+            parts.endpoints[side].lock = sources[side].gate  # type: ignore[attr-defined]
 
     async def pair(proc: SyncProcessor) -> None:
         await pairing.go_live(proc, parts.match)

@@ -29,7 +29,9 @@
 
 A side may be a spreadsheet file: ``b: {source: {type: xlsx, path: stock.xlsx,
 key: [id]}, table: Items, key: [id]}`` (no ``dsn``; ``table`` names the xlsx
-sheet, left out for csv; shared keys required; see :mod:`tidesync.sheets.endpoint`).
+sheet, left out for csv; shared keys required; see :mod:`tidesync.sheets.endpoint`),
+or a Google sheet (``type: gsheets``; ``table`` names the sheet as for xlsx; see
+:mod:`tidesync.sheets.gsheets_endpoint`).
 
 Canonical names are A's. When A's key columns map onto B's key columns the
 sides share keys (records are created with the same key); otherwise each side
@@ -77,22 +79,25 @@ def _names(value: Any) -> Any:
 Names = Annotated[list[str], BeforeValidator(_names)]
 
 
-SHEET_SOURCES = ("csv", "xlsx")
+SHEET_SOURCES = ("csv", "xlsx", "gsheets")
+NAMED_SHEETS = ("xlsx", "gsheets")  # sources whose sheet the side's table: may name
 
 
 class SyncSide(_Strict):
-    """One side. A spreadsheet file side (source ``type: csv`` / ``xlsx``) writes that file: no ``dsn:``;
-    ``table:`` names the xlsx sheet (or the source's ``sheet:`` does) and is left out for csv; the source's
-    ``key:`` is the side's."""
+    """One side. A spreadsheet side (source ``type: csv`` / ``xlsx`` / ``gsheets``) writes that file or Google
+    sheet: no ``dsn:``; ``table:`` names the xlsx or Google sheet (or the source's ``sheet:`` does) and is left
+    out for csv; the source's ``key:`` is the side's."""
 
     source: dict[str, Any] = Field(description="any source: where this side's changes come from")
     table: str | None = Field(
         None,
         min_length=1,
-        description="the table writes go to (schema.table or table); xlsx side: the sheet; csv side: left out",
+        description=(
+            "the table writes go to (schema.table or table); xlsx or gsheets side: the sheet; csv side: left out"
+        ),
     )
     dsn: str | None = Field(
-        None, description="database for writes (default: the source's dsn or path); none on a csv/xlsx side"
+        None, description="database for writes (default: the source's dsn or path); none on a csv/xlsx/gsheets side"
     )
     entity: str | None = Field(None, description="entity name of this table's change events (default: derived)")
     key: Names = Field(min_length=1, description="key columns, in the source's key order")
@@ -110,12 +115,15 @@ class SyncSide(_Strict):
                 raise ValueError("table: the table writes go to is required")
             return self
         if self.dsn is not None:
-            raise ValueError(f"dsn: a {kind} side writes its file (the source's path), not a database: remove dsn:")
+            where = "its Google sheet" if kind == "gsheets" else "its file (the source's path)"
+            raise ValueError(f"dsn: a {kind} side writes {where}, not a database: remove dsn:")
         if kind == "csv" and self.table is not None:
             raise ValueError("table: a csv file has one sheet: leave table: out")
         sheet = self.source.get("sheet")
-        if kind == "xlsx" and self.table is not None and sheet is not None and sheet != self.table:
+        if kind in NAMED_SHEETS and self.table is not None and sheet is not None and sheet != self.table:
             raise ValueError(f"table: {self.table!r} names the sheet, and the source reads sheet {sheet!r}: use one")
+        if kind == "gsheets" and sheet is None and self.table is not None:
+            self.source = {**self.source, "sheet": self.table}  # the source reads the sheet the side writes
         source_key = _names(self.source.get("key"))
         if source_key is None or list(source_key) != list(self.key):
             raise ValueError(
