@@ -86,6 +86,14 @@ class ReaderThread(Generic[R]):
         out: list[list[R]] = []
         taken = 0
         with self._cond:
+            if limit == float("inf"):  # everything: one copy, no weighing (the Postgres stream's hot path)
+                if not self._chunks:
+                    return out
+                out = list(self._chunks)
+                self._chunks.clear()
+                self._queued = 0
+                self._cond.notify_all()
+                return out
             while self._chunks and taken < limit:
                 chunk = self._chunks.popleft()
                 weight = self._weigh(chunk)
