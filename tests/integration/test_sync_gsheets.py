@@ -18,7 +18,7 @@ from typing import Any
 
 from tests.integration import test_gsheets as gsheets_tests
 from tests.integration.test_gsheets import SID, Google, brief, events_of
-from tests.integration.test_sync_support import Side, SyncHarness, pg_source, versions
+from tests.integration.test_sync_support import Side, SyncHarness, a_conflict_settled_by_the_cli, pg_source, versions
 from tidesync.config import load_config
 from tidesync.errors import ConfigError
 from tidesync.protocols import Context
@@ -283,41 +283,11 @@ async def test_same_cell_edited_on_both_sides_waits_for_a_person(
     h = SyncHarness(tmp_path, f"m{uuid.uuid4().hex[:8]}", "")
     h.config_text = config(h, a, tmp_path, google, rules="{default: manual}")
     try:
-        await h.start()
-        await h.quiet()
-        await h.stop()
-        # both edits land before the sync sees either: the same field changed on both sides
-        a.sql("UPDATE items SET name = 'ada (app)' WHERE id = 1")
-        google.fake.set(SID, "Items", "B2", "ada (person)")
-        google.fake.set(SID, "Items", "D3", "b2")  # another record: synced meanwhile
-        await h.start()
-        await eventually(lambda: a.rows("id, note") == [(1, None), (2, "b2")], timeout=30, message="note synced")
-        conflicts: list[dict[str, Any]] = []
 
-        async def queued() -> bool:
-            conflicts[:] = await h.cli_json("conflicts", "list", str(h.path), "--sync", h.name)
-            return len(conflicts) == 1
+        def person_edits(key: int, column: str, value: Any) -> None:  # the cell of that record (in key order)
+            google.fake.set(SID, "Items", f"{'ABCD'[HEADER.index(column)]}{key + 1}", value)
 
-        await eventually(queued, timeout=30, message="the conflict in the review queue")
-        c = conflicts[0]
-        assert (c["field"], c["a"]["value"], c["b"]["value"], c["shadow"]["value"]) == (
-            "name",
-            "ada (app)",
-            "ada (person)",
-            "ada",
-        )
-        assert a.rows("id, name") == [(1, "ada (app)"), (2, "bob")]  # neither side overwritten while it waits
-        assert [r[:2] for r in sheet_rows(google)] == [(1, "ada (person)"), (2, "bob")]
-        code, _, err = await h.cli("conflicts", "resolve", str(h.path), c["id"], "--take", "b", "--by", "ada")
-        assert code == 0, err
-        await eventually(
-            lambda: a.rows(COLUMNS) == sheet_rows(google) == [(1, "ada (person)", 1, None), (2, "bob", 2, "b2")],
-            timeout=30,
-            message="the resolution written to both sides",
-        )
-        assert await h.cli_json("conflicts", "list", str(h.path)) == []
-        history = await h.cli_json("sync", "history", str(h.path), h.name)
-        assert [(e["field"], e["winner"], e["by"]) for e in history if e["winner"]] == [("name", "b", "ada")]
+        await a_conflict_settled_by_the_cli(h, a, person_edits, lambda: sheet_rows(google), COLUMNS)
     finally:
         await h.close()
 

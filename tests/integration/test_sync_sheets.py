@@ -21,7 +21,7 @@ from typing import Any
 
 from openpyxl import Workbook, load_workbook
 
-from tests.integration.test_sync_support import Side, SyncHarness, pg_source, versions
+from tests.integration.test_sync_support import Side, SyncHarness, a_conflict_settled_by_the_cli, pg_source, versions
 from tidesync.sheets.watch import signature
 from tidesync.testing import eventually
 
@@ -167,41 +167,9 @@ async def test_same_cell_edited_on_both_sides_waits_for_a_person(pg_database: st
     h = SyncHarness(tmp_path, f"m{uuid.uuid4().hex[:8]}", "")
     h.config_text = config(h, a, tmp_path, sheet_source(book), rules="{default: manual}")
     try:
-        await h.start()
-        await h.quiet()
-        await h.stop()
-        # both edits land before the sync sees either: the same field changed on both sides
-        a.sql("UPDATE items SET name = 'ada (app)' WHERE id = 1")
-        person_edits_xlsx(book, 1, "name", "ada (person)")
-        person_edits_xlsx(book, 2, "note", "b2")  # another record: synced meanwhile
-        await h.start()
-        await eventually(lambda: a.rows("id, note") == [(1, None), (2, "b2")], timeout=30, message="note synced")
-        conflicts: list[dict[str, Any]] = []
-
-        async def queued() -> bool:
-            conflicts[:] = await h.cli_json("conflicts", "list", str(h.path), "--sync", h.name)
-            return len(conflicts) == 1
-
-        await eventually(queued, timeout=30, message="the conflict in the review queue")
-        c = conflicts[0]
-        assert (c["field"], c["a"]["value"], c["b"]["value"], c["shadow"]["value"]) == (
-            "name",
-            "ada (app)",
-            "ada (person)",
-            "ada",
+        await a_conflict_settled_by_the_cli(
+            h, a, lambda row, col, value: person_edits_xlsx(book, row, col, value), lambda: sheet_rows(book), COLUMNS
         )
-        assert a.rows("id, name") == [(1, "ada (app)"), (2, "bob")]  # neither side overwritten while it waits
-        assert [r[:2] for r in sheet_rows(book)] == [(1, "ada (person)"), (2, "bob")]
-        code, _, err = await h.cli("conflicts", "resolve", str(h.path), c["id"], "--take", "b", "--by", "ada")
-        assert code == 0, err
-        await eventually(
-            lambda: a.rows(COLUMNS) == sheet_rows(book) == [(1, "ada (person)", 1, None), (2, "bob", 2, "b2")],
-            timeout=30,
-            message="the resolution written to both sides",
-        )
-        assert await h.cli_json("conflicts", "list", str(h.path)) == []
-        history = await h.cli_json("sync", "history", str(h.path), h.name)
-        assert [(e["field"], e["winner"], e["by"]) for e in history if e["winner"]] == [("name", "b", "ada")]
     finally:
         await h.close()
 

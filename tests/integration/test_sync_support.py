@@ -13,7 +13,7 @@ import contextlib
 import json
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,3 +245,52 @@ async def burners(work: Path, *, cpu: int, io: int, seconds: float) -> AsyncIter
             await p.wait()
         for i in range(io):
             (work / f"io-burner-{i}.bin").unlink(missing_ok=True)
+
+
+async def a_conflict_settled_by_the_cli(
+    h: SyncHarness,
+    a: Side,
+    edit_sheet: Callable[[int, str, Any], None],
+    sheet_rows: Callable[[], list[tuple[Any, ...]]],
+    columns: str,
+) -> None:
+    """A sheet side and Postgres side ``a`` (items: id, name, qty, note; rows (1, 'ada', 1, NULL) and
+    (2, 'bob', 2, 'b')) under ``rules: {default: manual}``: the same field edited on both sides while the
+    sync is stopped waits in the review queue, neither side overwritten, until ``conflicts resolve`` settles
+    it on both; another record edited meanwhile still syncs. ``edit_sheet(id, column, value)`` is a person's
+    edit of the sheet."""
+    await h.start()
+    await h.quiet()
+    await h.stop()
+    # both edits land before the sync sees either: the same field changed on both sides
+    a.sql("UPDATE items SET name = 'ada (app)' WHERE id = 1")
+    edit_sheet(1, "name", "ada (person)")
+    edit_sheet(2, "note", "b2")  # another record: synced meanwhile
+    await h.start()
+    await eventually(lambda: a.rows("id, note") == [(1, None), (2, "b2")], timeout=30, message="note synced")
+    conflicts: list[dict[str, Any]] = []
+
+    async def queued() -> bool:
+        conflicts[:] = await h.cli_json("conflicts", "list", str(h.path), "--sync", h.name)
+        return len(conflicts) == 1
+
+    await eventually(queued, timeout=30, message="the conflict in the review queue")
+    c = conflicts[0]
+    assert (c["field"], c["a"]["value"], c["b"]["value"], c["shadow"]["value"]) == (
+        "name",
+        "ada (app)",
+        "ada (person)",
+        "ada",
+    )
+    assert a.rows("id, name") == [(1, "ada (app)"), (2, "bob")]  # neither side overwritten while it waits
+    assert [r[:2] for r in sheet_rows()] == [(1, "ada (person)"), (2, "bob")]
+    code, _, err = await h.cli("conflicts", "resolve", str(h.path), c["id"], "--take", "b", "--by", "ada")
+    assert code == 0, err
+    await eventually(
+        lambda: a.rows(columns) == sheet_rows() == [(1, "ada (person)", 1, None), (2, "bob", 2, "b2")],
+        timeout=30,
+        message="the resolution written to both sides",
+    )
+    assert await h.cli_json("conflicts", "list", str(h.path)) == []
+    history = await h.cli_json("sync", "history", str(h.path), h.name)
+    assert [(e["field"], e["winner"], e["by"]) for e in history if e["winner"]] == [("name", "b", "ada")]
