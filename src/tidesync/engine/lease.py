@@ -133,6 +133,7 @@ class LeasedWork:
         self.lease: Lease | None = None
         self.valid_until = 0.0  # monotonic; the lease is not trusted here after this
         self.lost_reason: str | None = None
+        self._lost_logged = False
         self.takeovers = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -200,13 +201,13 @@ class LeasedWork:
             setattr(self.work, "write_guard", self.check)  # noqa: B010 (Work does not declare it)
         work_stop = asyncio.Event()
         lost = asyncio.Event()
+        self._lost_logged = False
         keeper = asyncio.create_task(self._keep(lease, lost), name=f"{self.name}:lease")
         relay = asyncio.create_task(_first_of(stop, lost, then=work_stop), name=f"{self.name}:lease-stop")
         try:
             await self.work.run(work_stop)
         except LeaseLostError as exc:
-            self.lost_reason = self.lost_reason or str(exc)
-            lost.set()
+            self._lose(self.lost_reason or str(exc), lost)
         except asyncio.CancelledError:
             await self._release(lease)
             raise
@@ -227,11 +228,7 @@ class LeasedWork:
                 setattr(self.work, "write_guard", None)  # noqa: B010
             self.lease = None
         if lost.is_set():
-            log.error(
-                "%s: LEASE LOST (%s): stopped here, its work belongs to another process; back to standby",
-                self.name,
-                self.lost_reason,
-            )
+            log.warning("%s: stopped after losing lease %s; back to standby", self.name, self.lease_name)
             return True
         await self._release(lease)
         return False
@@ -241,6 +238,7 @@ class LeasedWork:
         late = self.clock.monotonic() - self.valid_until
         if late >= 0:
             self.lost_reason = f"lease {self.lease_name} not renewed for {self.settings.ttl + late:.1f}s"
+            self._log_lost()
             raise LeaseLostError(f"{self.name}: {self.lost_reason}; not writing")
 
     async def _keep(self, lease: Lease, lost: asyncio.Event) -> None:
@@ -253,15 +251,28 @@ class LeasedWork:
             except StateStoreError as exc:
                 log.warning("%s: cannot renew lease %s: %s", self.name, self.lease_name, exc)
                 if self.clock.monotonic() >= self.valid_until:
-                    self.lost_reason = f"lease {self.lease_name} could not be renewed before it ran out"
-                    lost.set()
+                    self._lose(f"lease {self.lease_name} could not be renewed before it ran out", lost)
                     return
                 continue
             if now.owner != self.owner or now.epoch != lease.epoch:
-                self.lost_reason = f"{holder(now.owner)} holds lease {self.lease_name} now (epoch {now.epoch})"
-                lost.set()
+                self._lose(f"{holder(now.owner)} holds lease {self.lease_name} now (epoch {now.epoch})", lost)
                 return
             self.valid_until = started + self.settings.ttl
+
+    def _lose(self, reason: str, lost: asyncio.Event) -> None:
+        self.lost_reason = reason
+        self._log_lost()
+        lost.set()
+
+    def _log_lost(self) -> None:
+        """Say so the moment the loss is seen, not once the work has stopped (that can take a while)."""
+        if not self._lost_logged:
+            self._lost_logged = True
+            log.error(
+                "%s: LEASE LOST (%s): stopping here, its work belongs to another process; back to standby after",
+                self.name,
+                self.lost_reason,
+            )
 
     async def _release(self, lease: Lease) -> None:
         try:
