@@ -210,6 +210,27 @@ class LeaseConfig(Strict):
     )
 
 
+class ClusterConfig(Strict):
+    """Scale-out over NATS JetStream: capture publishes to a partitioned stream, apply workers consume it.
+
+    Needs ``lease:`` too (the capture and every partition run under a lease in the state store).
+    """
+
+    nats: str = Field(
+        "nats://127.0.0.1:4222",
+        pattern=r"^(nats|tls)://",
+        description="NATS servers, comma-separated (every node of a cluster, so a client fails over)",
+    )
+    stream: str = Field(
+        "TIDESYNC", pattern=r"^[A-Za-z0-9_-]+$", description="the JetStream stream; subjects STREAM.PIPELINE.PARTITION"
+    )
+    partitions: int = Field(4, ge=1, le=1024, description="partitions per pipeline: events go by a hash of their key")
+    replicas: int = Field(1, ge=1, le=5, description="copies of the stream JetStream keeps (3 on a 3-node cluster)")
+    duplicate_window: float = Field(
+        120.0, gt=0, description="seconds the stream drops a re-published event by its id (a capture failover)"
+    )
+
+
 class TidesyncConfig(Strict):
     state: str = DEFAULT_STATE
     pipelines: list[PipelineConfig] = Field(default_factory=list)
@@ -221,6 +242,17 @@ class TidesyncConfig(Strict):
         description="set it (`lease: {}` for the defaults) to run several processes on this config active/passive: "
         "each pipeline and sync runs in one process at a time, the others wait as standby (docs/scaling.md)",
     )
+    cluster: ClusterConfig | None = Field(
+        None,
+        description="scale out over NATS JetStream: each pipeline's capture publishes to a partitioned stream and "
+        "the processes holding partition leases apply it (docs/scaling.md); needs `lease:`",
+    )
+
+    @model_validator(mode="after")
+    def _cluster_needs_lease(self) -> TidesyncConfig:
+        if self.cluster is not None and self.lease is None:
+            raise ValueError("cluster: needs lease: too (`lease: {}` for the defaults): partitions are leased")
+        return self
 
 
 @dataclass

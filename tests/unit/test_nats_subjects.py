@@ -66,6 +66,7 @@ class _Msg:
         self.reply = f"$JS.ACK.S.c.1.{seq}.{seq}.0.0"
         self.data = data
         self.subject = "cdc.items"
+        self.headers: dict[str, str] | None = None  # as the driver: None without headers
 
         class _Seq:
             stream = seq

@@ -175,6 +175,19 @@ async def list_syncs(request: Request) -> list[SyncInfo]:
     return await sync_infos(_rt(request))
 
 
+@router.get("/api/cluster", summary="The cluster: processes, capture and partition leases, partition lag, stream depth")
+async def get_cluster(request: Request) -> dict[str, Any]:
+    rt = _rt(request)
+    model = getattr(rt.config, "model", None)
+    if model is None or model.cluster is None or model.lease is None:
+        raise HTTPException(404, "this config has no `cluster:` section")
+    from tidesync.engine.cluster import plan
+    from tidesync.engine.cluster_view import cluster_view
+
+    works = plan(model.cluster, rt.config.pipelines)
+    return await cluster_view(rt.store, model.cluster, works, model.lease.ttl_seconds)
+
+
 def install(app: FastAPI) -> None:
     """Add the admin API, the metrics, the OpenAPI schema and the dashboard to ``app``."""
     app.state.jobs = Jobs()

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from tidesync.cli import common, demo, dlq, drop, init, reconcile, run, schema, status, sync, webhook
+from tidesync.cli import cluster, common, demo, dlq, drop, init, reconcile, run, schema, status, sync, webhook
 
 __all__ = ["app", "main"]
 
@@ -53,6 +53,7 @@ for command in (run.validate, run.run, run.serve, run.top, status.status, drop.d
     app.command()(command)
 app.command()(schema.schema)
 app.command()(init.init)
+app.command()(cluster.replay)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(webhook.app, name="webhook")
 app.add_typer(sync.sync_app, name="sync")

@@ -17,12 +17,28 @@ from tidesync.secrets import REDACTOR
 def status(
     config: ConfigArg,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    cluster: Annotated[
+        bool, typer.Option("--cluster", help="with --json: the cluster (processes, leases, partitions, stream)")
+    ] = False,
 ) -> None:
-    """Per pipeline: state, position, events applied, lag, DLQ depth, last error, WAL its slot retains."""
+    """Per pipeline: state, position, events applied, lag, DLQ depth, last error, WAL its slot retains.
+
+    With ``cluster:`` in the config, also the cluster: its processes, who holds each capture and partition,
+    each partition's lag (messages not yet applied) and the stream's depth.
+    """
     from tidesync.footprint import read_slots
     from tidesync.state import open_state_store
 
     loaded = load(config, lazy=True)
+
+    view: dict[str, Any] = {}
+    works: list[Any] = []
+    names = [p.name for p in loaded.pipelines]
+    if loaded.model.cluster is not None and loaded.model.lease is not None:
+        from tidesync.engine.cluster import plan
+
+        works = plan(loaded.model.cluster, loaded.pipelines)
+        names = [w.spec.name for w in works]  # each capture, then each partition of each sink group
 
     async def main() -> list[dict[str, Any]]:
         store = open_state_store(loaded.state_url)
@@ -31,13 +47,14 @@ def status(
             await store.open()
             rows: list[dict[str, Any]] = []
             known = {s.pipeline: s for s in await store.status_list()}
-            leases = await _leases(store, loaded)
-            for spec in loaded.pipelines:
-                st = known.get(spec.name)
-                depth = await store.dlq_count(spec.name)
+            lease_names = {w.spec.name: w.lease for w in works} or {n: f"pipeline:{n}" for n in names}
+            leases = await _leases(store, loaded, lease_names)
+            for name in names:
+                st = known.get(name)
+                depth = await store.dlq_count(name)
                 rows.append(
                     {
-                        "pipeline": spec.name,
+                        "pipeline": name,
                         "state": st.state if st else "never run",
                         "position": list(st.position) if st and st.position else None,
                         "events_applied": st.events_applied if st else 0,
@@ -48,12 +65,17 @@ def status(
                         "updated_at": st.updated_at if st else None,
                         "blocked_entity": st.extra.get("blocked_entity") if st else None,
                         "blocked_since": st.extra.get("blocked_since") if st else None,
-                        **leases.get(spec.name, {}),
+                        **leases.get(name, {}),
                     }
                 )
             readings = await slots
             for row in rows:
-                row["retained_wal"] = _retained_wal(readings[str(row["pipeline"])])
+                row["retained_wal"] = _retained_wal(readings.get(str(row["pipeline"]), []))
+            if works:
+                from tidesync.engine.cluster_view import cluster_view
+
+                assert loaded.model.cluster is not None and loaded.model.lease is not None
+                view.update(await cluster_view(store, loaded.model.cluster, works, loaded.model.lease.ttl_seconds))
             return rows
         finally:
             slots.cancel()
@@ -61,7 +83,7 @@ def status(
 
     rows = run_async(main)
     if as_json:
-        write_json(rows)
+        write_json(view if cluster else rows)
         return
     table = Table(title="tidesync pipelines")
     cols = (
@@ -125,9 +147,39 @@ def status(
                 highlight=False,
             )
 
+    if view:
+        _print_cluster(view)
 
-async def _leases(store: Any, loaded: Any) -> dict[str, dict[str, Any]]:
-    """Per pipeline (with `lease:` configured): the process holding its lease, and the standby processes."""
+
+def _print_cluster(view: dict[str, Any]) -> None:
+    s = view["stream"]
+    depth = f"{s['messages']:,} messages" if s.get("messages") is not None else "depth unknown"
+    out.print(
+        f"cluster: stream {s['name']} ({depth}, {s['replicas']} replica(s)"
+        f"{', leader ' + s['leader'] if s.get('leader') else ''}); "
+        f"{len(view['processes'])} process(es): "
+        + (", ".join(f"{p['process']} ({len(p['leases'])} leases)" for p in view["processes"]) or "none"),
+        highlight=False,
+    )
+    table = Table(title="tidesync cluster: captures and partitions")
+    for col in ("pipeline", "work", "holder", "epoch", "lag (messages)"):
+        table.add_column(col)
+    for c in view["captures"]:
+        table.add_row(c["pipeline"], "capture", c["holder"] or "[red]none[/]", str(c["epoch"] or "-"), "-")
+    for p in view["partitions"]:
+        lag = "-" if p["pending"] is None else f"{p['pending'] + p['ack_pending']:,}"
+        holder = p["holder"] or "[red]none[/]"
+        group = p["group"].removeprefix(p["pipeline"] + ".") if p["group"] != p["pipeline"] else "apply"
+        table.add_row(p["pipeline"], f"{group} p{p['partition']}", holder, str(p["epoch"] or "-"), lag)
+    out.print(table)
+    for e in view["errors"]:
+        out.print(f"[red]cluster: {e}[/]", highlight=False)
+
+
+async def _leases(store: Any, loaded: Any, lease_names: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per pipeline (with `lease:` configured): the process holding its lease, and the standby processes.
+
+    ``lease_names``: pipeline (or a cluster's capture or partition) -> its lease."""
     from tidesync.engine.lease import STANDBY_NAMESPACE, holder
     from tidesync.state import Leases
 
@@ -137,15 +189,15 @@ async def _leases(store: Any, loaded: Any) -> dict[str, dict[str, Any]]:
     notes = await store.kv_scan(STANDBY_NAMESPACE)
     fresh_after = time.time() - 3 * loaded.model.lease.ttl_seconds
     out: dict[str, dict[str, Any]] = {}
-    for spec in loaded.pipelines:
-        lease = held.get(f"pipeline:{spec.name}")
+    for name, lease_name in lease_names.items():
+        lease = held.get(lease_name)
         owner = holder(lease.owner) if lease else None
         waiting = {
             n["owner"]
             for k, n in notes.items()
-            if k.startswith(f"{spec.name}/") and n.get("seen_at", 0) > fresh_after and n.get("owner") != owner
+            if k.startswith(f"{name}/") and n.get("seen_at", 0) > fresh_after and n.get("owner") != owner
         }
-        out[spec.name] = {
+        out[name] = {
             "lease_holder": owner,
             "lease_epoch": lease.epoch if lease else None,
             "standby": sorted(waiting),

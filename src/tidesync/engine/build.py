@@ -95,10 +95,24 @@ def build_engine(config: LoadedConfig, only: Sequence[str] | None = None, *, onc
     state = open_state_store(config.state_url)
     specs = [p for p in config.pipelines if p.config.enabled and (not only or p.name in only)]
     syncs = [s for s in config.syncs if s.config.enabled and (not only or s.name in only) and not once]
-    runners = build_runners(config, specs, state, once=once)
     lease = LeaseSettings(config.model.lease.ttl_seconds) if config.model.lease is not None else None
-    if not syncs:
-        return Engine(state, runners, lease=lease)
-    from tidesync.sync.build import build_sync
+    names: dict[str, str] = {}
+    balancer = None
+    if config.model.cluster is not None and lease is not None and not once:
+        from tidesync.engine.balance import Balancer
+        from tidesync.engine.cluster import plan
+        from tidesync.engine.lease import process_owner
 
-    return Engine(state, runners, [build_sync(s, state) for s in syncs], lease=lease)
+        works = plan(config.model.cluster, specs)
+        runners = [build_runner(w.spec, state) for w in works]
+        names = {w.spec.name: w.lease for w in works}
+        applies = sum(1 for w in works if w.role == "apply")
+        balancer = Balancer(state, process_owner(), applies, lease.ttl, lease.poll_every)
+    else:
+        runners = build_runners(config, specs, state, once=once)
+    built = []
+    if syncs:
+        from tidesync.sync.build import build_sync
+
+        built = [build_sync(s, state) for s in syncs]
+    return Engine(state, runners, built, lease=lease, lease_names=names, balancer=balancer)

@@ -13,6 +13,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
+from tidesync.engine.balance import Balancer
 from tidesync.engine.lease import LeasedWork, LeaseSettings, leased
 from tidesync.engine.runner import PipelineRunner
 from tidesync.state.store import StateStore
@@ -27,9 +28,14 @@ class Engine:
         runners: Sequence[PipelineRunner],
         syncs: Sequence[Any] = (),
         lease: LeaseSettings | None = None,
+        *,
+        lease_names: dict[str, str] | None = None,
+        balancer: Balancer | None = None,
     ) -> None:
         self.state = state
         self.lease = lease  # set: each pipeline and sync runs only while this process holds its lease
+        self.lease_names = lease_names or {}  # a cluster's pieces: runner name -> lease name
+        self.balancer = balancer  # a cluster: spreads the apply leases over the processes
         self.leased: list[LeasedWork] = []
         self.runners = list(runners)
         self.syncs = list(syncs)  # tidesync.sync.runner.SyncRunner: name, run(stop)
@@ -54,9 +60,19 @@ class Engine:
         await self.state.open()
         try:
             every = [*self.runners, *self.syncs]
+            tasks = []
             if self.lease is not None:
-                every = self.leased = leased(self.state, every, self.lease)
+                owner = self.balancer.owner if self.balancer is not None else None
+                every = self.leased = leased(
+                    self.state, every, self.lease, owner, names=self.lease_names, balancer=self.balancer
+                )
+            if self.balancer is not None:
+                tasks.append(asyncio.create_task(self.balancer.run(self.stop), name="cluster-balance"))
             results = await asyncio.gather(*(r.run(self.stop) for r in every), return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for runner, result in zip(every, results, strict=True):
                 if isinstance(result, asyncio.CancelledError):
                     raise result

@@ -42,13 +42,16 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.errors import ConfigError, LeaseLostError, StateStoreError
 from tidesync.state.store import Fence, Lease, StateStore
+
+if TYPE_CHECKING:
+    from tidesync.engine.balance import Balancer
 
 __all__ = ["STANDBY_NAMESPACE", "LeaseSettings", "LeasedWork", "holder", "leased", "process_owner"]
 
@@ -89,9 +92,19 @@ def holder(owner: str) -> str:
     return owner.partition("#")[0]
 
 
-def leased(store: StateStore, works: Sequence[Any], settings: LeaseSettings, owner: str | None = None) -> list[Any]:
+def leased(
+    store: StateStore,
+    works: Sequence[Any],
+    settings: LeaseSettings,
+    owner: str | None = None,
+    *,
+    names: Mapping[str, str] | None = None,
+    balancer: Balancer | None = None,
+) -> list[Any]:
     """Each of ``works`` wrapped in a :class:`LeasedWork` (same ``name``), all under one owner id.
 
+    ``names``: a work's lease name, when not ``pipeline:NAME`` / ``sync:NAME`` (a cluster's pieces);
+    ``balancer`` takes and hands over the leases whose name starts with ``apply:``.
     Raises :class:`ConfigError` when a work cannot be leased yet.
     """
     me = owner or process_owner()
@@ -104,7 +117,9 @@ def leased(store: StateStore, works: Sequence[Any], settings: LeaseSettings, own
         sides = getattr(work, "sources", None)  # a two-way sync: its sides commit under NAME.SIDE
         kind = "pipeline" if sides is None else "sync"
         fenced = [work.name, *(f"{work.name}.{side}" for side in (sides or {}))]
-        wrapped.append(LeasedWork(store, f"{kind}:{work.name}", work, fenced, settings, me))
+        name = (names or {}).get(work.name) or f"{kind}:{work.name}"
+        balanced = balancer if balancer is not None and name.startswith("apply:") else None
+        wrapped.append(LeasedWork(store, name, work, fenced, settings, me, balancer=balanced))
     return wrapped
 
 
@@ -120,8 +135,10 @@ class LeasedWork:
         settings: LeaseSettings,
         owner: str,
         clock: Clock = SYSTEM_CLOCK,
+        balancer: Balancer | None = None,
     ) -> None:
         self.store = store
+        self.balancer = balancer  # a cluster's apply partition: taken and handed over as it says
         self.lease_name = lease_name
         self.work = work
         self.name = work.name
@@ -154,6 +171,10 @@ class LeasedWork:
         reported: str | None = None
         while not stop.is_set():
             started = self.clock.monotonic()
+            if self.balancer is not None and not self.balancer.may_take(self.lease_name):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.poll_every)
+                continue
             try:
                 lease = await self.store.lease_acquire(self.lease_name, self.owner, self.settings.ttl)
             except StateStoreError as exc:
@@ -192,7 +213,13 @@ class LeasedWork:
         """Run the work under ``lease``; True when the lease was lost (go back to standby)."""
         self.lease, self.state, self.lost_reason = lease, "active", None
         self.takeovers += 1
-        log.info("%s: took lease %s (epoch %d); running it here", self.name, self.lease_name, lease.epoch)
+        log.info(
+            "%s: took lease %s (epoch %d) as %s; running it here",
+            self.name,
+            self.lease_name,
+            lease.epoch,
+            holder(self.owner),
+        )
         fence = Fence(self.lease_name, lease.epoch)
         for name in self.fenced:
             self.store.fence_commits(name, fence)
@@ -201,9 +228,12 @@ class LeasedWork:
             setattr(self.work, "write_guard", self.check)  # noqa: B010 (Work does not declare it)
         work_stop = asyncio.Event()
         lost = asyncio.Event()
+        handoff = asyncio.Event()  # the balancer gives this partition to another process
         self._lost_logged = False
-        keeper = asyncio.create_task(self._keep(lease, lost), name=f"{self.name}:lease")
-        relay = asyncio.create_task(_first_of(stop, lost, then=work_stop), name=f"{self.name}:lease-stop")
+        if self.balancer is not None:
+            self.balancer.mine.add(self.lease_name)
+        keeper = asyncio.create_task(self._keep(lease, lost, handoff), name=f"{self.name}:lease")
+        relay = asyncio.create_task(_first_of(stop, lost, handoff, then=work_stop), name=f"{self.name}:lease-stop")
         try:
             await self.work.run(work_stop)
         except LeaseLostError as exc:
@@ -227,10 +257,15 @@ class LeasedWork:
             if guarded:
                 setattr(self.work, "write_guard", None)  # noqa: B010
             self.lease = None
+            if self.balancer is not None:
+                self.balancer.mine.discard(self.lease_name)
         if lost.is_set():
             log.warning("%s: stopped after losing lease %s; back to standby", self.name, self.lease_name)
             return True
         await self._release(lease)
+        if handoff.is_set() and not stop.is_set():
+            log.info("%s: handed lease %s over (rebalancing, or a replay); standby for it", self.name, self.lease_name)
+            return True
         return False
 
     def check(self) -> None:
@@ -241,8 +276,9 @@ class LeasedWork:
             self._log_lost()
             raise LeaseLostError(f"{self.name}: {self.lost_reason}; not writing")
 
-    async def _keep(self, lease: Lease, lost: asyncio.Event) -> None:
-        """Renew every third of the TTL; set ``lost`` when another owner has it or it ran out here."""
+    async def _keep(self, lease: Lease, lost: asyncio.Event, handoff: asyncio.Event) -> None:
+        """Renew every third of the TTL; set ``lost`` when another owner has it or it ran out here, ``handoff``
+        when the balancer wants it handed over."""
         while True:
             await self.clock.sleep(self.settings.renew_every)
             started = self.clock.monotonic()
@@ -258,6 +294,8 @@ class LeasedWork:
                 self._lose(f"{holder(now.owner)} holds lease {self.lease_name} now (epoch {now.epoch})", lost)
                 return
             self.valid_until = started + self.settings.ttl
+            if self.balancer is not None and self.balancer.should_give(self.lease_name):
+                handoff.set()
 
     def _lose(self, reason: str, lost: asyncio.Event) -> None:
         self.lost_reason = reason
@@ -281,8 +319,8 @@ class LeasedWork:
             log.warning("%s: cannot release lease %s: %s", self.name, self.lease_name, exc)
 
 
-async def _first_of(a: asyncio.Event, b: asyncio.Event, *, then: asyncio.Event) -> None:
-    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+async def _first_of(*events: asyncio.Event, then: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         then.set()

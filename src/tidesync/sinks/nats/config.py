@@ -41,6 +41,12 @@ class NatsSinkConfig(BaseModel):
         None, min_length=1, description="subjects of a created stream (default: from the subject template)"
     )
     storage: Literal["file", "memory"] = Field("file", description="storage of a created stream")
+    replicas: int = Field(1, ge=1, le=5, description="copies a created stream keeps (on a NATS cluster)")
+    schemas: bool = Field(
+        False,
+        description="publish each entity's schema (columns, types, key) to every partition's subject before its "
+        "first event and after each change (header Tidesync-Schema), so a `nats` source hands it to its sinks",
+    )
     duplicate_window: float = Field(
         120.0, gt=0, description="seconds a created stream remembers Nats-Msg-Id (de-duplication)"
     )

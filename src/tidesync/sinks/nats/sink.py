@@ -24,6 +24,16 @@ Per-key order
     write; the engine retries the whole write (re-publishes are
     de-duplicated), so no later event of that key goes before it.
 
+Schemas (``schemas: true``)
+    Before the first event of an entity, and before the first event after its
+    shape changed, the sink publishes the entity's schema as the source
+    announced it (:class:`~tidesync.schema.EntitySchema` as JSON, header
+    ``Tidesync-Schema``: the entity) to every subject its events may go to
+    (each partition), so it precedes them on each. A ``nats`` source hands it
+    to its sinks (:mod:`tidesync.sources.nats.source`): the destination gets
+    the source's types, nullability and key instead of guessing them from
+    values. Re-announced after a restart (de-duplicated within the window).
+
 Outcome of a write: every event acked, or ``TransientError`` (some publish
 failed transiently: retry the write), or ``PartialBatchError`` when an event
 failed permanently (cannot be encoded, too large, refused): it and the later
@@ -35,7 +45,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import msgspec
 import nats.js.errors
+import xxhash
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
@@ -43,10 +55,11 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from tidesync.errors import DeliveryError, SystemicError, TransientError
 from tidesync.event import ChangeEvent
 from tidesync.protocols import Context
+from tidesync.schema import EntitySchema, SchemaRegistry
 from tidesync.sinks.blocked import BlockedError
 from tidesync.sinks.nats.config import NatsSinkConfig
 from tidesync.sinks.nats.publish import Message, Publisher
-from tidesync.sinks.nats.subjects import render
+from tidesync.sinks.nats.subjects import SCHEMA_HEADER, every_subject, render
 from tidesync.sinks.nats.wire import connect, describe, is_connection_error, publish_error
 from tidesync.sinks.payloads import Payloads
 from tidesync.sinks.waves import KeyOf, messages, raise_failures
@@ -67,6 +80,8 @@ class NatsSink:
         self.js: JetStreamContext | None = None
         self.publisher: Publisher | None = None
         self._duplicates = 0  # of publishers of earlier connections
+        self.schemas = SchemaRegistry()  # the pipeline's, from open()
+        self._announced: dict[str, EntitySchema] = {}  # entity -> the schema last published
 
     @property
     def duplicates(self) -> int:
@@ -75,6 +90,7 @@ class NatsSink:
 
     async def open(self, ctx: Context) -> None:
         self.payloads.name(ctx)
+        self.schemas = ctx.schemas
         if self.nc is None or self.nc.is_closed:
             try:
                 name = f"tidesync:{ctx.pipeline}:{ctx.name}"
@@ -115,6 +131,7 @@ class NatsSink:
                     storage=StorageType.FILE if cfg.storage == "file" else StorageType.MEMORY,
                     duplicate_window=cfg.duplicate_window,
                     discard=DiscardPolicy.NEW,
+                    num_replicas=cfg.replicas,
                 )
             )
         except nats.js.errors.BadRequestError as exc:  # overlapping subjects, a name in use by a race
@@ -146,6 +163,8 @@ class NatsSink:
             raise TransientError("the NATS sink is not connected (open() first)")
         cfg, encode, pipeline, name = self.config, self.payloads.encode, self.payloads.pipeline, self.payloads.sink
         template, partitions, stream = cfg.subject, cfg.partitions, cfg.stream
+        if cfg.schemas:
+            await self._announce({e.entity for e in events})
         failures: dict[int, DeliveryError] = {}
         last: dict[KeyOf, Message] = {}  # the latest message of each key: its chain's end
         firsts: list[Message] = []
@@ -171,6 +190,28 @@ class NatsSink:
         if lost:  # cannot happen; if it did, returning would claim events the stream never acked
             raise TransientError(f"lost track of {lost} publish(es) of this write")
         raise_failures(failures, len(events), "acked")
+
+    async def _announce(self, entities: set[str]) -> None:
+        assert self.js is not None
+        cfg = self.config
+        for entity in sorted(entities):
+            schema = self.schemas.get(entity)
+            if schema is None or self._announced.get(entity) == schema:
+                continue
+            data = msgspec.json.encode(schema)
+            digest = xxhash.xxh64_hexdigest(data)
+            for subject in every_subject(cfg.subject, entity, cfg.partitions):
+                headers = {
+                    SCHEMA_HEADER: entity,
+                    "Nats-Msg-Id": f"schema:{self.payloads.pipeline}:{subject}:{digest}",
+                    "Nats-Expected-Stream": cfg.stream,
+                }
+                try:
+                    ack = await self.js.publish(subject, data, headers=headers)
+                except Exception as exc:
+                    raise publish_error(exc, subject, cfg.stream) from exc
+                log.debug("announced the schema of %s on %s (stream sequence %s)", entity, subject, ack.seq)
+            self._announced[entity] = schema
 
 
 def _unusable(exc: Exception) -> str:

@@ -18,7 +18,17 @@ from collections.abc import Sequence
 from tidesync.event import Key
 from tidesync.sinks.templates import FIELD, check_placeholders, fill, partition_of
 
-__all__ = ["check_template", "entity_token", "partition_of", "render", "stream_subjects"]
+__all__ = [
+    "SCHEMA_HEADER",
+    "check_template",
+    "entity_token",
+    "every_subject",
+    "partition_of",
+    "render",
+    "stream_subjects",
+]
+
+SCHEMA_HEADER = "Tidesync-Schema"  # a message holding an entity's schema (this header's value), not an event
 
 _BAD = re.compile(r"[\s*>]")
 
@@ -39,6 +49,14 @@ def entity_token(entity: str) -> str:
 def render(template: str, entity: str, key: Key, partitions: int | None) -> str:
     """The subject of one event of ``entity`` with ``key``."""
     return fill(template, entity, key, partitions, entity_token)
+
+
+def every_subject(template: str, entity: str, partitions: int | None) -> list[str]:
+    """Every subject an event of ``entity`` may go to: one per partition (one without ``{partition}``)."""
+    out = template.replace("{entity}", entity_token(entity))
+    if "{partition}" not in out:
+        return [out]
+    return [out.replace("{partition}", str(n)) for n in range(partitions or 1)]
 
 
 def stream_subjects(template: str) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -107,8 +108,11 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, (*_TRANSIENT, nats.errors.Error))
 
 
-async def connect(url: str, name: str, connect_timeout: float) -> Client:
-    """A client that reconnects forever (the engine decides when to give up), with pings every 5 s.
+async def connect(
+    url: str, name: str, connect_timeout: float, on_disconnect: Callable[[], None] | None = None
+) -> Client:
+    """A client of ``url`` (comma-separated: a cluster's nodes) that reconnects forever (the engine decides
+    when to give up), with pings every 5 s.
 
     Raises the driver's error when the first connection fails (the caller translates it).
     """
@@ -118,12 +122,14 @@ async def connect(url: str, name: str, connect_timeout: float) -> Client:
 
     async def disconnected() -> None:
         log.info("nats %s: disconnected from %s, reconnecting", name, url)
+        if on_disconnect is not None:
+            on_disconnect()
 
     async def reconnected() -> None:
         log.info("nats %s: reconnected to %s", name, url)
 
     return await nats.connect(
-        servers=[url],
+        servers=[u.strip() for u in url.split(",")],  # every node of a cluster: the client fails over
         name=name,
         connect_timeout=connect_timeout,
         allow_reconnect=True,

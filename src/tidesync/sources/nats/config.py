@@ -56,3 +56,8 @@ class NatsSourceConfig(BaseModel):
     )
     max_ack_pending: int = Field(20_000, ge=1, description="messages read and not yet acked, at most")
     connect_timeout: float = Field(2.0, gt=0, description="seconds for one connection attempt")
+    fresh_consumer: bool = Field(
+        False,
+        description="each open creates a consumer of its own (CONSUMER_<random>, starting after the checkpoint) "
+        "and deletes the earlier ones: no consumer state is ever reused (what a cluster's partitions use)",
+    )

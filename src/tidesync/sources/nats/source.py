@@ -35,6 +35,25 @@ Restart
     process reads one consumer; two readers of one durable would each see a
     part of the stream.
 
+A lost connection
+    Messages the server delivered while the connection was going down never
+    arrive, yet the consumer counts them as delivered: it would redeliver
+    them only after ``ack_wait``, after newer ones, which the source would
+    then take for redeliveries of handled messages and skip (lost). So the
+    first read after a disconnect fails as transient, and the engine reopens
+    the source after the last message it read: ``open`` re-creates the
+    consumer there (see Restart), and nothing delivered into the void is
+    skipped.
+
+Schemas
+    A message with header ``Tidesync-Schema`` (published by a ``nats`` sink
+    with ``schemas: true``) holds an entity's schema, not an event: it is
+    handed to the pipeline's sinks (``ctx.schemas``, in effect from its
+    sequence on), and kept in the state store (kv namespace
+    ``nats_schemas:<pipeline>``) in the transaction of the checkpoint that
+    passes it, so a reopen after a restart or a takeover starts with the
+    shapes it had read.
+
 Without a checkpoint (``after`` None) an existing consumer resumes after its
 ack floor; a new one starts at ``start`` (a sequence or a time), else at the
 stream's first message.
@@ -42,10 +61,13 @@ stream's first message.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import secrets
 from collections import deque
 from typing import Any
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -57,6 +79,8 @@ from tidesync import formats
 from tidesync.errors import SourceError, SourceTransientError
 from tidesync.event import INSERT, Batch, ChangeEvent, Position
 from tidesync.protocols import Context
+from tidesync.schema import EntitySchema, SchemaRegistry
+from tidesync.sinks.nats.subjects import SCHEMA_HEADER
 from tidesync.sinks.nats.wire import connect, describe, is_connection_error
 from tidesync.sources.nats.config import NatsSourceConfig
 from tidesync.state.store import StateChanges
@@ -75,6 +99,10 @@ class NatsSource:
         self.held: dict[int, str] = {}  # read, not yet committed: sequence -> newest delivery's ack subject
         self.buffer: deque[Msg] = deque()  # fetched beyond what one read returns
         self.recreated = 0  # times open() re-created the consumer (after a crash or a config change)
+        self.schemas = SchemaRegistry()  # the pipeline's, from open()
+        self.schema_ns = ""
+        self.interrupted = False  # the connection dropped since open(): deliveries may be lost
+        self.consumer = config.consumer  # the durable read: the configured one, or this open's (fresh_consumer)
 
     def _fail(self, what: str, exc: BaseException) -> SourceError:
         msg = f"NATS stream {self.config.stream} consumer {self.config.consumer}: {what}: {describe(exc)}"
@@ -84,9 +112,13 @@ class NatsSource:
 
     async def open(self, ctx: Context, after: Position | None) -> None:
         cfg = self.config
+        self.schemas, self.schema_ns = ctx.schemas, f"nats_schemas:{ctx.pipeline}"
+        for value in (await ctx.state.kv_scan(self.schema_ns)).values():
+            self.schemas.put(msgspec.convert(value, EntitySchema))
         if self.nc is None or self.nc.is_closed:
             try:
-                self.nc = await connect(cfg.url, f"tidesync:{ctx.pipeline}:{ctx.name}", cfg.connect_timeout)
+                name = f"tidesync:{ctx.pipeline}:{ctx.name}"
+                self.nc = await connect(cfg.url, name, cfg.connect_timeout, self._disconnected)
             except Exception as exc:
                 raise self._fail(f"cannot connect to {cfg.url}", exc) from exc
             self.js = self.nc.jetstream()
@@ -109,14 +141,18 @@ class NatsSource:
         seq = int(after[0]) if after else None
         try:
             await self._prepare_consumer(seq)
-            self.sub = await self.js.pull_subscribe_bind(durable=cfg.consumer, stream=cfg.stream)
+            self.sub = await self.js.pull_subscribe_bind(durable=self.consumer, stream=cfg.stream)
         except SourceError:
             raise
         except Exception as exc:
             raise self._fail("cannot prepare the consumer", exc) from exc
         self.buffer.clear()
+        self.interrupted = False
 
-    def _wanted(self, start: int | None) -> ConsumerConfig:
+    def _disconnected(self) -> None:
+        self.interrupted = True
+
+    def _wanted(self, start: int | None, name: str | None = None) -> ConsumerConfig:
         cfg = self.config
         policy: dict[str, Any] = {"deliver_policy": DeliverPolicy.ALL}
         if start is not None:
@@ -127,7 +163,7 @@ class NatsSource:
             policy = {"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": cfg.start.time}
         one = len(cfg.subjects) == 1
         return ConsumerConfig(
-            durable_name=cfg.consumer,
+            durable_name=name or cfg.consumer,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=cfg.ack_wait,
             max_ack_pending=cfg.max_ack_pending,
@@ -141,6 +177,9 @@ class NatsSource:
         """Make the durable consumer deliver the messages after ``after``, in order (see the module docstring)."""
         assert self.js is not None
         cfg = self.config
+        if cfg.fresh_consumer:
+            await self._fresh_consumer(after)
+            return
         info: ConsumerInfo | None
         try:
             info = await self.js.consumer_info(cfg.stream, cfg.consumer)
@@ -150,7 +189,11 @@ class NatsSource:
             floor = info.ack_floor.stream_seq if info.ack_floor else 0
             after = floor or None
         if info is not None and not self._stale(info, after):
-            self.last = max(self.last, after or 0)
+            # Not max(self.last, after): the engine may reopen at an older checkpoint than this object read up
+            # to (its pipeline stopped with batches read and not written, then ran again). Every message after
+            # ``after`` must come again; treating one as a redelivery of something handled would lose it.
+            self.last = after or 0
+            self.held = {s: m for s, m in self.held.items() if s <= self.last}
             return
         if info is not None:
             await self.js.delete_consumer(cfg.stream, cfg.consumer)
@@ -160,6 +203,30 @@ class NatsSource:
         # Held deliveries belong to the consumer just replaced: its replacement starts after ``after``.
         self.held = {s: m for s, m in self.held.items() if s > (after or 0)}
         self.last = after or 0
+
+    async def _fresh_consumer(self, after: int | None) -> None:
+        """A consumer never used before, starting after ``after``; the earlier ones of this source are deleted.
+
+        Why not one durable re-created under the same name: on a JetStream cluster, a node that was down
+        while a consumer was deleted and created again can come back holding the old one's state, and the
+        messages it then skips are never seen here. A new name has no past on any node.
+        """
+        assert self.js is not None
+        cfg = self.config
+        prefix = f"{cfg.consumer}_"
+        for info in await self.js.consumers_info(cfg.stream):
+            if info.name.startswith(prefix):
+                try:
+                    await self.js.delete_consumer(cfg.stream, info.name)
+                except nats.js.errors.NotFoundError:
+                    pass
+        self.consumer = f"{prefix}{secrets.token_hex(4)}"
+        wanted = self._wanted(after + 1 if after else None, self.consumer)
+        wanted.inactive_threshold = 3600.0  # a consumer left behind by a killed process goes by itself
+        await self.js.add_consumer(cfg.stream, wanted)
+        self.held = {s: m for s, m in self.held.items() if s <= (after or 0)}
+        self.last = after or 0
+        self.recreated += 1
 
     def _stale(self, info: ConsumerInfo, after: int | None) -> bool:
         cfg, have = self.config, info.config
@@ -177,6 +244,11 @@ class NatsSource:
     async def read(self, max_events: int, max_wait: float) -> Batch[StateChanges]:
         if self.sub is None:
             raise SourceTransientError("the NATS source is not open")
+        if self.interrupted:
+            raise SourceTransientError(
+                f"the connection to NATS dropped: re-reading consumer {self.consumer} after sequence "
+                f"{self.last} (deliveries in flight may be lost)"
+            )
         if not self.buffer:
             try:
                 self.buffer.extend(await self.sub.fetch(max_events, timeout=max(max_wait, 0.01)))
@@ -186,6 +258,7 @@ class NatsSource:
                 raise self._fail("fetch", exc) from exc
         events: list[ChangeEvent] = []
         rejected: list[tuple[ChangeEvent, str]] = []
+        state = StateChanges()
         while self.buffer and len(events) + len(rejected) < max_events:
             msg = self.buffer.popleft()
             seq = msg.metadata.sequence.stream
@@ -194,14 +267,27 @@ class NatsSource:
                 continue
             self.last = seq
             self.held[seq] = msg.reply
+            if msg.headers and SCHEMA_HEADER in msg.headers:
+                self._schema(msg, seq, state, rejected)
+                continue
             try:
                 events.append(self.decode(msg.data).replace(position=(seq,)))
             except Exception as exc:  # any malformed payload: that message alone goes to the dead letters
                 placeholder = ChangeEvent(msg.subject, (seq,), INSERT, position=(seq,))
                 rejected.append((placeholder, f"cannot decode the message at sequence {seq}: {describe(exc)}"))
-        if not events and not rejected:
+        if not events and not rejected and state.is_empty():
             return Batch([])
-        return Batch(events, (self.last,), rejected=rejected)
+        return Batch(events, (self.last,), state=state, rejected=rejected)
+
+    def _schema(self, msg: Msg, seq: int, state: StateChanges, rejected: list[tuple[ChangeEvent, str]]) -> None:
+        try:
+            schema = dataclasses.replace(msgspec.json.decode(msg.data, type=EntitySchema), since=(seq,))
+        except Exception as exc:  # a malformed schema: said like a malformed event (the events still go)
+            placeholder = ChangeEvent(msg.subject, (seq,), INSERT, position=(seq,))
+            rejected.append((placeholder, f"cannot decode the schema at sequence {seq}: {describe(exc)}"))
+            return
+        self.schemas.put(schema)
+        state.kv_put[(self.schema_ns, schema.entity)] = msgspec.to_builtins(schema)
 
     async def _seen(self, seq: int, msg: Msg) -> None:
         """A redelivery: of a message the engine holds (keep it for the commit), or of one already handled."""
