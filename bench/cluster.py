@@ -168,7 +168,7 @@ def run_with_backlog(src: str, rows: int, processes: int, tmp: Path) -> tuple[fl
     with psycopg.connect(dsn(src), autocommit=True) as conn:
         conn.execute("TRUNCATE items")
         conn.execute(
-            "INSERT INTO items SELECT g, g % 100, md5(g::text) FROM generate_series(1, %s) g",
+            "INSERT INTO items SELECT g, g %% 100, md5(g::text) FROM generate_series(1, %s) g",
             (rows,),
         )
     return run(src, rows, processes, tmp)

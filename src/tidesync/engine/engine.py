@@ -57,6 +57,8 @@ class Engine:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self.request_stop)
+            with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+                loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
         await self.state.open()
         try:
             every = [*self.runners, *self.syncs]
@@ -80,8 +82,20 @@ class Engine:
                     self.failed[runner.name] = result
         finally:
             if install_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
                     with contextlib.suppress(NotImplementedError, RuntimeError):
                         loop.remove_signal_handler(sig)
             await self.state.close()
         return 1 if self.failed else 0
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: log what every task of the process is waiting on (a pipeline that does not stop, a stuck write)."""
+    import io
+
+    out = io.StringIO()
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    for task in tasks:
+        out.write(f"--- task {task.get_name()}\n")
+        task.print_stack(limit=12, file=out)
+    log.warning("SIGUSR1: %d tasks:\n%s", len(tasks), out.getvalue())

@@ -72,6 +72,9 @@ class Item:
         )
 
 
+HEAVY_TRANSFORM = 0.02  # seconds: a transform slower than this on a batch runs the next batch in a thread
+
+
 class Reader:
     def __init__(
         self,
@@ -99,6 +102,7 @@ class Reader:
         self.last_read: Position | None = None  # where a reopen resumes after
         self.done = asyncio.Event()
         self.once: OnceRun | None = None  # set by the runner for a batch run
+        self.heavy = False  # the last batch's transform took longer than HEAVY_TRANSFORM
 
     async def open(self, after: Position | None) -> None:
         self.last_read = after
@@ -141,7 +145,7 @@ class Reader:
                     return
                 self.view.heartbeat()
                 if batch.events or batch.position is not None or batch.rejected:
-                    item = self._item(batch)
+                    item = await self._item(batch)
                     self.view.pending.append(item.oldest_commit)
                     await queue.put(item)
                     if batch.position is not None:
@@ -173,13 +177,22 @@ class Reader:
         assert batch is not None
         return batch
 
-    def _item(self, batch: Batch[StateChanges]) -> Item:
+    async def _item(self, batch: Batch[StateChanges]) -> Item:
         now = self.clock.time()
         events = batch.events
         rejected: list[tuple[ChangeEvent, str]] = []
         if self.transform is not None and events:
-            events, rejected = self._transform(events)
-            self.stats.stage["transform"].add_many([self.clock.time() - now])
+            if self.heavy:
+                # A transform that took long on the last batch runs in a thread: on the event loop it would
+                # hold up every other task of the process (lease renewals, other pipelines, the API) for
+                # as long. Python code still takes turns for the interpreter lock, but the loop gets its turn
+                # every few milliseconds instead of once per batch.
+                events, rejected = await asyncio.to_thread(self._transform, events)
+            else:
+                events, rejected = self._transform(events)
+            took = self.clock.time() - now
+            self.heavy = took > HEAVY_TRANSFORM
+            self.stats.stage["transform"].add_many([took])
         if batch.rejected:
             # A source that read a record it cannot turn into an event (a webhook
             # payload its mapping rejects) reports it here, as a transform would.

@@ -111,6 +111,11 @@ class PostgresStateStore:
         self._q = _queries(f'"{schema}"')
         self._fences: dict[str, Fence] = {}
         self._idle_timeout_on: Conn | None = None  # the connection idle_in_transaction_session_timeout is set on
+        # Leases run on a connection of their own: behind the commits of every pipeline on the one connection,
+        # a renewal waited its turn for seconds under load, and the lease ran out while its holder was healthy.
+        self._lease_conn: Conn | None = None
+        self._lease_lock = asyncio.Lock()
+        self._lease_ttl: float | None = None  # set once a lease was taken: commits then time out when idle
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -138,6 +143,10 @@ class PostgresStateStore:
             conn, self._conn = self._conn, None
             if conn is not None:
                 await conn.close()
+        async with self._lease_lock:
+            lease_conn, self._lease_conn = self._lease_conn, None
+            if lease_conn is not None:
+                await lease_conn.close()
 
     async def _connect(self) -> Conn:
         try:
@@ -197,17 +206,27 @@ class PostgresStateStore:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return await asyncio.shield(task)
 
-    async def _run(self, doing: str, body: Callable[[Conn], Awaitable[T]], *, write: bool) -> T:
-        return await self._shielded(self._run_locked(doing, body, write))
+    async def _run(self, doing: str, body: Callable[[Conn], Awaitable[T]], *, write: bool, lease: bool = False) -> T:
+        return await self._shielded(self._run_locked(doing, body, write, lease))
 
-    async def _run_locked(self, doing: str, body: Callable[[Conn], Awaitable[T]], write: bool) -> T:
-        async with self._lock:
+    async def _run_locked(self, doing: str, body: Callable[[Conn], Awaitable[T]], write: bool, lease: bool) -> T:
+        async with self._lease_lock if lease else self._lock:
             if not self._opened:
                 raise StateStoreError(f"Postgres state store {self.url} is not open")
             for attempt in (1, 2):
-                conn = self._conn
+                conn = self._lease_conn if lease else self._conn
                 if conn is None or conn.closed:
-                    conn = self._conn = await self._connect()
+                    conn = await self._connect()
+                    if lease:
+                        self._lease_conn = conn
+                    else:
+                        self._conn = conn
+                if not lease and self._lease_ttl is not None and self._idle_timeout_on is not conn:
+                    # A holder frozen inside a commit must not keep the lease row locked (FOR SHARE) past the TTL.
+                    await conn.execute(
+                        f"SET idle_in_transaction_session_timeout = {max(500, int(self._lease_ttl * 500))}"
+                    )
+                    self._idle_timeout_on = conn
                 committing = False
                 try:
                     if not write:
@@ -219,7 +238,10 @@ class PostgresStateStore:
                 except psycopg.Error as exc:
                     if not conn.closed and not conn.broken:
                         raise self._translate(exc, doing) from exc
-                    self._conn = None
+                    if lease:
+                        self._lease_conn = None
+                    else:
+                        self._conn = None
                     await conn.close()
                     if committing:
                         raise StateStoreError(
@@ -241,19 +263,19 @@ class PostgresStateStore:
         text = str(exc).strip()
         return text.replace(self._password, "***") if self._password else text
 
-    async def _fetchall(self, doing: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def _fetchall(self, doing: str, sql: str, params: Sequence[Any] = (), *, lease: bool = False) -> list[Any]:
         async def q(c: Conn) -> list[Any]:
             cur = await c.execute(sql, params)
             return await cur.fetchall()
 
-        return await self._run(doing, q, write=False)
+        return await self._run(doing, q, write=False, lease=lease)
 
-    async def _execute(self, doing: str, sql: str, params: Sequence[Any] = ()) -> int:
+    async def _execute(self, doing: str, sql: str, params: Sequence[Any] = (), *, lease: bool = False) -> int:
         async def q(c: Conn) -> int:
             cur = await c.execute(sql, params)
             return cur.rowcount
 
-        return await self._run(doing, q, write=True)
+        return await self._run(doing, q, write=True, lease=lease)
 
     # --- commit ----------------------------------------------------------------------
 
@@ -430,9 +452,6 @@ class PostgresStateStore:
         q = self._q
 
         async def body(c: Conn) -> Lease:
-            if self._idle_timeout_on is not c:  # session-wide, so also for every commit after this
-                await c.execute(f"SET idle_in_transaction_session_timeout = {max(500, int(ttl * 500))}")
-                self._idle_timeout_on = c
             cur = await c.execute(q["lease_take"], (name, owner, ttl))
             row = await cur.fetchone()
             if row is None:  # held by another owner and not expired
@@ -441,13 +460,18 @@ class PostgresStateStore:
                 assert row is not None
             return Lease(name, row[0], int(row[1]), float(row[2]))
 
-        return await self._run("taking a lease", body, write=True)
+        got = await self._run("taking a lease", body, write=True, lease=True)
+        if got.owner == owner:
+            self._lease_ttl = ttl
+        return got
 
     async def lease_release(self, name: str, owner: str, epoch: int) -> bool:
-        return bool(await self._execute("releasing a lease", self._q["lease_release"], (name, owner, epoch)))
+        return bool(
+            await self._execute("releasing a lease", self._q["lease_release"], (name, owner, epoch), lease=True)
+        )
 
     async def lease_list(self) -> list[Lease]:
-        rows = await self._fetchall("reading leases", self._q["lease_list"])
+        rows = await self._fetchall("reading leases", self._q["lease_list"], lease=True)
         return [Lease(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
 
     def fence_commits(self, pipeline: str, fence: Fence | None) -> None:
