@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -355,3 +356,32 @@ async def test_a_source_that_cannot_open_for_good_fails_the_pipeline_at_once(sto
     assert source.opened == 1
     status = await store.status_get("p")
     assert status is not None and status.state == "failed" and "password" in (status.last_error or "")
+
+
+class _SwallowsCancellation(ListSource):
+    """A source whose driver turns a cancellation into an ordinary answer (nats-py's next_msg does, on a
+    closing connection): the engine must stop anyway."""
+
+    async def read(self, max_events: int, max_wait: float) -> Batch[StateChanges]:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.2)
+        return await super().read(max_events, max_wait)
+
+
+async def test_a_reader_whose_source_swallows_its_cancellation_still_stops(store) -> None:  # type: ignore[no-untyped-def]
+    from tidesync.errors import LeaseLostError
+
+    runner = PipelineRunner(
+        "p", _SwallowsCancellation(upsert(i) for i in itertools.count()), MemorySink(), store, queue_batches=1
+    )
+
+    def guard() -> None:  # the lease ran out: the first write is refused and the pipeline fails
+        raise LeaseLostError("lease pipeline:p not renewed; not writing")
+
+    runner.write_guard = guard
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(LeaseLostError):
+        await asyncio.wait_for(runner.run(asyncio.Event()), 10)
+    # Without the reader honouring the swallowed cancellation it waited on the full queue until wait_for gave up.
+    assert loop.time() - started < 5

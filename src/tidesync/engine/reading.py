@@ -144,9 +144,11 @@ class Reader:
                 except RetryStopped:
                     return
                 self.view.heartbeat()
+                _still_wanted()
                 if batch.events or batch.position is not None or batch.rejected:
                     item = await self._item(batch)
                     self.view.pending.append(item.oldest_commit)
+                    _still_wanted()
                     await queue.put(item)
                     if batch.position is not None:
                         self.last_read = batch.position
@@ -234,3 +236,16 @@ async def close_quietly(source: Source) -> None:
     """Close ``source``, ignoring its error: it comes from a source that already failed or is being let go."""
     with contextlib.suppress(Exception):
         await source.close()
+
+
+def _still_wanted() -> None:
+    """Raise CancelledError when this task was cancelled and a driver swallowed it.
+
+    A driver that turns a cancellation into its own error or into an empty answer (nats-py's
+    ``next_msg`` on a closing connection) would leave the reader running with nobody to take its
+    batches: it would wait on the full queue for ever, and the pipeline would never stop. Python
+    keeps the pending request count (``Task.cancelling``), so the reader honours it here.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
