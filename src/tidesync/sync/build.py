@@ -18,7 +18,9 @@ spreadsheet, sheet (the side's ``table:`` fills the source's ``sheet:``, see
 :class:`~tidesync.sync.config.SyncSide`), credentials and column types.
 Every sheet side's endpoint hands the versions it wrote to the side's source
 (``observe``); a Google sheet's endpoint also takes turns with that source
-(its ``gate``).
+(its ``gate``). A side whose source is an app's API (``type: hubspot`` /
+``type: stripe``) writes through that API (:mod:`.saas_endpoint`): no
+``dsn``, no origin.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from tidesync.config import SyncSpec
 from tidesync.errors import ConfigError
 from tidesync.registry import REGISTRY
 from tidesync.retry import RetryPolicy
+from tidesync.sources.mariadb.marker import binlog_origin
 from tidesync.state.store import StateStore
 from tidesync.sync import decisions, pairing
 from tidesync.sync.endpoint import Endpoint
 from tidesync.sync.mapping import FieldMap, side_specs
 from tidesync.sync.processor import SyncProcessor
 from tidesync.sync.runner import ReadPolicy, SyncRunner
+from tidesync.sync.saas_endpoint import is_saas, saas_endpoint, saas_entity
 from tidesync.sync.sql import SqlEndpoint
 
 SHEET_TYPES = ("csv", "xlsx", "gsheets")
@@ -74,9 +78,13 @@ def side_entity(side_cfg: Any, source: Any) -> str:
         if source.type == "gsheets":
             return str(source.entity or source.sheet)
         return str(source.entity or Path(source.path).stem)
+    if is_saas(source):
+        return saas_entity(side_cfg, source)
     table = side_cfg.table
     if source.type == "postgres":
         return table if "." in table else f"public.{table}"
+    if source.type in ("mariadb", "mysql"):  # the binlog source names entities database.table
+        return table if "." in table else f"{source.database()}.{table}"
     for t in getattr(source, "tables", ()) or ():
         if getattr(t, "table", None) == table:
             return str(getattr(t, "entity", None) or table)
@@ -127,8 +135,12 @@ def build_parts(spec: SyncSpec) -> SyncParts:
             origins[s] = None
             endpoints[s] = sheet_endpoint(sides[s], sources[s])
             continue
+        if is_saas(sources[s]):  # an app's API: no origins (echoes known by the ledger of values written)
+            origins[s] = None
+            endpoints[s] = saas_endpoint(sides[s], sources[s])
+            continue
         dsn = side_dsn(sides[s], sources[s])
-        origins[s] = origin_name(cfg.name, s) if is_postgres(dsn) else None
+        origins[s] = origin_name(cfg.name, s) if is_postgres(dsn) else binlog_origin(sources[s], dsn)
         endpoints[s] = SqlEndpoint(dsn, str(sides[s].table), sides[s].key, origin=origins[s])
     a, b = side_specs(cfg.fields, cfg.a, cfg.b, [side_entity(sides[s], sources[s]) for s in ("a", "b")])
     fmap = FieldMap(

@@ -33,6 +33,53 @@ sheet, left out for csv; shared keys required; see :mod:`tidesync.sheets.endpoin
 or a Google sheet (``type: gsheets``; ``table`` names the sheet as for xlsx; see
 :mod:`tidesync.sheets.gsheets_endpoint`).
 
+A side may be an app, through its API: HubSpot CRM records or Stripe customers::
+
+    syncs:
+      - name: crm
+        a:
+          source: {type: postgres, dsn: "postgresql://postgres@127.0.0.1/app", tables: [public.people]}
+          table: public.people
+          key: id
+        b:
+          source: {type: hubspot, token: "${env:HUBSPOT_TOKEN}", objects: [contacts], poll_interval: 5s}
+          table: contacts                  # the source's object written (default: its only object)
+          key: hs_object_id                # the record id HubSpot makes
+          id_property: email               # unique property inserts upsert by (default: email for contacts)
+        fields: {email: email, first_name: firstname, last_name: lastname, score: score}
+        match: {by: email}                 # pairs the records both hold at the first start
+        rules: {default: lww, fields: {last_name: {prefer: b}}}
+        transforms:                        # HubSpot answers text, and an emptied property as ""
+          b_to_a: [{compute: {score: "None if score == '' else int(score)",
+                              last_name: "None if last_name == '' else last_name"}}]
+
+      - name: billing
+        a: {source: {type: postgres, dsn: "...", tables: [public.accounts]}, table: public.accounts, key: id}
+        b:
+          source: {type: stripe, api_key: "${env:STRIPE_KEY}", poll_interval: 5s}
+          key: id                          # the customer id Stripe makes (table: customers, the default)
+        fields: {email: email, name: name, phone: phone, note: description}
+        match: {by: email}
+
+An app side has no ``dsn`` (it writes through the API: see
+:mod:`tidesync.sinks.hubspot.endpoint` and :mod:`tidesync.sinks.stripe.endpoint`
+for what one write costs, and the window in which an edit made in the app can
+be overwritten), its key is the record id the app makes (so the other side's
+key columns stay out of ``fields``: an ID map joins the sides, and ``match:``
+pairs records both hold at the first start), and its source reads what the
+side maps: a hubspot object without ``properties`` is given the mapped ones
+(and ``hs_object_id``), a stripe source without ``objects`` emits customers
+only. Changes come from that polling source (HubSpot search, the Stripe
+Events API; a ``type: hybrid`` source with webhooks is not an app side yet).
+Stripe attributes map by their top-level names; a mapping (``metadata``,
+``address``) is one value, written whole. LWW compares the time each change carries:
+the record's ``lastmodifieddate`` / ``hs_lastmodifieddate`` for HubSpot (one
+time for every property of a record), the event's ``created`` for Stripe
+(whole seconds). Echoes of the sync's writes are known by the ledger of values
+written, as for sheets. The ``hubspot`` polling source does not see records
+archived in HubSpot, so deletes there do not reach the other side (deletes of
+the other side archive the HubSpot record); Stripe deletes go both ways.
+
 Canonical names are A's. When A's key columns map onto B's key columns the
 sides share keys (records are created with the same key); otherwise each side
 generates its own and an ID map joins them.
@@ -81,6 +128,8 @@ Names = Annotated[list[str], BeforeValidator(_names)]
 
 SHEET_SOURCES = ("csv", "xlsx", "gsheets")
 NAMED_SHEETS = ("xlsx", "gsheets")  # sources whose sheet the side's table: may name
+SAAS_KEYS = {"hubspot": "hs_object_id", "stripe": "id"}  # API sides: the record id the app makes is the key
+STRIPE_OBJECTS = ("customers",)
 
 
 class SyncSide(_Strict):
@@ -102,14 +151,27 @@ class SyncSide(_Strict):
     entity: str | None = Field(None, description="entity name of this table's change events (default: derived)")
     key: Names = Field(min_length=1, description="key columns, in the source's key order")
     timestamp: str | None = Field(None, description="per-row modification time column (initial pairing with lww)")
+    id_property: str | None = Field(
+        None,
+        min_length=1,
+        description="hubspot side: the unique property inserts upsert by (default: email for contacts, else none)",
+    )
 
     @property
     def is_sheet(self) -> bool:
         return self.source.get("type") in SHEET_SOURCES
 
+    @property
+    def is_saas(self) -> bool:
+        return self.source.get("type") in SAAS_KEYS
+
     @model_validator(mode="after")
     def _shape(self) -> SyncSide:
         kind = self.source.get("type")
+        if self.id_property is not None and kind != "hubspot":
+            raise ValueError("id_property: only a hubspot side has one")
+        if self.is_saas:
+            return self._saas(str(kind))
         if not self.is_sheet:
             if self.table is None:
                 raise ValueError("table: the table writes go to is required")
@@ -131,6 +193,40 @@ class SyncSide(_Strict):
                 f"the source has {source_key}"
             )
         return self
+
+    def _saas(self, kind: str) -> SyncSide:
+        if self.dsn is not None:
+            raise ValueError(f"dsn: a {kind} side writes through the {kind} API, not a database: remove dsn:")
+        if list(self.key) != [SAAS_KEYS[kind]]:
+            raise ValueError(f"key: a {kind} side's key is the record id {kind.title()} makes: key: {SAAS_KEYS[kind]}")
+        if kind == "stripe" and (self.table or "customers") not in STRIPE_OBJECTS:
+            raise ValueError(f"table: a stripe side writes {', '.join(STRIPE_OBJECTS)} (not {self.table})")
+        if kind == "hubspot":
+            types = [o if isinstance(o, str) else o.get("type") for o in self.source.get("objects") or ()]
+            if self.table is None and len(types) > 1:
+                raise ValueError(f"table: name the object this side writes (the source reads {types})")
+            if self.table is not None and self.table not in types:
+                raise ValueError(f"table: {self.table!r} is not one of the source's objects ({types})")
+        return self
+
+    def fill_source(self, columns: list[str]) -> None:
+        """An API side's source reads what the side maps: a hubspot object without ``properties`` gets the
+        mapped ones and ``hs_object_id``; a stripe source without ``objects`` emits customers only."""
+        kind = self.source.get("type")
+        if kind == "stripe" and self.source.get("objects") is None:
+            self.source = {**self.source, "objects": ["customer"]}
+        if kind != "hubspot":
+            return
+        wanted = list(
+            dict.fromkeys([*columns, SAAS_KEYS["hubspot"], *([self.id_property] if self.id_property else [])])
+        )
+        objects = []
+        for o in self.source.get("objects") or ():
+            spec = {"type": o} if isinstance(o, str) else dict(o)
+            if spec.get("properties") is None and (self.table is None or spec.get("type") == self.table):
+                spec["properties"] = wanted
+            objects.append(spec)
+        self.source = {**self.source, "objects": objects}
 
 
 class MatchConfig(_Strict):
@@ -230,6 +326,15 @@ class SyncConfig(_Strict):
                 f"keys: side {sheet[0]} is a spreadsheet, which makes no keys: map the key columns onto each "
                 "other (shared keys)"
             )
+        saas = [s for s, side in (("a", self.a), ("b", self.b)) if side.is_saas]
+        if saas and self.shared_keys:
+            kind = (self.a if saas[0] == "a" else self.b).source.get("type")
+            raise ValueError(
+                f"keys: side {saas[0]} is {kind}, which makes its own record ids: leave the key columns out of "
+                "fields (an ID map joins the sides; pair existing records with match: {by: email})"
+            )
+        self.a.fill_source(list(self.fields))
+        self.b.fill_source(list(self.fields.values()))
         if self.match is not None and self.shared_keys:
             raise ValueError(
                 "match: pairs records of sides that make their own keys; here the key columns are mapped onto "

@@ -10,6 +10,12 @@ and the row read back, so every field gets its own outcome (see
 statement the database rejects for good (constraint, bad value) makes the
 call run again op by op, each in its own transaction, so only that op fails.
 
+MariaDB whose binlog the side's source reads: with ``origin`` set, every
+session runs ``SET SESSION skip_replication = 1`` when it connects, so the
+binlog events of the sync's writes carry a flag the source reports as that
+origin (:mod:`tidesync.sources.mariadb.marker` says why this mark). MySQL has
+no such flag: there ``origin`` must be None, and echoes are known by value.
+
 Postgres: writes run under a replication origin (``origin``), created once
 with ``pg_replication_origin_create`` and attached to the endpoint's single
 session with ``pg_replication_origin_session_setup``. The change events of
@@ -105,6 +111,8 @@ class SqlEndpoint:
                 await self._run(self._create_origin)
                 await self._run(self._engine.dispose)  # every session from now on gets the origin
                 sa.event.listen(self._engine, "connect", self._attach_origin)
+            elif writes and self._engine.dialect.name in ("mysql", "mariadb") and self.origin:
+                sa.event.listen(self._engine, "connect", self._mark_session)  # before the first connection
         self.meta = await self._run(reflect, self._engine, self.table_name)
         missing = [c for c in self.key if c not in self.meta.columns]
         if missing:
@@ -134,6 +142,23 @@ class SqlEndpoint:
                 if "already active" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+    def _mark_session(self, dbapi_conn: Any, _record: Any) -> None:
+        # MariaDB: every binlog event this session writes carries the skip_replication flag, which the
+        # binlog source reports as the origin (see tidesync.sources.mariadb.marker). Set outside a transaction.
+        from tidesync.sources.mariadb.marker import SESSION_SETUP
+
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute(SESSION_SETUP)
+        except Exception as exc:
+            code = exc.args[0] if exc.args else None
+            if code in (1193, 1227):  # unknown variable (MySQL), access denied (SUPER, before MariaDB 10.5.2)
+                raise PermanentError(
+                    f"{self.where}: cannot mark the sync's writes ({SESSION_SETUP}: {exc}); on MySQL use a "
+                    "type: mysql source, whose echoes are known by value; on MariaDB before 10.5.2 grant SUPER"
+                ) from exc
+            raise
 
     async def close(self) -> None:
         engine, self._engine = self._engine, None

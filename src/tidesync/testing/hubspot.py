@@ -7,16 +7,16 @@ It follows the documented request and response shapes (what tidesync relies on):
   [{id, properties, createdAt, updatedAt, archived}], paging: {next: {after}}}``;
   400 once ``after`` reaches the result ceiling (10,000). Records sharing a sort
   value come back in an arbitrary (hash) order, as real ties do.
-  ``POST /oauth/v1/token`` (form) refreshes OAuth2 access tokens. ``GET /crm/v3/objects/{type}?limit=n``
-  answers the first records, without paging (what a token check reads).
+  ``POST /oauth/v1/token`` (form) refreshes OAuth2 access tokens.
 
 It can answer 429 with Retry-After, or 5xx, for the next requests on demand (``faults``).
 
 The write side (records, property definitions, associations; see
 :mod:`tidesync.testing.hubspot_crm`): ``/crm/v3/properties/{type}``,
-``/crm/v3/objects/{type}/batch/{upsert,update,read,archive}``, ``/crm/v4/associations/
-{from}/{to}/batch/{associate/default,archive}``, ``PUT /crm/v4/objects/{from}/{id}/
-associations/default/{to}/{toId}`` and ``GET /crm/v4/objects/{from}/{id}/associations/{to}``.
+``/crm/v3/objects/{type}/batch/{create,upsert,update,read,archive}``, ``GET
+/crm/v3/objects/{type}`` (paged), ``/crm/v4/associations/{from}/{to}/batch/{associate/default,archive}``,
+``PUT /crm/v4/objects/{from}/{id}/associations/default/{to}/{toId}`` and
+``GET /crm/v4/objects/{from}/{id}/associations/{to}``.
 With ``rate_limit=(max, seconds)`` every answer carries ``X-HubSpot-RateLimit-Max``,
 ``-Remaining`` and ``-Interval-Milliseconds``, and a request beyond ``max`` in the
 rolling interval gets 429 with ``Retry-After`` (whole seconds, rounded up). ``error_rate``
@@ -294,10 +294,23 @@ class FakeHubSpot:
         return body if isinstance(body, dict) else {}
 
     async def _page(self, request: Request) -> tuple[int, Any]:
-        """``GET /crm/v3/objects/<type>?limit=n``: the first records (no paging; a token check reads one)."""
-        limit = int(request.query_params.get("limit", "10"))
-        rows = list(self.records.get(request.path_params["type"], {}).values())[:limit]
-        return 200, {"results": rows}
+        """``GET /crm/v3/objects/<type>?limit=n&after=&properties=a,b``: records in id order, a page at a time
+        (``paging.next.after`` while more follow); ``properties`` names what each shows (default: every one)."""
+        q = request.query_params
+        limit = int(q.get("limit", "10"))
+        if not 1 <= limit <= 100:
+            return 400, {"status": "error", "category": "VALIDATION_ERROR", "message": "limit: 1 to 100"}
+        after = int(q.get("after") or 0)
+        names = [n for n in (q.get("properties") or "").split(",") if n] or None
+        with self.crm.lock:
+            table = self.records.get(request.path_params["type"], {})
+            ids = sorted(int(i) for i in table if int(i) > after)
+            rows = [self.crm._shown(table[str(i)], names) for i in ids[:limit]]
+        answer: dict[str, Any] = {"results": rows}
+        if len(ids) > limit:
+            last = rows[-1]["id"]
+            answer["paging"] = {"next": {"after": last, "link": f"?after={last}"}}
+        return 200, answer
 
     async def _properties(self, request: Request) -> tuple[int, Any]:
         return self.crm.list_properties(request.path_params["type"])
@@ -306,7 +319,7 @@ class FakeHubSpot:
         verb, object_type = request.path_params["verb"], request.path_params["type"]
         body = await self._body(request)
         ops = {"upsert": self.crm.upsert, "update": self.crm.update, "read": self.crm.read,
-               "archive": self.crm.archive}  # fmt: skip
+               "archive": self.crm.archive, "create": self.crm.create}  # fmt: skip
         op = ops.get(verb)
         if op is None:
             return 404, {"status": "error", "message": f"no batch {verb}", "category": "OBJECT_NOT_FOUND"}

@@ -7,7 +7,7 @@ answer)`` in HubSpot's shapes:
 - ``GET /crm/v3/properties/{type}``: ``{results: [{name, label, type, fieldType,
   description, groupName, options: [{label, value, displayOrder, hidden}],
   hasUniqueValue, modificationMetadata}]}``.
-- ``POST /crm/v3/objects/{type}/batch/{upsert|update|read|archive}``: at most
+- ``POST /crm/v3/objects/{type}/batch/{create|upsert|update|read|archive}``: at most
   100 inputs (400 above). A property that does not exist, or a value outside
   an enumeration's options, refuses the whole batch with 400 (as HubSpot
   does: ``PROPERTY_DOESNT_EXIST`` / ``INVALID_OPTION``, naming the property).
@@ -185,7 +185,8 @@ class CrmStore:
         merged["hs_lastmodifieddate"] = now
         if object_type == "contacts":
             merged["lastmodifieddate"] = now
-        old, record = (None if new else record), {**record, "properties": merged, "updatedAt": now}
+        kept = {k: v for k, v in record.items() if k != "_sortable"}  # the search side's cache of the old values
+        old, record = (None if new else record), {**kept, "properties": merged, "updatedAt": now}
         self._reindex(object_type, old, record)
         table[record["id"]] = record  # replaced whole (the search side caches per record)
         return record, new
@@ -250,6 +251,30 @@ class CrmStore:
                 return self._shown(record, None, trace, new)
 
             return self._batch(inputs, one)
+
+    def create(self, object_type: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """``batch/create``: 201 with the new records; a unique value another record holds refuses the whole
+        batch with 409 (``CONFLICT``: ``... already exists. Existing ID: <id>``), as HubSpot does."""
+        with self.lock:
+            inputs, bad = self._checked(object_type, body)
+            if bad is not None:
+                return bad
+            for inp in inputs:
+                for name, value in (inp.get("properties") or {}).items():
+                    if value in (None, "") or not self._unique(object_type, name):
+                        continue
+                    taken = self._index.get((object_type, name), {}).get(str(value))
+                    if taken is not None:
+                        return 409, _error(f"{object_type} already exists. Existing ID: {taken}", "CONFLICT")
+            results = []
+            for inp in inputs:
+                props = inp.get("properties") or {}
+                record, _ = self._apply(object_type, None, props)
+                for name, value in props.items():
+                    if value not in (None, "") and self._unique(object_type, name):
+                        self.created[(object_type, str(value))] += 1
+                results.append(self._shown(record, None, inp.get("objectWriteTraceId")))
+            return 201, {"status": "COMPLETE", "results": results, "startedAt": now_iso(), "completedAt": now_iso()}
 
     def update(self, object_type: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self.lock:

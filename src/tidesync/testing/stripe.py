@@ -11,7 +11,8 @@ It follows the documented request and response shapes (what tidesync relies on):
 It can answer 429 with Retry-After, or 5xx, for the next requests on demand (``faults``).
 
 Writes (:mod:`.stripe_writes` says what they follow): ``POST /v1/customers``,
-``/v1/products``, ``/v1/prices`` create; ``POST /v1/<plural>/<id>`` updates;
+``/v1/products``, ``/v1/prices`` create (``GET /v1/customers?email=`` lists by email);
+``POST /v1/<plural>/<id>`` updates;
 ``DELETE /v1/customers/<id>`` and ``/v1/products/<id>`` delete; ``GET
 /v1/<plural>/<id>`` retrieves. Each write emits its event (``customer.created``,
 ``price.updated``, ``product.deleted`` ...) with ``previous_attributes`` and the
@@ -273,8 +274,11 @@ class FakeStripe:
         plural = request.path_params["plural"]
         if request.method == "POST":
             return await self._write(request, plural, None)
-        objects = self.objects.get(plural.removesuffix("s"), {})
-        return self._list(request, list(objects.values()), f"/v1/{plural}")
+        items = list(self.objects.get(plural.removesuffix("s"), {}).values())
+        email = request.query_params.get("email")
+        if plural == "customers" and email is not None:  # the documented filter: exact, case-sensitive
+            items = [o for o in items if o.get("email") == email]
+        return self._list(request, items, f"/v1/{plural}")
 
     async def _object(self, request: Request) -> Response:
         refused = await self._gatekeep(request)

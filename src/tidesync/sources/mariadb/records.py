@@ -5,7 +5,8 @@ which columns hold JSON, passed in): it keeps each captured table's shape and ro
 decoder by table map, decodes row images (``rows.py``, else mysql-replication's
 own decoding), and builds the :data:`Record` s the reader hands over:
 
-- a ChangeEvent, position ``(file_seq, tx_offset, index, gtid)`` (see ``positions.py``);
+- a ChangeEvent, position ``(file_seq, tx_offset, index, gtid)`` (see ``positions.py``), with the
+  origin ``marker.ORIGIN`` when a session with ``skip_replication`` wrote it (a sync's own write);
 - :class:`Rejected`: a row the source cannot represent (a zero date under
   ``zero_dates: dead_letter``), with its reason, in the row's place;
 - :class:`Boundary`: a transaction ended; its position is a checkpoint before the next one;
@@ -33,6 +34,7 @@ from pymysqlreplication.row_event import (  # type: ignore[import-untyped]
 
 from tidesync.errors import SourceError
 from tidesync.event import DELETE, INSERT, UPDATE, ChangeEvent, Position, Row, diff_fields
+from tidesync.sources.mariadb.marker import origin_of
 from tidesync.sources.mariadb.rows import RowImages, event_payload, full_images, rows_decoder
 from tidesync.sources.mariadb.tables import TableShape, entity_name
 from tidesync.sources.mariadb.types import ColType, from_table_map
@@ -149,23 +151,24 @@ class RecordMaker:
         self, shape: TableShape, ev: Any, before: Row | None, after: Row | None, zero: list[str], at: Position
     ) -> list[Record]:
         ts = float(ev.timestamp)
+        origin = origin_of(ev.packet.flags)  # written by a sync's endpoint (``marker.py``)
         key = shape.key_of(after if after is not None else before or {})
         if zero:
             rejected = self._zero(shape, zero, key, at, ts)
             if rejected is not None:
                 return [rejected]
         if isinstance(ev, WriteRowsEvent):
-            return [ChangeEvent(shape.entity, key, INSERT, None, after, None, at, ts)]
+            return [ChangeEvent(shape.entity, key, INSERT, None, after, None, at, ts, origin)]
         if isinstance(ev, DeleteRowsEvent):
-            return [ChangeEvent(shape.entity, key, DELETE, before, None, None, at, ts)]
+            return [ChangeEvent(shape.entity, key, DELETE, before, None, None, at, ts, origin)]
         assert before is not None and after is not None
         old_key = shape.key_of(before)
         if old_key != key:  # the key changed: the old record is gone, a new one is there
             return [
-                ChangeEvent(shape.entity, old_key, DELETE, before, None, None, at, ts),
-                ChangeEvent(shape.entity, key, INSERT, None, after, None, (*at, "k"), ts),
+                ChangeEvent(shape.entity, old_key, DELETE, before, None, None, at, ts, origin),
+                ChangeEvent(shape.entity, key, INSERT, None, after, None, (*at, "k"), ts, origin),
             ]
-        return [ChangeEvent(shape.entity, key, UPDATE, before, after, diff_fields(before, after), at, ts)]
+        return [ChangeEvent(shape.entity, key, UPDATE, before, after, diff_fields(before, after), at, ts, origin)]
 
     def _zero(self, shape: TableShape, columns: list[str], key: Any, at: Position, ts: float) -> Rejected | None:
         if self.zero_dates == "dead_letter":
