@@ -25,6 +25,7 @@ import pytest
 
 from tests.integration.e2e_support import kill_engine, pg_checksum, running, start_engine, stop_engine, wait_caught_up
 from tests.integration.test_faults import AUDIT, ITEMS, Writer, assert_applied_in_order_once, dest_db, sql
+from tidesync.event import unpack_value
 from tidesync.testing import wait_until
 
 __all__ = ["dest_db"]  # the fixture, imported for this module's tests
@@ -126,6 +127,11 @@ def test_two_processes_split_the_partitions_and_one_takes_all_after_a_kill(
                 lambda: sorted(holders(src).values()) == [2, 2] and holders(src), timeout=60, message="a 2/2 split"
             )
             print(f"partitions split: {dict(split)}")
+            view = json.loads(_cli("status", str(config), "--json", "--cluster"))
+            assert view["errors"] == [] and view["stream"]["messages"] > 0
+            assert sorted(len(p["leases"]) for p in view["processes"]) == [2, 3]  # one of them holds the capture too
+            assert {p["holder"] for p in view["partitions"]} == set(split)
+            assert [c["holder"] for c in view["captures"]] == [leases(src)[f"pipeline:{name}"]]
             for i in range(200):
                 conn.execute("INSERT INTO log VALUES (%s, 'x')", (i,))
             # kill -9 the capture's owner: the next event applied must come within TTL + 5 s
@@ -286,7 +292,6 @@ def _rows(dsn: str, table: str) -> int:
 def test_replay_rewinds_a_sink_group_and_re_applies_what_a_restored_destination_lacks(
     tmp_path: Path, pg_database: str, dest_db: str
 ) -> None:
-    from tests.integration.e2e_support import status
 
     src, dst = pg_database, dest_db
     sql(src, ITEMS, LOG)
@@ -302,25 +307,35 @@ def test_replay_rewinds_a_sink_group_and_re_applies_what_a_restored_destination_
         wait_until(lambda: pg_checksum(src, "items", cols) == pg_checksum(dst, "items", cols), timeout=60)
         applied = _count(dst, "audit")
 
-        def caught_up(rows: list[dict[str, object]], before: dict[str, object]) -> bool:
-            return all(r["position"] == before[str(r["pipeline"])] for r in rows if "@p" in str(r["pipeline"]))
+        def checkpoints() -> dict[str, int]:
+            """Each partition's checkpoint (a stream sequence) in the state store."""
+            with psycopg.connect(src) as conn:
+                rows = conn.execute(
+                    "SELECT pipeline, position FROM ts_state.checkpoints WHERE pipeline LIKE %s", (f"{name}@p%",)
+                ).fetchall()
+            return {str(p): int(unpack_value(bytes(pos))[0]) for p, pos in rows}
 
-        positions = {str(r["pipeline"]): r["position"] for r in status(config)}
+        def caught_up(before: dict[str, int]) -> bool:
+            now = checkpoints()
+            return all(now.get(p, 0) >= seq for p, seq in before.items())
+
+        before = checkpoints()
         # 1. the destination holds everything: re-applying from the start changes nothing (idempotent)
-        out = _cli("replay", str(config), name, "--from-sequence", "1", "--json")
-        rewound = json.loads(out)
+        rewound = json.loads(_cli("replay", str(config), name, "--from-sequence", "1", "--json"))
         assert [r["partition"] for r in rewound] == [0, 1, 2, 3]
         assert all(r["after"] == 0 for r in rewound if r["before"]), rewound
-        wait_until(lambda: caught_up(status(config), positions), timeout=60, message="the workers to catch up again")
+        wait_until(lambda: caught_up(before), timeout=60, message="the workers to apply again up to where they were")
         assert _count(dst, "audit") == applied, "a replay into a destination that holds everything applied again"
         # 2. the destination restored from an (empty) backup: its rows and its applied positions are gone
         sql(dst, "DELETE FROM items WHERE id <= 100", "DELETE FROM _tidesync_applied")
         when = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
-        _cli("replay", str(config), name, "--from-time", when)
+        again = json.loads(_cli("replay", str(config), name, "--from-time", when, "--json"))
+        # each partition back to just before its first message (the stream's sequences are shared by all)
+        assert all(r["after"] is not None and r["after"] < min(4, r["before"]) for r in again if r["before"]), again
         wait_until(
             lambda: pg_checksum(src, "items", cols) == pg_checksum(dst, "items", cols),
             timeout=60,
-            message="the replay to restore what the destination lacked",
+            message=f"the replay to restore what the destination lacked (rewound: {again})",
         )
         running(proc, log)
         stop_engine(proc, log)

@@ -18,6 +18,7 @@ from tidesync.api.jobs import Jobs
 from tidesync.api.models import (
     MAX_ID,
     ActionOutcome,
+    ClusterInfo,
     JobInfo,
     PipelineInfo,
     Problem,
@@ -175,8 +176,12 @@ async def list_syncs(request: Request) -> list[SyncInfo]:
     return await sync_infos(_rt(request))
 
 
-@router.get("/api/cluster", summary="The cluster: processes, capture and partition leases, partition lag, stream depth")
-async def get_cluster(request: Request) -> dict[str, Any]:
+@router.get(
+    "/api/cluster",
+    summary="The cluster: processes, capture and partition leases, partition lag, stream depth",
+    responses={404: {"model": Problem, "description": "the config has no `cluster:` section"}},
+)
+async def get_cluster(request: Request) -> ClusterInfo:
     rt = _rt(request)
     model = getattr(rt.config, "model", None)
     if model is None or model.cluster is None or model.lease is None:
@@ -185,7 +190,7 @@ async def get_cluster(request: Request) -> dict[str, Any]:
     from tidesync.engine.cluster_view import cluster_view
 
     works = plan(model.cluster, rt.config.pipelines)
-    return await cluster_view(rt.store, model.cluster, works, model.lease.ttl_seconds)
+    return ClusterInfo.model_validate(await cluster_view(rt.store, model.cluster, works, model.lease.ttl_seconds))
 
 
 def install(app: FastAPI) -> None:

@@ -234,3 +234,46 @@ class ActionOutcome(_Model):
     pipeline: str
     state: str
     note: str
+
+
+class ClusterStream(_Model):
+    name: str
+    messages: int | None = Field(description="messages the stream holds (None: JetStream out of reach)")
+    bytes: int | None
+    replicas: int
+    first_sequence: int | None = None
+    last_sequence: int | None = None
+    leader: str | None = Field(None, description="the node leading the stream")
+
+
+class ClusterProcess(_Model):
+    process: str = Field(description="host:pid")
+    seen_at: float
+    leases: list[str] = Field(description="the leases it holds: pipeline:NAME (a capture), apply:GROUP@pN")
+
+
+class ClusterCapture(_Model):
+    pipeline: str
+    lease: str
+    holder: str | None = Field(description="host:pid holding the capture; None: nobody (it is moving)")
+    epoch: int | None
+
+
+class ClusterPartition(_Model):
+    pipeline: str
+    group: str = Field(description="the sink group: the pipeline, or PIPELINE.SINK of a fan-out pipeline")
+    partition: int
+    consumer: str
+    lease: str
+    holder: str | None
+    epoch: int | None
+    pending: int | None = Field(description="messages of the partition not yet delivered")
+    ack_pending: int | None = Field(description="delivered, not yet applied and acknowledged")
+
+
+class ClusterInfo(_Model):
+    stream: ClusterStream
+    processes: list[ClusterProcess]
+    captures: list[ClusterCapture]
+    partitions: list[ClusterPartition]
+    errors: list[str] = Field(description="what could not be read (NATS or the state store out of reach)")

@@ -146,10 +146,11 @@ async def _starts(
                 ),
             )
             try:
-                msgs = await sub.fetch(1, timeout=2)
-                out[w.spec.name] = msgs[0].metadata.sequence.stream
-            except Exception:  # nothing stored at or after the time on this partition
-                out[w.spec.name] = None
+                if (await sub.consumer_info()).num_pending == 0:
+                    out[w.spec.name] = None  # nothing stored at or after the time on this partition
+                else:
+                    msgs = await sub.fetch(1, timeout=10)
+                    out[w.spec.name] = msgs[0].metadata.sequence.stream
             finally:
                 await sub.unsubscribe()
         return out
