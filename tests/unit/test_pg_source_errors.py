@@ -34,6 +34,7 @@ def pg3(code: str, text: str = "x") -> psycopg.Error:
         (psycopg2.OperationalError("server closed the connection unexpectedly"), True),
         (psycopg2.InterfaceError("connection already closed"), True),
         (psycopg2.DatabaseError("no COPY in progress\n"), True),  # the server ended the stream (shutdown)
+        (psycopg2.DatabaseError("error with status PGRES_COPY_BOTH and no message from the libpq"), True),
         (OSError("connection refused"), True),
         (pg3("57P01"), True),
         (_Pg2Coded("57P01", "terminating connection due to administrator command"), True),

@@ -46,7 +46,8 @@ from tidesync.sinks.sql.postgres_errors import classify as classify_sqlstate
 _TRANSIENT = {"55006": "the replication slot is still in use by another process"}
 _PERMANENT = {"58P01": "the WAL this slot needs was removed"}
 # libpq's texts (no SQLSTATE) for a replication stream that ended under the client.
-_STREAM_ENDED = ("no COPY in progress",)
+# The second: the walsender was killed mid-stream and libpq got no error message with the end of the copy.
+_STREAM_ENDED = ("no COPY in progress", "PGRES_COPY_BOTH and no message from the libpq")
 
 
 class _Coded(Exception):
