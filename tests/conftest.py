@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pymysql
@@ -98,3 +99,17 @@ def _mariadb_admin(statement: str) -> None:
 @pytest.fixture
 def state_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
     return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A failed test that ran engines as subprocesses shows the end of each one's log (``*.log`` in its tmp_path):
+    a failure seen once in CI can then be read, not guessed."""
+    report = yield
+    if report.when == "call" and report.failed:
+        tmp = getattr(item, "funcargs", {}).get("tmp_path")
+        if tmp is not None:
+            for path in sorted(Path(tmp).rglob("*.log"))[:8]:
+                lines = path.read_text(errors="replace").splitlines()[-300:]
+                report.sections.append((f"log {path.name} (last {len(lines)} lines)", "\n".join(lines)))
+    return report

@@ -385,3 +385,31 @@ async def test_a_reader_whose_source_swallows_its_cancellation_still_stops(store
         await asyncio.wait_for(runner.run(asyncio.Event()), 10)
     # Without the reader honouring the swallowed cancellation it waited on the full queue until wait_for gave up.
     assert loop.time() - started < 5
+
+
+class _ReconnectsForEver(ListSource):
+    """A source whose read never ends: a Postgres source reconnecting to a slot another process holds."""
+
+    async def read(self, max_events: int, max_wait: float) -> Batch[StateChanges]:
+        if self._n >= 20:
+            await asyncio.Event().wait()
+        return await super().read(max_events, max_wait)
+
+
+async def test_a_stop_gives_up_a_read_that_does_not_end_and_keeps_what_was_applied(store) -> None:  # type: ignore[no-untyped-def]
+    from tidesync.engine.runner import READ_GRACE
+
+    sink = MemorySink()
+    runner = PipelineRunner(
+        "p", _ReconnectsForEver(upsert(i) for i in range(40)), sink, store, batch=BatchPolicy(10, 0.01)
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await eventually(lambda: runner.stats.events_written == 20)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    stop.set()
+    await asyncio.wait_for(task, 10)  # before: the drain waited on the read for as long as it lasted
+    assert loop.time() - started < READ_GRACE + 2
+    assert runner.lifecycle.state.value == "stopped"
+    assert len(sink.writes) == 20 and await store.load_checkpoint("p") == (19,)

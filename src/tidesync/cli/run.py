@@ -36,7 +36,8 @@ def validate(
 
 
 def handle_stop_signals(engine: Any) -> None:
-    """First SIGINT/SIGTERM: drain and stop. A second one: leave at once (as safe as a crash)."""
+    """First SIGINT/SIGTERM: drain and stop. A second one: leave at once (as safe as a crash). SIGUSR1: log
+    every task's stack (:func:`~tidesync.engine.engine.dump_tasks`)."""
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
@@ -47,6 +48,9 @@ def handle_stop_signals(engine: Any) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    from tidesync.engine.engine import dump_tasks
+
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)  # what every task waits on, in the log
 
 
 def _run_engine(config: Path, pipeline: list[str] | None, force_api: bool, once: bool = False) -> None:

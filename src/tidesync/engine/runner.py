@@ -61,6 +61,7 @@ from tidesync.state.store import NewDeadLetter, PipelineStatus, StateChanges, St
 __all__ = ["DEGRADED_FOR", "STATE_RETRY", "BatchPolicy", "PipelineRunner"]
 
 log = logging.getLogger("tidesync.engine")
+READ_GRACE = 1.0  # seconds a read in flight at a stop may take before it is given up (see _run_tasks)
 STATE_RETRY = RetryPolicy(initial_delay=0.2, max_delay=5.0, max_age=60.0)
 
 
@@ -273,11 +274,17 @@ class PipelineRunner:
         writer = asyncio.create_task(self._write_loop(queue, stop), name=f"{self.name}:write")
         stopped = asyncio.create_task(stop.wait(), name=f"{self.name}:stop")
         tasks: tuple[asyncio.Task[Any], ...] = (reader, writer, stopped)
+        cutoff: asyncio.TimerHandle | None = None
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in (reader, writer):
                 if task.done() and not task.cancelled() and (error := task.exception()) is not None:
                     raise error
+            if stop.is_set() and not reader.done():
+                # A read still going READ_GRACE after the stop (a source reconnecting to a replication slot
+                # another process holds now, after a lost lease) is given up: nothing it read was queued or
+                # checkpointed, so the next start reads it again. The drain waited on it for as long before.
+                cutoff = asyncio.get_running_loop().call_later(READ_GRACE, reader.cancel)
             if self.lifecycle.state != State.DRAINING:
                 held = self.lifecycle.state in (State.RETRYING, State.BLOCKED) or self.delivery.held is not None
                 self.lifecycle.to(State.DRAINING)
@@ -289,6 +296,8 @@ class PipelineRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
         finally:
+            if cutoff is not None:
+                cutoff.cancel()
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -18,7 +18,9 @@ renewed by one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` that compares
 after a takeover sees the new epoch and applies nothing. A holder frozen in
 the middle of a transaction would hold its row locks (the lease row's among
 them) for as long as it is frozen, so a store that takes leases has the server
-end its session once it is idle in a transaction for half the TTL.
+end its session once it is idle in a transaction for half the TTL; the lease
+statements themselves run outside any transaction, so a freeze between two of
+them holds no lock.
 """
 
 from __future__ import annotations
@@ -229,7 +231,10 @@ class PostgresStateStore:
                     self._idle_timeout_on = conn
                 committing = False
                 try:
-                    if not write:
+                    if not write or lease:
+                        # Lease statements run in autocommit, each atomic on the server: in a transaction, a
+                        # holder frozen (SIGSTOP, a paused VM) between the take and its COMMIT kept the lease row
+                        # locked, and every other process waited on it for as long as the freeze lasted.
                         return await body(conn)
                     async with conn.transaction():
                         result = await body(conn)
