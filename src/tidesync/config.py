@@ -190,6 +190,14 @@ class ApiConfig(Strict):
         description="a connection whose request head (request line and headers) is not complete this many "
         "seconds after it opened or its next request began is closed (slow or idle clients)",
     )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="a request body (webhook delivery or admin API call) not complete this many seconds after "
+        "its request head is answered 408 and its connection closed: a deadline on the whole body, not on "
+        "the gap between two reads (a body sent a byte at a time)",
+    )
     keep_alive_timeout_seconds: float = Field(
         5.0, gt=0, le=600, description="an idle keep-alive connection is closed after this many seconds"
     )

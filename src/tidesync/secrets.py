@@ -39,7 +39,15 @@ from pydantic_core import core_schema
 from tidesync.errors import ConfigError
 
 _REF = re.compile(r"\$\{(env|file):([^}]+)\}")
-_DSN_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# The password of a URL runs to the authority's last "@", as a URL parser splits it: a raw "@" inside it
+# (mysql://u:p@ss@h, u:@dmin@h) is part of it. Past its first "@" it stops at what ends an authority (/ ? #),
+# at whitespace and at quotes, so a later "@" in a query or in the next quoted string is not taken for its
+# end. An empty password (u:@h) is left as it is.
+_AT_PART = r"@[^@/?#\s'\"]*"
+_DSN_PASSWORD = re.compile(
+    r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):"
+    rf"(?P<pw>[^@/\s]+(?:{_AT_PART})*|(?:{_AT_PART})+)@"
+)
 # libpq keyword strings (password=pw, password='p w') and URL query parameters (?password=pw&...).
 # An unterminated quote (a message cut short) masks to the end rather than leak the rest.
 _KEYWORD_PASSWORD = re.compile(

@@ -6,6 +6,10 @@
 - several large unauthenticated posts at once change nothing;
 - slowloris: 300 connections dribbling a request head are closed at the header deadline, while a
   normal request is served meanwhile; a fresh idle connection is closed at the same deadline;
+- a slow body: 200 connections whose head is complete and whose body (declared or chunked, to a
+  webhook route unsigned or to the admin API with the token) keeps coming a byte at a time, well
+  inside any idle gap, are answered 408 and closed at ``api.body_timeout_seconds``; a normal
+  request is served meanwhile, and a signed delivery is accepted afterwards;
 - an idle keep-alive connection is closed after ``api.keep_alive_timeout_seconds``;
 - a request head over ``api.max_header_bytes`` is answered 431;
 - past ``api.limit_concurrency`` connections, a request is answered 503.
@@ -20,6 +24,7 @@ import contextlib
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,11 +33,13 @@ import msgspec
 import pytest
 
 from tests.integration.security_support import CONFIG, Served, served
+from tidesync.sources.webhook.signatures import sign_hmac
 from tidesync.testing import wait_until
 
 MiB = 1024 * 1024
 RSS_SLACK = 50 * MiB
 CHUNK = b"\0" * MiB
+JSON_CT = {"content-type": "application/json"}
 
 
 def config(**api: object) -> str:
@@ -199,7 +206,7 @@ def closed(sock: socket.socket) -> bool:
         return True
 
 
-SLOW = config(header_timeout_seconds=1, keep_alive_timeout_seconds=1)
+SLOW = config(header_timeout_seconds=1, keep_alive_timeout_seconds=1, body_timeout_seconds=1)
 
 
 @pytest.fixture
@@ -247,6 +254,62 @@ def test_idle_connections_are_closed(slow_server: Served) -> None:
         assert not closed(kept)  # keep-alive: still open right after the response
         wait_until(lambda: closed(kept), timeout=4, message="idle keep-alive connection closed")
         wait_until(lambda: closed(fresh), timeout=4, message="idle fresh connection closed")
+
+
+def slow_body(server: Served, n: int) -> socket.socket:
+    """A connection whose request head is complete and whose body has just begun (never finished)."""
+    if n % 10 == 0:  # the admin API, with the token: its body is read by the route
+        path, extra, size = "/api/dlq/replay", f"authorization: {server.auth['authorization']}\r\n", 1000
+    else:  # a webhook route, unsigned: the signature can only be checked once the body is all there
+        path, extra, size = "/webhooks/hmac", "x-signature: sha256=00\r\n", 100_000
+    chunked = n % 2 == 1
+    framing = "transfer-encoding: chunked" if chunked else f"content-length: {size}"
+    sock = connect(server)
+    head = f"POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n{framing}\r\n{extra}\r\n"
+    sock.sendall(head.encode() + (b"%x\r\n" % size if chunked else b"") + b"{")
+    return sock
+
+
+def test_a_body_sent_slowly_is_answered_408_at_the_body_deadline(slow_server: Served) -> None:
+    server = slow_server
+    socks = [slow_body(server, n) for n in range(200)]
+    try:
+        open_ = dict(enumerate(socks))
+        answers: dict[int, int] = {}
+        sent = 0
+
+        def trickle_until_all_answered() -> bool:
+            # One more body byte on every open connection per poll (a gap of ~0.05 s, far inside any idle
+            # limit): the body keeps arriving and would complete only after hundreds of seconds.
+            nonlocal sent
+            for i, sock in list(open_.items()):
+                if select.select([sock], [], [], 0)[0]:
+                    answers[i] = read_response(sock)[0]
+                    del open_[i]
+                    continue
+                with contextlib.suppress(OSError):
+                    sent += sock.send(b" ")
+            return not open_
+
+        started = time.monotonic()
+        with server.client() as client:  # meanwhile a normal request is served
+            assert client.get("/api/pipelines", headers=server.auth).status_code == 200
+        wait_until(trickle_until_all_answered, timeout=8, interval=0.05, message="slow bodies answered")
+        elapsed = time.monotonic() - started
+        assert sorted(set(answers.values())) == [408], answers
+        assert sent >= len(socks)  # the bodies kept coming while the deadline ran
+        assert elapsed >= 0.5  # answered at the deadline, not refused at once
+        for sock in socks:  # and each connection is closed after its 408
+            wait_until(lambda sock=sock: closed(sock), timeout=2, message="connection closed after 408")
+    finally:
+        for sock in socks:
+            sock.close()
+    with server.client() as client:  # a body sent in time is read and answered as before
+        assert client.get("/healthz").status_code == 200
+        body = msgspec.json.encode({"id": f"in-time-{time.time_ns()}", "ts": int(time.time())})
+        signature = sign_hmac(body, server.secrets["hmac"], prefix="sha256=")
+        reply = client.post("/webhooks/hmac", content=body, headers={"x-signature": signature, **JSON_CT})
+        assert reply.status_code == 200 and reply.json()["accepted"] == 1, reply.text
 
 
 def test_a_huge_request_head_is_refused(slow_server: Served) -> None:

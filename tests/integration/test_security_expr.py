@@ -8,6 +8,11 @@ formatting), 200 MB (string repetition), a 5-second stall (``round`` with
 2xx and its event lands in the dead-letter queue, with a reason naming the
 bound, while the server's RSS stays within 50 MiB of its start and a good
 event sent right after is written within a couple of seconds.
+
+A second pipeline adds and subtracts: a record whose ``+`` or ``-`` meets a
+bool (JSON ``true``/``false``; Python would make ``True + 1`` 2) or whose
+``s + s`` would pass the 1 MiB value cap is dead-lettered the same way, and
+the numbers and strings around them are computed as before.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import msgspec
 from tests.integration.security_support import Served, served
 from tidesync.sources.webhook.signatures import sign_hmac
 from tidesync.testing import wait_until
+from tidesync.transform.limits import MAX_VALUE_SIZE
 
 MiB = 1024 * 1024
 RSS_SLACK = 50 * MiB
@@ -132,5 +138,52 @@ def test_amplifying_expressions_dead_letter_the_record_and_the_server_keeps_goin
             assert letters[(key,)]["error_class"] == "transform"
             assert letters[(key,)]["error"].startswith(reason), letters[(key,)]["error"]
         assert all(written(tmp_path, key) is None for key in ATTACKS)
+        with server.client() as client:
+            assert client.get("/healthz").status_code == 200
+
+
+PLUS_MINUS = (
+    CONFIG.split("    transforms:")[0]
+    + """\
+    transforms:
+      - compute:
+          total: "a + b"
+          less: "c - d"
+          dec: "e - 1"
+          twice: "s + s"
+    sink: {{type: sqlite, path: {tmp}/dst.db, create_tables: true}}
+    batch: {{max_events: 100, max_wait_ms: 5}}
+"""
+)
+
+HALF = MAX_VALUE_SIZE // 2 + 1  # twice this is one character over the cap; the body stays under 1 MiB
+REFUSED: dict[int, tuple[dict[str, Any], str]] = {
+    # id: (body, what the dead letter's error says)
+    1: ({"a": True, "b": 1}, "compute total: '+' takes numbers, not bool: got True and 1"),
+    2: ({"a": 2, "b": False}, "compute total: '+' takes numbers, not bool: got 2 and False"),
+    3: ({"c": True, "d": True}, "compute less: '-' takes numbers, not bool: got True and True"),
+    4: ({"e": False}, "compute dec: '-' takes numbers, not bool: got False and 1"),
+    5: ({"s": "x" * HALF}, f"compute twice: '+' would make a value of {2 * HALF:,} characters"),
+}
+
+
+def test_plus_and_minus_refuse_bools_and_oversized_strings_per_record(tmp_path: Path) -> None:
+    with served(tmp_path, PLUS_MINUS) as server:
+        for key, (record, _) in REFUSED.items():
+            assert post(server, {"id": key, **record}) == 200
+        good = {"id": 100, "a": 2, "b": 3, "c": 7.5, "d": 2, "e": 10, "s": "x" * (MAX_VALUE_SIZE // 2)}
+        assert post(server, good) == 200
+        row = wait_until(lambda: written(tmp_path, 100), timeout=30, message="the good event written")
+        assert (row["total"], row["less"], row["dec"], len(row["twice"])) == (5, 5.5, 9, MAX_VALUE_SIZE)
+
+        with server.client() as client:
+            answer = client.get("/api/dlq", params={"pipeline": "orders"}, headers=server.auth)
+        assert answer.status_code == 200
+        letters = {tuple(e["key"]): e for e in answer.json()}
+        assert set(letters) == {(key,) for key in REFUSED}
+        for key, (_, reason) in REFUSED.items():
+            assert letters[(key,)]["error_class"] == "transform"
+            assert letters[(key,)]["error"].startswith(reason), letters[(key,)]["error"]
+        assert all(written(tmp_path, key) is None for key in REFUSED)
         with server.client() as client:
             assert client.get("/healthz").status_code == 200

@@ -8,7 +8,9 @@
   digits, a space, a sign, thousands of digits) are a 4xx in every scheme,
   even when the signature over them is right: never a 5xx.
 - Two 30-digit ids that differ only past the 17th digit land as two rows,
-  each exact.
+  each exact; a key that is a float (``1.5``, ``12.0``, ``1e30``) is
+  acknowledged and dead-lettered (error class ``transform``, the mapping's
+  reason), never written, and the source keeps going.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import pytest
 from tests.integration.security_support import CONFIG, Served, new_secrets, served
 from tidesync.config import load_config_text
 from tidesync.errors import ConfigError
-from tidesync.sources.webhook.signatures import sign_github, sign_hmac, standard_key
+from tidesync.sources.webhook.signatures import sign_github, sign_hmac, sign_standard, standard_key
 from tidesync.testing import wait_until
 
 JSON = {"content-type": "application/json"}
@@ -243,3 +245,44 @@ def test_thirty_digit_ids_stay_exact_and_distinct_in_the_destination(server: Ser
         message="two rows",
     )
     assert sorted(str(r[0]) for r in rows) == [str(a), str(b)]
+
+
+def standard_post(server: Served, msg_id: str, body: bytes) -> httpx.Response:
+    now = int(time.time())
+    headers = {**JSON, "webhook-id": msg_id, "webhook-timestamp": str(now)}
+    headers["webhook-signature"] = sign_standard(msg_id, now, body, [server.secrets["standard"]])
+    return httpx.post(f"{server.url}/webhooks/standard", content=body, headers=headers, timeout=10)
+
+
+def dead_letters(server: Served, pipeline: str) -> dict[str, dict[str, Any]]:
+    """The pipeline's dead letters by the first value of their key."""
+    answer = httpx.get(f"{server.url}/api/dlq", params={"pipeline": pipeline}, headers=server.auth, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return {str(e["key"][0]): e for e in answer.json()}
+
+
+def test_a_float_key_is_dead_lettered_and_the_source_keeps_going(server: Served, tmp: Path) -> None:
+    # The "standard" source keys its events by the body's id; the event id is the signed webhook-id header.
+    tag = secrets.token_hex(4)
+    floats = {f"float-{tag}-{n}": body for n, body in enumerate([b'{"id": 1.5}', b'{"id": 12.0}', b'{"id": 1e30}'])}
+    for msg_id, body in floats.items():
+        response = standard_post(server, msg_id, body)
+        assert response.status_code == 200 and response.json()["accepted"] == 1, response.text
+    good = standard_post(server, f"int-{tag}", b'{"id": %d}' % (4242 + int(tag, 16)))
+    assert good.status_code == 200 and good.json()["accepted"] == 1, good.text
+    wait_until(
+        lambda: table_rows(tmp, "events", "id", f"id = {4242 + int(tag, 16)}"), timeout=10, message="the int key"
+    )
+    letters = wait_until(
+        lambda: (found := dead_letters(server, "standard")) and set(floats) <= set(found) and found,
+        timeout=10,
+        message="the float keys dead-lettered",
+    )
+    for msg_id in floats:
+        letter = letters[msg_id]
+        assert letter["error_class"] == "transform", letter
+        assert letter["error"].startswith("webhook mapping: key value at id is a number with a fraction or exponent")
+        assert letter["entity"] == "webhook.standard"
+    ids = {str(r[0]) for r in table_rows(tmp, "events", "id")}
+    assert not ids & {"1.5", "12", "12.0", "1e+30", "1e30", "1E+30"}  # none reached the destination
+    assert "Traceback" not in server.output()

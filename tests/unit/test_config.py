@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from tidesync.cli import app
 from tidesync.config import load_config
 from tidesync.errors import ConfigError
-from tidesync.secrets import REDACTOR, RedactingFilter, Secret
+from tidesync.secrets import REDACTOR, RedactingFilter, Redactor, Secret
 
 GOOD = """\
 state: sqlite:///{tmp}/state.db
@@ -105,6 +105,26 @@ def test_secret_references_resolve_and_are_redacted(tmp_path: Path, monkeypatch:
     )
     RedactingFilter().filter(record)
     assert "s3cr3t" not in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # a short password (never remembered by value) with a raw "@": masked to the authority's last "@"
+        ("mysql://u:p@ss@h", "mysql://u:***@h"),
+        ("mysql://u:p@ss@h:3306/d failed", "mysql://u:***@h:3306/d failed"),
+        ("postgresql://u:@@@@h/db", "postgresql://u:***@h/db"),
+        ("mysql://u:@dmin@h/d", "mysql://u:***@h/d"),
+        ("mysql://u:@h/d", "mysql://u:@h/d"),  # no password: nothing to mask
+        ("dsn=postgresql+psycopg://u:a@b@c@h?sslmode=disable", "dsn=postgresql+psycopg://u:***@h?sslmode=disable"),
+        # the end of the authority, whitespace and quotes still end it: a later "@" is not the password's
+        ("mysql://u:pw@h?notify=ops@example.com", "mysql://u:***@h?notify=ops@example.com"),
+        ("mysql://u:pw@h/d by ops@example.com", "mysql://u:***@h/d by ops@example.com"),
+        ("['mysql://u:pw@h','ops@example.com']", "['mysql://u:***@h','ops@example.com']"),
+    ],
+)
+def test_a_url_password_is_masked_whole_even_with_a_raw_at_sign(text: str, masked: str) -> None:
+    assert Redactor().redact(text) == masked  # by position: this redactor was told no value
 
 
 def test_missing_env_reference_names_key_and_line(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ import itertools
 
 import pytest
 
-from tidesync.sources.http.ratelimit import TokenBucket, parse_retry_after
+from tidesync.sinks.webhook.attempts import parse_retry_after as sink_retry_after
+from tidesync.sources.http.ratelimit import MAX_RETRY_AFTER, TokenBucket, parse_retry_after
 from tidesync.testing import FakeClock
 
 
@@ -63,4 +64,34 @@ def test_retry_after_in_seconds_or_as_an_http_date() -> None:
     assert parse_retry_after(email.utils.formatdate(now - 100, usegmt=True), now) == 0.0  # past: go
     for bad in (None, "", "soon", "-5x", "nan"):
         assert parse_retry_after(bad, now) is None
-    assert parse_retry_after("-5", now) == 0.0
+
+
+# Not delta-seconds (ASCII digits, a fraction allowed) and not a date: "²" passes str.isdigit and fails
+# float(); "١٢", "1_0", "1e3", "inf" and "-5" pass float() and are no delta-seconds either.
+ODD_RETRY_AFTER = ["²", "¹²", "١٢", "1_0", "1e3", "inf", "-5", "+5", "0x10", "9" * 16, "1." + "5" * 10]
+
+
+@pytest.mark.parametrize("value", ODD_RETRY_AFTER)
+def test_a_retry_after_that_is_not_ascii_delta_seconds_is_unreadable_not_an_error(value: str) -> None:
+    assert parse_retry_after(value, 1_700_000_000.0) is None
+
+
+@pytest.mark.parametrize("value", ODD_RETRY_AFTER)
+def test_the_webhook_sink_reads_retry_after_with_the_same_parser(value: str) -> None:
+    # A destination's odd value is "no advice" (the sink's own backoff), never a ValueError out of a write.
+    assert sink_retry_after(value, 1_700_000_000.0) == 0.0
+
+
+def test_the_webhook_sink_caps_retry_after_at_a_day() -> None:
+    now = 1_700_000_000.0
+    assert sink_retry_after(" 120 ", now) == 120.0 and sink_retry_after("1.5", now) == 1.5
+    assert sink_retry_after("999999999", now) == MAX_RETRY_AFTER
+    assert sink_retry_after(email.utils.formatdate(now + 45, usegmt=True), now) == pytest.approx(45.0)
+    assert sink_retry_after(None, now) == 0.0
+
+
+def test_the_api_client_caps_retry_after_at_a_day() -> None:
+    # An absurd delta (or a date years ahead) would otherwise hold every request of the client for ever.
+    now = 1_700_000_000.0
+    assert parse_retry_after("999999999999999", now) == MAX_RETRY_AFTER
+    assert parse_retry_after(email.utils.formatdate(now + 10 * 86400, usegmt=True), now) == MAX_RETRY_AFTER

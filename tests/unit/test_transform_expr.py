@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import tracemalloc
 from decimal import Decimal
 from typing import Any
@@ -205,6 +207,15 @@ NUMBERS_ONLY: list[tuple[str, dict[str, Any], str]] = [
     ("flag * 2", {"flag": True}, "'*' takes numbers, got True and 2"),
     ("-note", {"note": "x"}, "unary minus takes a number, got 'x'"),
     ("-flag", {"flag": True}, "unary minus takes a number, got True"),
+    # + and - too: Python's True + 1 is 2, True - True is 0
+    ("flag + 1", {"flag": True}, "'+' takes numbers, not bool: got True and 1"),
+    ("flag - 1", {"flag": False}, "'-' takes numbers, not bool: got False and 1"),
+    ("a + flag", {"a": 1, "flag": True}, "'+' takes numbers, not bool: got 1 and True"),
+    ("flag + flag", {"flag": True}, "'+' takes numbers, not bool: got True and True"),
+    ("flag - flag", {"flag": True}, "'-' takes numbers, not bool: got True and True"),
+    ("d - flag", {"d": Decimal(2), "flag": True}, "'-' takes numbers, not bool: got Decimal('2') and True"),
+    ("f + flag", {"f": 0.5, "flag": False}, "'+' takes numbers, not bool: got 0.5 and False"),
+    ("flag + 'x'", {"flag": True}, "unsupported operand"),
 ]
 
 
@@ -223,10 +234,30 @@ def test_arithmetic_other_than_plus_takes_numbers_only(source: str, row: dict[st
 
 
 def test_numbers_of_every_kind_still_mix() -> None:
-    row = {"i": 7, "f": 0.5, "d": Decimal("1.5"), "nothing": None}
+    row = {"i": 7, "f": 0.5, "d": Decimal("1.5"), "nothing": None, "flag": True}
     assert compile_expression("i * f + d * i - i % 4 + i // 2 - d / 3")(row) == Decimal("13.5")
     assert compile_expression("nothing * i")(row) is None
     assert compile_expression("i % nothing")(row) is None
+    assert compile_expression("flag + nothing")(row) is None  # NULL wins, as for every other operand
+    assert compile_expression("nothing - flag")(row) is None
+    when = {"day": dt.date(2024, 3, 1), "span": dt.timedelta(days=1)}
+    assert compile_expression("day - span")(when) == dt.date(2024, 2, 29)  # - still takes dates and durations
+    assert compile_expression("day - day")(when) == dt.timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("a + True", "the operator + with a bool constant"),
+        ("a - True", "the operator - with a bool constant"),
+        ("False - a", "the operator - with a bool constant"),
+        ("True + a", "the operator + with a bool constant"),
+        ("a - 'x'", "the operator - with a str constant"),
+    ],
+)
+def test_a_bool_constant_in_arithmetic_is_refused_at_compile_time(source: str, message: str) -> None:
+    with pytest.raises(ExpressionError, match=re.escape(message)):
+        compile_expression(source)
 
 
 OVER_THE_SIZE_LIMIT: list[tuple[str, dict[str, Any]]] = [

@@ -11,8 +11,9 @@ pipelines have stopped.
 Connection limits (:class:`~tidesync.api.protocol.ConnectionLimits`): at most
 ``limit_concurrency`` connections and requests at once (503 beyond), a request
 head must arrive within ``header_timeout`` seconds (else the connection is
-closed: slowloris), an idle keep-alive connection is closed after
-``keep_alive_timeout`` seconds, a head over ``max_header_bytes`` is refused.
+closed: slowloris) and its body within ``body_timeout`` seconds after it (else
+408 and the connection is closed), an idle keep-alive connection is closed
+after ``keep_alive_timeout`` seconds, a head over ``max_header_bytes`` is refused.
 
 The intake journals through a state store connection of its own (same URL as
 the engine's), so the engine and the intake never wait on each other's calls.
@@ -194,6 +195,7 @@ def build_api(config: Any, engine: Any, *, monitor: Any = None, force: bool = Fa
         limits = ConnectionLimits(
             limit_concurrency=api.limit_concurrency,
             header_timeout=api.header_timeout_seconds,
+            body_timeout=api.body_timeout_seconds,
             keep_alive_timeout=api.keep_alive_timeout_seconds,
             max_header_bytes=api.max_header_bytes,
         )

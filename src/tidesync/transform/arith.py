@@ -4,8 +4,10 @@
 list, ``*`` repeats and ``%`` formats, each to a size a field's value decides
 (``'%0800000000d' % 7`` is 800 MB). ``+`` also joins two strings, bytes or
 lists, up to :data:`~tidesync.transform.limits.MAX_VALUE_SIZE`; ``-`` is
-Python's (numbers, dates and durations). None in, None out, as in SQL; a
-Decimal mixed with a float takes the float by its shortest repr.
+Python's on numbers, dates and durations. Neither takes a bool (Python's
+``True + 1`` is 2): a bool operand raises TypeError, like ``'a' + 1``. None
+in, None out, as in SQL; a Decimal mixed with a float takes the float by its
+shortest repr.
 
 An operand that is a constant is bound into the closure (``qty % 7``,
 ``price * 1.1``, ``name + '!'``): one call less per row, and a constant of the
@@ -61,9 +63,15 @@ def _not_numbers(symbol: str, a: Any, b: Any) -> Any:
     raise TypeError(f"{symbol!r} takes numbers, got {show(a)} and {show(b)}")
 
 
+def _a_bool(symbol: str, a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    raise TypeError(f"{symbol!r} takes numbers, not bool: got {show(a)} and {show(b)}")
+
+
 def constant_error(kind: type, value: Any) -> str | None:
     """Why ``value`` cannot be the right operand of ``kind`` (an ``ast`` operator type), None if it can."""
-    if value is None or kind is ast.Sub or type(value) in NUMBERS:
+    if value is None or type(value) in NUMBERS:
         return None
     if kind is ast.Add and type(value) is str:
         return None
@@ -82,6 +90,8 @@ def binary(kind: type, left: Fn, right: Fn) -> Fn:
             t = type(a)
             if t in sized and type(b) is t and len(a) + len(b) > limit:
                 raise too_large("'+'", len(a) + len(b))
+            if t is bool or type(b) is bool:
+                return _a_bool("+", a, b)
             try:
                 return a + b
             except TypeError as exc:
@@ -93,6 +103,8 @@ def binary(kind: type, left: Fn, right: Fn) -> Fn:
         def subtract(row: Mapping[str, Any]) -> Any:
             a = left(row)
             b = right(row)
+            if type(a) is bool or type(b) is bool:
+                return _a_bool("-", a, b)
             try:
                 return a - b
             except TypeError as exc:
@@ -131,10 +143,13 @@ def binary_constant(kind: type, left: Fn, b: Any) -> Fn:
                 return mixed(op, a, b, exc)
 
         return append
-    if kind is ast.Add or kind is ast.Sub:  # a number: no size to check
+    if kind is ast.Add or kind is ast.Sub:  # a number (never a bool: constant_error): no size to check
+        symbol = SYMBOL[kind]
 
         def offset(row: Mapping[str, Any]) -> Any:
             a = left(row)
+            if type(a) is bool:
+                return _a_bool(symbol, a, b)
             try:
                 return op(a, b)
             except TypeError as exc:

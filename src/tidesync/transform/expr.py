@@ -9,7 +9,8 @@ mode, checked against a whitelist and compiled once into nested closures; no
   identifiers; ``payload['plan']`` / ``tags[0]`` with a constant key;
 - arithmetic ``+ - * / // %`` and unary minus; ``* / // %`` and unary minus
   take numbers only (int, float, Decimal; not bool), ``+`` also joins two
-  strings, bytes or lists (see :mod:`tidesync.transform.limits`);
+  strings, bytes or lists (see :mod:`tidesync.transform.limits`), ``-`` also
+  takes dates and durations; no operator takes a bool;
 - comparisons ``== != < <= > >=`` (chains too), ``in`` / ``not in`` (after a
   tuple or list literal, or any value that holds others), ``is None`` /
   ``is not None``;
@@ -199,6 +200,9 @@ class _Compiler:
         kind = type(node.op)
         if kind not in ARITH:
             raise self.reject(node, self._describe(node))
+        a = self.literal(node.left) if isinstance(node.left, ast.Constant | ast.UnaryOp) else _NOT_LITERAL
+        if a is not _NOT_LITERAL and (why := constant_error(kind, a)) is not None:
+            raise self.reject(node.left, why)  # True + x, 'a' - x: wrong on every row
         left = self.compile(node.left, depth)
         b = self.literal(node.right) if isinstance(node.right, ast.Constant | ast.UnaryOp) else _NOT_LITERAL
         if b is _NOT_LITERAL or b is None:

@@ -15,17 +15,16 @@ was instead of starting over, and a disabled endpoint stays disabled.
 
 from __future__ import annotations
 
-import email.utils
 import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tidesync.retry import RetryPolicy
+from tidesync.sources.http.ratelimit import parse_retry_after as read_retry_after
 from tidesync.state.store import KeyValues, StateChanges
 
 RETRY_NS = "webhook_sink_retry"
 ENDPOINT_NS = "webhook_sink_endpoint"
-MAX_RETRY_AFTER = 86400.0
 
 
 @dataclass(slots=True)
@@ -53,17 +52,13 @@ class Endpoint:
 
 
 def parse_retry_after(value: str | None, now: float) -> float:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date); 0 when absent or unreadable."""
-    if not value:
-        return 0.0
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return 0.0
-    return min(max(0.0, when - now), MAX_RETRY_AFTER)
+    """Seconds to wait from a destination's ``Retry-After`` header (seconds or an HTTP date), at most a day.
+
+    0 when absent or unreadable: read by the one strict parser every HTTP client of tidesync shares
+    (:func:`tidesync.sources.http.ratelimit.parse_retry_after`), so a value like ``²`` is never an error.
+    """
+    seconds = read_retry_after(value, now)
+    return 0.0 if seconds is None else seconds
 
 
 class RetryBook:

@@ -14,10 +14,14 @@ import asyncio
 import datetime as dt
 import email.utils
 import math
+import re
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
 
 _EPSILON = 1e-6
+# RFC 9110 delta-seconds (1*DIGIT), and a fraction some servers send; ASCII only, few enough digits for a float.
+_SECONDS = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?")
+MAX_RETRY_AFTER = 86400.0  # a day: a longer wait asked by a server is taken as a day, not as for ever
 
 
 class TokenBucket:
@@ -74,23 +78,25 @@ class TokenBucket:
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date (``now`` is wall time).
 
-    None when the header is missing or unreadable; a date in the past is 0.
+    The one reader of ``Retry-After`` (the API client here, the webhook sink's
+    :func:`~tidesync.sinks.webhook.attempts.parse_retry_after`). Delta-seconds
+    are ASCII digits, with a fraction allowed (``120``, ``1.5``): ``float()``
+    alone would also take ``١٢``, ``1_0``, ``1e3``, ``inf`` or ``-5``, and
+    ``str.isdigit`` takes ``²``, which ``float()`` refuses. None when the
+    header is missing or unreadable (a destination's value is never an
+    error); a date in the past is 0; at most :data:`MAX_RETRY_AFTER`.
     """
     if value is None:
         return None
     text = value.strip()
     if not text:
         return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
+    if _SECONDS.fullmatch(text) is not None:
+        return min(float(text), MAX_RETRY_AFTER)
     try:
         moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+        if moment.tzinfo is None:  # "-0000": RFC 9110 dates are GMT all the same
+            moment = moment.replace(tzinfo=dt.UTC)
+        return min(max(0.0, moment.timestamp() - now), MAX_RETRY_AFTER)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if moment.tzinfo is None:  # "-0000": RFC 9110 dates are GMT all the same
-        moment = moment.replace(tzinfo=dt.UTC)
-    return max(0.0, moment.timestamp() - now)
