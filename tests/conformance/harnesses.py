@@ -4,7 +4,8 @@ A source harness makes changes upstream and builds a source over them; a sink
 harness builds a sink over a fresh destination holding the table ``items``
 (``id`` integer primary key, ``name`` text, ``qty`` integer) and reads it back.
 Adding a connector to the suite means adding a harness here and its name to
-SOURCES or SINKS.
+SOURCES or SINKS; a registered connector that cannot have one is named in
+UNCOVERED with the reason.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tidesync.protocols import Sink, Source
+from tidesync.registry import Kind
 from tidesync.sources.sqlite import SqliteSource, SqliteSourceConfig
 
 Rows = dict[tuple[Any, ...], dict[str, Any]]
@@ -36,6 +38,9 @@ class SourceHarness(Protocol):
       never seen. The cases then check the net state the events lead to.
     - ``feed_bad_input(key)`` (optional): hands the source one malformed
       record; the source must report it (``batch.rejected``) and go on.
+    - ``break_()``/``heal()`` (optional): a real transient fault of the
+      source's connection (the transient-read case uses it; a harness without
+      one gets a read that fails after doing its work).
     - ``exclusions``: contract case name -> why it cannot apply to this connector.
     """
 
@@ -169,6 +174,20 @@ class PostgresSourceHarness:
     def update(self, ids: range, qty: int) -> None:
         self._exec("UPDATE items SET qty = %s WHERE id = %s", [(qty, i) for i in ids])
 
+    def break_(self) -> None:
+        """Kill the walsender streaming to the source (its slot is this harness's own)."""
+        import psycopg
+
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                "WHERE slot_name = %s AND active_pid IS NOT NULL",
+                (self.db,),
+            )
+
+    def heal(self) -> None:
+        """Nothing to mend: the server takes the next replication connection."""
+
     def delete(self, ids: range) -> None:
         self._exec("DELETE FROM items WHERE id = %s", [(i,) for i in ids])
 
@@ -234,3 +253,11 @@ def _sinks() -> dict[str, type]:
 
 SOURCES: dict[str, type] = _sources()
 SINKS: dict[str, type] = _sinks()
+
+# Registered connectors with no harness, and why (test_coverage.py holds every registered type to a harness, an
+# alias of a type with one, or a reason here).
+_KEEPS_NOTHING = (
+    "discards every event and keeps nothing: each sink case reads back the rows the destination holds, and "
+    "this sink has none (its only behaviour, counting events, is what the engine tests use it for)"
+)
+UNCOVERED: dict[tuple[Kind, str], str] = {("sink", "discard"): _KEEPS_NOTHING, ("sink", "null"): _KEEPS_NOTHING}

@@ -135,6 +135,11 @@ class HubSpotSourceHarness:
         # HubSpotSource.read(max_events) checks the bound only between search pages (hubspot.py read loop), and
         # a page holds up to page_size records: read(3) returned 9. Left out of the bound case until fixed.
         "read_bound": "BUG: read(max_events) returns a whole search page, more than max_events",
+        # A read that did its work and then failed (the batch never came back), then a reopen after the last
+        # position read: the records of the lost batch never came again (21-26 of 21-30 in the case). A reopen
+        # keeps what the lost read remembered (hubspot.py), where sql_poll forgets its shadows after `after`.
+        "transient_read": "BUG: after a read fails part-way, the reopened source skips the records that read had "
+        "fetched: lost (see comment)",
     }
 
     def __init__(self, tmp: Path) -> None:

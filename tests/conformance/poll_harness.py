@@ -132,10 +132,6 @@ class HybridSourceHarness(SqlPollSourceHarness):
     exclusions = {
         "bad_input": "both parts read a typed SQLite table: the trigger capture sees only rows the database "
         "took, and the poller's one bad row (a NULL cursor) is the sql_poll bug noted there",
-        # HybridSource reads each part in sub-batches of SUB_BATCH events and merges whole sub-batches,
-        # checking max_events only between them (hybrid/source.py _take): read(3) returned 12. Left out
-        # of the bound case until it is fixed.
-        "read_bound": "BUG: read(max_events) merges whole sub-batches, returning more than max_events",
     }
 
     def make_source(self) -> Any:

@@ -183,6 +183,30 @@ async def test_a_primary_copy_later_than_grace_is_not_applied_twice_and_position
     await again.close()
 
 
+async def test_a_read_returns_at_most_max_events_and_splits_a_sub_batch_read_ahead(store: StateStore) -> None:
+    """A part that hands out more than asked (or a read asking for fewer than the one before): split, in order."""
+    src = hybrid("event_id")
+    await src.open(Context("bound", "source", store), None)
+    evs = [upd(str(i), {"email": f"{i}@x"}, ("email",), at=float(i)) for i in range(1, 8)]
+    push("p", 1, *evs[:5], versions=[(float(i), f"evt_{i}") for i in range(1, 6)])
+    push("p", 2, *evs[5:], versions=[(float(i), f"evt_{i}") for i in range(6, 8)])
+    batches: list[Batch] = []
+    for _ in range(200):
+        batch = await src.read(2, 0.01)
+        if batch.position is not None:
+            batches.append(batch)
+        if sum(len(b) for b in batches) >= 7:
+            break
+    await src.close()
+    assert [len(b) for b in batches] == [2, 2, 1, 2]  # never more than asked; a sub-batch is never mixed in part
+    assert [e.key for b in batches for e in b.events] == [(str(i),) for i in range(1, 8)]
+    positions = [b.position for b in batches]
+    assert positions == sorted(positions) and len(set(positions)) == 4  # type: ignore[type-var]
+    # the primary's position moves only with the batch that ends its sub-batch: a checkpoint before that
+    # resumes the primary before the sub-batch, so nothing handed out after the checkpoint is skipped
+    assert [p[2] for p in positions] == [None, None, (1,), (2,)]  # type: ignore[index]
+
+
 def test_hybrid_config_errors_name_the_sub_source_key() -> None:
     from tidesync.config import load_config_text
     from tidesync.errors import ConfigError

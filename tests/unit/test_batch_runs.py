@@ -69,7 +69,7 @@ class WatchingClock(FakeClock):
 
     async def sleep(self, seconds: float) -> None:
         if seconds >= 60 and self.runner is not None:
-            status = self.runner.status()
+            status = self.runner.view.status()
             self.shown.append((status.state, status.next_attempt_at))
         await super().sleep(seconds)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import tidesync
 
 ROOT = Path(tidesync.__file__).resolve().parent
-WATCHED = ("tidesync.cli", "tidesync.sync.cli", "tidesync.api", "tidesync.state")
+WATCHED = ("tidesync.cli", "tidesync.api", "tidesync.state")  # the sync commands are tidesync.cli.sync
 
 
 def module_files(root: Path = ROOT) -> dict[str, Path]:
@@ -110,6 +110,12 @@ def test_the_cycle_finder_finds_a_circle_and_only_that() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert cycles(graph) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_watched_name_is_a_module_of_tidesync() -> None:
+    """A watched name that no longer exists would watch nothing, silently."""
+    files = module_files()
+    assert [w for w in WATCHED if w not in files] == []
 
 
 def test_the_graph_sees_module_level_and_deferred_imports() -> None:

@@ -58,3 +58,25 @@ async def test_rejected_records_park_in_source_order_and_hold_their_keys(store: 
     assert done.unsaved == done.letters  # found before any write: committed with the checkpoint
     assert [e.position for e in done.written] == [(0,), (2,), (4,)]
     assert [e.position for e in sink.writes] == [(0,), (2,), (4,)]
+
+
+async def test_a_repair_run_loads_the_queued_keys_and_parks_repairs_behind_them(
+    store: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tidesync.config import load_config_text
+    from tidesync.reconcile import run
+    from tidesync.schema import SchemaRegistry
+
+    sink = MemorySink()
+    monkeypatch.setattr(run, "build_sink", lambda spec: sink)
+    loaded = load_config_text(
+        f"pipelines:\n  - name: p\n    source: {{type: sqlite, path: {tmp_path}/a.db, tables: [t]}}\n"
+        f"    sink: {{type: sqlite, path: {tmp_path}/b.db}}\n"
+    )
+    await store.commit("p", StateChanges(dead_letters=[NewDeadLetter("p", run.SINK_NAME, ev(5, 1), "permanent", "x")]))
+    repairer = run.Repairer(loaded.pipeline("p"), store, FakeClock())
+    await repairer.open(SchemaRegistry())
+    assert await repairer([ev(9, 1), ev(9, 2)]) == 1  # key 1 waits in the queue: its repair waits behind it
+    assert [e.key for e in sink.writes] == [(2,)]
+    assert [(d.event.key, d.error_class) for d in await store.dlq_list()] == [((1,), "permanent"), ((1,), "blocked")]
+    await repairer.close()

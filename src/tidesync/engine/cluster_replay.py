@@ -29,21 +29,24 @@ the start is left alone (nothing is skipped forward).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.config import ClusterConfig
 from tidesync.engine.balance import HOLD_NAMESPACE
 from tidesync.engine.cluster import ClusterWork
 from tidesync.errors import ConfigError, LeaseLostError, SourceError
+from tidesync.retry import RetryPolicy
 from tidesync.state.store import Fence, Leases, StateChanges, StateStore
 
 __all__ = ["HOLD_NAMESPACE", "Rewound", "rewind"]
 
 log = logging.getLogger("tidesync.cluster")
+# Asking for a held lease again: a worker lets go at its next renewal, so a steady 0.2 s; ``wait`` bounds it.
+TAKE_RETRY = RetryPolicy(initial_delay=0.2, multiplier=1.0, jitter="none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ async def rewind(
     time: dt.datetime | None = None,
     ttl: float = 5.0,
     wait: float = 60.0,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> list[Rewound]:
     """Rewind every partition of ``works`` (apply works of one sink group); see the module docstring."""
     if (sequence is None) == (time is None):
@@ -78,7 +82,7 @@ async def rewind(
     try:
         starts = await _starts(cluster, works, sequence, time)
         for w in works:
-            lease = await _take(store, w.lease, owner, ttl, wait)
+            lease = await _take(store, w.lease, owner, ttl, wait, clock)
             try:
                 before = await store.load_checkpoint(w.spec.name)
                 was = int(before[0]) if before else None
@@ -102,20 +106,30 @@ async def rewind(
     return out
 
 
-async def _take(store: Leases, name: str, owner: str, ttl: float, wait: float) -> int:
+class _Held(Exception):
+    """The lease is another owner's still (the retry loop's retryable error)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+async def _take(store: Leases, name: str, owner: str, ttl: float, wait: float, clock: Clock = SYSTEM_CLOCK) -> int:
     """Take lease ``name`` (a worker lets go at its next renewal); its epoch. Raises after ``wait`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        got = await store.lease_acquire(name, owner, ttl)
-        if got.owner == owner:
-            return got.epoch
-        if loop.time() > deadline:
-            raise LeaseLostError(
-                f"{name} is still held by {got.owner.partition('#')[0]} after {wait:.0f}s: is that process "
-                "frozen, or running an older tidesync without replay? Try again, or stop it first"
-            )
-        await asyncio.sleep(0.2)
+    epoch = 0
+    try:
+        async for attempt in replace(TAKE_RETRY, max_age=wait).attempts(clock, lambda exc: isinstance(exc, _Held)):
+            with attempt:
+                got = await store.lease_acquire(name, owner, ttl)
+                if got.owner != owner:
+                    raise _Held(got.owner)
+                epoch = got.epoch
+    except _Held as held:
+        raise LeaseLostError(
+            f"{name} is still held by {held.holder.partition('#')[0]} after {wait:.0f}s: is that process "
+            "frozen, or running an older tidesync without replay? Try again, or stop it first"
+        ) from None
+    return epoch
 
 
 async def _starts(

@@ -25,7 +25,7 @@ from tidesync.engine.breaker import CircuitBreaker
 from tidesync.engine.parked import ParkedKeys
 from tidesync.engine.retrying import RetriesExhausted, RetryingWriter, RetryNotice, SerialSink
 from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, SystemicError
-from tidesync.event import ChangeEvent, Key, Position
+from tidesync.event import ChangeEvent
 from tidesync.retry import Failure, RetryPolicy, RetryStopped
 from tidesync.state.store import NewDeadLetter
 
@@ -159,15 +159,6 @@ class DeadLetterWriter:
         self.probes = 0  # probes made, all holds
         self.held: BlockNotice | None = None  # the hold in progress
 
-    @property
-    def parked(self) -> dict[tuple[str, Key], Position]:
-        """The newest parked position per (entity, key); assigning replaces :attr:`keys`' map."""
-        return self.keys.newest
-
-    @parked.setter
-    def parked(self, newest: dict[tuple[str, Key], Position]) -> None:
-        self.keys.newest = newest
-
     def _letter(self, event: ChangeEvent, error_class: str, error: str, attempts: int = 1) -> NewDeadLetter:
         now = self.clock.time()
         return NewDeadLetter(
@@ -200,7 +191,7 @@ class DeadLetterWriter:
         """Deliver one batch and park its ``rejected`` records; see the class docstring."""
         await self.keys.refresh()
         letters: list[NewDeadLetter] = []
-        todo = self._sift(events, rejected, letters) if rejected else self._unblocked(events, letters)
+        todo = self._sift(events, rejected, letters)
         self._letters, self._unsaved_from, self._saved = letters, len(letters), set()
         try:
             if todo:
@@ -218,34 +209,28 @@ class DeadLetterWriter:
         )
 
     def _sift(
-        self, events: Sequence[ChangeEvent], rejected: Sequence[tuple[ChangeEvent, str]], letters: list[NewDeadLetter]
+        self,
+        events: Sequence[ChangeEvent],
+        rejected: Sequence[tuple[ChangeEvent, str]],
+        letters: list[NewDeadLetter],
     ) -> list[ChangeEvent]:
-        """Park rejected records, and events of their keys behind them, in source order; the events to write."""
-        tagged: list[tuple[Position, int, ChangeEvent, str | None]] = []
-        for i, ev in enumerate(events):
-            tagged.append((ev.position, i, ev, None))
-        for j, (ev, reason) in enumerate(rejected):
-            tagged.append((ev.position, -1 - j, ev, reason))
-        tagged.sort(key=lambda t: (t[0], -1 if t[1] < 0 else 0))  # at one position, the rejected record first
+        """The events to write: rejected records are parked, and events of parked keys behind them, in source order.
+
+        An event of a key waiting in the queue is parked (``blocked``); one a
+        restart read again after it was handled (written or parked) is dropped.
+        """
+        if not rejected and not self.keys:
+            return list(events)
+        tagged: list[tuple[ChangeEvent, str | None]] = [(ev, None) for ev in events]
+        if rejected:
+            # At one position, the rejected record first (the sort is stable: source order otherwise).
+            tagged += [(ev, reason) for ev, reason in rejected]
+            tagged.sort(key=lambda t: (t[0].position, 0 if t[1] is not None else 1))
         out: list[ChangeEvent] = []
-        for _, _, ev, why in tagged:
+        for ev, why in tagged:
             if why is not None:
                 letters.append(self.park(ev, "transform", why))
-                continue
-            wait = self.keys.behind(ev)
-            if wait == "blocked":
-                letters.append(self.park(ev, "blocked", BEHIND))
-            elif wait is None:
-                out.append(ev)  # "handled": written or parked before a restart read it again
-        return out
-
-    def _unblocked(self, events: Sequence[ChangeEvent], letters: list[NewDeadLetter]) -> list[ChangeEvent]:
-        if not self.keys:
-            return list(events)
-        out = []
-        for ev in events:
-            wait = self.keys.behind(ev)
-            if wait == "blocked":
+            elif (wait := self.keys.behind(ev)) == "blocked":
                 letters.append(self.park(ev, "blocked", BEHIND))
             elif wait is None:
                 out.append(ev)
@@ -325,7 +310,7 @@ class DeadLetterWriter:
         elif isinstance(exc, PermanentError) and len(events) > 1:
             mid = len(events) // 2
             await self._deliver(events[:mid], letters, replay)
-            await self._deliver(self._unblocked(events[mid:], letters), letters, replay)
+            await self._deliver(self._sift(events[mid:], (), letters), letters, replay)
         else:
             for ev in events:  # one event, or a multi-event failure that is neither permanent nor per event
                 letters.append(self.park(ev, _class_of(exc), str(exc)))

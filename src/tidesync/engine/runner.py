@@ -41,7 +41,7 @@ from typing import Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.engine.breaker import CircuitBreaker
-from tidesync.engine.delivery import BlockNotice, DeadLetterWriter, Delivered, HoldAborted, RetryingWriter, SerialSink
+from tidesync.engine.delivery import BlockNotice, DeadLetterWriter, HoldAborted, RetryingWriter, SerialSink
 from tidesync.engine.lifecycle import State
 from tidesync.engine.observing import DEGRADED_FOR, PipelineView
 from tidesync.engine.once import OnceRun
@@ -56,7 +56,7 @@ from tidesync.protocols import Context, Sink, Source
 from tidesync.retry import RetryPolicy
 from tidesync.schema import SchemaRegistry
 from tidesync.secrets import REDACTOR
-from tidesync.state.store import NewDeadLetter, PipelineStatus, StateChanges, StateStore
+from tidesync.state.store import NewDeadLetter, StateChanges, StateStore
 
 __all__ = ["DEGRADED_FOR", "STATE_RETRY", "BatchPolicy", "PipelineRunner"]
 
@@ -178,15 +178,8 @@ class PipelineRunner:
     def next_attempt_at(self) -> float | None:
         return self.view.next_attempt_at
 
-    @property
-    def dlq_grew_at(self) -> float | None:
-        return self.view.dlq_grew_at
-
     def lag_seconds(self) -> float:
         return self.view.lag_seconds()
-
-    def status(self) -> PipelineStatus:
-        return self.view.status()
 
     def pause(self) -> None:
         if self.lifecycle.state in (State.RUNNING, State.RETRYING):
@@ -385,7 +378,10 @@ class PipelineRunner:
             view.parked(done.letters, now)
         if item.position is not None:
             await self.source.commit(item.position)
-        self._count(item, done, now, now - t0)
+        took = now - t0 if item.events else None
+        filtered = None if self.transform is None else getattr(self.transform, "filtered", 0)
+        retries, lag = self.writer.retries, view.lag_seconds()
+        self.stats.batch_done(now, took, done.written, len(done.letters), retries=retries, lag=lag, filtered=filtered)
         if self.once_run is not None:
             self.once_run.wrote(item.position, len(done.written), done.letters)
 
@@ -396,24 +392,6 @@ class PipelineRunner:
         held = self.view.blocked
         if self.once_run is not None and held is not None:  # a batch run stops rather than wait for the sink
             self.once_run.block(held)
-
-    def _count(self, item: Item, done: Delivered, now: float, took: float) -> None:
-        stats, written = self.stats, done.written
-        if item.events:
-            stats.stage["write"].add_many([took])
-        stats.batches += 1
-        stats.written(now, len(written))
-        stats.dead_lettered += len(done.letters)
-        stats.retries = self.writer.retries
-        if written:
-            stats.latency.record(now, [e.committed_at for e in written])
-            if len(written) < 64:
-                stats.by_op.update(e.op for e in written)
-            else:
-                stats.by_op.update([e.op for e in written])
-        stats.lag_seconds = self.view.lag_seconds()
-        if self.transform is not None:
-            stats.filtered = getattr(self.transform, "filtered", 0)
 
     async def _persist_letters(self, letters: Sequence[NewDeadLetter]) -> None:
         """Dead letters found part-way through a delivery, committed before the sink writes past them."""

@@ -7,9 +7,14 @@ metrics endpoint and the dashboard read them.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tidesync.observe.latency import LatencyHistogram, LatencyWindow
+
+if TYPE_CHECKING:
+    from tidesync.event import ChangeEvent
 
 
 @dataclass
@@ -42,6 +47,35 @@ class PipelineStats:
             self._per_second[-1] = (sec, self._per_second[-1][1] + count)
         else:
             self._per_second.append((sec, count))
+
+    def batch_done(
+        self,
+        now: float,
+        took: float | None,
+        written: Sequence[ChangeEvent],
+        dead_lettered: int,
+        *,
+        retries: int,
+        lag: float,
+        filtered: int | None = None,
+    ) -> None:
+        """One batch delivered and checkpointed: ``took`` seconds to write (None: it had no events to write).
+
+        ``retries``, ``lag`` and ``filtered`` are the engine's running totals at this point.
+        """
+        if took is not None:
+            self.stage["write"].add_many([took])
+        self.batches += 1
+        self.written(now, len(written))
+        self.dead_lettered += dead_lettered
+        self.retries = retries
+        if written:
+            self.latency.record(now, [e.committed_at for e in written])
+            ops = (e.op for e in written) if len(written) < 64 else [e.op for e in written]  # a list: faster when long
+            self.by_op.update(ops)
+        self.lag_seconds = lag
+        if filtered is not None:
+            self.filtered = filtered
 
     def rate(self, now: float, seconds: float = 5.0) -> float:
         """Events written per second over the last ``seconds`` full seconds."""

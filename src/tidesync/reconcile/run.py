@@ -21,7 +21,7 @@ from typing import Any
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.config import LoadedConfig, PipelineSpec
 from tidesync.engine.build import build_sink, build_transform
-from tidesync.engine.delivery import DeadLetterWriter, RetryingWriter
+from tidesync.engine.delivery import DeadLetterWriter, ParkedKeys, RetryingWriter
 from tidesync.engine.replay import bump_generation
 from tidesync.event import ChangeEvent
 from tidesync.progress import Progress
@@ -125,11 +125,12 @@ class Repairer:
         self.clock = clock
         self.sink = build_sink(spec)
         writer = RetryingWriter(self.sink, RetryPolicy(initial_delay=0.2, max_delay=5.0, max_attempts=5), clock)
-        self.delivery = DeadLetterWriter(writer, spec.name, SINK_NAME, clock)
+        keys = ParkedKeys(spec.name, SINK_NAME, store)  # loaded at open; no refresh: a repair run is short
+        self.delivery = DeadLetterWriter(writer, spec.name, SINK_NAME, clock, keys=keys)
         self.parked_any = False
 
     async def open(self, schemas: SchemaRegistry) -> None:
-        self.delivery.parked = await self.store.dlq_parked_keys(self.spec.name, SINK_NAME)
+        await self.delivery.keys.load()
         await self.sink.open(Context(self.spec.name, SINK_NAME, self.store, self.clock, schemas))
 
     async def __call__(self, events: list[ChangeEvent]) -> int:

@@ -189,6 +189,7 @@ class SqliteStateStore:
         # Switching a new file to WAL needs an exclusive lock, and SQLite reports
         # BUSY at once (no busy handler) when another connection is switching it
         # too: retry within the busy timeout. A file already in WAL takes no lock.
+        # A plain loop, not RetryPolicy.attempts (async): this runs on the store's worker thread, off the event loop.
         deadline = time.monotonic() + self.busy_timeout
         while True:
             try:

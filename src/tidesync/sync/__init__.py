@@ -11,6 +11,7 @@ Modules, from pure to I/O:
 - ``endpoint`` / ``sql`` / ``memory``: conditional writes (SQLAlchemy Core for Postgres, MariaDB, SQLite;
   in-memory tables and change feeds for tests); a csv/xlsx file side's endpoint is
   ``tidesync.sheets.endpoint.SheetEndpoint`` (read, compare and replace the file per call);
+- ``saas_endpoint``: the endpoint and entity of a side whose source is an app's API (HubSpot, Stripe);
 - ``writes``: decisions -> endpoint ops -> results;
 - ``bookkeeping`` / ``store_layout`` / ``resolve``: review queue, history, rule overrides, resolutions
   (staged for the commit / their state-store keys and entries / applying a person's resolution);
@@ -18,7 +19,8 @@ Modules, from pure to I/O:
   requests), what the CLI, the admin API and the health readings use;
 - ``processor``: one batch -> decisions -> writes -> one state-store commit;
 - ``pairing``: initial pairing of populated tables and its dry run;
-- ``runner`` / ``build`` / ``config`` / ``cli``: running it from a ``syncs:`` config.
+- ``runner`` / ``build`` / ``config``: running it from a ``syncs:`` config (its commands are
+  ``tidesync.cli.sync``).
 
 Design decisions (the why is in each module's docstring):
 

@@ -130,6 +130,7 @@ class SqlEndpoint:
 
     def _attach_origin(self, dbapi_conn: Any, _record: Any) -> None:
         # A process that died a moment ago may still hold the origin: give its session a few seconds to end.
+        # A plain loop, not RetryPolicy.attempts (async): a pool connect event runs synchronously on the DB thread.
         deadline = time.monotonic() + 10.0
         while True:
             try:

@@ -9,6 +9,15 @@ Reading
     the poller's copy that long gives the primary's copy of the same change
     time to arrive first, so only changes the primary really missed count.
 
+    ``read(max_events)`` returns at most ``max_events`` events. The tasks
+    start reading at the first ``read`` and ask each part for at most the
+    ``max_events`` of the latest one, so a read takes whole sub-batches, in
+    order, while they fit. A sub-batch read ahead for a larger read is split:
+    the front part is handed out first, without a sub-position or state, and
+    the rest keeps the sub-batch's position and state (a reopen after the front
+    part resumes the sub-source before it, so that part is read again: at
+    least once).
+
 Matching (``match``, see :mod:`.versions` for tokens)
     - ``event_id`` (Stripe webhook + Stripe Events API poller; ``auto`` picks
       it): both sides see the same events, so a change is one event id and
@@ -43,8 +52,9 @@ Positions
     the positions a destination compares are one totally ordered sequence
     whichever side an event came from, and a change re-read after a restart
     always gets a larger position. A batch's position is ``(epoch, seq,
-    primary position, fallback position)``: the last batch of each side that
-    was merged into it (or an earlier one), which is where each side resumes.
+    primary position, fallback position)``: the last sub-batch of each side
+    that was merged whole into it (or an earlier one), which is where each
+    side resumes.
     ``commit`` passes each side its own position when it moved. Only the
     ``(epoch, seq)`` prefix is ever compared.
 
@@ -66,7 +76,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tidesync.event import DELETE, SNAPSHOT, UPDATE, Batch, ChangeEvent, Position, diff_fields
@@ -93,7 +103,9 @@ def build_part(model: Any) -> Source:
 
 @dataclass
 class _Held:
-    batch: Batch
+    """A sub-batch read ahead: a primary one is due at once (``release_at`` 0), a fallback one after grace."""
+
+    batch: Batch[StateChanges]
     release_at: float
 
 
@@ -120,10 +132,12 @@ class HybridSource:
         self._seq = 0
         self._positions: tuple[Position | None, Position | None] = (None, None)
         self._committed: tuple[Position | None, Position | None] = (None, None)
-        self._queues: tuple[deque[Batch], deque[_Held]] = (deque(), deque())
+        self._queues: tuple[deque[_Held], deque[_Held]] = (deque(), deque())
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
+        self._want = SUB_BATCH  # events per sub-source read: the max_events of the latest read()
+        self._asked = asyncio.Event()  # set by the first read(): the tasks read no more than it wants
         self._error: BaseException | None = None
         self._seen: SeenVersions | None = None
         self._guard: OrderingGuard | None = None
@@ -198,18 +212,19 @@ class HybridSource:
         grace = self.config.grace
         queue = self._queues[0 if primary else 1]
         try:
+            await self._asked.wait()
             while True:
                 while len(queue) >= QUEUE_BATCHES:
                     self._room.clear()
                     await self._room.wait()
-                batch = await part.read(SUB_BATCH, SUB_WAIT)
+                batch = await part.read(self._want, SUB_WAIT)
                 if not batch.events and batch.position is None and not batch.rejected:
                     continue
-                if primary:
-                    queue.append(batch)  # type: ignore[arg-type]
+                if primary or not batch.events:
+                    queue.append(_Held(batch, 0.0))
                 else:
-                    newest = max((e.committed_at for e in batch.events), default=0.0)
-                    queue.append(_Held(batch, max(newest + grace, 0.0) if batch.events else 0.0))  # type: ignore[arg-type]
+                    newest = max(e.committed_at for e in batch.events)
+                    queue.append(_Held(batch, max(newest + grace, 0.0)))
                 self._wake.set()
         except asyncio.CancelledError:
             raise
@@ -219,11 +234,14 @@ class HybridSource:
 
     # --- merging --------------------------------------------------------------------------------
 
-    async def read(self, max_events: int, max_wait: float) -> Batch:
+    async def read(self, max_events: int, max_wait: float) -> Batch[StateChanges]:
         assert self._ctx is not None, "open() first"
         clock = self._ctx.clock
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait
+        max_events = max(1, max_events)
+        self._want = min(SUB_BATCH, max_events)
+        self._asked.set()
         out = _Out()
         while True:
             if self._error is not None:
@@ -243,18 +261,17 @@ class HybridSource:
         return self._batch(out, clock.time())
 
     async def _take(self, out: _Out, max_events: int) -> bool:
-        """Merge the primary batches that are ready, then the fallback batches due; True when any was."""
+        """Merge ready primary batches, then fallback batches due, while they fit; True when any was."""
         assert self._ctx is not None
-        primary, held = self._queues
         took = False
         try:
-            while primary and len(out.events) < max_events:
-                await self._merge(primary.popleft(), out, PRIMARY)
-                took = True
-            now = self._ctx.clock.time()
-            while held and held[0].release_at <= now and len(out.events) < max_events:
-                await self._merge(held.popleft().batch, out, FALLBACK)
-                took = True
+            for side, queue in zip((PRIMARY, FALLBACK), self._queues, strict=True):
+                while queue and queue[0].release_at <= self._ctx.clock.time():
+                    batch = _fit(queue, max_events - len(out.events), whole=bool(out.events))
+                    if batch is None:
+                        return took  # the next sub-batch waits for the next read
+                    await self._merge(batch, out, side)
+                    took = True
         except BaseException:
             assert self._seen is not None
             self._seen.discard()
@@ -263,7 +280,8 @@ class HybridSource:
             self._room.set()
         return took
 
-    def _batch(self, out: _Out, read_at: float) -> Batch:
+    def _batch(self, out: _Out, read_at: float) -> Batch[StateChanges]:
+        """The hybrid batch of what ``out`` took: its position names the sub-batches merged whole."""
         assert self._seen is not None
         moved = (out.primary, out.fallback) != (None, None)
         if not out.events and not out.failures and not moved:
@@ -285,7 +303,7 @@ class HybridSource:
             rejected=out.failures,
         )
 
-    async def _merge(self, batch: Batch, out: _Out, side: str) -> None:
+    async def _merge(self, batch: Batch[StateChanges], out: _Out, side: str) -> None:
         assert self._ctx is not None and self._seen is not None
         if batch.position is not None:
             if side == PRIMARY:
@@ -312,7 +330,7 @@ class HybridSource:
             if emitted is not None:
                 out.events.append(emitted)
 
-    def _tokens(self, batch: Batch, side: str) -> list[Any]:
+    def _tokens(self, batch: Batch[StateChanges], side: str) -> list[Any]:
         events = batch.events
         if self.match == "values":
             return [None] * len(events)
@@ -395,3 +413,22 @@ class HybridSource:
             "pipeline %s: %s %s was missed by the primary source (only the fallback saw it)",
             self._ctx.pipeline, ev.entity, list(ev.key),
         )  # fmt: skip
+
+
+def _fit(queue: deque[_Held], room: int, *, whole: bool) -> Batch[StateChanges] | None:
+    """The front sub-batch of ``queue`` when it fits in ``room`` events, else None.
+
+    Unless ``whole``, one larger than ``room`` (read ahead for a larger read) is
+    split: its front ``room`` events come out without a position or state, and
+    the rest stays at the front of the queue with the sub-batch's position and
+    state, which describe the whole sub-batch.
+    """
+    front = queue[0]
+    batch = front.batch
+    if len(batch.events) <= room:
+        queue.popleft()
+        return batch
+    if whole or room <= 0:
+        return None
+    front.batch = replace(batch, events=batch.events[room:], versions=batch.versions[room:], rejected=[])
+    return Batch(batch.events[:room], None, batch.read_at, rejected=batch.rejected, versions=batch.versions[:room])
