@@ -17,7 +17,7 @@
       type: xlsx                    # or csv
       path: exports/customers.xlsx
       sheet: Customers              # xlsx only; default: Sheet1 (created when missing)
-      key: [id]
+      key: [id]                     # omit: a hidden `_tidesync_id` column holds each row's event key
       deletes: remove               # or mark: the row stays, `mark_column` says TRUE
 """
 
@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tidesync.sheets.types import ColumnType
 from tidesync.sources.polling.config import Seconds
+
+ID_COLUMN = "_tidesync_id"  # a keyless sink's row ids (see tidesync.sheets.sink)
 
 
 class _Strict(BaseModel):
@@ -66,7 +68,12 @@ class SheetSinkConfig(_Strict):
     type: Literal["csv", "xlsx"]
     path: str = Field(min_length=1, description="the file to write (created with a header when missing)")
     sheet: str = Field("Sheet1", min_length=1, description="xlsx: the sheet to write (created when missing)")
-    key: list[str] = Field(min_length=1, description="columns that identify a row (the event's key, in order)")
+    key: list[str] | None = Field(
+        None,
+        min_length=1,
+        description=f"columns that identify a row (the event's key, in order); unset: a `{ID_COLUMN}` column "
+        "(hidden in xlsx) holds each row's event key",
+    )
     header_row: int = Field(1, ge=1, description="the row holding the column names")
     columns: list[str] | None = Field(
         None, description="the fields to write (default: every field of the events); other columns are never touched"
@@ -75,3 +82,9 @@ class SheetSinkConfig(_Strict):
     mark_column: str = Field("_deleted", min_length=1, description="deletes: mark: the column set to TRUE")
     delimiter: str = Field(",", min_length=1, max_length=1, description="csv: the delimiter of a new file")
     encoding: str = Field("utf-8", description="csv: the text encoding")
+
+    @model_validator(mode="after")
+    def _keyless(self) -> SheetSinkConfig:
+        if self.key is None and self.deletes == "mark" and self.mark_column == ID_COLUMN:
+            raise ValueError(f"mark_column: {ID_COLUMN} holds the row ids of a sink without key:")
+        return self

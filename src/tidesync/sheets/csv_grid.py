@@ -50,6 +50,9 @@ class CsvGrid:
         self.header.append(name)
         return len(self.header) - 1
 
+    def hide(self, column: int) -> None:
+        return None  # a csv file has no hidden columns: the id column is a plain one
+
     def check(self, value: Any) -> str:
         return to_text(value)
 

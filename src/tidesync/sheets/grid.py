@@ -34,6 +34,9 @@ class Grid(Protocol):
     def add_column(self, name: str) -> int:
         """Append ``name`` to the header; its column number (0-based)."""
 
+    def hide(self, column: int) -> None:
+        """Hide a column from people (xlsx); a no-op where the format has no hidden columns (csv)."""
+
     def check(self, value: Any) -> Any:
         """``value`` as this format stores it; ValueError when it cannot be stored (nothing is changed)."""
 

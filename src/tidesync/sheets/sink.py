@@ -15,6 +15,16 @@ and replaces the file atomically (:func:`~.grid.save_atomically`) once:
   key clears it.
 - truncate: every keyed row is removed (or marked).
 
+Without ``key:`` the sink keeps its own row ids in a ``_tidesync_id`` column
+(:data:`~.config.ID_COLUMN`), added after the event's fields the first time
+a row is written, and hidden in an xlsx sheet (a plain column in a csv
+file). It holds the event's key: its one value when that is a whole number
+(up to 2**53) or text, otherwise the key as JSON (``[7,"eu"]``). Rows are
+found, updated and deleted by it exactly as by key columns, so a re-delivered
+or re-snapshotted row lands on its row again; an event's own field named
+``_tidesync_id`` is not written. A row whose ``_tidesync_id`` cell a person
+clears is no longer the sink's: the next upsert of that key appends a row.
+
 Writing the same events twice leaves the file as writing them once: the
 sink keeps the highest position it has written (state store, kv
 ``sheet_applied``, stored right after the file is replaced) and skips events
@@ -41,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from tidesync.errors import DeliveryError, PartialBatchError, PermanentError, TransientError
-from tidesync.event import DELETE, TRUNCATE, ChangeEvent, Position
+from tidesync.event import DELETE, TRUNCATE, ChangeEvent, Key, Position, json_dumps
 from tidesync.protocols import Context
-from tidesync.sheets.config import SheetSinkConfig
+from tidesync.sheets.config import ID_COLUMN, SheetSinkConfig
 from tidesync.sheets.grid import Grid, key_text
 from tidesync.sheets.watch import Signature, signature
 
@@ -56,6 +66,7 @@ class SheetSink:
     def __init__(self, config: SheetSinkConfig) -> None:
         self.config = config
         self.path = Path(config.path)
+        self.key = list(config.key) if config.key is not None else [ID_COLUMN]  # the columns rows are found by
         self._grid: Grid | None = None
         self._saved: Signature | None = None
         self._lock = asyncio.Lock()
@@ -118,10 +129,10 @@ class SheetSink:
         if c.type == "xlsx":
             from tidesync.sheets.xlsx_grid import XlsxGrid
 
-            return XlsxGrid(self.path, sheet=c.sheet, key=c.key, header_row=c.header_row)
+            return XlsxGrid(self.path, sheet=c.sheet, key=self.key, header_row=c.header_row)
         from tidesync.sheets.csv_grid import CsvGrid
 
-        return CsvGrid(self.path, key=c.key, header_row=c.header_row, delimiter=c.delimiter, encoding=c.encoding)
+        return CsvGrid(self.path, key=self.key, header_row=c.header_row, delimiter=c.delimiter, encoding=c.encoding)
 
     def _write(self, events: list[ChangeEvent]) -> dict[int, DeliveryError]:
         try:
@@ -142,7 +153,10 @@ class SheetSink:
         try:
             return grid.header.index(name)
         except ValueError:
-            return grid.add_column(name)
+            col = grid.add_column(name)
+            if name == ID_COLUMN and self.config.key is None:
+                grid.hide(col)  # once, when made: a person may show it again
+            return col
 
     def _apply(self, grid: Grid, ev: ChangeEvent, doomed: set[int]) -> None:
         mark = self.config.deletes == "mark"
@@ -155,9 +169,13 @@ class SheetSink:
                 doomed.update(grid.index.values())
                 grid.index.clear()
             return
-        if len(ev.key) != len(self.config.key):
+        if self.config.key is None:
+            ident: tuple[Any, ...] = (row_id(ev.key),)
+        elif len(ev.key) != len(self.config.key):
             raise ValueError(f"the key {list(ev.key)!r} does not fit key: {self.config.key}")
-        key = key_text(ev.key)
+        else:
+            ident = ev.key
+        key = key_text(ident)
         row = grid.index.get(key)
         if ev.op == DELETE:
             if row is None:
@@ -172,10 +190,15 @@ class SheetSink:
         names = ev.changed if row is not None and ev.changed is not None else tuple(after)
         if self.config.columns is not None:
             names = tuple(n for n in names if n in self.config.columns)
+        if self.config.key is None:
+            names = tuple(n for n in names if n != ID_COLUMN)
         values: list[tuple[str, Any]] = [(n, grid.check(after[n])) for n in names if n in after]
         if row is None:
-            key_values = [(k, grid.check(v)) for k, v in zip(self.config.key, ev.key, strict=True)]
-            values = key_values + [(n, v) for n, v in values if n not in self.config.key]
+            key_values = [(k, grid.check(v)) for k, v in zip(self.key, ident, strict=True)]
+            if self.config.key is None:  # the id column goes after the fields in a new sheet
+                values = values + key_values
+            else:
+                values = key_values + [(n, v) for n, v in values if n not in self.key]
         writes = [(self._column(grid, n), v) for n, v in values]  # every value checked before any is written
         if row is None:
             row = grid.append()
@@ -184,6 +207,16 @@ class SheetSink:
             grid.put(row, col, v)
         if mark and self.config.mark_column in grid.header:
             grid.put(row, grid.header.index(self.config.mark_column), None)
+
+
+def row_id(key: Key) -> Any:
+    """What a keyless sink writes in ``_tidesync_id`` for an event's key: its one value when that is text or a
+    whole number a spreadsheet holds exactly (an xlsx number is a double), otherwise the key as JSON text."""
+    if len(key) == 1:
+        (v,) = key
+        if isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool) and -(2**53) <= v <= 2**53):
+            return v
+    return json_dumps(list(key)).decode()
 
 
 def _at_or_before(position: Position, applied: Position | None) -> bool:

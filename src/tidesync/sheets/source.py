@@ -115,6 +115,11 @@ class SheetSource:
             )
             self._watch.start()
 
+    @property
+    def notifying(self) -> bool:
+        """True once file-system notifications arrive for the file (otherwise only the ``poll_interval`` stat)."""
+        return self._watch is not None and self._watch.notifying
+
     async def commit(self, position: Position) -> None:
         return None  # the snapshot moves with the engine's checkpoint (batch.state); nothing upstream to release
 

@@ -10,7 +10,8 @@ duplicate key) as :class:`Reject` values whose ``reason`` names the cell
 Without a key (``key:`` unset) a row is identified by its fingerprint, a
 hash of its cells (``#2`` appended for the second identical row): an edited
 row is then a delete of the old row and an insert of the new one. That is
-right only for a read-only source, so sinks always need a key.
+right only for a read-only source: a sink without a key keeps its own row ids
+instead (``_tidesync_id``, :mod:`.sink`), and a two-way side needs a key.
 
 Typing is the expensive part of a read, and most rows of a large sheet did
 not change since the last read: a row whose raw cells (values and types)

@@ -69,6 +69,9 @@ class XlsxGrid:
         self.ws.cell(row=self.header_row, column=col, value=name)
         return col - 1
 
+    def hide(self, column: int) -> None:
+        self.ws.column_dimensions[get_column_letter(column + 1)].hidden = True
+
     def check(self, value: Any) -> Any:
         v = to_xlsx(value)
         if isinstance(v, str) and ILLEGAL_CHARACTERS_RE.search(v):
