@@ -4,13 +4,16 @@ Where the run ends is decided once, right after the source opened:
 
 - a source with ``end_position()`` (:class:`EndAware`) names the position of
   its newest change *now* (Postgres: the WAL insert position; SQLite capture:
-  the newest change-log row). None means it holds nothing to read.
+  the newest change-log row; the SQL poll, Stripe and HubSpot sources: a
+  position they reserve and hand out once they have read their newest row,
+  event or record of now, see :mod:`tidesync.sources.polling.end`). None
+  means it holds nothing to read.
 - any other source: the run ends at the last position read when two reads in
   a row came back empty (the first empty read may only mean "not polled yet";
   the second is a whole read cycle that found nothing). A source with an
-  ``idle`` property (the SQL poll, Stripe and HubSpot sources: no pass or
-  backfill in progress) counts an empty read only while idle, so a long pass
-  over unchanged rows does not end the run half-way.
+  ``idle`` property (no pass or backfill in progress) counts an empty read
+  only while idle, so a long pass over unchanged rows does not end the run
+  half-way.
 
 The run is over once a checkpoint at or past that end is committed (so
 everything up to the end is written or dead-lettered), or as soon as the

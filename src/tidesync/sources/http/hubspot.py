@@ -23,6 +23,9 @@ polling source: :mod:`tidesync.sources.polling.tracker`).
 Requests: ``POST {base_url}/crm/v3/objects/{type}/search`` with a bearer
 private-app token or OAuth2 access token (refreshed with the refresh token),
 paced by a token bucket (default 5/s: the search endpoint's limit per account).
+
+A batch run (``tidesync run --once``) ends once every object type is read up
+to its newest modification at the start (:meth:`HubSpotSource.end_position`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from tidesync.sources.http.config import HubSpotObject, HubSpotSourceConfig
 from tidesync.sources.http.hubspot_search import Pass, cursor_ms
 from tidesync.sources.http.positions import next_epoch, split
 from tidesync.sources.http.ratelimit import TokenBucket
+from tidesync.sources.polling.end import reserve_end
 from tidesync.sources.polling.tracker import BatchBuilder, PendingShadows
 
 log = logging.getLogger("tidesync.sources.hubspot")
@@ -92,6 +96,8 @@ class HubSpotSource:
         self._next_poll: dict[str, float] = {}
         self.records_read = 0
         self.progress: Progress | None = None  # the first pass's display (made at open; progress: false turns it off)
+        self._end: int | None = None  # the seq of a batch run's end, while it is still to be reached
+        self._end_ms: dict[str, int | None] = {}  # per object type, its newest cursor value at the run's start
 
     @property
     def client(self) -> ApiClient:
@@ -102,8 +108,9 @@ class HubSpotSource:
         self._ctx = ctx
         self._scope = self.config.shadow_scope or ctx.pipeline
         epoch, _, marks = split(after)
-        self._epoch = await next_epoch(ctx.state, f"hubspot:{self._scope}", epoch)
-        self._seq = 0
+        if self._end is None:  # else reopened during a batch run, before its end: the epoch stays (polling.end)
+            self._epoch = await next_epoch(ctx.state, f"hubspot:{self._scope}", epoch)
+            self._seq = 0
         stored = {m[0]: m for m in marks or ()}
         self._objects = []
         for spec in self.config.objects:
@@ -143,6 +150,50 @@ class HubSpotSource:
     def passes(self) -> dict[str, Pass | None]:
         return {o.spec.entity_name: o.run for o in self._objects}
 
+    # --- a batch run's end -----------------------------------------------------------------
+
+    async def end_position(self) -> Position | None:
+        """Where a batch run (``tidesync run --once``) ends: once every object type is read up to its newest change now.
+
+        Per object type, one search sorted by the cursor property descending,
+        limit 1, gives the newest modification time. The position returned is
+        one this source reserves (:mod:`tidesync.sources.polling.end`) and
+        hands out once every type's passes have read up to that time (its
+        high-water mark, or the pass under way, at or past it). A pass reads
+        only up to ``settle`` before its own start, so a record modified just
+        before the run is read by the next pass: such a run takes up to
+        ``settle + poll_interval`` longer. None when every type is read that
+        far already: the run has nothing to read.
+        """
+        for obj in self._objects:
+            spec = obj.spec
+            body = {
+                "sorts": [{"propertyName": spec.cursor_property, "direction": "DESCENDING"}],
+                "properties": [spec.cursor_property],
+                "limit": 1,
+            }
+            answer = await self.client.post(f"/crm/v3/objects/{spec.type}/search", body)
+            results = answer.get("results") if isinstance(answer, dict) else None
+            if not isinstance(results, list):
+                raise SourceTransientError(f"{self.client.name}: search of {spec.type}: an answer without results")
+            props = results[0].get("properties") if results and isinstance(results[0], dict) else None
+            self._end_ms[spec.entity_name] = cursor_ms(props.get(spec.cursor_property)) if props else None
+        if self._end_read():
+            self._end = None
+            return None
+        self._end = reserve_end(self._seq, self._end)
+        return (self._epoch, self._end)
+
+    def _end_read(self) -> bool:
+        """Whether every object type is read up to its newest cursor value of the run's start."""
+        for obj in self._objects:
+            newest = self._end_ms.get(obj.spec.entity_name)
+            if newest is None:
+                continue
+            if (obj.hw is None or obj.hw < newest) and (obj.run is None or obj.run.lo < newest):
+                return False
+        return True
+
     def _current_marks(self) -> tuple[Any, ...]:
         return tuple(o.marks() for o in self._objects)
 
@@ -155,6 +206,8 @@ class HubSpotSource:
         b = BatchBuilder(self._scope, self._epoch, self._seq, self._pending)
         while len(b.events) < max_events:
             worked = await self._step(b)
+            if self._end is not None and self._end_read():
+                break
             now = clock.monotonic()
             if worked and now < deadline:
                 continue
@@ -162,7 +215,10 @@ class HubSpotSource:
                 break
             await clock.sleep(max(0.0, min(min(self._next_poll.values(), default=deadline), deadline) - now))
         marks = self._current_marks()
-        batch = b.build(marks, self._marks, clock.time())
+        end = None
+        if self._end is not None and self._end_read():
+            end, self._end = self._end, None
+        batch = b.build(marks, self._marks, clock.time(), end=end)
         self._marks, self._seq = marks, b.seq
         return batch
 

@@ -35,6 +35,9 @@ Snapshot
 
 Positions are :mod:`.positions`' ``(epoch, seq)``; a batch carries everything
 a restart needs (cursor, seen ids, snapshot progress) in its marks.
+
+A batch run (``tidesync run --once``) ends once the newest event at its
+start has been read, after the snapshot (:meth:`StripeSource.end_position`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from tidesync.sources.http.client import ApiStatusError
 from tidesync.sources.http.config import StripeSourceConfig
 from tidesync.sources.http.positions import Sequencer, next_epoch, split
 from tidesync.sources.http.stripe_api import EVENTS_WINDOW, StripeApi, configured_client
+from tidesync.sources.polling.end import reserve_end
 from tidesync.sources.webhook.ordering import OrderingGuard
 from tidesync.sources.webhook.provider import MappingError
 from tidesync.sources.webhook.stripe import map_stripe_event
@@ -115,6 +119,8 @@ class StripeSource:
         self._walking = False  # a pass is in progress: walking forward from the cursor
         self._next_poll = -math.inf
         self._progress: Progress | None = None  # the snapshot's, made at its first page
+        self._end: int | None = None  # the seq of a batch run's end, while it is still to be reached
+        self._end_event: tuple[str, float] | None = None  # (id, created) of the newest event at the run's start
 
     @property
     def api(self) -> StripeApi:
@@ -124,7 +130,8 @@ class StripeSource:
     async def open(self, ctx: Context, after: Position | None) -> None:
         self._ctx = ctx
         epoch, _, marks = split(after)
-        self._seq = Sequencer(await next_epoch(ctx.state, f"stripe:{ctx.pipeline}", epoch))
+        if self._end is None:  # else reopened during a batch run, before its end: the epoch stays (polling.end)
+            self._seq = Sequencer(await next_epoch(ctx.state, f"stripe:{ctx.pipeline}", epoch))
         self.state = FeedState.restore(marks)
         self._marks = self.state.marks()
         self._guard = OrderingGuard(ctx.state, f"stripe:{ctx.pipeline}")
@@ -153,6 +160,40 @@ class StripeSource:
         """No pass and no snapshot in progress."""
         return not self._walking and not self.state.snapshot and self.state.created is not None
 
+    # --- a batch run's end -----------------------------------------------------------------
+
+    async def end_position(self) -> Position | None:
+        """Where a batch run (``tidesync run --once``) ends: once the newest event now has been read.
+
+        Asks for the newest event (``GET /v1/events?limit=1``, of the
+        configured ``types``). The position returned is one this source
+        reserves (:mod:`tidesync.sources.polling.end`) and hands out once the
+        feed has read that event (or moved past its second) and the snapshot,
+        if one is still to list, is done. None when all of that is true
+        already: the run has nothing to read.
+        """
+        params = {"limit": "1"}
+        for i, t in enumerate(self.config.types or ()):
+            params[f"types[{i}]"] = t  # as Stripe's clients send arrays
+        docs, _ = await self.api.page("/v1/events", params)
+        newest = docs[0] if docs else None
+        self._end_event = (newest["id"], float(newest.get("created") or 0)) if newest is not None else None
+        if self._end_read():
+            self._end = self._end_event = None
+            return None
+        self._end = reserve_end(self._seq.seq, self._end)
+        return (self._seq.epoch, self._end)
+
+    def _end_read(self) -> bool:
+        """Whether the feed has read the newest event of the run's start (and the snapshot is done)."""
+        st = self.state
+        if st.created is None or st.snapshot:
+            return False
+        if self._end_event is None:
+            return True
+        event_id, created = self._end_event
+        return event_id in st.seen or st.created > created
+
     # --- reading ---------------------------------------------------------------------------
 
     async def read(self, max_events: int, max_wait: float) -> Batch:
@@ -162,6 +203,8 @@ class StripeSource:
         out = _Out()
         while len(out.events) + len(out.failures) < max_events:
             worked = await self._step(out, max_events)
+            if self._end is not None and self._end_read():
+                break
             now = clock.monotonic()
             if worked and now < deadline:
                 continue
@@ -172,11 +215,15 @@ class StripeSource:
 
     def _batch(self, out: _Out, read_at: float) -> Batch:
         marks = self.state.marks()
-        if not out.events and not out.failures and marks == self._marks:
+        if self._end is not None and self._end_read():
+            # the batch run's end: this batch's position jumps to the one end_position reserved
+            self._seq.seq = max(self._seq.seq, self._end)
+            self._end = self._end_event = None
+        elif not out.events and not out.failures and marks == self._marks:
             return Batch([], None, read_at)
-        self._marks = marks
-        if not out.events:
+        elif not out.events:
             self._seq.next()  # a checkpoint of its own: positions never repeat
+        self._marks = marks
         assert self._guard is not None
         shadows = self._guard.take(self._seq.seq)
         return Batch(

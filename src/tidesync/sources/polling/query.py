@@ -85,3 +85,10 @@ def keys_after(table: sa.TableClause, key: Sequence[str], after: Sequence[Any] |
     if after is not None:
         q = q.where(tuple_gt(cols, after))
     return q.order_by(*cols).limit(limit)
+
+
+def newest(table: sa.TableClause, cursor: str, key: Sequence[str]) -> sa.Select[Any]:
+    """The newest row's ``(cursor, *key)``: the last in (cursor, key) order (none for an empty table)."""
+    c = table.c[cursor]
+    cols = [c, *(table.c[k] for k in key)]
+    return sa.select(*cols).where(c.is_not(None)).order_by(*(col.desc() for col in cols)).limit(1)

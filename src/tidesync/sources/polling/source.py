@@ -65,6 +65,10 @@ does.
 
 For a hybrid wrapper: every emitted insert/update carries the whole row, and
 :meth:`SqlPollSource.version` gives the record version (its cursor value).
+
+A batch run (``tidesync run --once``) ends once each table is read up to its
+newest row at the start, by a pass that started after it
+(:meth:`SqlPollSource.end_position`; open transactions do not hold it).
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ from tidesync.protocols import Context
 from tidesync.sources.polling import query
 from tidesync.sources.polling.config import SqlPollConfig
 from tidesync.sources.polling.dialect import close_engine, create_engine, redact, reflect, translate
+from tidesync.sources.polling.end import TableEnd, reserve_end
 from tidesync.sources.polling.estimate import row_estimate
 from tidesync.sources.polling.horizon import as_cursor, held, read_horizon, watchable
 from tidesync.sources.polling.marks import Mark, commit_time, decode_marks, encode_marks, floor_of
@@ -110,6 +115,7 @@ class _Table:
     next_key_scan: float = 0.0
     deletes: list[tuple[Key, Row]] = field(default_factory=list)
     loading: bool = False  # the pass under way is the initial load (no high-water mark yet): its progress shows
+    end: TableEnd | None = None  # a batch run's end still to be reached (see end_position)
 
 
 class SqlPollSource:
@@ -137,6 +143,7 @@ class SqlPollSource:
         self._dialect = ""
         self._warned = float("-inf")
         self._progress: Progress | None = None
+        self._end: int | None = None  # the seq of a batch run's end, while it is still to be reached
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -160,10 +167,13 @@ class SqlPollSource:
         epoch, _, marks = decode_marks(after)
         # Batches handed out after ``after`` are not committed and will be read again: forget their shadows.
         self._pending.forget_after(after)
-        stored = await ctx.state.kv_get(EPOCH_NS, self._scope) or 0
-        self._epoch = max(int(stored), epoch) + 1
-        await ctx.state.kv_put(EPOCH_NS, self._scope, self._epoch)
-        self._seq = 0
+        ends = {t.spec.entity: t.end for t in self._tables}
+        if self._end is None:
+            stored = await ctx.state.kv_get(EPOCH_NS, self._scope) or 0
+            self._epoch = max(int(stored), epoch) + 1
+            await ctx.state.kv_put(EPOCH_NS, self._scope, self._epoch)
+            self._seq = 0
+        # else: reopened during a batch run, before its end: the epoch stays and seq goes on (see .end)
         now = ctx.clock.monotonic()
         self._tables = []
         self._dialect = self._engine.dialect.name
@@ -173,6 +183,9 @@ class SqlPollSource:
             t.watch = self._watch and watchable(spec.meta, spec.cursor, self._dialect)
             if t.watch and scan is not None and hw is not None:
                 t.cap = hw[0]  # a pass cut short: its mark was held at its horizon when it started
+            if self._end is not None and (end := ends.get(spec.entity)) is not None:
+                end.reopened()
+                t.end = end
             self._tables.append(t)
         self._marks = self._current_marks()
         if self._progress is not None:
@@ -226,6 +239,50 @@ class SqlPollSource:
         """No pass in progress and no delete waiting to be emitted."""
         return not any(t.passing or t.deletes for t in self._tables)
 
+    # --- a batch run's end -------------------------------------------------------------
+
+    async def end_position(self) -> Position:
+        """Where a batch run (``tidesync run --once``) ends: once every table is read up to its newest row now.
+
+        One query per table reads its newest ``(cursor, *key)``. The position
+        returned is one this source reserves (:mod:`.end`): it hands out a
+        batch there once, for every table, a pass that started after this
+        call has read that row or gone past it (or read the whole table, when
+        the row changed or went away meanwhile). Hard deletes found by the key
+        scan that runs before each table's first pass are in the run too.
+
+        Open transactions (``watch_transactions``): the end is tested against
+        the rows a pass reads, never against the high-water mark. The mark is
+        held below the oldest open transaction, so with one left open it would
+        never reach the newest row, and the run would wait for ever. The run
+        does not end early either: only a pass that started after this call
+        counts (a pass resumed from the checkpoint may have gone past rows
+        committed late, behind it; the next pass re-reads from the held-back
+        floor), so every row committed before the start is read, in the
+        version it has when the pass reads it. A row a transaction still open
+        at the start commits later was not there at the start: this run may
+        miss it, the next one reads it; and a row changed again during the run
+        before the pass reached it has moved past the end: the next run reads it.
+        """
+        newest = await self._run(self._newest_marks)
+        for t, mark in zip(self._tables, newest, strict=True):
+            t.end = TableEnd(mark, text_ordered=self._dialect == "sqlite")
+        self._end = reserve_end(self._seq, self._end)
+        return (self._epoch, self._end)
+
+    def _newest_marks(self) -> list[Mark | None]:
+        assert self._engine is not None
+        out: list[Mark | None] = []
+        with self._engine.connect() as conn:
+            for t in self._tables:
+                spec = t.spec
+                row = conn.execute(query.newest(spec.meta.table(), spec.cursor, spec.key)).first()
+                out.append(tuple(row) if row is not None else None)
+        return out
+
+    def _end_reached(self) -> bool:
+        return self._end is not None and all(t.end is not None and t.end.reached for t in self._tables)
+
     # --- for a hybrid wrapper ----------------------------------------------------------
 
     def cursor_column(self, entity: str) -> str:
@@ -252,6 +309,8 @@ class SqlPollSource:
         b = BatchBuilder(self._scope, self._epoch, self._seq, self._pending)
         while len(b.events) < max_events:
             worked = await self._step(b, max_events)
+            if self._end_reached():
+                break
             now = clock.monotonic()
             if worked:
                 if now >= deadline and b.events:
@@ -261,7 +320,12 @@ class SqlPollSource:
                 break
             await clock.sleep(max(0.0, min(self._next_due() - now, deadline - now)))
         marks = self._current_marks()
-        batch = b.build(marks, self._marks, clock.time())
+        end = None
+        if self._end_reached():
+            end, self._end = self._end, None
+            for t in self._tables:
+                t.end = None
+        batch = b.build(marks, self._marks, clock.time(), end=end)
         self._marks, self._seq = marks, b.seq
         return batch
 
@@ -294,6 +358,8 @@ class SqlPollSource:
             if now >= t.next_poll:
                 t.passing, t.scan, t.loading = True, None, t.hw is None
                 t.floor = floor_of(t.hw[0], t.spec.lookback) if t.hw is not None else None
+                if t.end is not None:
+                    t.end.pass_started()
                 await self._hold(t)
                 await self._page(t, b, max_events)
                 return True
@@ -331,6 +397,8 @@ class SqlPollSource:
                     committed_at=commit_time(row[spec.cursor], self._naive_tz, now),
                 )
             t.scan = (row[spec.cursor], *key)
+            if t.end is not None:
+                t.end.read(t.scan)
             done += 1
         end = done == len(rows) and len(rows) < self.config.page_size
         if t.loading and self._progress is not None:
@@ -343,6 +411,8 @@ class SqlPollSource:
                 self.held_back = _seconds(t.scan[0], t.hw[0] if t.hw is not None else None)
             t.passing, t.scan, t.cap, t.loading = False, None, None, False
             t.next_poll = self._ctx.clock.monotonic() + self.config.poll_interval
+            if t.end is not None and not t.end.pass_ended():
+                t.next_poll = self._ctx.clock.monotonic()  # a batch run waits for a pass that starts after its start
 
     async def _hold(self, t: _Table) -> None:
         """Before a pass reads anything: read the horizon, and hold the high-water mark at it from now on.

@@ -146,12 +146,20 @@ class BatchBuilder:
         self.pending.put(entity, key, after if op != DELETE else GONE, position)
         return event
 
-    def build(self, marks: tuple[Any, ...], previous: tuple[Any, ...], read_at: float) -> Batch:
+    def build(
+        self, marks: tuple[Any, ...], previous: tuple[Any, ...], read_at: float, *, end: int | None = None
+    ) -> Batch:
         """The batch; its position carries ``marks``. No position when no event was read and the marks
-        are still the ``previous`` ones."""
-        if not self.events and marks == previous:
+        are still the ``previous`` ones.
+
+        ``end``: this batch reaches a batch run's end, the position ``(epoch, end)`` the source named
+        (see :mod:`.end`): its position jumps to ``(epoch, end, marks)``, whatever was read.
+        """
+        if end is not None:
+            self.seq = max(self.seq, end)
+        elif not self.events and marks == previous:
             return Batch([], None, read_at)
-        if not self.events:
+        elif not self.events:
             self._next()  # a checkpoint of its own: positions never repeat
         puts = [s for s in self._shadow.values() if s is not None]
         deletes = [(self.scope, e, k) for (e, k), s in self._shadow.items() if s is None]
