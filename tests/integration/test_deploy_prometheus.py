@@ -225,6 +225,30 @@ def test_promtool_checks_the_rules() -> None:
     assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
 
 
+def _prometheus_doc_blocks() -> list[tuple[str, str]]:
+    """Every ```yaml prometheus block of README.md and docs/ (the Prometheus config the docs tell people to use)."""
+    fence = re.compile(r"^```yaml prometheus\n(.*?)^```", re.S | re.M)
+    return [
+        (f"{doc.relative_to(ROOT)}:{doc.read_text()[: m.start()].count(chr(10)) + 1}", m.group(1))
+        for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+        for m in fence.finditer(doc.read_text())
+    ]
+
+
+@pytest.mark.parametrize(("where", "block"), _prometheus_doc_blocks(), ids=lambda v: v if ":" in v else "")
+def test_promtool_checks_each_prometheus_config_of_the_docs(where: str, block: str, tmp_path: Path) -> None:
+    # The files a block names (the rules, a token file) are put where promtool can read them.
+    token = tmp_path / "token"
+    token.write_text("secret-token\n")
+    text = re.sub(r"/\S*alerts\.yml", str(ALERTS), block)
+    text = re.sub(r"credentials_file: (/[^}\s,]+)", f"credentials_file: {token}", text)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text)
+    result = promtool("check", "config", str(config))
+    assert result.returncode == 0, f"{where}: {result.stdout}{result.stderr}"
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
 def test_promtool_unit_tests_fire_every_alert() -> None:
     result = promtool("test", "rules", str(ALERTS_TEST))
     assert result.returncode == 0, result.stdout + result.stderr

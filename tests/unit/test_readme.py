@@ -3,7 +3,8 @@
 - Every ```yaml block of README.md and docs/*.md is a tidesync config, or a
   fragment of one (a section without ``pipelines``/``syncs``, merged into a
   one-pipeline base config). Blocks of other tools' YAML say so in the fence's
-  info string (```yaml prometheus) and are skipped by name, not by content.
+  info string (```yaml prometheus) and are skipped here by name, not by content: promtool checks
+  them (tests/integration/test_deploy_prometheus.py).
 - Every line of a ```sh block that starts with ``tidesync `` is a usage line:
   ``[--global-option VALUE] CMD SUB|SUB2 tidesync.yaml ARG [--option VALUE] [--flag]``. Its command
   path must exist and answer ``--help``; its positional words must be the
