@@ -1,9 +1,10 @@
 """Google Sheets as source and sink, against the local fake of the Sheets v4 / Drive v3 / OAuth2 APIs.
 
 The source and sink are driven in-process (a SQLite state store, the fake on
-loopback); Postgres → gsheets runs ``tidesync run`` in a subprocess while this
-process serves the fake. gspread, pointed at the same fake, performs the same
-operations as the fidelity check of its answers.
+loopback); Postgres → gsheets (with ``key:``, and without: rows found by a
+hidden ``_tidesync_id`` column) runs ``tidesync run`` in a subprocess while
+this process serves the fake. gspread, pointed at the same fake, performs the
+same operations as the fidelity check of its answers.
 """
 
 from __future__ import annotations
@@ -210,6 +211,62 @@ async def test_the_sink_upserts_only_mapped_cells_appends_and_removes(google: Go
     await fresh.close()
 
 
+def structure_requests(fake: FakeGSheets) -> list[str]:
+    """The kinds of the ``spreadsheets.batchUpdate`` requests the fake received, in order."""
+    path = f"/v4/spreadsheets/{SID}:batchUpdate"
+    bodies = [json.loads(r.body) for r in fake.seen if r.method == "POST" and r.path == path]
+    return [kind for b in bodies for req in b["requests"] for kind in req]
+
+
+async def test_a_sink_without_key_finds_rows_by_a_hidden_id_column(google: Google, ctx: Context) -> None:
+    fake = google.fake
+    book = fake.add_spreadsheet(SID, {"Lines": [["order_id", "line", "sku", "qty"]]})
+    book.sheets[0].column_count = 4  # a grid just as wide as the header: the id column needs one more
+    conf = {k: v for k, v in google.conf(sheet="Lines").items() if k != "key"}
+    sink = GSheetsSink(GSheetsSinkConfig.model_validate(conf))
+    assert sink.gconfig.key is None
+    await sink.open(ctx)
+
+    def line(op: str, order: int, no: int, pos: int, **fields: Any) -> ChangeEvent:
+        after = {"order_id": order, "line": no, **fields} if op != "delete" else None
+        changed = tuple(fields) if op == "update" else None
+        return ChangeEvent("lines", (order, no), op, after=after, changed=changed, position=(pos,))
+
+    batch = [
+        line("insert", 7, 1, 1, sku="a", qty=1),
+        line("insert", 7, 2, 2, sku="b", qty=2),  # same order, another line: its own row
+        line("insert", 8, 1, 3, sku="c", qty=3),
+        line("insert", 9, 1, 4, sku="d", qty=4),
+        line("update", 7, 2, 5, qty=20),
+        line("delete", 8, 1, 6),
+    ]
+    await sink.write(batch)
+    want = [["order_id", "line", "sku", "qty", "_tidesync_id"], [7, 1, "a", 1, "[7,1]"], [7, 2, "b", 20, "[7,2]"],
+            [9, 1, "d", 4, "[9,1]"]]  # fmt: skip
+    assert fake.values(SID, "Lines") == want
+    assert fake.hidden_columns(SID, "Lines") == {4}  # E, the id column; the grid grew and hid it in one request
+    assert structure_requests(fake) == ["appendDimension", "updateDimensionProperties"]  # 8/1 never reached it
+
+    fake.set(SID, "Lines", "C2", "edited")  # a person's edit, and a person showing the id column again
+    await asyncio.to_thread(lambda: gspread_client(google).open_by_key(SID).worksheet("Lines").unhide_columns(4, 5))
+    later = [line("update", 9, 1, 7, qty=40), line("insert", 10, 1, 8, sku="e", qty=5), line("delete", 7, 1, 9)]
+    await sink.write(later)
+    await sink.write(batch + later)  # re-delivered: skipped by position
+    await sink.write(later, replay=True)  # replayed: found by id, nothing added
+    assert fake.values(SID, "Lines") == [want[0], want[2], [9, 1, "d", 40, "[9,1]"], [10, 1, "e", 5, "[10,1]"]]
+    assert fake.hidden_columns(SID, "Lines") == set()  # not hidden a second time
+    assert structure_requests(fake)[2:] == ["updateDimensionProperties", "deleteDimension"]  # gspread's; 7/1 gone
+    await sink.close()
+
+    # A new sink (no position kept) re-writes every row: each lands on its row again.
+    again = GSheetsSink(GSheetsSinkConfig.model_validate(conf))
+    await again.open(Context(pipeline="gsheets", name="again", state=ctx.state))
+    await again.write(batch + later)
+    assert fake.values(SID, "Lines") == [want[0], want[2], [9, 1, "d", 40, "[9,1]"], [10, 1, "e", 5, "[10,1]"]]
+    await again.close()
+    assert structure_requests(fake).count("updateDimensionProperties") == 2  # the sink's once, the person's once
+
+
 # --- gspread pointed at the fake: the fidelity check ------------------------------------------------
 
 
@@ -237,6 +294,8 @@ async def test_gspread_reads_and_writes_the_fake(google: Google) -> None:
     google.fake.add_spreadsheet(SID, {"Customers": [HEADER, [1, "Ada", 5, "0123"]]})
 
     def drive() -> None:
+        import gspread
+
         gc = gspread_client(google)
         book = gc.open_by_key(SID)
         ws = book.worksheet("Customers")
@@ -254,6 +313,12 @@ async def test_gspread_reads_and_writes_the_fake(google: Google) -> None:
         assert ws.col_values(1) == ["id", "1", "3", "4"]
         assert book.values_batch_get(["Customers!A1:B2"], params={"valueRenderOption": "UNFORMATTED_VALUE"})[
             "valueRanges"][0]["values"] == [["id", "name"], [1, "Adele"]]  # fmt: skip
+        ws.hide_columns(1, 4)  # updateDimensionProperties: hiddenByUser true for B:D
+        ws.unhide_columns(1, 3)  # and false for B:C
+        assert google.fake.hidden_columns(SID, "Customers") == {3}
+        with pytest.raises(gspread.exceptions.APIError, match="out of the grid"):
+            ws.hide_columns(20, 27)  # past the grid's 26 columns: refused, nothing hidden
+        assert google.fake.hidden_columns(SID, "Customers") == {3}
 
     await asyncio.to_thread(drive)
     assert google.fake.values(SID, "Customers") == [HEADER, [1, "Adele", 6, "0123"], [3, "Cy", 8, "0789"],
@@ -323,3 +388,86 @@ async def test_postgres_to_gsheets_through_tidesync_run(tmp_path: Path, pg_datab
     rows = fake.values(SID, "Customers")
     assert rows[0][:4] == HEADER and rows[0][5] == "notes"
     assert [r[3] for r in rows[1:] if r[0] == 8] == ["08"]  # leading-zero text stayed text
+
+
+# --- Postgres -> a gsheets sink without key: a hidden _tidesync_id column -------------------------------------
+
+KEYLESS = """\
+state: sqlite:///{tmp}/state.db
+pipelines:
+  - name: {name}
+    source: {{type: postgres, dsn: "{dsn}", tables: [lines], heartbeat_interval: 1, progress: false,
+              work_dir: "{tmp}/spill"}}
+    sink: {{type: gsheets, spreadsheet_id: {sid}, sheet: Lines, credentials: "${{file:{key}}}",
+            base_url: "{url}", drive_url: "{url}", rate_limit: {{per_second: 200}}}}
+    batch: {{max_events: 200, max_wait_ms: 50}}
+    retry: {{initial_delay: 0.05, max_delay: 0.5}}
+"""
+LINE = ("order_id", "line", "sku", "qty", "_tidesync_id")
+
+
+async def test_postgres_to_a_gsheets_sink_without_key_through_tidesync_run(
+    tmp_path: Path, pg_database: str, google: Google
+) -> None:
+    fake = google.fake
+    fake.add_spreadsheet(SID, {"Sheet1": []})  # the sink adds the Lines sheet
+    await sql(pg_database, """
+        CREATE TABLE lines (order_id integer, line integer, sku text, qty integer, PRIMARY KEY (order_id, line));
+        INSERT INTO lines SELECT g / 3, g % 3, 's' || g, g FROM generate_series(3, 62) g;
+    """)  # fmt: skip
+    name = "gsheets_keyless_" + pg_database.rsplit("_", 1)[-1]  # a slot of its own (slots are per server)
+
+    def sheet_rows() -> list[tuple[Any, ...]]:
+        """Every data row as (order_id, line, sku, qty, _tidesync_id), duplicates kept; sorted."""
+        values = fake.values(SID, "Lines") if any(s.title == "Lines" for s in fake.books[SID].sheets) else []
+        if not values or any(n not in values[0] for n in LINE):
+            return []
+        cols = [values[0].index(n) for n in LINE]
+        return sorted(tuple((r + [""] * len(values[0]))[c] for c in cols) for r in values[1:])
+
+    async def matches() -> bool:
+        async with await psycopg.AsyncConnection.connect(pg_database) as conn:
+            cur = await conn.execute("SELECT order_id, line, sku, qty FROM lines")
+            want = sorted((*r, f"[{r[0]},{r[1]}]") for r in await cur.fetchall())
+        return sheet_rows() == want  # each row once, its composite key as JSON in _tidesync_id
+
+    async def run(pipeline: str, changes: str | None = None) -> None:
+        config = tmp_path / f"{pipeline}.yaml"
+        config.write_text(KEYLESS.format(tmp=tmp_path, name=pipeline, dsn=pg_database, sid=SID, key=google.key,
+                                         url=google.url))  # fmt: skip
+        log = tmp_path / f"{pipeline}.log"
+        proc = start_engine(config, log)
+
+        async def same() -> bool:
+            assert proc.poll() is None, log.read_text()[-4000:]
+            return await matches()
+
+        try:
+            await eventually(same, timeout=30, interval=0.1, message="the snapshot in the sheet")
+            if changes is not None:
+                await sql(pg_database, changes)
+                await eventually(same, timeout=30, interval=0.1, message="every change in the sheet")
+        finally:
+            try:
+                await asyncio.to_thread(stop_engine, proc, log)
+            finally:
+                if proc.poll() is None:
+                    await asyncio.to_thread(kill_engine, proc)
+
+    await run(name + "_a", """
+        UPDATE lines SET qty = qty * 100 WHERE line = 1;
+        UPDATE lines SET sku = 'renamed' WHERE order_id = 5 AND line = 2;
+        DELETE FROM lines WHERE order_id IN (2, 10);
+        INSERT INTO lines VALUES (2, 0, 'again', 1), (99, 0, 'new', 7);
+    """)  # fmt: skip
+    assert fake.values(SID, "Lines")[0] == list(LINE)
+    assert fake.hidden_columns(SID, "Lines") == {4}  # E, the id column
+
+    # A new pipeline into the same sheet snapshots every row again: each lands on its row, none is added.
+    await sql(pg_database, "UPDATE lines SET sku = 'while stopped' WHERE order_id = 99")
+    await run(name + "_b")
+    rows = sheet_rows()
+    assert len(rows) == len(fake.values(SID, "Lines")) - 1 == 56
+    assert "while stopped" in {r[2] for r in rows}
+    assert fake.hidden_columns(SID, "Lines") == {4}
+    assert structure_requests(fake).count("updateDimensionProperties") == 1  # hidden once, when it was made

@@ -6,6 +6,7 @@ Driven in-process over real files and a SQLite state store.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,11 @@ import openpyxl
 import pytest
 from pydantic import ValidationError
 
+from tidesync.config import load_config_text
 from tidesync.event import ChangeEvent, Key
 from tidesync.protocols import Context
 from tidesync.sheets.config import ID_COLUMN, SheetSinkConfig
+from tidesync.sheets.gsheets_config import GSheetsSinkConfig
 from tidesync.sheets.sink import SheetSink, row_id
 from tidesync.state import open_state_store
 
@@ -132,3 +135,19 @@ async def test_keyless_csv_has_a_plain_last_id_column_and_marks_deletes(tmp_path
     await sink.write([event("insert", (2,), 6, id=2, name="back")])  # upserted by id: the mark cleared
     assert csv_rows(path)[2] == ["2", "back", "2", ""]
     assert len(csv_rows(path)) == 4
+
+
+def test_a_gsheets_sink_without_key_validates(tmp_path: Path) -> None:
+    key = tmp_path / "sa.json"
+    key.write_text("{}")
+    sink = {"type": "gsheets", "spreadsheet_id": "1AbC", "sheet": "Lines", "credentials": f"${{file:{key}}}"}
+    assert GSheetsSinkConfig.model_validate(sink).key is None
+    assert GSheetsSinkConfig.model_validate({**sink, "key": ["id"]}).key == ["id"]
+    with pytest.raises(ValidationError, match="mark_column"):
+        GSheetsSinkConfig.model_validate({**sink, "deletes": "mark", "mark_column": ID_COLUMN})
+    with pytest.raises(ValidationError, match="key"):
+        GSheetsSinkConfig.model_validate({**sink, "key": []})
+    source = "{type: sqlite, path: " + str(tmp_path / "a.db") + ", tables: [lines]}"
+    text = f"pipelines:\n  - name: out\n    source: {source}\n    sink: {json.dumps(sink)}\n"
+    (spec,) = load_config_text(text).pipelines  # the whole config: the registry's model for type: gsheets
+    assert isinstance(spec.sink, GSheetsSinkConfig) and spec.sink.key is None

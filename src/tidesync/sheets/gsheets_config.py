@@ -16,7 +16,7 @@
       type: gsheets
       spreadsheet_id: "1AbC..."
       sheet: Customers
-      key: [id]
+      key: [id]                         # omit: a hidden `_tidesync_id` column holds each row's event key
       credentials: "${file:sa.json}"
       deletes: remove                   # or mark
 """
@@ -25,9 +25,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tidesync.secrets import Secret
+from tidesync.sheets.config import ID_COLUMN
 from tidesync.sheets.types import ColumnType
 from tidesync.sources.http.config import HttpOptions, RateLimit
 from tidesync.sources.polling.config import Seconds
@@ -73,9 +74,20 @@ class GSheetsSourceConfig(_GSheets):
 
 
 class GSheetsSinkConfig(_GSheets):
-    key: list[str] = Field(min_length=1, description="columns that identify a row (the event's key, in order)")
+    key: list[str] | None = Field(
+        None,
+        min_length=1,
+        description=f"columns that identify a row (the event's key, in order); unset: a hidden `{ID_COLUMN}` "
+        "column holds each row's event key",
+    )
     columns: list[str] | None = Field(
         None, description="the fields to write (default: every field of the events); other columns are never touched"
     )
     deletes: Literal["remove", "mark"] = Field("remove", description="remove the row, or mark it in mark_column")
     mark_column: str = Field("_deleted", min_length=1, description="deletes: mark: the column set to TRUE")
+
+    @model_validator(mode="after")
+    def _keyless(self) -> GSheetsSinkConfig:
+        if self.key is None and self.deletes == "mark" and self.mark_column == ID_COLUMN:
+            raise ValueError(f"mark_column: {ID_COLUMN} holds the row ids of a sink without key:")
+        return self

@@ -4,7 +4,10 @@ The sink applies a batch to this in-memory copy exactly as it does to a file
 (:meth:`~.sink.SheetSink._apply`), and :meth:`GSheetsGrid.flush` then sends the
 edits, at most four requests per batch, in this order:
 
-1. ``appendDimension`` (columns), only when the header grows past the grid;
+1. one ``spreadsheets.batchUpdate`` of ``appendDimension`` (columns), only when the
+   header grows past the grid, and ``updateDimensionProperties`` (``hiddenByUser``)
+   for a column :meth:`GSheetsGrid.hide` was asked to hide (a keyless sink's id
+   column, hidden before its header cell is written);
 2. ``values.batchUpdate`` (RAW): the written cells of existing rows, a range per
    run of adjacent cells, and new header cells;
 3. ``values.append`` (RAW, ``INSERT_ROWS``): the new rows, after the sheet's table;
@@ -55,6 +58,7 @@ class GSheetsGrid:
         self.writes: dict[tuple[int, int], Any] = {}
         self.new: dict[int, list[Any]] = {}  # appended row id -> its cells
         self.doomed: set[int] = set()
+        self.hidden: set[int] = set()  # columns to hide (0-based)
         self.index: dict[tuple[str, ...], int] = {}
         cols = [self.header.index(k) if k in self.header else -1 for k in key]
         if -1 not in cols:
@@ -68,6 +72,9 @@ class GSheetsGrid:
         col = len(self.header) - 1
         self.writes[(self.header_row, col)] = name
         return col
+
+    def hide(self, column: int) -> None:
+        self.hidden.add(column)
 
     def check(self, value: Any) -> Any:
         if value is None:
@@ -119,14 +126,19 @@ class GSheetsGrid:
 
     def requests(self) -> int:
         """How many requests :meth:`flush` will send."""
-        return sum(map(bool, (len(self.header) > self.columns, self.writes, self.new, self.doomed)))
+        grid = len(self.header) > self.columns or self.hidden
+        return sum(map(bool, (grid, self.writes, self.new, self.doomed)))
 
     async def flush(self, api: SheetsApi) -> None:
+        grid: list[dict[str, Any]] = []
         if len(self.header) > self.columns:
-            grow = {"appendDimension": {"sheetId": self.sheet_id, "dimension": "COLUMNS",
-                                        "length": len(self.header) - self.columns}}  # fmt: skip
-            await api.structure([grow], once=False)  # a retry adds spare columns at worst
-            self.columns = len(self.header)
+            grid.append({"appendDimension": {"sheetId": self.sheet_id, "dimension": "COLUMNS",
+                                             "length": len(self.header) - self.columns}})  # fmt: skip
+        grid += [self._hide(c) for c in sorted(self.hidden)]
+        if grid:
+            await api.structure(grid, once=False)  # a retry adds spare columns at worst; hiding twice is hiding
+            self.columns = max(self.columns, len(self.header))
+            self.hidden.clear()
         writes = {k: v for k, v in self.writes.items() if k[0] not in self.doomed}
         if writes:
             await api.write_cells(self._ranges(writes))
@@ -141,6 +153,11 @@ class GSheetsGrid:
                     runs.append([r, r])
             deletes = [self._delete(lo, hi) for lo, hi in runs]
             await api.structure(deletes, once=True)
+
+    def _hide(self, column: int) -> dict[str, Any]:
+        span = {"sheetId": self.sheet_id, "dimension": "COLUMNS", "startIndex": column, "endIndex": column + 1}
+        return {"updateDimensionProperties": {"range": span, "properties": {"hiddenByUser": True},
+                                              "fields": "hiddenByUser"}}  # fmt: skip
 
     def _delete(self, first: int, last: int) -> dict[str, Any]:
         """Sheet rows ``first``..``last`` (1-based, inclusive) as a deleteDimension (0-based, end exclusive)."""

@@ -9,6 +9,12 @@ writes only ``changed``, an insert every field, new fields get a column,
 (:meth:`~.gsheets_grid.GSheetsGrid.flush`: at most four requests). Other
 cells, formulas, formatting and sheets are never touched.
 
+Without ``key:`` rows are found by a ``_tidesync_id`` column holding each
+event's key, exactly as in the file sink (:mod:`.sink`). The write that adds
+the column hides it (``updateDimensionProperties``, ``hiddenByUser``, in the
+first request, with any ``appendDimension``) before its header cell is
+written, and no later write does: a person may show it again.
+
 Idempotent: the highest position written is kept in the state store (kv
 ``sheet_applied``) after the requests succeed, and events at or before it
 are skipped unless ``replay``; and since every write reads the sheet first
@@ -107,7 +113,7 @@ class GSheetsSink(SheetSink):
         grid_props = self._props.get("gridProperties", {})
         grid = GSheetsGrid(
             values, title=c.sheet, sheet_id=int(self._props.get("sheetId", 0)),
-            columns=int(grid_props.get("columnCount", 26)), key=c.key, header_row=c.header_row,
+            columns=int(grid_props.get("columnCount", 26)), key=self.key, header_row=c.header_row,
         )  # fmt: skip
         return grid
 

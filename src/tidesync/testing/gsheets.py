@@ -16,7 +16,10 @@ It follows the documented request and response shapes (cells and ranges: :mod:`.
   row holding anything at or below the range's first row; ``INSERT_ROWS`` or
   ``OVERWRITE``), ``POST .../values/{range}:clear``, ``POST .../values:batchClear``, with ``valueInputOption``.
 - ``POST /v4/spreadsheets/{id}:batchUpdate``: ``deleteDimension``, ``insertDimension``,
-  ``appendDimension`` (ROWS or COLUMNS); all requests apply, or none.
+  ``appendDimension`` (ROWS or COLUMNS), ``addSheet``, and ``updateDimensionProperties``
+  for COLUMNS with ``properties.hiddenByUser`` and ``fields: "hiddenByUser"`` (a
+  ``range`` of ``sheetId``, ``dimension``, ``startIndex``, ``endIndex``; the hidden
+  columns are read with :meth:`FakeGSheets.hidden_columns`); all requests apply, or none.
 - ``GET /drive/v3/files/{id}?fields=``: ``modifiedTime`` (RFC 3339, ms) and ``version``
   (grows at every change), only the fields asked for.
 - Errors in Google's shape: ``{"error": {"code", "message", "status"}}``; 401
@@ -71,6 +74,7 @@ class Spreadsheet:
         self.id = spreadsheet_id
         self.title = title
         self.sheets: list[Sheet] = []
+        self.hidden: dict[int, set[int]] = {}  # sheetId -> 0-based columns hidden by a user (hiddenByUser)
         self.version = 1
         self.modified = self.created = dt.datetime.now(dt.UTC)
 
@@ -174,6 +178,11 @@ class FakeGSheets:
         book = self.books[spreadsheet_id]
         book.sheet(sheet).delete_rows(row - 1, row)
         book.touch()
+
+    def hidden_columns(self, spreadsheet_id: str, sheet: str) -> frozenset[int]:
+        """The sheet's columns (0-based) whose ``hiddenByUser`` is true."""
+        book = self.books[spreadsheet_id]
+        return frozenset(book.hidden.get(book.sheet(sheet).sheet_id, ()))
 
     def hold(self) -> None:
         """API requests (not token requests) wait for :meth:`release` before they are handled."""
@@ -361,6 +370,7 @@ class FakeGSheets:
         if not isinstance(requests, list) or not requests:
             raise RangeError("Must specify at least one request.")
         saved = [(s, [list(r) for r in s.rows], s.row_count, s.column_count) for s in book.sheets]
+        hidden = {k: set(v) for k, v in book.hidden.items()}
         try:
             for req in requests:
                 ((kind, spec),) = req.items()
@@ -380,6 +390,8 @@ class FakeGSheets:
                         sheet.column_count += int(spec["length"])
                     else:
                         sheet.row_count += int(spec["length"])
+                elif kind == "updateDimensionProperties":
+                    self._dimension_properties(book, spec)
                 elif kind == "addSheet":
                     title = spec.get("properties", {}).get("title") or f"Sheet{len(book.sheets) + 1}"
                     if any(s.title == title for s in book.sheets):
@@ -390,9 +402,35 @@ class FakeGSheets:
         except BaseException:
             for s, rows, nrows, ncols in saved:  # all or nothing, as the API applies a batch
                 s.rows, s.row_count, s.column_count = rows, nrows, ncols
+            book.hidden = hidden
             raise
         book.touch()
         return JSONResponse({"spreadsheetId": book.id, "replies": [{} for _ in requests]})
+
+    @staticmethod
+    def _dimension_properties(book: Spreadsheet, spec: dict[str, Any]) -> None:
+        """``updateDimensionProperties``: only ``hiddenByUser`` of COLUMNS (the root ``properties`` implied in
+        ``fields``, as the API wants it); a range without ``startIndex``/``endIndex`` is open at that end."""
+        fields = {f.strip() for f in str(spec.get("fields") or "").split(",") if f.strip()}
+        if not fields:
+            raise RangeError("Invalid updateDimensionProperties: 'fields' must be set.")
+        if fields != {"hiddenByUser"}:
+            raise RangeError(f"the fake updates hiddenByUser only, not {sorted(fields)}")
+        if "dataSourceSheetRange" in spec:
+            raise RangeError("the fake has no data source sheets")
+        r = spec["range"]
+        sheet = book.by_id(int(r["sheetId"]))
+        if r.get("dimension") != "COLUMNS":
+            raise RangeError("the fake updates the properties of COLUMNS only")
+        start, end = int(r.get("startIndex", 0)), int(r.get("endIndex", sheet.column_count))
+        if not 0 <= start < end or end > sheet.column_count:
+            raise RangeError(f"Invalid updateDimensionProperties: range [{start}, {end}) is out of the "
+                             f"grid's {sheet.column_count} columns")  # fmt: skip
+        columns = book.hidden.setdefault(sheet.sheet_id, set())
+        if spec["properties"].get("hiddenByUser", False):  # absent from a named field: its default, false
+            columns.update(range(start, end))
+        else:
+            columns.difference_update(range(start, end))
 
 
 def _rfc3339(moment: dt.datetime) -> str:
