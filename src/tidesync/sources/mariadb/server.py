@@ -95,8 +95,17 @@ def binlog_files(conn: pymysql.connections.Connection[Any]) -> list[str]:
 
 
 def binlog_end(conn: pymysql.connections.Connection[Any]) -> tuple[str, int]:
-    """The current end of the binlog: (file, offset) where the next transaction will start."""
-    rows = query(conn, "SHOW MASTER STATUS")
+    """The current end of the binlog: (file, offset) where the next transaction will start.
+
+    ``SHOW MASTER STATUS``; MySQL 8.4 removed it for ``SHOW BINARY LOG STATUS`` (8.2+), asked when the
+    first is a syntax error.
+    """
+    try:
+        rows = query(conn, "SHOW MASTER STATUS")
+    except pymysql.err.ProgrammingError as exc:
+        if not exc.args or exc.args[0] != 1064:  # ER_PARSE_ERROR: a server without the old statement
+            raise
+        rows = query(conn, "SHOW BINARY LOG STATUS")
     if not rows:
         raise SourceError("the server writes no binlog (SHOW MASTER STATUS is empty): set log_bin and restart it")
     return str(rows[0][0]), int(rows[0][1])

@@ -20,6 +20,28 @@ Lifecycle:
   :class:`SourceTransientError`; the engine reopens the source after the last position
   it read (retrying while the server is down), which resumes by file and offset.
 
+Batch runs (``tidesync run --once``, :mod:`tidesync.engine.once`): :meth:`MariadbSource.end_position`
+is the server's binlog end when it is called (``SHOW MASTER STATUS``) as a transaction boundary with an
+empty GTID, ``(file_seq, offset, -1, "")``. Every transaction the server wrote by then ends at or before
+that offset, and ``""`` sorts before any GTID, so the end sorts at or before the boundary the stream
+emits at that offset. The stream hands out a position at or past it in every case, with no marker
+written (``stream.py``):
+
+- after a transaction, captured or not (another database's, filtered out): its XID or COMMIT boundary,
+  whose offset is where the next transaction starts, the end itself when it was the last;
+- after a DDL or another statement logged on its own (any database: query events are not filtered):
+  its boundary, likewise;
+- after a rotation, or when nothing at all follows where the stream started (``snapshot: never``
+  with no checkpoint): the idle boundary the stream emits at the server's heartbeat, which the server
+  sends only once its dump thread has sent everything, naming its file and offset, the binlog end
+  (MariaDB and MySQL alike send this heartbeat, version 1, to the file-and-offset dump request the
+  stream makes; ``heartbeat`` is always on);
+- while the snapshot still runs at the start: snapshot positions ``(0, ...)`` sort before the end,
+  and the stream that follows starts at the snapshot's binlog position, before the end.
+
+A run with nothing new ends at once: a boundary checkpoint at the binlog end is at or past the end
+(its GTID sorts at or after ``""``).
+
 Schema changes: a new shape of a captured table (ALTER TABLE ADD/DROP/RENAME/MODIFY
 COLUMN, seen in the binlog's table maps) is published into the pipeline's schema
 registry with ``since`` = the position of its first row; the SQL sinks follow it
@@ -41,7 +63,15 @@ from tidesync.event import Batch, ChangeEvent, Position
 from tidesync.protocols import Context
 from tidesync.sources.mariadb import server
 from tidesync.sources.mariadb.config import MariadbSourceConfig
-from tidesync.sources.mariadb.positions import Resume, describe, is_snapshot, resume_after, resume_by_gtid
+from tidesync.sources.mariadb.positions import (
+    Resume,
+    boundary_position,
+    describe,
+    file_seq,
+    is_snapshot,
+    resume_after,
+    resume_by_gtid,
+)
 from tidesync.sources.mariadb.records import Boundary, Record, Rejected, Shape
 from tidesync.sources.mariadb.snapshot import SnapshotPlan, SnapshotReader
 from tidesync.sources.mariadb.stream import BinlogReader
@@ -274,6 +304,21 @@ class MariadbSource:
                 break
             await stream.wait(remaining)
         return Batch(events, position, read_at=clock.time(), rejected=rejected)
+
+    # --- batch runs -------------------------------------------------------
+
+    async def end_position(self) -> Position:
+        """Where a batch run ends: the server's binlog end now, a boundary that sorts at or before the one the
+        stream emits there (the module's docstring says why the stream always reaches it)."""
+        if self._ctx is None:
+            raise SourceError("the MariaDB source is not open")
+        conn = await asyncio.to_thread(server.connect, self.config.connect_args())
+        try:
+            file, offset = await asyncio.to_thread(server.guarded, "reading the binlog end", server.binlog_end, conn)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(conn.close)
+        return boundary_position(file_seq(file), offset, "")
 
     # --- commit -----------------------------------------------------------
 

@@ -8,7 +8,13 @@ inside a large one. When ``max_records`` records wait unread it stops reading un
 the pipeline takes some (backpressure; the server buffers the rest). The thread and its buffer
 are a :class:`~tidesync.sources.blocking.ReaderThread`.
 
-Records (``records.py``) come out in binlog order. DDL query events only invalidate
+Records (``records.py``) come out in binlog order. A :class:`~records.Boundary` follows every
+transaction (XID or COMMIT) and every statement logged on its own (DDL), whatever its database, and,
+while idle, each server heartbeat that names a binlog end past the last boundary (after a rotation,
+after events the stream does not read, or at the very start) gives one too: the server sends a
+heartbeat only once its dump thread has sent everything, with its file and offset, so that offset
+starts the next transaction. A batch run's end (``source.end_position``) relies on this: the stream
+always reaches the binlog end of any moment. DDL query events only invalidate
 the cache of which columns hold JSON (MariaDB's JSON is a LONGTEXT; only
 ``information_schema`` says so); the table maps carry the columns themselves.
 
@@ -80,6 +86,15 @@ def _start(ev: Any) -> int:
     """Where an event starts in its file: its end minus its whole size (``ev.packet`` is the decoder's wrapper,
     whose size counts the header and checksum; the event's own ``event_size`` does not)."""
     return int(ev.packet.log_pos) - int(ev.packet.event_size)
+
+
+def _heartbeat_end(ev: Any) -> tuple[int, int] | None:
+    """The binlog end a heartbeat names (file number, offset): where the server's dump thread waits for more."""
+    try:
+        where = file_seq(str(ev.ident).rstrip("\x00")), int(ev.packet.log_pos)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return where if where[1] > 0 else None
 
 
 class BinlogReader:
@@ -227,6 +242,9 @@ class BinlogReader:
         skip_seq, skip_offset = (-1, -1) if by_gtid else (self.resume.seq, self.resume.offset)
         # by GTID from inside a transaction: the first transaction sent must be the checkpoint's
         check_first = by_gtid and after is not None and int(after[2]) >= 0
+        # the GTID of the last transaction done (an idle boundary carries it), and the last boundary's place
+        done = str(after[3]) if after is not None and int(after[2]) < 0 and len(after) > 3 else ""
+        emitted: tuple[int, int] | None = None if by_gtid or after is None else (seq, self.resume.offset)
         pending: dict[str, TableShape] = {}  # new shapes, announced with the first row that has them
         maker = self.maker
         reader = self._reader
@@ -276,6 +294,7 @@ class BinlogReader:
             elif isinstance(ev, XidEvent):
                 chunk.append(Boundary(boundary_position(seq, ev.packet.log_pos, gtid)))
                 chunk = self._push(chunk)
+                done, emitted = gtid, (seq, int(ev.packet.log_pos))
                 tx_offset, gtid, index = -1, "", -1
             elif isinstance(ev, QueryEvent):
                 text = ev.query.strip() if isinstance(ev.query, str) else ""
@@ -288,14 +307,20 @@ class BinlogReader:
                     log.debug("DDL at binlog file #%s: %s", seq, text[:200])
                 chunk.append(Boundary(boundary_position(seq, ev.packet.log_pos, gtid)))
                 chunk = self._push(chunk)
+                done, emitted = gtid, (seq, int(ev.packet.log_pos))
                 tx_offset, gtid, index = -1, "", -1
             elif isinstance(ev, TableMapEvent):
                 if (ev.schema, ev.table) in self.tables:
                     changed = maker.table_map(ev)
                     if changed is not None:
                         pending[changed.entity] = changed
-            elif isinstance(ev, HeartbeatLogEvent) and chunk:
-                chunk = self._push(chunk)
+            elif isinstance(ev, HeartbeatLogEvent):
+                idle = _heartbeat_end(ev) if tx_offset < 0 else None
+                if idle is not None and (emitted is None or idle > emitted):
+                    chunk.append(Boundary(boundary_position(idle[0], idle[1], done)))
+                    emitted = idle
+                if chunk:
+                    chunk = self._push(chunk)
 
     def _json_columns(self, database: str, table: str) -> frozenset[str]:
         try:
