@@ -14,6 +14,7 @@ as the built-ins.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,11 +48,11 @@ class Plugin:
 
     kind: Kind
     type: str
-    config_model: type[BaseModel] | str
+    config_model: builtins.type[BaseModel] | str
     factory: Callable[[Any], Any] | str
     summary: str = ""
 
-    def model(self) -> type[BaseModel]:
+    def model(self) -> builtins.type[BaseModel]:
         return _resolve(self.config_model)  # type: ignore[no-any-return]
 
     def build(self, config: Any) -> Any:

@@ -51,11 +51,13 @@ PipelineName = Annotated[str, Path(min_length=1, max_length=200)]
 
 
 def _rt(request: Request) -> ApiRuntime:
-    return request.app.state.runtime
+    runtime: ApiRuntime = request.app.state.runtime
+    return runtime
 
 
 def _jobs(request: Request) -> Jobs:
-    return request.app.state.jobs
+    jobs: Jobs = request.app.state.jobs
+    return jobs
 
 
 def _known(rt: ApiRuntime, name: str) -> None:

@@ -34,7 +34,8 @@ Seconds = Annotated[int, Query(ge=10, le=300, description="how many seconds of l
 
 
 def _rt(request: Request) -> ApiRuntime:
-    return request.app.state.runtime
+    runtime: ApiRuntime = request.app.state.runtime
+    return runtime
 
 
 @router.get("/api/overview", summary="Pipelines, latency history, totals: what the dashboard shows")

@@ -86,7 +86,7 @@ def status(
         write_json(view if cluster else rows)
         return
     table = Table(title="tidesync pipelines")
-    cols = (
+    cols: tuple[str, ...] = (
         "pipeline",
         "state",
         "position",
@@ -181,9 +181,9 @@ async def _leases(store: Any, loaded: Any, lease_names: dict[str, str]) -> dict[
 
     ``lease_names``: pipeline (or a cluster's capture or partition) -> its lease."""
     from tidesync.engine.lease import STANDBY_NAMESPACE, holder
-    from tidesync.state import Leases
+    from tidesync.state import KeyValues, Leases
 
-    if loaded.model.lease is None or not isinstance(store, Leases):
+    if loaded.model.lease is None or not isinstance(store, Leases) or not isinstance(store, KeyValues):
         return {}
     held = {x.name: x for x in await store.lease_list() if x.remaining > 0}
     notes = await store.kv_scan(STANDBY_NAMESPACE)

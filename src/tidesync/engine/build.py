@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tidesync.config import LoadedConfig, PipelineSpec
 from tidesync.engine.breaker import CircuitBreaker
@@ -11,13 +11,17 @@ from tidesync.engine.engine import Engine
 from tidesync.engine.lease import LeaseSettings
 from tidesync.engine.runner import BatchPolicy, PipelineRunner
 from tidesync.engine.schedule import CronSchedule
+from tidesync.protocols import Sink, Source
 from tidesync.registry import REGISTRY
 from tidesync.retry import RetryPolicy
 from tidesync.state import open_state_store
 from tidesync.state.store import StateStore
 
+if TYPE_CHECKING:
+    from tidesync.transform.chain import Transform
 
-def build_transform(steps: Sequence[Any]) -> Any:
+
+def build_transform(steps: Sequence[Any]) -> Transform | None:
     if not steps:
         return None
     from tidesync.transform import compile_transforms
@@ -25,12 +29,15 @@ def build_transform(steps: Sequence[Any]) -> Any:
     return compile_transforms(list(steps))
 
 
-def build_source(spec: PipelineSpec) -> Any:
-    return REGISTRY.get("source", spec.source.type).build(spec.source)  # type: ignore[attr-defined]
+def build_source(spec: PipelineSpec) -> Source:
+    """The spec's source, built by its plugin (whose factory returns a :class:`Source`: the conformance suite
+    holds every registered one to that contract)."""
+    return cast(Source, REGISTRY.get("source", spec.source.type).build(spec.source))  # type: ignore[attr-defined]
 
 
-def build_sink(spec: PipelineSpec) -> Any:
-    return REGISTRY.get("sink", spec.sink.type).build(spec.sink)  # type: ignore[attr-defined]
+def build_sink(spec: PipelineSpec) -> Sink:
+    """The spec's sink, built by its plugin (a :class:`Sink`, as the conformance suite checks)."""
+    return cast(Sink, REGISTRY.get("sink", spec.sink.type).build(spec.sink))  # type: ignore[attr-defined]
 
 
 def build_runner(spec: PipelineSpec, state: StateStore, source: Any = None, *, once: bool = False) -> PipelineRunner:

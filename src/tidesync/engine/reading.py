@@ -23,7 +23,7 @@ import contextlib
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tidesync.clock import Clock
 from tidesync.engine.observing import PipelineView
@@ -34,6 +34,9 @@ from tidesync.observe.stats import PipelineStats
 from tidesync.protocols import Context, Source
 from tidesync.retry import RetryPolicy, RetryStopped
 from tidesync.state.store import StateChanges
+
+if TYPE_CHECKING:
+    from tidesync.transform.chain import Transform
 
 log = logging.getLogger("tidesync.engine")
 
@@ -81,7 +84,7 @@ class Reader:
         source: Source,
         ctx: Context,
         *,
-        transform: Any,
+        transform: Transform | None,
         batch: BatchPolicy,
         retry: RetryPolicy,
         clock: Clock,
@@ -210,15 +213,18 @@ class Reader:
 
     def _transform(self, events: list[ChangeEvent]) -> tuple[list[ChangeEvent], list[tuple[ChangeEvent, str]]]:
         """Transform a batch; should the transform itself raise, one event at a time, so only its event fails."""
+        transform = self.transform
+        if transform is None:
+            return events, []
         try:
-            out, failures = self.transform.apply(events)
+            out, failures = transform.apply(events)
             return list(out), list(failures)
         except Exception as exc:
             log.debug("pipeline %s: transform of a batch raised %r; one event at a time", self.ctx.pipeline, exc)
         out, failures = [], []
         for ev in events:
             try:
-                one, failed = self.transform.apply([ev])
+                one, failed = transform.apply([ev])
             except Exception as exc:  # RecursionError, a bug: this event's problem, not the pipeline's
                 failures.append((ev, f"unexpected {type(exc).__name__}: {exc}"))
                 continue

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.engine.parked import GENERATION_NS
@@ -30,6 +30,9 @@ from tidesync.engine.retrying import RetriesExhausted, RetryingWriter
 from tidesync.errors import DeliveryError, PartialBatchError
 from tidesync.event import Key, json_dumps
 from tidesync.protocols import Context, Sink
+
+if TYPE_CHECKING:
+    from tidesync.transform.chain import Transform
 from tidesync.retry import RetryPolicy
 from tidesync.state.store import DeadLetter, DeadLetterFilter, StateChanges, StateStore
 
@@ -73,7 +76,7 @@ async def replay(
     sink: Sink,
     entries: Sequence[DeadLetter],
     *,
-    transform: Any = None,
+    transform: Transform | None = None,
     clock: Clock = SYSTEM_CLOCK,
     retry: RetryPolicy | None = None,
     open_sink: bool = True,

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.engine.breaker import CircuitBreaker
@@ -57,6 +57,9 @@ from tidesync.retry import RetryPolicy
 from tidesync.schema import SchemaRegistry
 from tidesync.secrets import REDACTOR
 from tidesync.state.store import NewDeadLetter, StateChanges, StateStore
+
+if TYPE_CHECKING:
+    from tidesync.transform.chain import Transform
 
 __all__ = ["DEGRADED_FOR", "STATE_RETRY", "BatchPolicy", "PipelineRunner"]
 
@@ -82,7 +85,7 @@ class PipelineRunner:
         sink: Sink,
         state: StateStore,
         *,
-        transform: Any = None,
+        transform: Transform | None = None,
         batch: BatchPolicy | None = None,
         retry: RetryPolicy | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -379,7 +382,7 @@ class PipelineRunner:
         if item.position is not None:
             await self.source.commit(item.position)
         took = now - t0 if item.events else None
-        filtered = None if self.transform is None else getattr(self.transform, "filtered", 0)
+        filtered = None if self.transform is None else self.transform.filtered
         retries, lag = self.writer.retries, view.lag_seconds()
         self.stats.batch_done(now, took, done.written, len(done.letters), retries=retries, lag=lag, filtered=filtered)
         if self.once_run is not None:

@@ -93,7 +93,8 @@ class Monitor:
         if metric == "lag_seconds":
             return float(runner.lag_seconds())
         if metric == "latency_p99_seconds":
-            return runner.stats.latency.recent(now, rule.window).quantile(0.99)
+            p99: float | None = runner.stats.latency.recent(now, rule.window).quantile(0.99)
+            return p99
         if metric == "dlq_depth":
             depth = self.readings.dlq_depth.get(pipeline)
             return None if depth is None else float(depth)

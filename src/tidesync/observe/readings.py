@@ -155,4 +155,4 @@ def blocked_seconds(runner: Any, watch: StateWatch | None) -> float:
         seconds = clock.time() - held.since
     else:
         seconds = watch.seconds_in(runner.name, State.BLOCKED) if watch is not None else 0.0
-    return max(1e-3, seconds)
+    return max(1e-3, float(seconds))

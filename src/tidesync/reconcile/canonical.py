@@ -92,7 +92,7 @@ def _timestamp(v: Any) -> str:
         raise ValueError(v)
     if v.tzinfo is not None:
         v = v.astimezone(UTC).replace(tzinfo=None)
-    return v.isoformat(" ", "microseconds")
+    return str(v.isoformat(" ", "microseconds"))
 
 
 def _date(v: Any) -> str:
@@ -114,7 +114,7 @@ def _time(v: Any) -> str:
     if v.tzinfo is not None:
         moment = dt.datetime.combine(dt.date(2000, 1, 3), v).astimezone(UTC)
         v = moment.time()
-    return v.replace(tzinfo=None).isoformat("microseconds")
+    return str(v.replace(tzinfo=None).isoformat("microseconds"))
 
 
 def _interval(v: Any) -> str:

@@ -43,6 +43,7 @@ from tidesync.errors import ConfigError, SourceError, SourceTransientError
 from tidesync.event import DELETE, INSERT, SNAPSHOT, UPDATE, Batch, ChangeEvent, Position, diff_fields
 from tidesync.protocols import Context
 from tidesync.schema import Column, EntitySchema
+from tidesync.state.store import StateChanges
 
 T = TypeVar("T")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -297,7 +298,7 @@ class SqliteSource:
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc) from exc
 
-    async def read(self, max_events: int, max_wait: float) -> Batch:
+    async def read(self, max_events: int, max_wait: float) -> Batch[StateChanges]:
         deadline = time.monotonic() + max_wait
         while True:
             rows, schemas = await self._run(self._fetch, max_events)

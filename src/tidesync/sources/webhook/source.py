@@ -128,7 +128,7 @@ class WebhookSource:
 
     # --- reading -------------------------------------------------------------------------
 
-    async def read(self, max_events: int, max_wait: float) -> Batch:
+    async def read(self, max_events: int, max_wait: float) -> Batch[StateChanges]:
         intake = self._intake
         assert intake is not None and self._ctx is not None, "open() first"
         deadline = time.monotonic() + max_wait
