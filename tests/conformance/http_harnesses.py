@@ -79,12 +79,7 @@ class StripeSourceHarness:
 
     entity = "stripe.customer"
     every_change = True
-    exclusions = {
-        # StripeSource.read(max_events) emits a whole Events API page (page_size, up to 100) in one step
-        # (_step -> _emit appends every doc of the page), so read(3) returned 12 events and read(4) 20: the
-        # Source contract says "at most max_events". Left out of the bound case until it is fixed.
-        "read_bound": "BUG: read(max_events) returns a whole Events API page, more than max_events",
-    }
+    exclusions: dict[str, str] = {}
 
     def __init__(self, tmp: Path) -> None:
         self.fake = FakeStripe()
@@ -132,14 +127,6 @@ class HubSpotSourceHarness:
     exclusions = {
         "bad_input": "the search API returns records HubSpot itself validated: there is no malformed record to "
         "feed short of a broken fake, and the records' properties are free text",
-        # HubSpotSource.read(max_events) checks the bound only between search pages (hubspot.py read loop), and
-        # a page holds up to page_size records: read(3) returned 9. Left out of the bound case until fixed.
-        "read_bound": "BUG: read(max_events) returns a whole search page, more than max_events",
-        # A read that did its work and then failed (the batch never came back), then a reopen after the last
-        # position read: the records of the lost batch never came again (21-26 of 21-30 in the case). A reopen
-        # keeps what the lost read remembered (hubspot.py), where sql_poll forgets its shadows after `after`.
-        "transient_read": "BUG: after a read fails part-way, the reopened source skips the records that read had "
-        "fetched: lost (see comment)",
     }
 
     def __init__(self, tmp: Path) -> None:

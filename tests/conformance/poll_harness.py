@@ -54,22 +54,10 @@ class EngineCommits:
         await self.source.close()
 
 
-class SqlPollSourceHarness:
-    """``sql_poll`` over SQLite: ``version`` (an integer the harness bumps on every write) is the cursor.
-
-    Capabilities: it sees each row as it is when a pass reads it, so changes
-    made between two passes coalesce (``every_change = False``), and with the
-    key scan off a hard delete is not seen at all.
-    """
+class _ItemsTable:
+    """A SQLite ``items`` table whose ``version`` (an integer the harness bumps on every write) is the cursor."""
 
     entity = "items"
-    every_change = False
-    exclusions = {
-        # The natural bad input is a row whose cursor is NULL: no pass can place it. Today such a row is
-        # skipped silently (the (cursor, key) > mark filter never matches NULL): no batch.rejected entry,
-        # no log line, so the row never syncs and nobody is told. Left out of the case until it is reported.
-        "bad_input": "BUG: a row with a NULL cursor is skipped silently instead of reported (see comment)",
-    }
 
     def __init__(self, tmp: Path) -> None:
         self.path = tmp / "conformance-poll.db"
@@ -118,7 +106,24 @@ class SqlPollSourceHarness:
         pass
 
 
-class HybridSourceHarness(SqlPollSourceHarness):
+class SqlPollSourceHarness(_ItemsTable):
+    """``sql_poll`` over SQLite: ``version`` is the cursor.
+
+    Capabilities: it sees each row as it is when a pass reads it, so changes
+    made between two passes coalesce (``every_change = False``), and with the
+    key scan off a hard delete is not seen at all. Bad input: a row whose
+    cursor is NULL (no pass can place it); the source reports it in
+    ``batch.rejected`` at the start of the next pass and goes on.
+    """
+
+    every_change = False
+    exclusions: dict[str, str] = {}
+
+    def feed_bad_input(self, key: int) -> None:
+        self._exec("INSERT INTO items VALUES (?, ?, ?, NULL)", [(key, f"item {key} without a version", 0)])
+
+
+class HybridSourceHarness(_ItemsTable):
     """``hybrid``: SQLite trigger capture as the primary, ``sql_poll`` of the same table as the fallback.
 
     They meet on the row version (``match: version``, the poller's cursor
@@ -130,8 +135,8 @@ class HybridSourceHarness(SqlPollSourceHarness):
 
     every_change = True
     exclusions = {
-        "bad_input": "both parts read a typed SQLite table: the trigger capture sees only rows the database "
-        "took, and the poller's one bad row (a NULL cursor) is the sql_poll bug noted there",
+        "bad_input": "both parts read a typed SQLite table: the trigger capture delivers every row the database "
+        "took, a NULL-cursor row too (only the poller rejects that one), so the merged stream has no bad row",
     }
 
     def make_source(self) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,10 +20,12 @@ import sqlalchemy as sa
 from tests.integration.test_sql_poll_support import BASE, Driver, SourceDb, poll_config
 from tidesync.engine import BatchPolicy, PipelineRunner
 from tidesync.errors import SourceError
+from tidesync.event import ChangeEvent
 from tidesync.protocols import Context
+from tidesync.sources.polling.nulls import REJECT_NS, memo_key
 from tidesync.sources.polling.source import SqlPollSource
 from tidesync.state import open_state_store
-from tidesync.state.store import StateStore
+from tidesync.state.store import StateChanges, StateStore
 from tidesync.testing import MemorySink, eventually
 
 
@@ -218,6 +221,69 @@ async def test_restart_from_the_checkpoint_emits_nothing_twice(db: SourceDb, sto
     assert sorted(e.key for e in later) == [(5,), (600,), (1199,)]
     assert {e.changed for e in later} == {("name", "updated_at")}
     assert sink.tables["items"][(600,)]["name"] == "changed"
+
+
+async def _poll_with_rejects(drv: Driver, max_events: int) -> tuple[list[ChangeEvent], list[tuple[ChangeEvent, str]]]:
+    """:meth:`Driver.poll`, keeping the rejected records too (each batch's state committed with its checkpoint)."""
+    drv.source.request_poll()
+    events: list[ChangeEvent] = []
+    rejected: list[tuple[ChangeEvent, str]] = []
+    first = True
+    while first or not drv.source.idle:
+        first = False
+        batch = await drv.source.read(max_events, 0.0)
+        assert len(batch.events) + len(batch.rejected) <= max_events
+        events.extend(batch.events)
+        rejected.extend(batch.rejected)
+        if batch.position is not None:
+            state = batch.state or StateChanges()
+            state.checkpoint = batch.position
+            await drv.store.commit(drv.pipeline, state)
+            await drv.source.commit(batch.position)
+    return events, rejected
+
+
+async def test_a_row_with_a_null_cursor_is_reported_once_while_it_stays_null(
+    db: SourceDb, store: StateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # deleted_at as the cursor: a nullable timestamp on every backend
+    db.insert({"id": i, "name": f"n{i}", "updated_at": 0, "deleted_at": i if i % 2 else None} for i in range(1, 7))
+    config = poll_config(db.dsn, table={"cursor": "deleted_at"}, key_scan=None)
+    drv = Driver(config, store)
+    await drv.open()
+    try:
+        with caplog.at_level(logging.WARNING, logger="tidesync.sources.sql_poll"):
+            events, rejected = await _poll_with_rejects(drv, max_events=1)
+        assert [e.key for e in events] == [(1,), (3,), (5,)]
+        assert [(e.key, why) for e, why in rejected] == [
+            ((i,), f"items row (id={i}): cursor column deleted_at is NULL; it is never read by polling")
+            for i in (2, 4, 6)
+        ]
+        assert rejected[0][0].after is not None and rejected[0][0].after["name"] == "n2"  # the row, for the DLQ
+        positions = [e.position for e, _ in rejected] + [e.position for e in events]
+        assert positions == sorted(positions) and len(set(positions)) == 6
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "3 row(s) whose cursor column deleted_at is NULL" in warnings[0], warnings
+        memo = memo_key("p", "items", (4,))
+        assert await store.kv_get(REJECT_NS, memo) is not None  # committed with the batch that reported it
+
+        # Still NULL: not reported again, by the next pass nor after a restart (the memo is in the state store).
+        assert await _poll_with_rejects(drv, max_events=100) == ([], [])
+        await drv.close()
+        drv = Driver(config, store)
+        await drv.open()
+        assert await _poll_with_rejects(drv, max_events=100) == ([], [])
+
+        # Given a cursor, a row is read as any other and its memo goes; NULL again, it is reported again.
+        db.update([4], 0, deleted_at=10)
+        events, rejected = await _poll_with_rejects(drv, max_events=100)
+        assert [(e.key, e.op) for e in events] == [((4,), "insert")] and rejected == []
+        assert await store.kv_get(REJECT_NS, memo) is None
+        db.update([4], 0, deleted_at=None)
+        events, rejected = await _poll_with_rejects(drv, max_events=100)
+        assert events == [] and [e.key for e, _ in rejected] == [(4,)]
+    finally:
+        await drv.close()
 
 
 async def test_configuration_errors_name_what_to_fix(db: SourceDb, store: StateStore) -> None:

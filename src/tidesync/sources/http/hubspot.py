@@ -62,6 +62,20 @@ class _Object:
         return (self.spec.entity_name, self.hw, self.run.marks() if self.run is not None else None)
 
 
+@dataclass
+class _Held:
+    """The records of a search page not diffed yet: a read stopped at ``max_events`` in the middle of it.
+
+    ``marks`` are the source's marks from before the page: a batch holding only
+    part of the page checkpoints there, so a reopen reads the whole page again
+    (its records already emitted compare equal to their shadows and emit nothing).
+    """
+
+    spec: HubSpotObject
+    records: list[tuple[Key, Row]]
+    marks: tuple[Any, ...]
+
+
 def hubspot_client(config: HubSpotSourceConfig, name: str, ctx: Context) -> ApiClient:
     credential: Credential
     if config.oauth is not None:
@@ -98,6 +112,7 @@ class HubSpotSource:
         self.progress: Progress | None = None  # the first pass's display (made at open; progress: false turns it off)
         self._end: int | None = None  # the seq of a batch run's end, while it is still to be reached
         self._end_ms: dict[str, int | None] = {}  # per object type, its newest cursor value at the run's start
+        self._held: _Held | None = None  # the rest of a page the last read had no room for
 
     @property
     def client(self) -> ApiClient:
@@ -108,6 +123,11 @@ class HubSpotSource:
         self._ctx = ctx
         self._scope = self.config.shadow_scope or ctx.pipeline
         epoch, _, marks = split(after)
+        # The batches read after `after` never reached a checkpoint: the passes restored below read their
+        # records again, so their pending shadows go (kept, a re-read record would equal its shadow and
+        # emit nothing, though the state store never got it).
+        self._pending.forget_after(after)
+        self._held = None  # its page is read again from the restored marks
         if self._end is None:  # else reopened during a batch run, before its end: the epoch stays (polling.end)
             self._epoch = await next_epoch(ctx.state, f"hubspot:{self._scope}", epoch)
             self._seq = 0
@@ -145,7 +165,7 @@ class HubSpotSource:
 
     @property
     def idle(self) -> bool:
-        return all(o.run is None for o in self._objects)
+        return self._held is None and all(o.run is None for o in self._objects)
 
     def passes(self) -> dict[str, Pass | None]:
         return {o.spec.entity_name: o.run for o in self._objects}
@@ -186,6 +206,8 @@ class HubSpotSource:
 
     def _end_read(self) -> bool:
         """Whether every object type is read up to its newest cursor value of the run's start."""
+        if self._held is not None:  # a page is fetched (its pass moved on) but not all emitted yet
+            return False
         for obj in self._objects:
             newest = self._end_ms.get(obj.spec.entity_name)
             if newest is None:
@@ -205,7 +227,7 @@ class HubSpotSource:
         deadline = clock.monotonic() + max_wait
         b = BatchBuilder(self._scope, self._epoch, self._seq, self._pending)
         while len(b.events) < max_events:
-            worked = await self._step(b)
+            worked = await self._step(b, max_events)
             if self._end is not None and self._end_read():
                 break
             now = clock.monotonic()
@@ -214,7 +236,8 @@ class HubSpotSource:
             if worked or b.events or now >= deadline:
                 break
             await clock.sleep(max(0.0, min(min(self._next_poll.values(), default=deadline), deadline) - now))
-        marks = self._current_marks()
+        # a batch ending in the middle of a page checkpoints before that page (see _Held)
+        marks = self._held.marks if self._held is not None else self._current_marks()
         end = None
         if self._end is not None and self._end_read():
             end, self._end = self._end, None
@@ -222,12 +245,15 @@ class HubSpotSource:
         self._marks, self._seq = marks, b.seq
         return batch
 
-    async def _step(self, b: BatchBuilder) -> bool:
+    async def _step(self, b: BatchBuilder, max_events: int) -> bool:
         assert self._ctx is not None
         clock = self._ctx.clock
+        if self._held is not None:
+            await self._drain(b, max_events)
+            return True
         for obj in self._objects:
             if obj.run is not None:
-                await self._page(obj, b)
+                await self._page(obj, b, max_events)
                 return True
         now = clock.monotonic()
         for obj in self._objects:
@@ -237,16 +263,21 @@ class HubSpotSource:
                 if end <= lo:
                     self._next_poll[obj.spec.entity_name] = now + self.config.poll_interval
                     continue
+                before = self._current_marks()  # a pass not begun yet: a reopen begins it again
                 obj.run = Pass(obj.spec.cursor_property, lo, end, limit=self.config.page_size,
                                ceiling=self.config.max_results)  # fmt: skip
                 obj.loading = obj.hw is None
-                await self._page(obj, b)
+                await self._page(obj, b, max_events, before)
                 return True
         return False
 
-    async def _page(self, obj: _Object, b: BatchBuilder) -> None:
+    async def _page(
+        self, obj: _Object, b: BatchBuilder, max_events: int, before: tuple[Any, ...] | None = None
+    ) -> None:
+        """Read the pass's next page and emit its changes, up to ``max_events`` in ``b`` (the rest is held)."""
         assert self._ctx is not None and obj.run is not None
         run, spec = obj.run, obj.spec
+        before = self._current_marks() if before is None else before
         answer = await self.client.post(f"/crm/v3/objects/{spec.type}/search", run.request(spec.properties))
         try:
             results = run.advance(answer if isinstance(answer, dict) else {})
@@ -254,7 +285,8 @@ class HubSpotSource:
             raise SourceTransientError(f"{self.client.name}: search of {spec.type}: {exc}") from exc
         if results:
             self.records_read += len(results)
-            await self._diff(spec, results, b)
+            self._held = _Held(spec, self._records(results), before)
+            await self._drain(b, max_events)
         if obj.loading and self.progress is not None:
             self._show(obj, run, len(results or ()))
         if run.done:
@@ -271,9 +303,7 @@ class HubSpotSource:
             self.progress.set_total(name, run.total)
         self.progress.advance(name, read, done=run.done)
 
-    async def _diff(self, spec: HubSpotObject, results: list[dict[str, Any]], b: BatchBuilder) -> None:
-        assert self._ctx is not None
-        entity = spec.entity_name
+    def _records(self, results: list[dict[str, Any]]) -> list[tuple[Key, Row]]:
         records: list[tuple[Key, Row]] = []
         for r in results:
             rid, props = r.get("id"), r.get("properties")
@@ -281,6 +311,31 @@ class HubSpotSource:
                 log.warning("%s: a search result without id or properties was skipped", self.client.name)
                 continue
             records.append(((str(rid),), dict(props)))
+        return records
+
+    async def _drain(self, b: BatchBuilder, max_events: int) -> None:
+        """Diff the held records against their shadows, in order, until ``b`` holds ``max_events`` events.
+
+        A record emits at most one event, so this takes at most the room left;
+        the rest stays held for the next read. Shadows are looked up now, not
+        when the page was fetched: a commit in between moves them from the
+        pending ones to the state store.
+        """
+        assert self._ctx is not None and self._held is not None
+        held = self._held
+        room = max_events - len(b.events)
+        while held.records and room > 0:
+            # at most `room` records emit at most `room` events; equal ones emit nothing and the loop goes on
+            chunk, held.records = held.records[:room], held.records[room:]
+            room -= await self._diff(held.spec, chunk, b)
+        if not held.records:
+            self._held = None
+
+    async def _diff(self, spec: HubSpotObject, records: list[tuple[Key, Row]], b: BatchBuilder) -> int:
+        """Emit the changes of ``records`` against their shadows; how many events."""
+        assert self._ctx is not None
+        entity = spec.entity_name
+        emitted = len(b.events)
         unknown = [k for k, _ in records if not self._pending.lookup(entity, k)[0]]
         stored = await self._ctx.state.shadow_get(self._scope, entity, unknown) if unknown else {}
         now = self._ctx.clock.time()
@@ -297,3 +352,4 @@ class HubSpotSource:
             changed = diff_fields(shadow, row)
             if changed:
                 b.emit(entity, key, "update", before=shadow, after=row, changed=changed, committed_at=at)
+        return len(b.events) - emitted

@@ -99,6 +99,23 @@ class FeedState:
 
 
 @dataclass
+class _Held:
+    """A page a read had no room for all of (``max_events``): the next read goes on with the rest.
+
+    ``kind``: ``walk`` (events after the cursor), ``sweep`` (the look-back
+    re-listing) or ``snapshot`` (objects of ``object_type``); ``more``: the
+    list goes on past this page. The feed state moves one item at a time as
+    items are emitted, so a batch's marks cover what it holds and a reopen
+    lists the rest again.
+    """
+
+    kind: str
+    docs: list[dict[str, Any]]
+    more: bool = False
+    object_type: str = ""
+
+
+@dataclass
 class _Out:
     events: list[ChangeEvent] = field(default_factory=list)
     versions: list[RecordVersion | None] = field(default_factory=list)
@@ -117,6 +134,8 @@ class StripeSource:
         self.state = FeedState()
         self._marks: tuple[Any, ...] = ()
         self._walking = False  # a pass is in progress: walking forward from the cursor
+        self._sweeping = False  # the pass has walked to the newest event and re-lists the look-back now
+        self._held: _Held | None = None  # the rest of a page the last read had no room for
         self._next_poll = -math.inf
         self._progress: Progress | None = None  # the snapshot's, made at its first page
         self._end: int | None = None  # the seq of a batch run's end, while it is still to be reached
@@ -135,7 +154,8 @@ class StripeSource:
         self.state = FeedState.restore(marks)
         self._marks = self.state.marks()
         self._guard = OrderingGuard(ctx.state, f"stripe:{ctx.pipeline}")
-        self._walking = False
+        self._walking = self._sweeping = False
+        self._held = None  # the restored state lists its rest again
         self._next_poll = -math.inf
         if self._api is None:
             self._api = StripeApi(configured_client(f"stripe source {ctx.pipeline}", self.config, ctx.clock))
@@ -158,7 +178,7 @@ class StripeSource:
     @property
     def idle(self) -> bool:
         """No pass and no snapshot in progress."""
-        return not self._walking and not self.state.snapshot and self.state.created is not None
+        return not self._walking and self._held is None and not self.state.snapshot and self.state.created is not None
 
     # --- a batch run's end -----------------------------------------------------------------
 
@@ -236,34 +256,62 @@ class StripeSource:
         )
 
     async def _step(self, out: _Out, max_events: int) -> bool:
-        """One request's worth of work; False when nothing is due."""
+        """One request's worth of work (or the rest of the last page); False when nothing is due.
+
+        Emits at most ``max_events`` in ``out`` in all; what a page has past
+        that is held (:class:`_Held`) for the next step.
+        """
         assert self._ctx is not None
         st = self.state
+        if self._held is not None:
+            await self._drain(out, max_events)
+            return True
         if st.created is None:
             await self._start()
             return True
         if st.snapshot:
-            await self._snapshot_page(out)
-            return True
-        if not self._walking:
-            if self._ctx.clock.monotonic() < self._next_poll:
-                return False
-            self._check_window()
-            self._walking = True
-        if st.event_id:
-            docs, more = await self._events_after(st.event_id)
-            await self._emit(docs, out)
-            if more:
-                return True
-        if self.config.lookback > 0 or not st.event_id:
-            assert st.created is not None
-            docs = await self.api.events_created_since(
-                st.created - self.config.lookback, limit=self.config.page_size, types=self.config.types
-            )
-            await self._emit(docs, out)
-        self._walking = False
-        self._next_poll = self._ctx.clock.monotonic() + self.config.poll_interval
+            object_type, objects, more = await self._snapshot_page()
+            self._held = _Held("snapshot", objects, more and bool(objects), object_type)
+        else:
+            if not self._walking:
+                if self._ctx.clock.monotonic() < self._next_poll:
+                    return False
+                self._check_window()
+                self._walking, self._sweeping = True, not st.event_id
+            if not self._sweeping:
+                docs, more = await self._events_after(st.event_id)
+                self._held = _Held("walk", docs, more)
+            else:
+                assert st.created is not None
+                docs = await self.api.events_created_since(
+                    st.created - self.config.lookback, limit=self.config.page_size, types=self.config.types
+                )
+                self._held = _Held("sweep", docs)
+        await self._drain(out, max_events)
         return True
+
+    async def _drain(self, out: _Out, max_events: int) -> None:
+        """Emit the held page's items in order while ``out`` has room; at its end, move the pass on."""
+        assert self._ctx is not None and self._held is not None
+        held = self._held
+        while held.docs and len(out.events) + len(out.failures) < max_events:
+            room = max_events - len(out.events) - len(out.failures)
+            if held.kind == "snapshot":
+                self._snapshot_objects(held, room, out)
+            else:
+                await self._emit(held.docs, room, out)
+        if held.docs:
+            return
+        self._held = None
+        if held.kind == "snapshot":
+            self._snapshot_done(held)
+        elif held.kind == "walk" and held.more:
+            pass  # the next step walks on from the cursor
+        elif held.kind == "walk" and self.config.lookback > 0:
+            self._sweeping = True
+        else:
+            self._walking = self._sweeping = False
+            self._next_poll = self._ctx.clock.monotonic() + self.config.poll_interval
 
     async def _start(self) -> None:
         """The first start: fix the cursor at the newest event (ids within lookback count as seen)."""
@@ -306,30 +354,33 @@ class StripeSource:
                 raise self._too_old() from exc
             raise
 
-    async def _emit(self, docs: list[dict[str, Any]], out: _Out) -> None:
-        """Map events (oldest first), guard their order, and move the cursor past them."""
+    async def _emit(self, docs: list[dict[str, Any]], room: int, out: _Out) -> None:
+        """Take events off the front of ``docs`` (oldest first) until ``room`` of them are to emit; map them,
+        guard their order, and move the cursor past each (so the state covers exactly what was taken)."""
         assert self._ctx is not None and self._guard is not None
         st = self.state
-        mapped = []
-        for doc in docs:
-            if doc["id"] in st.seen:
-                continue  # emitted already (a sweep re-lists what the walk found, and the other way round)
-            st.seen[doc["id"]] = float(doc.get("created") or 0)
-            try:
-                m = map_stripe_event(doc)
-            except MappingError as exc:
-                out.failures.append((self._placeholder(doc), f"stripe event: {exc}"))
-                continue
-            if self.config.objects is not None and m.event.entity.removeprefix("stripe.") not in self.config.objects:
-                continue
-            mapped.append(m)
-        if docs:
-            newest = docs[-1]  # in list order; a late-listed event behind the cursor never moves it back
-            if float(newest.get("created") or 0) >= (st.created or 0) or not st.event_id:
-                st.advance(newest)
+        taken: list[Any] = []  # in order: a mapping (to admit) or (doc, reason) (a failure)
+        while docs and len(taken) < room:
+            doc = docs.pop(0)
+            # in list order; a late-listed event behind the cursor never moves it back
+            if float(doc.get("created") or 0) >= (st.created or 0) or not st.event_id:
+                st.advance(doc)
+            if doc["id"] not in st.seen:  # else emitted already (a sweep re-lists what the walk found, and back)
+                st.seen[doc["id"]] = float(doc.get("created") or 0)
+                try:
+                    m = map_stripe_event(doc)
+                except MappingError as exc:
+                    taken.append((doc, f"stripe event: {exc}"))
+                else:
+                    entity = m.event.entity.removeprefix("stripe.")
+                    if self.config.objects is None or entity in self.config.objects:
+                        taken.append(m)
             st.prune(self.config.lookback)
-        await self._guard.load([m.event for m in mapped])
-        for m in mapped:
+        await self._guard.load([m.event for m in taken if not isinstance(m, tuple)])
+        for m in taken:
+            if isinstance(m, tuple):
+                out.failures.append((self._placeholder(m[0]), m[1]))
+                continue
             assert m.version is not None  # every mapped Stripe event has (created, id)
             position = self._seq.next()
             event = self._guard.admit(self._seq.seq, m.event.replace(position=position), m.version, m.record)
@@ -344,30 +395,43 @@ class StripeSource:
             committed_at=float(doc.get("created") or 0) if isinstance(doc.get("created"), (int, float)) else 0.0,
         )  # fmt: skip
 
-    async def _snapshot_page(self, out: _Out) -> None:
-        assert self._ctx is not None
-        st = self.state
-        object_type, starting_after = st.snapshot[0]
+    async def _snapshot_page(self) -> tuple[str, list[dict[str, Any]], bool]:
+        """The next page of the object type being listed: ``(object type, objects, more)``."""
+        object_type, starting_after = self.state.snapshot[0]
         params = {"limit": str(self.config.page_size)}
         if self.config.snapshot_since is not None:
             params["created[gte]"] = str(int(self.config.snapshot_since))
         if starting_after:
             params["starting_after"] = starting_after
         objects, more = await self.api.page(self.config.list_path(object_type), params)
+        return object_type, objects, more
+
+    def _snapshot_objects(self, held: _Held, room: int, out: _Out) -> None:
+        """Emit up to ``room`` held objects; the listing resumes after the last one (it is in the marks)."""
+        assert self._ctx is not None
         now = self._ctx.clock.time()
+        objects, held.docs = held.docs[:room], held.docs[room:]
         for obj in objects:
-            entity = f"stripe.{obj.get('object') or object_type}"
+            entity = f"stripe.{obj.get('object') or held.object_type}"
             out.events.append(ChangeEvent(entity, (obj["id"],), SNAPSHOT, after=obj, position=self._seq.next(),
                                           committed_at=now))  # fmt: skip
             out.versions.append(None)
+        if objects:
+            self.state.snapshot[0] = (held.object_type, objects[-1]["id"])
         if self._progress is None:
             self._progress = Progress("snapshot", unit="objects", enabled=self.config.progress, logger=log)
-        self._progress.advance(f"stripe.{object_type}", len(objects), done=not (more and objects))
-        if more and objects:
-            st.snapshot[0] = (object_type, objects[-1]["id"])
-        else:
-            st.snapshot.pop(0)
-            log.info("stripe source %s: snapshot of %s done", self._ctx.pipeline, object_type)
+        self._progress.advance(f"stripe.{held.object_type}", len(objects))
+
+    def _snapshot_done(self, held: _Held) -> None:
+        """The held page is all emitted: the listing goes on, or this object type is done."""
+        assert self._ctx is not None
+        if held.more:
+            return  # the next page starts after the last object emitted
+        if self._progress is None:
+            self._progress = Progress("snapshot", unit="objects", enabled=self.config.progress, logger=log)
+        self._progress.advance(f"stripe.{held.object_type}", 0, done=True)
+        self.state.snapshot.pop(0)
+        log.info("stripe source %s: snapshot of %s done", self._ctx.pipeline, held.object_type)
 
 
 def _error_code(body: Any) -> str | None:

@@ -87,6 +87,17 @@ def keys_after(table: sa.TableClause, key: Sequence[str], after: Sequence[Any] |
     return q.order_by(*cols).limit(limit)
 
 
+def null_keys(
+    table: sa.TableClause, cursor: str, key: Sequence[str], after: Sequence[Any] | None, limit: int
+) -> sa.Select[Any]:
+    """The next ``limit`` keys after ``after`` (key order) of rows whose cursor is NULL (see :mod:`.nulls`)."""
+    cols = [table.c[k] for k in key]
+    q = sa.select(*cols).where(table.c[cursor].is_(None))
+    if after is not None:
+        q = q.where(tuple_gt(cols, after))
+    return q.order_by(*cols).limit(limit)
+
+
 def newest(table: sa.TableClause, cursor: str, key: Sequence[str]) -> sa.Select[Any]:
     """The newest row's ``(cursor, *key)``: the last in (cursor, key) order (none for an empty table)."""
     c = table.c[cursor]

@@ -46,6 +46,11 @@ Reopening: :meth:`SqlPollSource.open` at a position forgets the pending shadows
 of batches handed out after it (they were never committed and are read again);
 kept, they would hide those very changes from the re-read.
 
+NULL cursors: a row whose cursor column is NULL has no place in the order
+and is never read; each pass starts by listing such rows, and reports each
+once (while it stays NULL) as a rejected record of a batch, with a WARNING
+(:mod:`.nulls`).
+
 Hard deletes: every ``key_scan.every`` seconds the table's keys are read in
 chunks of ``key_scan.chunk_size`` (a key-only scan) and compared with the keys
 that have a shadow; each missing key becomes a delete.
@@ -88,7 +93,7 @@ from tidesync.errors import ConfigError, SourceError, SourceTransientError
 from tidesync.event import DELETE, Batch, ChangeEvent, Key, Position, Row
 from tidesync.progress import Progress
 from tidesync.protocols import Context
-from tidesync.sources.polling import query
+from tidesync.sources.polling import nulls, query
 from tidesync.sources.polling.config import SqlPollConfig
 from tidesync.sources.polling.dialect import close_engine, create_engine, redact, reflect, translate
 from tidesync.sources.polling.end import TableEnd, reserve_end
@@ -114,6 +119,7 @@ class _Table:
     next_poll: float = 0.0
     next_key_scan: float = 0.0
     deletes: list[tuple[Key, Row]] = field(default_factory=list)
+    nulls: list[tuple[Key, Row, Row | None]] = field(default_factory=list)  # NULL-cursor rows to report (+ shadow)
     loading: bool = False  # the pass under way is the initial load (no high-water mark yet): its progress shows
     end: TableEnd | None = None  # a batch run's end still to be reached (see end_position)
 
@@ -132,6 +138,7 @@ class SqlPollSource:
         self._ctx: Context | None = None
         self._tables: list[_Table] = []
         self._pending = PendingShadows()
+        self._nulls = nulls.NullMemo()
         self._epoch = 0
         self._seq = 0
         self._marks: tuple[Any, ...] = ()
@@ -167,6 +174,7 @@ class SqlPollSource:
         epoch, _, marks = decode_marks(after)
         # Batches handed out after ``after`` are not committed and will be read again: forget their shadows.
         self._pending.forget_after(after)
+        await self._nulls.load(ctx.state, self._scope, after)
         ends = {t.spec.entity: t.end for t in self._tables}
         if self._end is None:
             stored = await ctx.state.kv_get(EPOCH_NS, self._scope) or 0
@@ -219,6 +227,7 @@ class SqlPollSource:
 
     async def commit(self, position: Position) -> None:
         self._pending.release(position)
+        self._nulls.commit(position)
 
     async def close(self) -> None:
         if self._progress is not None:
@@ -236,8 +245,8 @@ class SqlPollSource:
 
     @property
     def idle(self) -> bool:
-        """No pass in progress and no delete waiting to be emitted."""
-        return not any(t.passing or t.deletes for t in self._tables)
+        """No pass in progress and no delete or NULL-cursor row waiting to be emitted."""
+        return not any(t.passing or t.deletes or t.nulls for t in self._tables)
 
     # --- a batch run's end -------------------------------------------------------------
 
@@ -307,16 +316,16 @@ class SqlPollSource:
         clock = self._ctx.clock
         deadline = clock.monotonic() + max_wait
         b = BatchBuilder(self._scope, self._epoch, self._seq, self._pending)
-        while len(b.events) < max_events:
+        while b.count < max_events:
             worked = await self._step(b, max_events)
             if self._end_reached():
                 break
             now = clock.monotonic()
             if worked:
-                if now >= deadline and b.events:
+                if now >= deadline and b.count:
                     break
                 continue
-            if b.events or now >= deadline:
+            if b.count or now >= deadline:
                 break
             await clock.sleep(max(0.0, min(self._next_due() - now, deadline - now)))
         marks = self._current_marks()
@@ -345,6 +354,9 @@ class SqlPollSource:
             if t.deletes:
                 self._emit_deletes(t, b, max_events)
                 return True
+            if t.nulls:
+                self._emit_nulls(t, b, max_events)
+                return True
         for t in self._tables:
             if t.passing:
                 await self._page(t, b, max_events)
@@ -361,6 +373,10 @@ class SqlPollSource:
                 if t.end is not None:
                     t.end.pass_started()
                 await self._hold(t)
+                await self._check_nulls(t, b)
+                if t.nulls:
+                    self._emit_nulls(t, b, max_events)  # before the pass's rows; the pass goes on next step
+                    return True
                 await self._page(t, b, max_events)
                 return True
         return False
@@ -380,7 +396,7 @@ class SqlPollSource:
         now = self._ctx.clock.time()
         done = 0
         for row in rows:
-            if len(b.events) >= max_events:
+            if b.count >= max_events:
                 break
             key = spec.key_of(row)
             shadow = shadows.get(key)
@@ -531,10 +547,45 @@ class SqlPollSource:
                 return known
             after = rows[-1]
 
+    async def _check_nulls(self, t: _Table, b: BatchBuilder) -> None:
+        """At a pass's start: the table's NULL-cursor rows not reported yet go to ``t.nulls``; the memo of
+        rows no longer NULL is deleted with this batch (see :mod:`.nulls`)."""
+        assert self._engine is not None
+        spec = t.spec
+        keys = await self._run(nulls.read_null_keys, self._engine, spec, self.config.page_size)
+        by_memo = {nulls.memo_key(self._scope, spec.entity, k): k for k in keys}
+        gone = self._nulls.cleared(nulls.memo_key(self._scope, spec.entity, ()).removesuffix("]"), set(by_memo))
+        b.kv_delete.extend((nulls.REJECT_NS, k) for k in gone)
+        new = self._nulls.new(by_memo)
+        if not new:
+            return
+        rows = await self._run(nulls.read_rows, self._engine, spec, [by_memo[k] for k in new])
+        rows = [r for r in rows if r.get(spec.cursor) is None]  # one may have got its cursor meanwhile
+        shadows = await self._shadows(spec, rows)
+        t.nulls = [(spec.key_of(r), r, shadows.get(spec.key_of(r))) for r in rows]
+        if t.nulls:
+            shown = ", ".join(str(k[0] if len(k) == 1 else k) for k, _, _ in t.nulls[:5])
+            log.warning(
+                "%s: %d row(s) whose cursor column %s is NULL are never read by polling (key %s%s); each is "
+                "reported once as a rejected record (the dead-letter queue)",
+                spec.entity, len(t.nulls), spec.cursor, shown, ", ..." if len(t.nulls) > 5 else "",
+            )  # fmt: skip
+
+    def _emit_nulls(self, t: _Table, b: BatchBuilder, max_events: int) -> None:
+        assert self._ctx is not None
+        spec, now = t.spec, self._ctx.clock.time()
+        while t.nulls and b.count < max_events:
+            key, row, shadow = t.nulls.pop(0)
+            why = nulls.reason(spec.entity, spec.key, key, spec.cursor)
+            position = b.reject(spec.entity, key, row, shadow, why, now)
+            memo = nulls.memo_key(self._scope, spec.entity, key)
+            b.kv_put[(nulls.REJECT_NS, memo)] = True
+            self._nulls.reported(memo, position)
+
     def _emit_deletes(self, t: _Table, b: BatchBuilder, max_events: int) -> None:
         assert self._ctx is not None
         now = self._ctx.clock.time()
-        while t.deletes and len(b.events) < max_events:
+        while t.deletes and b.count < max_events:
             key, before = t.deletes.pop()
             b.emit(t.spec.entity, key, DELETE, before=before, after=None, changed=None, committed_at=now)
 

@@ -121,11 +121,27 @@ class BatchBuilder:
     seq: int
     pending: PendingShadows
     events: list[ChangeEvent] = field(default_factory=list)
+    rejected: list[tuple[ChangeEvent, str]] = field(default_factory=list)  # (placeholder, reason): dead letters
+    kv_put: dict[tuple[str, str], Any] = field(default_factory=dict)  # committed with the batch (memos)
+    kv_delete: list[tuple[str, str]] = field(default_factory=list)
     _shadow: dict[tuple[str, Key], ShadowRow | None] = field(default_factory=dict)
 
     def _next(self) -> Position:
         self.seq += 1
         return (self.epoch, self.seq)
+
+    @property
+    def count(self) -> int:
+        """Events and rejected records so far: what a read's ``max_events`` bounds."""
+        return len(self.events) + len(self.rejected)
+
+    def reject(self, entity: str, key: Key, row: Row, shadow: Row | None, reason: str, committed_at: float) -> Position:
+        """Report a row that cannot become an event, in its place in the stream; its position."""
+        position = self._next()
+        op = UPDATE if shadow is not None else INSERT
+        placeholder = ChangeEvent(entity, key, op, shadow, row, None, position, committed_at)
+        self.rejected.append((placeholder, reason))
+        return position
 
     def emit(
         self,
@@ -157,14 +173,16 @@ class BatchBuilder:
         """
         if end is not None:
             self.seq = max(self.seq, end)
-        elif not self.events and marks == previous:
+        elif not self.events and not self.rejected and not self.kv_delete and marks == previous:
             return Batch([], None, read_at)
-        elif not self.events:
+        elif not self.events and not self.rejected:
             self._next()  # a checkpoint of its own: positions never repeat
         puts = [s for s in self._shadow.values() if s is not None]
         deletes = [(self.scope, e, k) for (e, k), s in self._shadow.items() if s is None]
-        state = StateChanges(shadow_put=puts, shadow_delete=deletes) if puts or deletes else None
-        return Batch(self.events, (self.epoch, self.seq, marks), read_at, state=state)
+        state = None
+        if puts or deletes or self.kv_put or self.kv_delete:
+            state = StateChanges(shadow_put=puts, shadow_delete=deletes, kv_put=self.kv_put, kv_delete=self.kv_delete)
+        return Batch(self.events, (self.epoch, self.seq, marks), read_at, state=state, rejected=self.rejected)
 
 
 def shadow_rows(rows: Iterable[ShadowRow]) -> dict[Key, Row]:
