@@ -118,8 +118,9 @@ class HubSpotSourceHarness:
     """HubSpot CRM search over ``contacts`` (keys: record ids as text; properties come back as text).
 
     A polling source (``every_change = False``): a pass sees each record as
-    it is, so changes between passes coalesce, and an archived (deleted)
-    record simply stops matching the search: deletes are not seen.
+    it is, so changes between passes coalesce. Deletes come from the archived
+    list; this harness's ``delete`` removes a record from the fake outright,
+    so the cases here do not exercise them (test_http_poll_hubspot does).
     """
 
     entity = "hubspot.contact"

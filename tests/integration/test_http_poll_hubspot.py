@@ -228,3 +228,38 @@ async def test_a_rotated_private_app_token_file_is_used_without_restart(store: S
         fake.upsert("contacts", 2, int(time.time() * 1000), email="b@x")  # modified now
         await run_until(runner, lambda: "2" in table(sink), "read with the rotated token")
     assert {s.headers["authorization"] for s in fake.seen} == {"Bearer pat-one", "Bearer pat-two"}
+
+
+def archived_lists(fake: FakeHubSpot) -> int:
+    return sum(1 for s in fake.seen if s.method == "GET" and ("archived", "true") in s.query)
+
+
+async def test_archived_records_are_deletes_once_and_not_again_after_a_restart(store: StateStore) -> None:
+    fake = FakeHubSpot()
+    for i in range(1, 8):
+        fake.upsert("contacts", i, NOW_MS + i * 10, email=f"{i}@x")
+    fake.archive("contacts", 7, NOW_MS + 100)  # archived before the source ever read it: nothing to delete
+    async with serve(app=fake.app) as api:
+        sink = MemorySink()
+        src = source(api.url, lookback=7200, page_size=2, objects=[{"type": "contacts", "properties": ["email"]}])
+        runner = PipelineRunner("hs-del", src, sink, store, batch=BatchPolicy(2, 0.01))  # less than one page
+        await run_until(runner, lambda: len(table(sink)) == 6 and src.idle, "the first pass")
+        shadows = dict(table(sink))
+        for i in (2, 3, 5):  # archived after they were read: three deletes, in more than one read
+            fake.archive("contacts", i)
+        await run_until(runner, lambda: set(table(sink)) == {"1", "4", "6"}, "the deletes")
+        lists = archived_lists(fake)
+        await run_until(runner, lambda: archived_lists(fake) >= lists + 6 and src.idle, "more passes")
+        deletes = [w for w in sink.writes if w.op == "delete"]
+        assert sorted(w.key for w in deletes) == [("2",), ("3",), ("5",)]  # each once; 7 never
+        assert all(w.before == shadows[w.key[0]] and w.after is None for w in deletes)
+        checkpoint = await store.load_checkpoint("hs-del")
+        assert checkpoint is not None and checkpoint[1] >= max(w.position[1] for w in deletes)
+
+        # a restart from the checkpoint reads the archived list again (look-back): no delete again
+        again = source(api.url, lookback=7200, page_size=2, objects=[{"type": "contacts", "properties": ["email"]}])
+        runner = PipelineRunner("hs-del", again, sink, store, batch=BatchPolicy(2, 0.01))
+        lists = archived_lists(fake)
+        await run_until(runner, lambda: archived_lists(fake) >= lists + 6 and again.idle, "passes after a restart")
+    assert sorted(w.key for w in sink.writes if w.op == "delete") == [("2",), ("3",), ("5",)]
+    assert [w.op for w in sink.writes].count("insert") == 6  # nothing read again as new

@@ -1,6 +1,7 @@
 """The HubSpot fake's write side is shaped as HubSpot documents it: the official SDK (``hubspot-api-client``),
 pointed at it, performs batch upsert, update, read and archive, reads properties, creates, lists and archives
-associations, and parses every answer into its typed models (a shape it does not expect raises)."""
+associations, lists archived records, and parses every answer into its typed models (a shape it does not expect
+raises)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,11 @@ def test_the_sdk_writes_reads_and_associates_through_the_fake() -> None:
             SimplePublicObjectId(id=ids["b@x.test"])]))  # fmt: skip
         assert ids["b@x.test"] not in fake.snapshot("contacts")
         assert fake.crm.associated("companies", company, "contacts") == []  # archiving drops associations
+        listed = sdk.crm.contacts.basic_api.get_page(archived=True, properties=["email"])  # the archived list
+        assert [(r.id, r.archived, r.properties["email"]) for r in listed.results] == [
+            (ids["b@x.test"], True, "b@x.test")]  # fmt: skip
+        assert listed.results[0].archived_at is not None  # parsed into a datetime
+        assert ids["b@x.test"] not in [r.id for r in sdk.crm.contacts.basic_api.get_page(limit=100).results]
 
         with pytest.raises(ApiException) as too_many:
             sdk.crm.contacts.batch_api.upsert(upserts(*(f"n{i}@x.test" for i in range(101))))

@@ -320,6 +320,45 @@ async def test_the_same_field_edited_on_both_sides_settles_by_its_rule(
         await h.close()
 
 
+async def test_a_contact_archived_in_hubspot_is_deleted_on_the_postgres_side(
+    pg_database: str, tmp_path: Path, hubspot: tuple[FakeHubSpot, str]
+) -> None:
+    fake, url = hubspot
+    a = Side("pg", pg_database)
+    a.sql(PG)
+    a.sql("INSERT INTO people (email, first, last, score) VALUES ('d1@example.com', 'f', 'l', 1), "
+          "('d2@example.com', 'g', 'm', 2)")  # fmt: skip
+    d1 = add_contact(fake, "d1@example.com", firstname="f", lastname="l", score="1")
+    add_contact(fake, "d2@example.com", firstname="g", lastname="m", score="2")
+    add_contact(fake, "d3@example.com", firstname="h", lastname="n", score="3")  # in HubSpot only
+    h = SyncHarness(tmp_path, f"d{uuid.uuid4().hex[:8]}", "")
+    h.config_text = config(h, a, tmp_path, url, "{default: lww, skew: 0s}")
+    try:
+        await h.start()
+        await eventually(lambda: len(a.rows(PEOPLE, "people")) == 3 and a.rows(PEOPLE, "people") == contacts(fake),
+                         timeout=30, message="pairing: both sides hold the 3 people")  # fmt: skip
+        await settled(marks(h, a, "people", lambda: writes(fake)), lambda: polls(fake))
+        d3 = by_email(fake)["d3@example.com"]
+        fake.archive("contacts", d1)  # a person deletes the contact in HubSpot
+        fake.archive("contacts", d3)  # one Postgres got from HubSpot
+        want = [("d2@example.com", "g", "m", 2)]
+        await eventually(lambda: a.rows(PEOPLE, "people") == want, timeout=30,
+                         message="the archived contacts deleted in Postgres")  # fmt: skip
+        await settled(marks(h, a, "people", lambda: writes(fake)), lambda: polls(fake))
+        assert a.rows(PEOPLE, "people") == want and contacts(fake) == want  # neither came back on either side
+        assert fake.requests["batch/archive"] == 0  # the sync archived nothing itself
+
+        # the other way: the sync's own archive is listed as archived too, and that delete ends there
+        a.sql("DELETE FROM people WHERE email = 'd2@example.com'")
+        await eventually(lambda: contacts(fake) == [], timeout=30, message="d2 archived in HubSpot")
+        await settled(marks(h, a, "people", lambda: writes(fake)), lambda: polls(fake))
+        assert a.rows(PEOPLE, "people") == [] and len(fake.archived["contacts"]) == 3
+        assert fake.requests["batch/archive"] == 1
+        assert await h.cli_json("conflicts", "list", str(h.path)) == []
+    finally:
+        await h.close()
+
+
 def test_a_hubspot_side_is_configured_by_its_source(tmp_path: Path) -> None:
     def load(b: str, fields: str = "{email: email, first: firstname}") -> Any:
         path = tmp_path / "sync.yaml"

@@ -76,9 +76,10 @@ Stripe attributes map by their top-level names; a mapping (``metadata``,
 the record's ``lastmodifieddate`` / ``hs_lastmodifieddate`` for HubSpot (one
 time for every property of a record), the event's ``created`` for Stripe
 (whole seconds). Echoes of the sync's writes are known by the ledger of values
-written, as for sheets. The ``hubspot`` polling source does not see records
-archived in HubSpot, so deletes there do not reach the other side (deletes of
-the other side archive the HubSpot record); Stripe deletes go both ways.
+written, as for sheets. The ``hubspot`` polling source reads records archived
+in HubSpot from the archived list on each pass, so deletes there reach the
+other side (deletes of the other side archive the HubSpot record); Stripe
+deletes go both ways too.
 
 Canonical names are A's. When A's key columns map onto B's key columns the
 sides share keys (records are created with the same key); otherwise each side

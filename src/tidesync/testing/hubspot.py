@@ -14,7 +14,9 @@ It can answer 429 with Retry-After, or 5xx, for the next requests on demand (``f
 The write side (records, property definitions, associations; see
 :mod:`tidesync.testing.hubspot_crm`): ``/crm/v3/properties/{type}``,
 ``/crm/v3/objects/{type}/batch/{create,upsert,update,read,archive}``, ``GET
-/crm/v3/objects/{type}`` (paged), ``/crm/v4/associations/{from}/{to}/batch/{associate/default,archive}``,
+/crm/v3/objects/{type}`` (paged; with ``archived=true`` the archived records instead, each with
+``archived: true`` and ``archivedAt``: batch archive and :meth:`FakeHubSpot.archive` keep them),
+``/crm/v4/associations/{from}/{to}/batch/{associate/default,archive}``,
 ``PUT /crm/v4/objects/{from}/{id}/associations/default/{to}/{toId}`` and
 ``GET /crm/v4/objects/{from}/{id}/associations/{to}``.
 With ``rate_limit=(max, seconds)`` every answer carries ``X-HubSpot-RateLimit-Max``,
@@ -149,6 +151,7 @@ class FakeHubSpot:
         self.tokens = tokens if tokens is not None else {"pat-na1-fake"}
         self.ceiling = ceiling
         self.records: dict[str, dict[str, dict[str, Any]]] = {}
+        self.archived: dict[str, dict[str, dict[str, Any]]] = {}  # type -> id -> record with archivedAt
         self.crm = CrmStore(self.records)
         self.seen: list[Seen] = []
         self.faults = Faults()
@@ -191,6 +194,26 @@ class FakeHubSpot:
         merged = {**(old["properties"] if old else {"createdate": created}), **{k: str(v) for k, v in props.items()}}
         merged.update({"hs_object_id": rid, cursor: iso_ms(modified_ms)})
         table[rid] = {"id": rid, "properties": merged, "createdAt": created, "updatedAt": iso_ms(modified_ms)}
+        self.archived.get(object_type, {}).pop(rid, None)  # restored
+
+    def archive(self, object_type: str, record_id: int | str, archived_ms: int | None = None) -> None:
+        """Archive a record as the HubSpot UI does (at ``archived_ms``, default now): gone from search and lists,
+        listed with ``archived=true``."""
+        with self.crm.lock:
+            rid = str(record_id)
+            if rid not in self.records.get(object_type, {}):
+                raise KeyError(rid)
+            before = {rid: self.records[object_type][rid]}
+            self.crm.archive(object_type, {"inputs": [{"id": rid}]})
+            self._archived(object_type, before, archived_ms)
+
+    def _archived(self, object_type: str, before: dict[str, Any], archived_ms: int | None = None) -> None:
+        """Keep the records of ``before`` (id -> record) that an archive took away, stamped with ``archivedAt``."""
+        table = self.records.get(object_type, {})
+        at = iso_ms(archived_ms if archived_ms is not None else int(time.time() * 1000))
+        for rid, record in before.items():
+            if record is not None and rid not in table:
+                self.archived.setdefault(object_type, {})[rid] = {**record, "archivedAt": at}
 
     def _authorized(self, request: Request) -> bool:
         auth = request.headers.get("authorization", "")
@@ -294,18 +317,23 @@ class FakeHubSpot:
         return body if isinstance(body, dict) else {}
 
     async def _page(self, request: Request) -> tuple[int, Any]:
-        """``GET /crm/v3/objects/<type>?limit=n&after=&properties=a,b``: records in id order, a page at a time
-        (``paging.next.after`` while more follow); ``properties`` names what each shows (default: every one)."""
+        """``GET /crm/v3/objects/<type>?limit=n&after=&properties=a,b&archived=true``: records in id order, a page
+        at a time (``paging.next.after`` while more follow); ``properties`` names what each shows (default: every
+        one); ``archived=true`` lists the archived records instead (``archived: true``, ``archivedAt``)."""
         q = request.query_params
         limit = int(q.get("limit", "10"))
         if not 1 <= limit <= 100:
             return 400, {"status": "error", "category": "VALIDATION_ERROR", "message": "limit: 1 to 100"}
         after = int(q.get("after") or 0)
         names = [n for n in (q.get("properties") or "").split(",") if n] or None
+        archived = q.get("archived", "false").lower() == "true"
         with self.crm.lock:
-            table = self.records.get(request.path_params["type"], {})
+            table = (self.archived if archived else self.records).get(request.path_params["type"], {})
             ids = sorted(int(i) for i in table if int(i) > after)
             rows = [self.crm._shown(table[str(i)], names) for i in ids[:limit]]
+            if archived:
+                for row in rows:
+                    row.update(archived=True, archivedAt=table[row["id"]]["archivedAt"])
         answer: dict[str, Any] = {"results": rows}
         if len(ids) > limit:
             last = rows[-1]["id"]
@@ -323,7 +351,16 @@ class FakeHubSpot:
         op = ops.get(verb)
         if op is None:
             return 404, {"status": "error", "message": f"no batch {verb}", "category": "OBJECT_NOT_FOUND"}
-        return op(object_type, body)
+        if verb != "archive":
+            return op(object_type, body)
+        with self.crm.lock:  # the records archived are kept for the archived list
+            table = self.records.get(object_type, {})
+            inputs = body.get("inputs")
+            ids = [str(i.get("id")) for i in inputs if isinstance(i, dict)] if isinstance(inputs, list) else []
+            before = {rid: table.get(rid) for rid in ids}
+            status, answer = op(object_type, body)
+            self._archived(object_type, before)
+            return status, answer
 
     async def _associate(self, request: Request) -> tuple[int, Any]:
         p = request.path_params

@@ -62,9 +62,9 @@ it the other side's form with ``b_to_a`` transforms, e.g. ``compute: {score:
 first"}``. Without them a NULL written to HubSpot comes back as ``""`` and is
 copied to the other side as an edit (once; then both hold still).
 
-Deletes archive the record. The ``hubspot`` polling source does not see
-records archived in HubSpot (search shows only live ones): deletes flow from
-the other side into HubSpot, not back, unless a webhook source reports them.
+Deletes archive the record. The ``hubspot`` polling source sees records
+archived in HubSpot through the archived list (``?archived=true``, read after
+each search pass), so deletes flow both ways.
 """
 
 from __future__ import annotations

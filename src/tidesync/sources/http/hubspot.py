@@ -12,20 +12,32 @@ does a window read again after its offsets shifted.
 
 Entities are ``hubspot.<singular type>`` (``hubspot.contact``), keys
 ``(record id,)`` as text, like the webhook mapping; ``committed_at`` is the
-cursor property's time. Deleted (archived) records are not in search results:
-this source does not see deletes.
+cursor property's time.
+
+Deleted (archived) records are not in search results: they are read from the
+archived list (``GET /crm/v3/objects/{type}?archived=true``; see
+:class:`.hubspot_search.Archived`). Each pass of an object type, after its
+search, pages through that list and takes the records archived in
+``(archive high-water mark - lookback, now - settle]``: one with a shadow is a
+``delete`` (``before`` the shadow, ``committed_at`` its ``archivedAt``) and its
+shadow goes in the same batch's state; one without (never emitted, or its
+delete emitted already) is nothing. The archive mark travels in the position
+with the search marks, so a restart neither misses a delete nor repeats one.
+The list has no filter on ``archivedAt``: every pass reads it whole (HubSpot
+keeps archived records 90 days), one request per 100 archived records.
 
 Shadow rows (scope ``shadow_scope``, default the pipeline name) travel with
 each batch in ``batch.state`` and are committed with its checkpoint;
 until then the pending ones are consulted first (the same mechanism as the SQL
 polling source: :mod:`tidesync.sources.polling.tracker`).
 
-Requests: ``POST {base_url}/crm/v3/objects/{type}/search`` with a bearer
+Requests: ``POST {base_url}/crm/v3/objects/{type}/search`` (and the archived list) with a bearer
 private-app token or OAuth2 access token (refreshed with the refresh token),
 paced by a token bucket (default 5/s: the search endpoint's limit per account).
 
 A batch run (``tidesync run --once``) ends once every object type is read up
-to its newest modification at the start (:meth:`HubSpotSource.end_position`).
+to its newest modification at the start, and the archived list of that pass
+is read (:meth:`HubSpotSource.end_position`).
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ from tidesync.protocols import Context
 from tidesync.sources.http.auth import BearerKey, Credential, OAuth2Refresh
 from tidesync.sources.http.client import ApiClient
 from tidesync.sources.http.config import HubSpotObject, HubSpotSourceConfig
-from tidesync.sources.http.hubspot_search import Pass, cursor_ms
+from tidesync.sources.http.hubspot_search import Archived, Pass, cursor_ms
 from tidesync.sources.http.positions import next_epoch, split
 from tidesync.sources.http.ratelimit import TokenBucket
 from tidesync.sources.polling.end import reserve_end
@@ -57,9 +69,12 @@ class _Object:
     hw: int | None = None  # every record modified at or before this (ms) was read
     run: Pass | None = None
     loading: bool = False  # the pass under way is the first (no high-water mark yet): its progress shows
+    gone_hw: int | None = None  # every record archived at or before this (ms) was looked at
+    gone: Archived | None = None  # the archived list's pass under way (after the search pass)
 
     def marks(self) -> tuple[Any, ...]:
-        return (self.spec.entity_name, self.hw, self.run.marks() if self.run is not None else None)
+        run = self.run.marks() if self.run is not None else None
+        return (self.spec.entity_name, self.hw, run, self.gone_hw, self.gone.marks() if self.gone else None)
 
 
 @dataclass
@@ -74,6 +89,7 @@ class _Held:
     spec: HubSpotObject
     records: list[tuple[Key, Row]]
     marks: tuple[Any, ...]
+    archived: bool = False  # records of the archived list: deletes
 
 
 def hubspot_client(config: HubSpotSourceConfig, name: str, ctx: Context) -> ApiClient:
@@ -136,9 +152,15 @@ class HubSpotSource:
         for spec in self.config.objects:
             obj = _Object(spec)
             if spec.entity_name in stored:
-                _, obj.hw, run = stored[spec.entity_name]
+                # marks from before the archived list (three items) restore with no archive mark: the next
+                # pass reads the whole list, and deletes already emitted have no shadow left
+                _, obj.hw, run, *rest = stored[spec.entity_name]
                 if run is not None:
                     obj.run = Pass.restore(spec.cursor_property, run, self.config.page_size, self.config.max_results)
+                if rest:
+                    obj.gone_hw, gone = rest
+                    if gone is not None:
+                        obj.gone = Archived.restore(gone, self.config.page_size)
             obj.loading = obj.hw is None
             self._objects.append(obj)
         self._marks = self._current_marks()
@@ -165,7 +187,7 @@ class HubSpotSource:
 
     @property
     def idle(self) -> bool:
-        return self._held is None and all(o.run is None for o in self._objects)
+        return self._held is None and all(o.run is None and o.gone is None for o in self._objects)
 
     def passes(self) -> dict[str, Pass | None]:
         return {o.spec.entity_name: o.run for o in self._objects}
@@ -179,7 +201,8 @@ class HubSpotSource:
         limit 1, gives the newest modification time. The position returned is
         one this source reserves (:mod:`tidesync.sources.polling.end`) and
         hands out once every type's passes have read up to that time (its
-        high-water mark, or the pass under way, at or past it). A pass reads
+        high-water mark, or the pass under way, at or past it) and no
+        archived list is being read (the last pass's deletes are in). A pass reads
         only up to ``settle`` before its own start, so a record modified just
         before the run is read by the next pass: such a run takes up to
         ``settle + poll_interval`` longer. None when every type is read that
@@ -209,6 +232,8 @@ class HubSpotSource:
         if self._held is not None:  # a page is fetched (its pass moved on) but not all emitted yet
             return False
         for obj in self._objects:
+            if obj.gone is not None:  # the deletes of a pass are read after its search
+                return False
             newest = self._end_ms.get(obj.spec.entity_name)
             if newest is None:
                 continue
@@ -255,6 +280,10 @@ class HubSpotSource:
             if obj.run is not None:
                 await self._page(obj, b, max_events)
                 return True
+        for obj in self._objects:
+            if obj.gone is not None:
+                await self._archived_page(obj, b, max_events)
+                return True
         now = clock.monotonic()
         for obj in self._objects:
             if now >= self._next_poll[obj.spec.entity_name]:
@@ -266,6 +295,9 @@ class HubSpotSource:
                 before = self._current_marks()  # a pass not begun yet: a reopen begins it again
                 obj.run = Pass(obj.spec.cursor_property, lo, end, limit=self.config.page_size,
                                ceiling=self.config.max_results)  # fmt: skip
+                # the look-back re-reads deletes too: one whose shadow is gone emits nothing
+                gone_lo = 0 if obj.gone_hw is None else max(0, obj.gone_hw - round(self.config.lookback * 1000))
+                obj.gone = Archived(gone_lo, end, limit=self.config.page_size)
                 obj.loading = obj.hw is None
                 await self._page(obj, b, max_events, before)
                 return True
@@ -292,6 +324,24 @@ class HubSpotSource:
         if run.done:
             obj.hw, obj.run, obj.loading = run.end, None, False
             self._next_poll[spec.entity_name] = self._ctx.clock.monotonic() + self.config.poll_interval
+
+    async def _archived_page(self, obj: _Object, b: BatchBuilder, max_events: int) -> None:
+        """Read the archived list's next page and emit its deletes, up to ``max_events`` in ``b`` (the rest is held)."""
+        assert obj.gone is not None
+        gone, spec = obj.gone, obj.spec
+        before = self._current_marks()
+        answer = await self.client.get(f"/crm/v3/objects/{spec.type}", gone.params([spec.cursor_property]))
+        try:
+            results = gone.advance(answer if isinstance(answer, dict) else {})
+        except ValueError as exc:
+            raise SourceTransientError(f"{self.client.name}: archived {spec.type}: {exc}") from exc
+        if results:
+            records = [((str(r["id"]),), {"archivedAt": r.get("archivedAt")})
+                       for r in results if isinstance(r.get("id"), (str, int))]  # fmt: skip
+            self._held = _Held(spec, records, before, archived=True)
+            await self._drain(b, max_events)
+        if gone.done:
+            obj.gone_hw, obj.gone = gone.end, None
 
     def _show(self, obj: _Object, run: Pass, read: int) -> None:
         """Count a first-pass page. The search's ``total`` is the whole pass's only while its first window
@@ -327,7 +377,7 @@ class HubSpotSource:
         while held.records and room > 0:
             # at most `room` records emit at most `room` events; equal ones emit nothing and the loop goes on
             chunk, held.records = held.records[:room], held.records[room:]
-            room -= await self._diff(held.spec, chunk, b)
+            room -= await (self._deleted if held.archived else self._diff)(held.spec, chunk, b)
         if not held.records:
             self._held = None
 
@@ -336,14 +386,10 @@ class HubSpotSource:
         assert self._ctx is not None
         entity = spec.entity_name
         emitted = len(b.events)
-        unknown = [k for k, _ in records if not self._pending.lookup(entity, k)[0]]
-        stored = await self._ctx.state.shadow_get(self._scope, entity, unknown) if unknown else {}
+        shadows = await self._shadows(entity, [k for k, _ in records])
         now = self._ctx.clock.time()
         for key, row in records:
-            known, shadow = self._pending.lookup(entity, key)
-            if not known:
-                hit = stored.get(key)
-                shadow = hit.row if hit is not None else None
+            shadow = shadows[key]
             ms = cursor_ms(row.get(spec.cursor_property))
             at = min(ms / 1000, now) if ms is not None else now
             if shadow is None:
@@ -353,3 +399,33 @@ class HubSpotSource:
             if changed:
                 b.emit(entity, key, "update", before=shadow, after=row, changed=changed, committed_at=at)
         return len(b.events) - emitted
+
+    async def _deleted(self, spec: HubSpotObject, records: list[tuple[Key, Row]], b: BatchBuilder) -> int:
+        """Emit a ``delete`` for each archived record that has a shadow (its shadow goes); how many events."""
+        assert self._ctx is not None
+        entity = spec.entity_name
+        emitted = len(b.events)
+        shadows = await self._shadows(entity, [k for k, _ in records])
+        now = self._ctx.clock.time()
+        for key, row in records:
+            shadow = shadows[key]
+            if shadow is None:  # never emitted, or its delete was emitted already
+                continue
+            ms = cursor_ms(row.get("archivedAt"))
+            at = min(ms / 1000, now) if ms is not None else now
+            b.emit(entity, key, "delete", before=shadow, after=None, changed=None, committed_at=at)
+        return len(b.events) - emitted
+
+    async def _shadows(self, entity: str, keys: list[Key]) -> dict[Key, Row | None]:
+        """Each key's shadow now: the pending one when a batch not committed yet holds it, else the stored one."""
+        assert self._ctx is not None
+        unknown = [k for k in keys if not self._pending.lookup(entity, k)[0]]
+        stored = await self._ctx.state.shadow_get(self._scope, entity, unknown) if unknown else {}
+        out: dict[Key, Row | None] = {}
+        for key in keys:
+            known, shadow = self._pending.lookup(entity, key)
+            if not known:
+                hit = stored.get(key)
+                shadow = hit.row if hit is not None else None
+            out[key] = shadow
+        return out
