@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_sync_support import Side, SyncHarness, pg_source, versions
+from tests.integration.test_sync_support import Side, SyncHarness, a_conflict_settled_by_the_cli, pg_source, versions
 from tests.integration.webhook_support import serve
 from tidesync.config import load_config
 from tidesync.errors import ConfigError
@@ -180,7 +180,21 @@ def marks(h: SyncHarness, a: Side, table: str, written: Callable[[], int]) -> Ca
     return mark
 
 
-def config(h: SyncHarness, a: Side, tmp: Path, url: str, rules: str) -> str:
+# HubSpot answers text, and an emptied property as empty text: the canonical form is Postgres'
+PEOPLE_FIELDS = "{email: email, first: firstname, last: lastname, score: score}"
+PEOPLE_B_TO_A = "{score: \"None if score == '' else int(score)\", first: \"None if first == '' else first\"}"
+
+
+def config(
+    h: SyncHarness,
+    a: Side,
+    tmp: Path,
+    url: str,
+    rules: str,
+    table: str = "people",
+    fields: str = PEOPLE_FIELDS,
+    b_to_a: str = PEOPLE_B_TO_A,
+) -> str:
     b = (
         f'{{type: hubspot, token: {TOKEN}, base_url: "{url}", objects: [contacts], poll_interval: 0.1s, '
         "lookback: 2s, rate_limit: {per_second: 500}, progress: false}"
@@ -189,13 +203,13 @@ def config(h: SyncHarness, a: Side, tmp: Path, url: str, rules: str) -> str:
 state: sqlite:///{tmp / "state.db"}
 syncs:
   - name: {h.name}
-    a: {{source: {pg_source(a.dsn, "people", tmp / "wa")}, table: people, key: id}}
+    a: {{source: {pg_source(a.dsn, table, tmp / "wa")}, table: {table}, key: id}}
     b: {{source: {b}, table: contacts, key: hs_object_id}}
-    fields: {{email: email, first: firstname, last: lastname, score: score}}
+    fields: {fields}
     match: {{by: email}}
     rules: {rules}
-    transforms:  # HubSpot answers text, and an emptied property as empty text: the canonical form is Postgres'
-      b_to_a: [{{compute: {{score: "None if score == '' else int(score)", first: "None if first == '' else first"}}}}]
+    transforms:
+      b_to_a: [{{compute: {b_to_a}}}]
     batch: {{max_events: 200, max_wait_ms: 20}}
     retry: {{initial_delay: 0.05, max_delay: 0.5}}
 """
@@ -316,6 +330,185 @@ async def test_the_same_field_edited_on_both_sides_settles_by_its_rule(
             ("score", "prefer:a", "a"),
             ("score", "prefer:a", "a"),
         ], history
+    finally:
+        await h.close()
+
+
+# tick: (record, field, HubSpot's edit time less Postgres' commit time in ms, what settles it) for the same field
+# edited on both sides at once while the sync runs: HubSpot's edit dated just after Postgres' commit (0: within
+# the 0.5 s skew), or 1.5 s before or after it (beyond). Each happens once, at its tick, and that field of that
+# record is left alone afterwards, so its outcome is the rule's alone.
+CONTESTS = {
+    15: ("p1@example.com", "first", 0, "queue"),  # lww within the skew: the fallback, manual
+    30: ("p2@example.com", "first", -1500, "a"),  # lww beyond the skew: Postgres' is later
+    45: ("p4@example.com", "last", 0, "b"),  # prefer: b
+    60: ("p5@example.com", "score", -1500, "queue"),  # manual, whatever the times
+    75: ("p8@example.com", "first", 0, "queue"),
+    90: ("p3@example.com", "first", 1500, "b"),  # lww beyond the skew: HubSpot's is later
+    100: ("p10@example.com", "last", -1500, "b"),
+    110: ("p11@example.com", "score", 0, "queue"),
+}
+RUN_SECONDS = 30.0
+TICKS = 120  # one edit each, paced over RUN_SECONDS: 4 edits a second
+
+
+@pytest.mark.slow
+async def test_thirty_seconds_of_edits_on_both_sides_settle_by_each_fields_rule_and_go_quiet(
+    pg_database: str, tmp_path: Path, hubspot: tuple[FakeHubSpot, str]
+) -> None:
+    """30 s of edits on both sides, at random records and fields, each field with its own rule: first lww
+    (skew 0.5 s, fallback manual), last prefer: b, score manual. A (record, field) has one writer, but for the
+    CONTESTS, edited on both sides at once. At the end every single-writer edit is on both sides, each contest
+    is settled as its rule says (or waits in the review queue, neither side overwritten), and once the edits
+    stop neither side is written again."""
+    fake, url = hubspot
+    a = Side("pg", pg_database)
+    a.sql(PG)
+    a.sql("INSERT INTO people (email, first, last, score) SELECT 'p' || i || '@example.com', 'f' || i, 'l' || i, i "
+          "FROM generate_series(1, 12) i")  # fmt: skip
+    ids = {f"p{i}@example.com": add_contact(fake, f"p{i}@example.com", firstname=f"f{i}", lastname=f"l{i}",
+                                            score=str(i)) for i in range(1, 13)}  # fmt: skip
+    h = SyncHarness(tmp_path, f"t{uuid.uuid4().hex[:8]}", "")
+    h.config_text = config(
+        h, a, tmp_path, url, "{default: lww, skew: 0.5s, fields: {last: {prefer: b}, score: manual}}"
+    )
+    column = {"first": 1, "last": 2, "score": 3}
+    prop = {"first": "firstname", "last": "lastname", "score": "score"}
+
+    def owner(email: str, f: str) -> str:  # Postgres writes first on p1-p6, last on p7-p12, score on odd ones
+        n = int(email[1:].split("@")[0])
+        return {"first": "a" if n <= 6 else "b", "last": "b" if n <= 6 else "a", "score": "a" if n % 2 else "b"}[f]
+
+    def value(side: str, f: str, i: int) -> Any:
+        return (1000 if side == "a" else 2000) + i if f == "score" else f"{side}{i}"
+
+    rng = random.Random(30)
+    try:
+        await h.start()
+        await settled(marks(h, a, "people", lambda: writes(fake)), lambda: polls(fake))
+        start = {r[0]: list(r) for r in a.rows(PEOPLE, "people")}
+        assert len(start) == 12 and contacts(fake) == sorted((tuple(r) for r in start.values()), key=repr)
+        want_a = {k: list(v) for k, v in start.items()}
+        want_b = {k: list(v) for k, v in start.items()}
+        queued: list[tuple[str, str, str]] = []  # (field, A's value, B's value) as text
+        left_alone: set[tuple[str, str]] = set()
+        began = time.monotonic()
+        for i in range(TICKS):
+            if i in CONTESTS:
+                email, f, b_later_ms, outcome = CONTESTS[i]
+                av, bv = value("a", f, i), value("b", f, i)
+                # back to back, nothing awaited between: the sync (in this event loop) sees neither first
+                a.sql(f"UPDATE people SET {f} = %s WHERE email = %s", (av, email))
+                fake.upsert("contacts", int(ids[email]), int(time.time() * 1000) + b_later_ms, **{prop[f]: str(bv)})
+                want_a[email][column[f]] = av if outcome in ("a", "queue") else bv
+                want_b[email][column[f]] = bv if outcome in ("b", "queue") else av
+                if outcome == "queue":
+                    queued.append((f, str(av), str(bv)))
+                left_alone.add((email, f))
+            else:
+                while True:
+                    email, f = f"p{rng.randint(1, 12)}@example.com", rng.choice(("first", "last", "score"))
+                    if (email, f) not in left_alone:
+                        break
+                side = owner(email, f)
+                v = value(side, f, i)
+                if side == "a":
+                    a.sql(f"UPDATE people SET {f} = %s WHERE email = %s", (v, email))
+                else:
+                    person_edits(fake, ids[email], **{prop[f]: str(v)})
+                want_a[email][column[f]] = want_b[email][column[f]] = v
+            # paced by the wall clock, so a slow turn of the sync does not shorten the run
+            await asyncio.sleep(max(0.0, began + RUN_SECONDS * (i + 1) / TICKS - time.monotonic()))
+        assert time.monotonic() - began >= RUN_SECONDS
+        wa = sorted((tuple(v) for v in want_a.values()), key=repr)
+        wb = sorted((tuple(v) for v in want_b.values()), key=repr)
+        try:
+            await eventually(lambda: a.rows(PEOPLE, "people") == wa and contacts(fake) == wb, timeout=40,
+                             message="both sides hold every single-writer edit and each contest's outcome")  # fmt: skip
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\n A {a.rows(PEOPLE, 'people')}\n want {wa}\n B {contacts(fake)}\n want {wb}"
+            ) from None
+
+        conflicts = await h.cli_json("conflicts", "list", str(h.path), "--sync", h.name)
+        assert sorted((c["field"], str(c["a"]["value"]), str(c["b"]["value"])) for c in conflicts) == sorted(queued)
+        history = await h.cli_json("sync", "history", str(h.path), h.name)
+        decided = sorted((e["field"], e["rule"], e["winner"] or "queue") for e in history)
+        rule = {"first": "lww", "last": "prefer:b", "score": "manual"}
+        assert decided == sorted(
+            (f, "lww -> manual" if (f, outcome) == ("first", "queue") else rule[f], outcome)
+            for _, f, _, outcome in CONTESTS.values()
+        ), history  # every other edit had one writer: no other conflict was seen
+
+        mark = marks(h, a, "people", lambda: writes(fake))
+        sent, made, before = await settled(mark, lambda: polls(fake))
+        await more(lambda: polls(fake), 15)  # a quiet period: every change the sync made was read back meanwhile
+        proc = h.runner.processor
+        assert proc is not None
+        assert proc.stats.writes == sent, "the sync kept writing after the edits stopped"
+        assert writes(fake) == made, "HubSpot kept receiving writes after the edits stopped"
+        assert versions(a, "people") == before, "Postgres kept changing after the edits stopped"
+        assert a.rows(PEOPLE, "people") == wa and contacts(fake) == wb
+        assert max(fake.crm.created.values(), default=0) <= 1
+    finally:
+        await h.close()
+
+
+ITEMS = "CREATE TABLE items (id serial PRIMARY KEY, email text UNIQUE, name text, qty int, note text)"
+ITEM_FIELDS = "{email: email, name: firstname, qty: score, note: lastname}"
+ITEM_B_TO_A = "{qty: \"None if qty == '' else int(qty)\", note: \"None if note == '' else note\"}"
+ITEM_PROPS = {"name": "firstname", "qty": "score", "note": "lastname"}
+
+
+@pytest.mark.parametrize("hubspot_later_ms", [0, -1500], ids=["within-the-skew", "beyond-the-skew"])
+async def test_a_manual_field_edited_on_both_sides_waits_for_the_cli(
+    pg_database: str, tmp_path: Path, hubspot: tuple[FakeHubSpot, str], hubspot_later_ms: int
+) -> None:
+    """``name`` is ``manual`` (the rest lww with a 0.5 s skew): HubSpot's edit of it lands just after
+    Postgres' (within the skew) or 1.5 s before it (beyond: lww would pick Postgres), and either way waits
+    in the review queue until the CLI settles it on both sides; then nothing echoes."""
+    fake, url = hubspot
+    a = Side("pg", pg_database)
+    a.sql(ITEMS)
+    a.sql("INSERT INTO items (email, name, qty, note) VALUES ('i1@example.com', 'ada', 1, NULL), "
+          "('i2@example.com', 'bob', 2, 'b')")  # fmt: skip
+    rids = {1: add_contact(fake, "i1@example.com", firstname="ada", score="1"),
+            2: add_contact(fake, "i2@example.com", firstname="bob", score="2", lastname="b")}  # fmt: skip
+    ids = {v: k for k, v in rids.items()}
+    h = SyncHarness(tmp_path, f"q{uuid.uuid4().hex[:8]}", "")
+    rules = "{default: lww, skew: 0.5s, fields: {name: manual}}"
+    h.config_text = config(h, a, tmp_path, url, rules, "items", ITEM_FIELDS, ITEM_B_TO_A)
+
+    def edit(key: int, column: str, value: Any) -> None:  # a person's edit in HubSpot, dated as the case says
+        fake.upsert(
+            "contacts", int(rids[key]), int(time.time() * 1000) + hubspot_later_ms, **{ITEM_PROPS[column]: value}
+        )
+
+    def rows() -> list[tuple[Any, ...]]:  # HubSpot's contacts as Postgres' items rows
+        got = fake.snapshot("contacts", tuple(ITEM_PROPS.values()))
+        return sorted(
+            ((ids[rid], p["firstname"] or None, int(p["score"]) if p["score"] else None, p["lastname"] or None)
+             for rid, p in got.items()),
+            key=repr,
+        )  # fmt: skip
+
+    async def settle() -> None:
+        await settled(marks(h, a, "items", lambda: writes(fake)), lambda: polls(fake))
+
+    try:
+        await a_conflict_settled_by_the_cli(h, a, edit, rows, "id, name, qty, note", settle=settle)
+        history = await h.cli_json("sync", "history", str(h.path), h.name)
+        parked, resolved = history  # the rule parked it (lww would have decided beyond the skew); the CLI took B
+        assert (parked["field"], parked["rule"], parked["winner"], parked["by"]) == ("name", "manual", "", "rule")
+        assert (resolved["rule"], resolved["winner"], resolved["by"]) == ("manual", "b", "ada")
+        apart = parked["b"]["at"] - parked["a"]["at"]  # the commit times the rule saw: the case is the one named
+        assert abs(apart) < 0.5 if hubspot_later_ms == 0 else (-2 < apart < -1), apart
+        sent, made, before = await settled(marks(h, a, "items", lambda: writes(fake)), lambda: polls(fake))
+        await more(lambda: polls(fake), 15)  # the resolution's writes read back on both sides meanwhile
+        proc = h.runner.processor
+        assert proc is not None
+        assert (proc.stats.writes, writes(fake), versions(a, "items")) == (sent, made, before), "an echo"
+        assert a.rows("id, name, qty, note", "items") == rows() == [(1, "ada (person)", 1, None), (2, "bob", 2, "b2")]
     finally:
         await h.close()
 

@@ -13,7 +13,7 @@ import contextlib
 import json
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,14 +253,18 @@ async def a_conflict_settled_by_the_cli(
     edit_sheet: Callable[[int, str, Any], None],
     sheet_rows: Callable[[], list[tuple[Any, ...]]],
     columns: str,
+    settle: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """A sheet side and Postgres side ``a`` (items: id, name, qty, note; rows (1, 'ada', 1, NULL) and
-    (2, 'bob', 2, 'b')) under ``rules: {default: manual}``: the same field edited on both sides while the
-    sync is stopped waits in the review queue, neither side overwritten, until ``conflicts resolve`` settles
-    it on both; another record edited meanwhile still syncs. ``edit_sheet(id, column, value)`` is a person's
-    edit of the sheet."""
+    (2, 'bob', 2, 'b')) under a ``manual`` rule for ``name`` (``rules: {default: manual}``, or ``manual``
+    for that field): the same field edited on both sides while the sync is stopped waits in the review
+    queue, neither side overwritten, until ``conflicts resolve`` settles it on both; another record edited
+    meanwhile still syncs. ``edit_sheet(id, column, value)`` is a person's edit of the other side (any side
+    whose rows ``sheet_rows`` shows as ``columns``, by Postgres' ids). ``settle`` waits until the first run
+    has caught up (default :meth:`SyncHarness.quiet`; a side whose polls commit positions never looks
+    idle to it)."""
     await h.start()
-    await h.quiet()
+    await (settle or h.quiet)()
     await h.stop()
     # both edits land before the sync sees either: the same field changed on both sides
     a.sql("UPDATE items SET name = 'ada (app)' WHERE id = 1")
