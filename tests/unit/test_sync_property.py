@@ -591,6 +591,108 @@ async def run(cfg: Config, script: list[tuple[Any, ...]], seed: int = 0) -> None
     ],
     seed=0,
 )
+# A counter merge written to B, cut short by a crash after it landed (its outcome unknown), while A's own increments
+# reached the merged value (0 + 1 from A + 1 from B = 2; A alone counted to 2, then 3): read again, B's echo found
+# A's image holding the same value and was taken for a value both sides agreed on, so B's increment was lost.
+@example(
+    cfg=Config("lww", "sum", "union", "manual", 0.0, "a", "delete_wins", shared=True, origins=True),
+    script=[
+        ("update", "a", 0, "y", 0),
+        ("update", "a", 0, "y", 0),
+        ("update", "a", 0, "y", 0),
+        ("update", "b", 0, "y", 0),
+        ("deliver", "a", 1),
+        ("crash", "wrote:b"),
+        ("deliver", "b", 1),
+        ("deliver", "a", 1),
+        ("deliver", "b", 2),
+    ],
+    seed=1,
+)
+# A counter merge decided twice on different images (the first attempt cut short by a crash before it wrote, the
+# second after A's write landed): one ledger entry for both, holding the first attempt's image of A (1), while the
+# write that landed replaced 2. A's echo moved the shadow by 3 - 1 instead of 3 - 2: an increment of B was lost.
+@example(
+    cfg=Config("lww", "sum", "union", "manual", 0.0, "a", "delete_wins", shared=True, origins=True),
+    script=[
+        ("update", "a", 0, "y", 0),
+        ("update", "b", 0, "y", 0),
+        ("update", "b", 0, "y", 0),
+        ("deliver", "a", 1),
+        ("crash", "intents"),
+        ("update", "a", 0, "y", 0),
+        ("deliver", "b", 2),
+        ("deliver", "b", 1),
+        ("crash", "wrote:a"),
+        ("deliver", "a", 1),
+    ],
+    seed=1,
+)
+# A counter copy to B announced by two attempts a crash cut short before writing (3, then 1 after a shorter read),
+# then written (3, landed): B's echo was taken for the first attempt's, the landed entry stayed, and B's own
+# increments were dropped as older than it, for good.
+@example(
+    cfg=Config("lww", "sum", "union", "manual", 0.0, "a", "delete_wins", shared=True, origins=True),
+    script=[
+        ("update_xy", "a", 0, 1),
+        ("update_xy", "a", 0, 2),
+        ("update_xy", "a", 0, 3),
+        ("update_xy", "a", 0, 4),
+        ("crash", "intents"),
+        ("deliver", "a", 3),
+        ("crash", "intents"),
+        ("deliver", "a", 1),
+        ("deliver", "a", 3),
+        ("update", "b", 0, "y", 0),
+    ],
+    seed=1,
+)
+# The same, read again after a crash: the first reading of B's echo consumed both entries of the value, and the
+# crash after its intents left them marked landed; the second reading must answer the echo the same way (the
+# landed entry stayed, and B's own increments were dropped as older than it).
+@example(
+    cfg=Config("lww", "sum", "union", "manual", 0.0, "a", "delete_wins", shared=True, origins=True),
+    script=[
+        ("update_xy", "a", 0, 1),
+        ("deliver", "a", 1),
+        ("crash", "intents"),
+        ("update_xy", "a", 0, 2),
+        ("update_xy", "a", 0, 3),
+        ("deliver", "a", 1),
+        ("crash", "intents"),
+        ("deliver", "a", 2),
+        ("deliver", "a", 1),
+        ("update", "b", 0, "y", 0),
+        ("update", "b", 0, "y", 0),
+        ("crash", "intents"),
+        ("deliver", "b", 3),
+    ],
+    seed=1,
+)
+# A counter write to A announced by an attempt a crash cut short (4 over A's 2), then made by another decision over
+# A's 3 (landed): A's echo, which replaced 3, was taken for the attempt's entry, the landed one stayed, and A's own
+# increments were dropped as older than it, for good.
+@example(
+    cfg=Config("lww", "sum", "union", "manual", 0.0, "a", "delete_wins", shared=True, origins=True),
+    script=[
+        ("update_xy", "a", 0, 1),
+        ("deliver", "a", 1),
+        ("update_xy", "a", 0, 2),
+        ("update_xy", "a", 1, 3),
+        ("deliver", "a", 1),
+        ("deliver", "a", 1),
+        ("crash", "intents"),
+        ("update", "b", 0, "y", 0),
+        ("update", "b", 0, "y", 0),
+        ("update_xy", "a", 0, 6),
+        ("deliver", "b", 5),
+        ("crash", "intents"),
+        ("deliver", "a", 3),
+        ("deliver", "b", 4),
+        ("update_xy", "a", 0, 7),
+    ],
+    seed=3,
+)
 def test_two_way_sync_converges(cfg: Config, script: list[tuple[Any, ...]], seed: int) -> None:
     note(f"cfg={cfg!r}")
     note(f"script={script!r}, seed={seed}")

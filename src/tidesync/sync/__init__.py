@@ -5,7 +5,9 @@ Modules, from pure to I/O:
 - ``record``: what is kept per record (shadow, both sides' images, keys, tombstones, intents);
 - ``rules``: the conflict rules (lww with a clock-skew bound, prefer, non_null, max, min, sum, union, manual);
 - ``decisions``: record state + one side's change -> what to write (pure; property-tested);
-- ``echo``: the ledger that recognises the sync's own writes when they come back;
+- ``echo``: the ledger that recognises the sync's own writes when they come back (a counter's echo whose
+  write's outcome a crash hid moves the shadow by what that write brought there: the written value minus
+  the value it replaced, as the side's change stream showed it; never the other side's equal value);
 - ``outcome``: the outcome of the writes applied to the record state (pure);
 - ``mapping``: side rows <-> canonical records (field mapping, per-direction transforms, keys, record ids);
 - ``endpoint`` / ``sql`` / ``memory``: conditional writes (SQLAlchemy Core for Postgres, MariaDB, SQLite;

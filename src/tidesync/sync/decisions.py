@@ -218,10 +218,13 @@ def _observe(st: RecordState, ev: SideEvent, maybe_ours: bool) -> tuple[list[str
     img = st.image[s]
     applied: list[str] = []
     echoes = 0
+    # The row as the side's stream showed it just before this change: what a write of the sync coming back replaced.
+    before = st.stream.get(s) if not ev.created else None
+    replaced = dict(before) if before is not None else {}
     for name, value in _changed(st, ev).items():
         if not maybe_ours and name in img and echo.landed(st, s, name):
             continue  # older than a write of the sync that landed there and has not come back yet
-        e = echo.on_change(st, s, name, value) if maybe_ours else echo.NOT_ECHO
+        e = echo.on_change(st, s, name, value, replaced.get(name, echo.UNKNOWN)) if maybe_ours else echo.NOT_ECHO
         echoes += e.echo
         if not e.apply and name in img:
             continue  # an older write's echo: the image holds the newer value written since

@@ -29,6 +29,14 @@ rule). So for counters the entry also keeps the side's own image the write
 replaced (``was``), and the shadow moves by what the write brought there
 (``value - was``) from wherever it is now: with the shadow unmoved that is
 ``base``, and an increment merged into the other side since is not counted twice.
+For counters that rule is the only one: the other side holding the written
+value proves nothing there (its own increments may have reached it: 0 + 1 + 1
+merged, 0 + 2 counted there), and taken for agreed, the increment the write
+brought would be lost. What the write replaced is read from the side's change
+stream (the field's value in the change just before the echo) when it showed
+the field: attempts cut short by crashes that announced the same value share
+one entry, whose ``was`` is the first attempt's image, and the attempt that
+landed may have found another.
 
 Echo handling per field (:func:`on_change`):
 
@@ -36,6 +44,10 @@ Echo handling per field (:func:`on_change`):
   state knew; a correction when a stale change moved the image meanwhile);
 - echo of an older write while a newer one is announced: ignored (no flapping
   back to an older value);
+- a counter's echo answers the entry of its value written over the value it
+  replaced (several attempts may have announced one value over different
+  images); of two over the same image (one write made twice: only one can
+  have found that image) the landed one;
 - not an echo: an edit, handled as any other.
 
 On a side with replication origins only changes carrying the origin are
@@ -75,6 +87,7 @@ class Echo:
 
 
 NOT_ECHO = Echo(False, True)
+UNKNOWN: Any = object()  # ``on_change``'s ``replaced`` when the side's stream never showed the field
 MAX_ENTRIES = 8  # per side and field: writes whose echo has not come back
 
 
@@ -179,8 +192,12 @@ def landed(st: RecordState, side: str, name: str) -> bool:
     return any(e["done"] and not e.get("quiet") for e in _entries(st, side, name))
 
 
-def on_change(st: RecordState, side: str, name: str, seen: Seen) -> Echo:
-    """Classify a change of ``name`` on ``side`` and consume the ledger entries it answers."""
+def on_change(st: RecordState, side: str, name: str, seen: Seen, replaced: Any = UNKNOWN) -> Echo:
+    """Classify a change of ``name`` on ``side`` and consume the ledger entries it answers.
+
+    ``replaced``: the field's value as the side's change stream showed it just before this change (``UNKNOWN``
+    when it never showed it): for a write of the sync, the value that write replaced there.
+    """
     entries = _entries(st, side, name)
     if not entries:
         return NOT_ECHO
@@ -199,6 +216,22 @@ def on_change(st: RecordState, side: str, name: str, seen: Seen) -> Echo:
         # first match: an echo taken for an increment would count it twice.
         landed_same = (j for j in range(hit, len(entries)) if entries[j]["done"] and same(entries[j]["v"], seen.value))
         hit = next(landed_same, hit)
+    elif "was" in entries[hit]:
+        # A counter: of the entries of this value, the echo answers the write over the image it replaced (the
+        # stream shows it; else the first match's image). One cut short by a crash and a later one that landed,
+        # both over the same image, are one write made twice: only one of them can have found that image there,
+        # and the (last) landed one did. Taken for another entry's, the landed one would stay, and the side's own
+        # increments would be dropped as older than it (lost). Entries skipped never landed: their echo, over
+        # another image, would have come first. (An entry may be marked landed already: a batch read again after
+        # a crash finds the entries its first reading consumed so, see ``with_consumed``; it is answered alike.)
+        over = entries[hit]["was"] if replaced is UNKNOWN else replaced
+        fits = [
+            j
+            for j in range(hit, len(entries))
+            if same(entries[j]["v"], seen.value) and "was" in entries[j] and same(entries[j]["was"], over)
+        ]
+        landed_fits = [j for j in fits if entries[j]["done"]]
+        hit = landed_fits[-1] if landed_fits else fits[-1] if fits else hit
     entry = entries[hit]
     del entries[: hit + 1]
     newer = any(e["done"] for e in entries)  # a newer write landed (one cut short by a crash may never have)
@@ -208,13 +241,20 @@ def on_change(st: RecordState, side: str, name: str, seen: Seen) -> Echo:
     if entry["done"]:
         return Echo(True, True)
     o = other(side)  # type: ignore[arg-type]
+    if "was" in entry:
+        # A counter: the other side holding the written value is no sign that it holds what was merged into it.
+        # Its own increments may have reached that value (0 + 1 + 1 there, 0 + 2 here), and taken for agreed,
+        # the increment this write brought here would be lost. What the write brought moves the shadow instead.
+        # What the write replaced: the stream shows it. The entry's ``was`` is its first attempt's image, and
+        # attempts cut short by crashes that announced the same value (one entry) may have found other images
+        # there; the one that landed is the one whose image the side held.
+        was = entry["was"] if replaced is UNKNOWN else replaced
+        moved = _moved(st.shadow.get(name), entry["v"], was)
+        if moved is not None:
+            return Echo(True, True, Agreed(moved, 0.0, o))
     theirs = st.image[o].get(name)
     if theirs is not None and same(theirs.value, seen.value):
         return Echo(True, True, Agreed(seen.value, seen.at, o))
-    if "was" in entry:
-        moved = _moved(st.shadow.get(name), entry["v"], entry["was"])
-        if moved is not None:
-            return Echo(True, True, Agreed(moved, 0.0, o))
     if entry["has_base"]:
         return Echo(True, True, Agreed(entry["base"], 0.0, o))
     return Echo(True, True)
