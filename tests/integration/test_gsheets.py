@@ -330,7 +330,7 @@ async def test_gspread_reads_and_writes_the_fake(google: Google) -> None:
 CONFIG = """\
 state: sqlite:///{tmp}/state.db
 pipelines:
-  - name: pg_gsheets
+  - name: {name}
     source: {{type: postgres, dsn: "{dsn}", tables: [customers], heartbeat_interval: 1, progress: false,
               work_dir: "{tmp}/spill"}}
     sink: {{type: gsheets, spreadsheet_id: {sid}, sheet: Customers, key: [id], credentials: "${{file:{key}}}",
@@ -353,7 +353,8 @@ async def test_postgres_to_gsheets_through_tidesync_run(tmp_path: Path, pg_datab
         INSERT INTO customers SELECT g, 'c' || g, g % 10, '0' || g FROM generate_series(1, 50) g;
     """)  # fmt: skip
     config = tmp_path / "tidesync.yaml"
-    config.write_text(CONFIG.format(tmp=tmp_path, dsn=pg_database, sid=SID, key=google.key, url=google.url))
+    name = "pg_gsheets_" + pg_database.rsplit("_", 1)[-1]  # a slot of its own: slots are per server, not per database
+    config.write_text(CONFIG.format(tmp=tmp_path, dsn=pg_database, sid=SID, key=google.key, url=google.url, name=name))
     log = tmp_path / "engine.log"
     proc = start_engine(config, log)
 
