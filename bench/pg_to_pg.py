@@ -46,6 +46,7 @@ import yaml
 
 from tidesync.config import load_config_text
 from tidesync.engine.build import build_runner
+from tidesync.engine.collector import tune_gc
 from tidesync.observe.latency import LatencyHistogram
 from tidesync.state import open_state_store
 
@@ -184,6 +185,7 @@ async def _measure(
     state = open_state_store(loaded.state_url)
     await state.open()
     runner = build_runner(spec, state)
+    tune_gc()  # as tidesync run does after building its engine
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     while runner.state_name != "running":

@@ -34,6 +34,7 @@ import uvicorn
 from tidesync.api.app import create_app
 from tidesync.api.protocol import ConnectionLimits, protocol_for
 from tidesync.api.runtime import ApiRuntime
+from tidesync.api.wanted import webhook_sources
 from tidesync.errors import ConfigError
 from tidesync.state import open_state_store
 from tidesync.state.store import StateStore
@@ -157,14 +158,7 @@ def build_api(config: Any, engine: Any, *, monitor: Any = None, force: bool = Fa
 
     ``force`` (``tidesync serve``, ``tidesync run --api``) also requires ``api.token``: the admin API is the point.
     """
-    from tidesync.sources.webhook.source import WebhookSource
-
-    intakes = [
-        s.intake_for(r.name)
-        for r in getattr(engine, "runners", [])
-        for s in (r.source, *getattr(r.source, "parts", ()))  # a hybrid source's webhook primary too
-        if isinstance(s, WebhookSource)
-    ]
+    intakes = [s.intake_for(name) for name, s in webhook_sources(engine)]
     api = getattr(config.model, "api", None)
     if force and getattr(api, "token", None) is None:
         raise ConfigError(

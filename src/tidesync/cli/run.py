@@ -55,24 +55,30 @@ def handle_stop_signals(engine: Any) -> None:
 
 def _run_engine(config: Path, pipeline: list[str] | None, force_api: bool, once: bool = False) -> None:
     from tidesync.engine.build import build_engine
+    from tidesync.engine.collector import tune_gc
 
     loaded = load(config)
 
     async def main() -> int:
-        from tidesync.api.server import build_api
+        from tidesync.api.wanted import api_wanted
         from tidesync.observe.monitor import Monitor
         from tidesync.observe.recent import install as keep_recent_errors
         from tidesync.reconcile.schedule import ReconcileSchedules
 
         keep_recent_errors()
         engine = build_engine(loaded, pipeline, once=once)
+        tune_gc()  # after start-up, which it freezes
         if not engine.runners and not engine.syncs:
             raise ConfigError("no enabled pipeline or sync to run", path=str(config))
         # Signals are handled for the whole life of the command, not only while the
         # pipelines run: a SIGTERM during start-up or shutdown still drains cleanly.
         handle_stop_signals(engine)
         monitor = Monitor.for_config(loaded, engine)
-        api = build_api(loaded, engine, monitor=monitor, force=force_api)
+        api = None
+        if api_wanted(loaded, engine, force=force_api):
+            from tidesync.api.server import build_api
+
+            api = build_api(loaded, engine, monitor=monitor, force=force_api)
         schedules = ReconcileSchedules(loaded, [r.name for r in engine.runners]).start()
         try:
             async with monitor:  # metrics readings and alerts, on a timer

@@ -9,7 +9,7 @@ one increment per event; percentiles are exact to within one bucket (±5%).
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -49,6 +49,24 @@ class LatencyHistogram:
         self.total += n
         self.sum += s
 
+    def add_counted(self, latencies: Iterable[tuple[float, int]]) -> None:
+        """Add each latency as many times as counted (the events of one source transaction share a commit
+        time, so a batch of 1,000 holds a handful of distinct values: one log each, not one per event)."""
+        counts = self.counts
+        lo, log_ratio, top = _MIN, _LOG_RATIO, NBUCKETS - 1
+        n = 0
+        s = 0.0
+        for lat, times in latencies:
+            if lat <= lo:
+                counts[0] += times
+            else:
+                i = math.ceil(math.log(lat / lo) / log_ratio)
+                counts[i if i < top else top] += times
+            n += times
+            s += lat * times
+        self.total += n
+        self.sum += s
+
     def merge(self, other: LatencyHistogram) -> None:
         for i, c in enumerate(other.counts):
             if c:
@@ -78,11 +96,12 @@ class LatencyWindow:
         self._slots: deque[tuple[int, LatencyHistogram]] = deque()
 
     def record(self, now: float, committed_ats: Iterable[float]) -> None:
-        lats = [now - c for c in committed_ats if c > 0.0]
-        if not lats:
+        times = Counter(committed_ats)  # counted in C; a transaction's events share one commit time
+        times.pop(0.0, None)  # no commit time known
+        if not times:
             return
         batch = LatencyHistogram()
-        batch.add_many(lats)
+        batch.add_counted([(now - c, n) for c, n in times.items() if c > 0.0])
         sec = int(now)
         if not self._slots or self._slots[-1][0] != sec:
             self._slots.append((sec, LatencyHistogram()))

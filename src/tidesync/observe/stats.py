@@ -70,7 +70,7 @@ class PipelineStats:
         self.dead_lettered += dead_lettered
         self.retries = retries
         if written:
-            self.latency.record(now, [e.committed_at for e in written])
+            self.latency.record(now, (e.committed_at for e in written))
             ops = (e.op for e in written) if len(written) < 64 else [e.op for e in written]  # a list: faster when long
             self.by_op.update(ops)
         self.lag_seconds = lag

@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tidesync.clock import SYSTEM_CLOCK, Clock
 from tidesync.config import LoadedConfig
-from tidesync.reconcile.run import PipelineReport, reconcile_pipeline
+
+if TYPE_CHECKING:  # imported when a schedule runs: a run without one does not load the reconciler
+    from tidesync.reconcile.run import PipelineReport
 
 log = logging.getLogger("tidesync.reconcile")
 
@@ -42,6 +45,8 @@ class ReconcileSchedules:
         self.tasks.clear()
 
     async def _loop(self, name: str) -> None:
+        from tidesync.reconcile.run import reconcile_pipeline
+
         schedule = self.loaded.pipeline(name).config.reconcile
         assert schedule is not None
         while True:

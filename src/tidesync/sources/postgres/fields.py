@@ -43,6 +43,7 @@ earlier updates as whole-row.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,6 +65,8 @@ from tidesync.event import (
     unpack_value,
 )
 from tidesync.sources.postgres.shadow_store import ShadowStore
+
+log = logging.getLogger("tidesync.sources.postgres")
 
 Mode = Literal["fingerprint", "rows"]
 # (position, the row's values then (None: deleted), whether they were read back from the store: then they
@@ -126,6 +129,13 @@ def _normal(row: Row, mode: Mode) -> Row:
     return msgspec.msgpack.decode(_encode(_short(row)))  # type: ignore[no-any-return]
 
 
+def _flush_failed(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and (exc := done.exception()) is not None:
+        # Not fatal: the entries are in the page cache; a machine crash before the next flush makes the store
+        # start over at the next start (see shadow_store), costing whole-row updates, never a wrong one.
+        log.warning("flushing the row shadows to disk failed: %s", exc)
+
+
 def entity_prefix(entity: str) -> bytes:
     return entity.encode() + b"\0"
 
@@ -151,6 +161,7 @@ class FieldShadow:
         self._confirmed: Position | None = None
         self._synced_at = 0.0
         self._lock = asyncio.Lock()  # one store call at a time (LMDB write transactions belong to one thread)
+        self._syncing: asyncio.Future[None] | None = None  # the flush to disk under way (see confirmed)
 
     async def open(self, resume_after: Position | None) -> bool:
         """Open the store; False when it started over (it was behind the checkpoint)."""
@@ -159,6 +170,9 @@ class FieldShadow:
 
     async def close(self) -> None:
         async with self._lock:
+            if self._syncing is not None:
+                await asyncio.gather(self._syncing, return_exceptions=True)  # store.close flushes again
+                self._syncing = None
             await asyncio.to_thread(self.store.close)
         self._mem.clear()
 
@@ -167,10 +181,13 @@ class FieldShadow:
         if self._confirmed is None or position > self._confirmed:
             self._confirmed = position
         now = time.monotonic()
-        if now - self._synced_at >= SYNC_EVERY:
+        if now - self._synced_at >= SYNC_EVERY and (self._syncing is None or self._syncing.done()):
             self._synced_at = now
-            async with self._lock:
-                await asyncio.to_thread(self.store.sync)
+            # In the background and outside the lock: a flush to disk can take tens of milliseconds, and the
+            # commit that asked for it (and the next batch's store write) need not wait for it. LMDB allows a
+            # flush beside a write transaction of another thread.
+            self._syncing = asyncio.ensure_future(asyncio.to_thread(self.store.sync))
+            self._syncing.add_done_callback(_flush_failed)
 
     async def advance(self, position: Position) -> None:
         """A batch without events reached ``position`` (heartbeats, other tables' changes skipped): the store
@@ -208,6 +225,10 @@ class FieldShadow:
             ident = (e.entity, e.key)
             pos = e.position
             entry = mem.get(ident)
+            if entry is None and op == INSERT and moved is None and e.after is not None:  # most common: short
+                mem[ident] = [(pos, e.after, False)]
+                touched[ident] = None
+                continue
             if entry is None:
                 versions: Entry = []
             elif entry[-1][0] < pos:

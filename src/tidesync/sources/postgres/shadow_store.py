@@ -21,7 +21,9 @@ the shadows may be older than the engine's checkpoint: :meth:`open` sees it
 which only costs whole-row updates for rows not seen since.
 
 Every call blocks (LMDB is synchronous, and quick); the keeper runs them in a
-worker thread, one at a time.
+worker thread, one at a time, but for :meth:`ShadowStore.sync`, which may run
+beside another call (LMDB flushes the environment's file beside a
+transaction of another thread).
 """
 
 from __future__ import annotations
