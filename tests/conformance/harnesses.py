@@ -199,7 +199,7 @@ class PostgresSourceHarness:
 
 def _sources() -> dict[str, type]:
     from tests.conformance import sheets_harness
-    from tests.conformance.http_harnesses import HubSpotSourceHarness, StripeSourceHarness
+    from tests.conformance.http_harnesses import HubSpotHistorySourceHarness, HubSpotSourceHarness, StripeSourceHarness
     from tests.conformance.mariadb_binlog_harness import MariadbBinlogSourceHarness
     from tests.conformance.mqtt_harness import MqttSourceHarness
     from tests.conformance.nats_harness import NatsSourceHarness
@@ -215,6 +215,7 @@ def _sources() -> dict[str, type]:
         "webhook": WebhookSourceHarness,
         "stripe": StripeSourceHarness,
         "hubspot": HubSpotSourceHarness,
+        "hubspot_history": HubSpotHistorySourceHarness,  # the same source with property_history: true
         "hybrid": HybridSourceHarness,
         "nats": NatsSourceHarness,
         "redis": RedisSourceHarness,

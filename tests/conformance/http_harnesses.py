@@ -168,3 +168,20 @@ class HubSpotSourceHarness:
 
     def cleanup(self) -> None:
         self.server.stop()
+
+
+class HubSpotHistorySourceHarness(HubSpotSourceHarness):
+    """The HubSpot source with ``property_history: true``: an update edits ``note`` and then ``qty`` a
+    millisecond apart, so a pass that sees both emits two events for the record (one per change time), the
+    history read through batch read between the search page and the events."""
+
+    def make_source(self) -> Any:
+        config = {"type": "hubspot", "token": "pat-na1-fake", "base_url": self.server.url, "poll_interval": 0.005,
+                  "lookback": 0, "rate_limit": {"per_second": 10_000}, "property_history": True,
+                  "objects": [{"type": "contacts", "properties": ["name", "qty", "note"]}]}  # fmt: skip
+        return EngineCommits(HubSpotSource(HubSpotSourceConfig.model_validate(config)))
+
+    def update(self, ids: range, qty: int) -> None:
+        for i in ids:
+            self._upsert(i, note=f"qty was set to {qty}")
+            self._upsert(i, qty=qty)

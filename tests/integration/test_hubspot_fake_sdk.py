@@ -6,6 +6,7 @@ raises)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hubspot import HubSpot
@@ -110,3 +111,38 @@ def test_the_sdk_writes_reads_and_associates_through_the_fake() -> None:
             sdk.crm.contacts.batch_api.update(BatchInputSimplePublicObjectBatchInput(inputs=[
                 SimplePublicObjectBatchInput(id=ids["a@x.test"], properties={"shoe_size": "44"})]))  # fmt: skip
         assert unknown.value.status == 400 and "PROPERTY_DOESNT_EXIST" in unknown.value.body
+
+
+def test_the_sdk_reads_property_history_through_the_fake() -> None:
+    """A batch read with ``propertiesWithHistory``: each property's values newest first, parsed into the SDK's
+    ``ValueWithTimestamp`` (a datetime ``timestamp``, ``source_type``), and at most 50 records a read."""
+    fake = FakeHubSpot()
+    with serve_in_thread(fake.app) as url:
+        sdk = HubSpot(access_token=TOKEN, host=url)
+        made = sdk.crm.contacts.batch_api.upsert(upserts("h@x.test"))  # through the API: INTEGRATION
+        rid = made.results[0].id
+        fake.upsert("contacts", int(rid), 4_000_000_000_000, firstname="Hal")  # a person's edit in the UI, later
+        read = sdk.crm.contacts.batch_api.read(BatchReadInputSimplePublicObjectId(
+            inputs=[SimplePublicObjectId(id=rid)], properties=["firstname"],
+            properties_with_history=["firstname", "lifecyclestage", "phone"]))  # fmt: skip
+        (record,) = read.results
+        assert record.properties["firstname"] == "Hal"
+        first = record.properties_with_history["firstname"]
+        assert [(v.value, v.source_type) for v in first] == [("Hal", "CRM_UI"), ("h@", "INTEGRATION")]
+        assert first[0].timestamp.year == 2096 and first[0].timestamp > first[1].timestamp  # newest first
+        assert [v.value for v in record.properties_with_history["lifecyclestage"]] == ["lead"]
+        assert record.properties_with_history["phone"] == []  # never set
+
+        more = sdk.crm.contacts.batch_api.upsert(upserts(*(f"m{i}@x.test" for i in range(50))))
+        ids = [SimplePublicObjectId(id=r.id) for r in more.results]  # 51 records with rid
+
+        def read_many(inputs: list[SimplePublicObjectId], history: list[str]) -> Any:
+            return sdk.crm.contacts.batch_api.read(BatchReadInputSimplePublicObjectId(
+                inputs=inputs, properties=["email"], properties_with_history=history))  # fmt: skip
+
+        assert len(read_many(ids, ["firstname"]).results) == 50
+        with pytest.raises(ApiException) as over:
+            read_many([*ids, SimplePublicObjectId(id=rid)], ["firstname"])
+        assert over.value.status == 400 and "property histories is 50" in json.loads(over.value.body)["message"]
+        plain = read_many([*ids, SimplePublicObjectId(id=rid)], [])  # without history: up to 100
+        assert len(plain.results) == 51 and plain.results[0].properties_with_history is None

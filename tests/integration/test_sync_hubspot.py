@@ -194,10 +194,11 @@ def config(
     table: str = "people",
     fields: str = PEOPLE_FIELDS,
     b_to_a: str = PEOPLE_B_TO_A,
+    source_options: str = "",
 ) -> str:
     b = (
         f'{{type: hubspot, token: {TOKEN}, base_url: "{url}", objects: [contacts], poll_interval: 0.1s, '
-        "lookback: 2s, rate_limit: {per_second: 500}, progress: false}"
+        f"lookback: 2s, rate_limit: {{per_second: 500}}, progress: false{source_options}}}"
     )
     return f"""
 state: sqlite:///{tmp / "state.db"}

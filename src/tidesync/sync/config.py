@@ -72,14 +72,17 @@ side maps: a hubspot object without ``properties`` is given the mapped ones
 only. Changes come from that polling source (HubSpot search, the Stripe
 Events API; a ``type: hybrid`` source with webhooks is not an app side yet).
 Stripe attributes map by their top-level names; a mapping (``metadata``,
-``address``) is one value, written whole. LWW compares the time each change carries:
-the record's ``lastmodifieddate`` / ``hs_lastmodifieddate`` for HubSpot (one
-time for every property of a record), the event's ``created`` for Stripe
-(whole seconds). Echoes of the sync's writes are known by the ledger of values
-written, as for sheets. The ``hubspot`` polling source reads records archived
-in HubSpot from the archived list on each pass, so deletes there reach the
-other side (deletes of the other side archive the HubSpot record); Stripe
-deletes go both ways too.
+``address``) is one value, written whole. LWW compares the time each change
+carries: for HubSpot each property's own change time, from its property
+history (the side's source reads it by default: ``property_history``, see
+:mod:`tidesync.sources.http.config`; with ``property_history: false``, the
+record's ``lastmodifieddate`` / ``hs_lastmodifieddate``, one time for every
+property of a record), the event's ``created`` for Stripe (whole seconds).
+Echoes of the sync's writes are known by the ledger of values written, as for
+sheets. The ``hubspot`` polling source reads records archived in HubSpot from
+the archived list on each pass, so deletes there reach the other side
+(deletes of the other side archive the HubSpot record); Stripe deletes go
+both ways too.
 
 Canonical names are A's. When A's key columns map onto B's key columns the
 sides share keys (records are created with the same key); otherwise each side
@@ -212,12 +215,15 @@ class SyncSide(_Strict):
 
     def fill_source(self, columns: list[str]) -> None:
         """An API side's source reads what the side maps: a hubspot object without ``properties`` gets the
-        mapped ones and ``hs_object_id``; a stripe source without ``objects`` emits customers only."""
+        mapped ones and ``hs_object_id``, and a hubspot source reads property history unless told not to
+        (``property_history: false``); a stripe source without ``objects`` emits customers only."""
         kind = self.source.get("type")
         if kind == "stripe" and self.source.get("objects") is None:
             self.source = {**self.source, "objects": ["customer"]}
         if kind != "hubspot":
             return
+        if self.source.get("property_history") is None:  # lww per property, from each one's own change time
+            self.source = {**self.source, "property_history": True}
         wanted = list(
             dict.fromkeys([*columns, SAAS_KEYS["hubspot"], *([self.id_property] if self.id_property else [])])
         )

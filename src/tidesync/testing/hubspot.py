@@ -13,7 +13,8 @@ It can answer 429 with Retry-After, or 5xx, for the next requests on demand (``f
 
 The write side (records, property definitions, associations; see
 :mod:`tidesync.testing.hubspot_crm`): ``/crm/v3/properties/{type}``,
-``/crm/v3/objects/{type}/batch/{create,upsert,update,read,archive}``, ``GET
+``/crm/v3/objects/{type}/batch/{create,upsert,update,read,archive}`` (a read with
+``propertiesWithHistory`` answers each property's values, newest first, 50 records at most), ``GET
 /crm/v3/objects/{type}`` (paged; with ``archived=true`` the archived records instead, each with
 ``archived: true`` and ``archivedAt``: batch archive and :meth:`FakeHubSpot.archive` keep them),
 ``/crm/v4/associations/{from}/{to}/batch/{associate/default,archive}``,
@@ -53,7 +54,7 @@ from starlette.routing import Route
 
 from tidesync.testing import wait_until
 from tidesync.testing.http_fakes import Faults, Seen, _record
-from tidesync.testing.hubspot_crm import CrmStore
+from tidesync.testing.hubspot_crm import UI_SOURCE, CrmStore
 
 DATETIME_PROPS = {"hs_lastmodifieddate", "lastmodifieddate", "createdate"}
 DEFAULT_PROPS = ("createdate", "hs_object_id", "hs_lastmodifieddate", "lastmodifieddate")  # returned unasked
@@ -99,7 +100,7 @@ def _matches(record: dict[str, Any], f: dict[str, Any]) -> bool:
     if a is None:
         a = cache[prop] = _sortable(prop, have)
     b = _sortable(prop, str(value))
-    return {"EQ": a == b, "NEQ": a != b, "GT": a > b, "GTE": a >= b, "LT": a < b, "LTE": a <= b}[op]
+    return bool({"EQ": a == b, "NEQ": a != b, "GT": a > b, "GTE": a >= b, "LT": a < b, "LTE": a <= b}[op])
 
 
 def search(records: dict[str, dict[str, Any]], body: dict[str, Any], ceiling: int = 10_000,
@@ -186,6 +187,8 @@ class FakeHubSpot:
         ])  # fmt: skip
 
     def upsert(self, object_type: str, record_id: int, modified_ms: int, **props: Any) -> None:
+        """A person's edit in the HubSpot UI at ``modified_ms``: the record's properties set (created if new),
+        its cursor property stamped, and the history of each property it changes kept at that time."""
         table = self.records.setdefault(object_type, {})
         rid = str(record_id)
         cursor = "lastmodifieddate" if object_type == "contacts" else "hs_lastmodifieddate"
@@ -193,6 +196,7 @@ class FakeHubSpot:
         created = old["createdAt"] if old else iso_ms(modified_ms)
         merged = {**(old["properties"] if old else {"createdate": created}), **{k: str(v) for k, v in props.items()}}
         merged.update({"hs_object_id": rid, cursor: iso_ms(modified_ms)})
+        self.crm.remember(object_type, rid, old["properties"] if old else {}, merged, iso_ms(modified_ms), UI_SOURCE)
         table[rid] = {"id": rid, "properties": merged, "createdAt": created, "updatedAt": iso_ms(modified_ms)}
         self.archived.get(object_type, {}).pop(rid, None)  # restored
 

@@ -8,9 +8,16 @@ answer)`` in HubSpot's shapes:
   description, groupName, options: [{label, value, displayOrder, hidden}],
   hasUniqueValue, modificationMetadata}]}``.
 - ``POST /crm/v3/objects/{type}/batch/{create|upsert|update|read|archive}``: at most
-  100 inputs (400 above). A property that does not exist, or a value outside
-  an enumeration's options, refuses the whole batch with 400 (as HubSpot
-  does: ``PROPERTY_DOESNT_EXIST`` / ``INVALID_OPTION``, naming the property).
+  100 inputs (400 above; a read asking ``propertiesWithHistory`` at most 50, as
+  HubSpot limits property-history reads). Every write keeps, per record and
+  property, the values it held (:meth:`CrmStore.remember`), and a read with
+  ``propertiesWithHistory: [names]`` answers them per record as HubSpot does:
+  ``propertiesWithHistory: {name: [{value, timestamp, sourceType, sourceId,
+  ...}]}``, newest first (a write through the API is ``sourceType:
+  INTEGRATION``; :meth:`FakeHubSpot.upsert`, a person's edit, ``CRM_UI``).
+  A property that does not exist, or a value outside an enumeration's options,
+  refuses the whole batch with 400 (as HubSpot does: ``PROPERTY_DOESNT_EXIST`` /
+  ``INVALID_OPTION``, naming the property).
   Inputs refused one by one (an update of an id that does not exist, a value
   listed in :attr:`CrmStore.refuse`) give 207 with ``errors`` whose
   ``context`` holds ``ids`` and the input's ``objectWriteTraceId``; the rest
@@ -29,6 +36,9 @@ from collections import Counter
 from typing import Any
 
 MAX_INPUTS = 100
+MAX_HISTORY_INPUTS = 50  # a batch read with propertiesWithHistory
+API_SOURCE = {"sourceType": "INTEGRATION", "sourceId": "1234567", "sourceLabel": "tidesync"}  # a private app's write
+UI_SOURCE = {"sourceType": "CRM_UI", "sourceId": "userId:9001", "updatedByUserId": 9001}  # a person in the HubSpot UI
 TYPE_IDS = {"contacts": "0-1", "companies": "0-2", "deals": "0-3", "tickets": "0-5"}
 # HubSpot's default (unlabelled) association type ids, by (from, to)
 DEFAULT_ASSOCIATION = {("contacts", "companies"): 279, ("companies", "contacts"): 280, ("deals", "contacts"): 3,
@@ -106,6 +116,17 @@ class CrmStore:
         self.lock = threading.RLock()
         self._index: dict[tuple[str, str], dict[str, str]] = {}  # (type, unique property) -> value -> id
         self._ids = itertools.count(1001)
+        self.history: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}  # (type, id) -> name -> newest first
+
+    def remember(self, object_type: str, rid: str, old: dict[str, Any], new: dict[str, Any], at: str,
+                 source: dict[str, Any]) -> None:  # fmt: skip
+        """Keep, for each property whose value ``new`` changes (or sets first), the value it now holds."""
+        with self.lock:
+            kept = self.history.setdefault((object_type, rid), {})
+            for name, value in new.items():
+                if name not in old or old[name] != value:
+                    text = "" if value is None else str(value)
+                    kept.setdefault(name, []).insert(0, {"value": text, "timestamp": at, **source})
 
     # --- properties -----------------------------------------------------------------------------
 
@@ -185,6 +206,7 @@ class CrmStore:
         merged["hs_lastmodifieddate"] = now
         if object_type == "contacts":
             merged["lastmodifieddate"] = now
+        self.remember(object_type, record["id"], {} if new else record["properties"], merged, now, API_SOURCE)
         kept = {k: v for k, v in record.items() if k != "_sortable"}  # the search side's cache of the old values
         old, record = (None if new else record), {**kept, "properties": merged, "updatedAt": now}
         self._reindex(object_type, old, record)
@@ -205,7 +227,8 @@ class CrmStore:
 
     def _batch(self, inputs: list[dict[str, Any]], apply: Any) -> tuple[int, dict[str, Any]]:
         started = now_iso()
-        results, errors = [], []
+        results: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
         for inp in inputs:
             outcome = apply(inp)
             (errors if outcome.get("status") == "error" else results).append(outcome)
@@ -299,6 +322,12 @@ class CrmStore:
 
     def read(self, object_type: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self.lock:
+            with_history = body.get("propertiesWithHistory") or []
+            inputs = body.get("inputs")
+            if with_history and isinstance(inputs, list) and len(inputs) > MAX_HISTORY_INPUTS:
+                return 400, _error(f"The maximum number of inputs supported in a batch request for property "
+                                   f"histories is {MAX_HISTORY_INPUTS}. Please reduce the number of items and try "
+                                   "again")  # fmt: skip
             inputs, bad = self._checked(object_type, body)
             if bad is not None:
                 return bad
@@ -310,7 +339,11 @@ class CrmStore:
                 if record is None:
                     return _error(f"Could not get some {object_type} objects, they may be deleted or not exist",
                                   "OBJECT_NOT_FOUND", context={"ids": [ref]})  # fmt: skip
-                return self._shown(record, names)
+                shown = self._shown(record, names)
+                if with_history:
+                    kept = self.history.get((object_type, record["id"]), {})
+                    shown["propertiesWithHistory"] = {n: [dict(e) for e in kept.get(n, ())] for n in with_history}
+                return shown
 
             return self._batch(inputs, one)
 

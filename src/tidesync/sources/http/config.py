@@ -19,6 +19,22 @@
         - {type: deals, properties: [dealname, amount, dealstage]}
       poll_interval: 10s
       rate_limit: {per_second: 5}                   # the search endpoint's limit per account
+      property_history: true                        # an update: one event per distinct property change time
+
+``property_history`` (hubspot, default false): after each search page, the
+records that changed since last emitted are read again with their property
+history (``POST /crm/v3/objects/{type}/batch/read`` with
+``propertiesWithHistory``, at most 50 records a request, so two more requests
+per full page of updates, paced by the same ``rate_limit``), and an update whose
+properties changed at different times is emitted as several events in time
+order, one per distinct time, each naming the properties last changed then and
+carrying that time as ``committed_at``. Without it an update is one event at the
+record's ``hs_lastmodifieddate`` (``lastmodifieddate`` for contacts). Inserts
+and deletes are one event either way. Turn it on for a two-way sync side: the
+sync's ``lww`` then compares each property's own change time, so a property
+edited in HubSpot before the other side's edit of it loses even when another
+property of the record was edited in HubSpot later (see
+:mod:`tidesync.sources.http.hubspot_history`).
 """
 
 from __future__ import annotations
@@ -139,6 +155,15 @@ class HubSpotSourceConfig(_Strict):
         default_factory=lambda: HttpOptions.model_validate({}), description="per-request timeout and retries"
     )
     shadow_scope: str | None = Field(None, description="scope of the shadow rows (default: the pipeline name)")
+    property_history: bool = Field(
+        False,
+        description=(
+            "per-property change times: read each updated record's property history (batch read with "
+            "propertiesWithHistory, 50 records a request) and emit an update as one event per distinct change "
+            "time, so a two-way sync's lww compares each property's own time (default: one event at the "
+            "record's last-modified time)"
+        ),
+    )
     progress: bool = Field(
         True, description="show the first pass's progress: a bar on a terminal, a log line every 10s elsewhere"
     )

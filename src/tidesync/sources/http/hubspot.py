@@ -26,12 +26,26 @@ with the search marks, so a restart neither misses a delete nor repeats one.
 The list has no filter on ``archivedAt``: every pass reads it whole (HubSpot
 keeps archived records 90 days), one request per 100 archived records.
 
+With ``property_history: true`` an update is emitted as one event per
+distinct time its properties changed (see :mod:`.hubspot_history`): after a
+search page (or the part of it a read has room for), the records whose
+properties differ from their shadows are read again through ``POST /crm/v3/objects/{type}/batch/read`` with
+``propertiesWithHistory`` (50 records a request, paced by the same token
+bucket), and the update's changed properties are grouped by the time each last
+changed. The events go oldest first, each with ``changed`` = the properties
+last changed at its time and ``committed_at`` = that time; ``before`` / ``after``
+step from the shadow to the record as read, so the last event's ``after`` is
+the record and its shadow is the one stored. Inserts and deletes stay one
+event. A read that stops at ``max_events`` in the middle of a record's events
+leaves the record held: the next read diffs it against the shadow the events
+emitted left, which yields the rest.
+
 Shadow rows (scope ``shadow_scope``, default the pipeline name) travel with
 each batch in ``batch.state`` and are committed with its checkpoint;
 until then the pending ones are consulted first (the same mechanism as the SQL
 polling source: :mod:`tidesync.sources.polling.tracker`).
 
-Requests: ``POST {base_url}/crm/v3/objects/{type}/search`` (and the archived list) with a bearer
+Requests: ``POST {base_url}/crm/v3/objects/{type}/search`` (the archived list, and the history reads) with a bearer
 private-app token or OAuth2 access token (refreshed with the refresh token),
 paced by a token bucket (default 5/s: the search endpoint's limit per account).
 
@@ -44,21 +58,24 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tidesync.errors import SourceTransientError
 from tidesync.event import Batch, Key, Position, Row, diff_fields
 from tidesync.progress import Progress
 from tidesync.protocols import Context
+from tidesync.sources.http import hubspot_history
 from tidesync.sources.http.auth import BearerKey, Credential, OAuth2Refresh
 from tidesync.sources.http.client import ApiClient
 from tidesync.sources.http.config import HubSpotObject, HubSpotSourceConfig
+from tidesync.sources.http.hubspot_history import MODIFIED, History
 from tidesync.sources.http.hubspot_search import Archived, Pass, cursor_ms
 from tidesync.sources.http.positions import next_epoch, split
 from tidesync.sources.http.ratelimit import TokenBucket
 from tidesync.sources.polling.end import reserve_end
 from tidesync.sources.polling.tracker import BatchBuilder, PendingShadows
+from tidesync.state.store import StateChanges
 
 log = logging.getLogger("tidesync.sources.hubspot")
 
@@ -90,6 +107,7 @@ class _Held:
     records: list[tuple[Key, Row]]
     marks: tuple[Any, ...]
     archived: bool = False  # records of the archived list: deletes
+    history: dict[str, History] = field(default_factory=dict)  # record id -> property history read (property_history)
 
 
 def hubspot_client(config: HubSpotSourceConfig, name: str, ctx: Context) -> ApiClient:
@@ -125,6 +143,7 @@ class HubSpotSource:
         self._marks: tuple[Any, ...] = ()
         self._next_poll: dict[str, float] = {}
         self.records_read = 0
+        self.histories_read = 0  # records whose property history was read (property_history)
         self.progress: Progress | None = None  # the first pass's display (made at open; progress: false turns it off)
         self._end: int | None = None  # the seq of a batch run's end, while it is still to be reached
         self._end_ms: dict[str, int | None] = {}  # per object type, its newest cursor value at the run's start
@@ -246,7 +265,7 @@ class HubSpotSource:
 
     # --- reading ---------------------------------------------------------------------------
 
-    async def read(self, max_events: int, max_wait: float) -> Batch:
+    async def read(self, max_events: int, max_wait: float) -> Batch[StateChanges]:
         assert self._ctx is not None, "open() first"
         clock = self._ctx.clock
         deadline = clock.monotonic() + max_wait
@@ -366,55 +385,93 @@ class HubSpotSource:
     async def _drain(self, b: BatchBuilder, max_events: int) -> None:
         """Diff the held records against their shadows, in order, until ``b`` holds ``max_events`` events.
 
-        A record emits at most one event, so this takes at most the room left;
-        the rest stays held for the next read. Shadows are looked up now, not
-        when the page was fetched: a commit in between moves them from the
-        pending ones to the state store.
+        A record emits at most one event, or with ``property_history`` one per
+        distinct change time: a record whose events do not all fit emits those
+        that do and stays held (diffed again, against the shadow they left, it
+        yields the rest). The rest stays held for the next read. Shadows are
+        looked up now, not when the page was fetched: a commit in between
+        moves them from the pending ones to the state store.
         """
         assert self._ctx is not None and self._held is not None
         held = self._held
-        room = max_events - len(b.events)
-        while held.records and room > 0:
-            # at most `room` records emit at most `room` events; equal ones emit nothing and the loop goes on
+        while held.records and len(b.events) < max_events:
+            # records that differ emit one event or more each: no more than `room` of them are diffed at once
+            room = max_events - len(b.events)
             chunk, held.records = held.records[:room], held.records[room:]
-            room -= await (self._deleted if held.archived else self._diff)(held.spec, chunk, b)
+            left = await (self._deleted if held.archived else self._diff)(held, chunk, b, max_events)
+            held.records = [*left, *held.records]
         if not held.records:
             self._held = None
 
-    async def _diff(self, spec: HubSpotObject, records: list[tuple[Key, Row]], b: BatchBuilder) -> int:
-        """Emit the changes of ``records`` against their shadows; how many events."""
+    async def _diff(self, held: _Held, records: list[tuple[Key, Row]], b: BatchBuilder, max_events: int
+                    ) -> list[tuple[Key, Row]]:  # fmt: skip
+        """Emit the changes of ``records`` against their shadows, up to ``max_events`` in ``b``; the records left."""
         assert self._ctx is not None
+        spec = held.spec
         entity = spec.entity_name
-        emitted = len(b.events)
         shadows = await self._shadows(entity, [k for k, _ in records])
         now = self._ctx.clock.time()
-        for key, row in records:
+        changes = {k: diff_fields(s, r) for k, r in records if (s := shadows[k]) is not None}
+        if self.config.property_history:
+            await self._histories(held, changes)
+        for i, (key, row) in enumerate(records):
             shadow = shadows[key]
             ms = cursor_ms(row.get(spec.cursor_property))
             at = min(ms / 1000, now) if ms is not None else now
             if shadow is None:
+                if len(b.events) >= max_events:
+                    return records[i:]
                 b.emit(entity, key, "insert", before=None, after=row, changed=None, committed_at=at)
                 continue
-            changed = diff_fields(shadow, row)
-            if changed:
+            changed = changes[key]
+            if not changed:
+                continue
+            if not self.config.property_history or ms is None:
+                if len(b.events) >= max_events:
+                    return records[i:]
                 b.emit(entity, key, "update", before=shadow, after=row, changed=changed, committed_at=at)
-        return len(b.events) - emitted
+                continue
+            plan = hubspot_history.steps(
+                changed, row, held.history.get(str(key[0])), record_ms=ms, cursor=spec.cursor_property
+            )
+            for step, (before, after) in zip(plan, hubspot_history.rows(shadow, row, plan), strict=True):
+                if len(b.events) >= max_events:
+                    return records[i:]  # diffed again against the shadow these steps left: the rest
+                b.emit(entity, key, "update", before=before, after=after, changed=step.changed,
+                       committed_at=min(step.at_ms / 1000, now))  # fmt: skip
+        return []
 
-    async def _deleted(self, spec: HubSpotObject, records: list[tuple[Key, Row]], b: BatchBuilder) -> int:
-        """Emit a ``delete`` for each archived record that has a shadow (its shadow goes); how many events."""
+    async def _histories(self, held: _Held, changes: dict[Key, tuple[str, ...]]) -> None:
+        """Read the property history of the updated records not read yet for this page (``held.history``)."""
+        spec = held.spec
+        modified = MODIFIED | {spec.cursor_property}
+        wanted = {str(k[0]): [n for n in c if n not in modified] for k, c in changes.items()}
+        ids = [rid for rid, names in wanted.items() if names and rid not in held.history]
+        if not ids:
+            return
+        names = list(dict.fromkeys(n for rid in ids for n in wanted[rid]))
+        read = await hubspot_history.read(self.client, spec.type, ids, names)
+        self.histories_read += len(ids)
+        for rid in ids:  # one the read did not find (archived since the search) takes the record's time
+            held.history[rid] = read.get(rid, {})
+
+    async def _deleted(self, held: _Held, records: list[tuple[Key, Row]], b: BatchBuilder, max_events: int
+                       ) -> list[tuple[Key, Row]]:  # fmt: skip
+        """Emit a ``delete`` for each archived record that has a shadow (its shadow goes); the records left."""
         assert self._ctx is not None
-        entity = spec.entity_name
-        emitted = len(b.events)
+        entity = held.spec.entity_name
         shadows = await self._shadows(entity, [k for k, _ in records])
         now = self._ctx.clock.time()
-        for key, row in records:
+        for i, (key, row) in enumerate(records):
             shadow = shadows[key]
             if shadow is None:  # never emitted, or its delete was emitted already
                 continue
+            if len(b.events) >= max_events:
+                return records[i:]
             ms = cursor_ms(row.get("archivedAt"))
             at = min(ms / 1000, now) if ms is not None else now
             b.emit(entity, key, "delete", before=shadow, after=None, changed=None, committed_at=at)
-        return len(b.events) - emitted
+        return []
 
     async def _shadows(self, entity: str, keys: list[Key]) -> dict[Key, Row | None]:
         """Each key's shadow now: the pending one when a batch not committed yet holds it, else the stored one."""
