@@ -193,7 +193,7 @@ class FieldShadow:
         """A batch without events reached ``position`` (heartbeats, other tables' changes skipped): the store
         says so too, so that a checkpoint there does not look ahead of it at the next start."""
         async with self._lock:
-            await asyncio.to_thread(self.store.write, [], [], position)
+            self.store.write([], [], position)
 
     # --- one batch ----------------------------------------------------------------------------
 
@@ -320,7 +320,7 @@ class FieldShadow:
         if not need:
             return
         async with self._lock:
-            found = await asyncio.to_thread(self.store.get_many, list(need))
+            found = self.store.get_many(list(need))
         rows_mode = self.mode == "rows"
         for k, data in found.items():
             mem[need[k]] = [
@@ -344,7 +344,7 @@ class FieldShadow:
         async with self._lock:
             for entity in truncated:
                 await asyncio.to_thread(self.store.drop_prefix, entity_prefix(entity))
-            await asyncio.to_thread(self.store.write, puts, deletes, high)
+            self.store.write(puts, deletes, high)
 
     def _versions_bytes(self, versions: Entry) -> bytes:
         """An entry as the store keeps it: ``[[position, row or nil, flag], ...]``.
