@@ -3,9 +3,11 @@
 The sinks run an update or delete step's rows in key order (Postgres: one
 ``UPDATE ... FROM unnest`` / ``DELETE ... = ANY`` per column set, staged
 through COPY when arrays cannot carry a column; SQLite: one ``executemany`` per
-column set). These check that the order a step's rows run in never shows:
+column set, deletes on a one-column key one ``DELETE ... IN (...)`` per chunk
+of keys). These check that the order a step's rows run in never shows:
 field-level semantics per column set, per-key order across levels, and that a
-row a constraint rejects fails the whole transaction, then alone once split.
+row a constraint rejects fails the whole transaction, then alone once split;
+and that SQLite's chunked deletes remove exactly the rows the keys name.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tests.integration.sql_sinks.helpers import ITEMS, Dest, ev
 from tidesync.engine.delivery import DeadLetterWriter, RetryingWriter
 from tidesync.errors import PermanentError
 from tidesync.retry import RetryPolicy
+from tidesync.sinks.sql import sqlite as sqlite_sink
 from tidesync.testing import FakeClock
 
 BULK = pytest.mark.parametrize("dest", ["postgres", "sqlite"], indirect=True)
@@ -129,3 +132,43 @@ async def test_bulk_deletes_in_random_order_with_a_two_column_key(dest: Dest) ->
     )
     left = dest.query('SELECT "a", "b" FROM "pairs" ORDER BY "a", "b"')
     assert left == sorted(k for k in keys if k not in set(gone))
+
+
+@pytest.mark.parametrize("dest", ["sqlite"], indirect=True)
+async def test_sqlite_deletes_in_chunks_of_keys_with_a_padded_last_chunk(
+    dest: Dest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite deletes on a one-column key with DELETE ... IN (...) per chunk of keys, the last chunk
+    # padded with a repeated key: small chunks here, so that a batch spans several and ends part-full.
+    monkeypatch.setattr(sqlite_sink, "DELETE_CHUNK", 16)
+    dest.exec(ITEMS)
+    sink = await dest.sink()
+    await sink.write([ev("insert", i, i, after=item(i)) for i in range(N)])
+    gone = [k for k in range(N) if k % 3 == 0] + [N + 5, N + 9]  # 100 rows, and 2 keys with no row
+    random.Random(11).shuffle(gone)
+    await sink.write([ev("delete", k, N + p) for p, k in enumerate(gone)])
+    assert [r[0] for r in dest.rows()] == [k for k in range(N) if k % 3]
+    # A lone delete (one key, padded to a full statement) removes its row only.
+    await sink.write([ev("delete", 1, 2 * N)])
+    assert [r[0] for r in dest.rows()] == [k for k in range(N) if k % 3 and k != 1]
+
+
+@pytest.mark.parametrize("dest", ["sqlite"], indirect=True)
+async def test_sqlite_bulk_delete_compares_keys_as_the_column_does(dest: Dest) -> None:
+    # A key column's collation and affinity decide which row a key names, for IN (...) as for "=":
+    # 'ABC' names 'abc' in a NOCASE column; in an INTEGER column, the text '7' names 7.
+    dest.exec('CREATE TABLE "tags" ("name" TEXT COLLATE NOCASE PRIMARY KEY, "v" INTEGER)')
+    dest.exec(ITEMS)
+    sink = await dest.sink()
+    names = ["abc", "Def", "ghi", "JKL"]
+    await sink.write([ev("insert", 0, p, entity="public.tags", after={"name": n, "v": p}) for p, n in enumerate(names)])
+    await sink.write([ev("insert", i, 10 + i, after=item(i)) for i in range(10)])
+    await sink.write(
+        [
+            ev("delete", 0, 100, entity="public.tags", before={"name": "ABC"}),
+            ev("delete", 0, 101, entity="public.tags", before={"name": "jkl"}),
+            ev("delete", 7, 102, before={"id": "7"}),
+        ]
+    )
+    assert dest.query('SELECT "name" FROM "tags" ORDER BY "name"') == [("Def",), ("ghi",)]
+    assert [r[0] for r in dest.rows()] == [0, 1, 2, 3, 4, 5, 6, 8, 9]
