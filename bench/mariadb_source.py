@@ -11,9 +11,10 @@
    position) from the server to /dev/null, twice: plain (row events printed as base64,
    not decoded) and ``--verbose`` (every row decoded to pseudo-SQL). The decoding run is
    the reference.
-3. tidesync's source (``type: mariadb``, the mysql-replication decoder in its thread)
-   opens at the start position and is drained with ``read``/``commit`` into nothing
-   until it has handed out every change as a ChangeEvent with exact Python values.
+3. tidesync's source (``type: mariadb``: mysql-replication's stream reader in its thread,
+   row images by the decoder the source compiles per table map, ``rows.py``) opens at the
+   start position and is drained with ``read``/``commit`` into nothing until it has handed
+   out every change as a ChangeEvent with exact Python values.
 
 4. Latency: a writer offers ``--rate`` changes/s (default 2,000; transactions of 10
    inserted rows) for ``--seconds`` (default 10) while the source streams; each row holds

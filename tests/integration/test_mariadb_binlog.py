@@ -145,7 +145,7 @@ async def test_type_matrix_is_exact_on_every_path(
 ) -> None:
     """The snapshot query, the source's row decoder (rows.py), and mysql-replication's (its fallback)."""
     if path == "binlog-library":
-        monkeypatch.setattr("tidesync.sources.mariadb.records.rows_decoder", lambda columns, types: None)
+        monkeypatch.setattr("tidesync.sources.mariadb.records.compile_decoder", lambda columns, types: None)
     dsn = mariadb_database
     run_sql(dsn, TYPES)
     inserts = [f"INSERT INTO t VALUES {MAX}", f"INSERT INTO t VALUES {MIN}", f"INSERT INTO t VALUES {NULLS}"]

@@ -21,7 +21,7 @@ that spans an ALTER TABLE decodes rows before and after it with the right names.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from pymysqlreplication.row_event import (  # type: ignore[import-untyped]
 from tidesync.errors import SourceError
 from tidesync.event import DELETE, INSERT, UPDATE, ChangeEvent, Position, Row, diff_fields
 from tidesync.sources.mariadb.marker import origin_of
-from tidesync.sources.mariadb.rows import RowImages, event_payload, full_images, rows_decoder
+from tidesync.sources.mariadb.rows import RowDecoder, compile_decoder, event_payload, full_images
 from tidesync.sources.mariadb.tables import TableShape, entity_name
 from tidesync.sources.mariadb.types import ColType, from_table_map
 
@@ -64,6 +64,7 @@ class Shape:
 
 
 Record = ChangeEvent | Rejected | Boundary | Shape
+RowRecord = ChangeEvent | Rejected  # what a row gives
 
 
 class RecordMaker:
@@ -86,8 +87,8 @@ class RecordMaker:
         self._json_lookup = json_columns
         self._json: dict[tuple[str, str], frozenset[str]] = {}
         self._warned: set[tuple[str, str]] = set()
-        # table id -> (its columns, the fast row decoder for them or None): table maps repeat every transaction
-        self._decoders: dict[int, tuple[tuple[ColType, ...], RowImages | None]] = {}
+        # table id -> (its columns, the compiled row decoder for them or None): table maps repeat every transaction
+        self._decoders: dict[int, tuple[tuple[ColType, ...], RowDecoder | None]] = {}
         self.fast_rows = 0  # rows events decoded by rows.py (the rest: by mysql-replication)
 
     def forget_json(self) -> None:
@@ -109,7 +110,7 @@ class RecordMaker:
         key = tuple(c.name for c in ev.columns if c.is_primary) or tuple(names)
         known = self._decoders.get(ev.table_id)
         if known is None or known[0] != cols:
-            self._decoders[ev.table_id] = (cols, rows_decoder(ev.columns, cols))
+            self._decoders[ev.table_id] = (cols, compile_decoder(ev.columns, cols))
         current = self.shapes.get(entity)
         if current is not None and current.cols == cols and current.key == key:
             return None
@@ -119,37 +120,80 @@ class RecordMaker:
             log.info("table %s changed shape in the binlog: %s", entity, ", ".join(names))
         return shape
 
-    def images(self, shape: TableShape, ev: Any) -> Iterator[tuple[Row | None, Row | None, list[str]]]:
-        """(before, after, zero-date columns) of each row of a rows event: by ``rows.py`` when it covers the table
-        and the images are FULL, else by mysql-replication."""
-        update = isinstance(ev, UpdateRowsEvent)
-        delete = isinstance(ev, DeleteRowsEvent)
+    def rows(
+        self, shape: TableShape, ev: Any, seq: int, tx_offset: int, index: int, gtid: str
+    ) -> tuple[list[RowRecord], int]:
+        """The records of a rows event whose transaction starts at ``(seq, tx_offset)``, its rows numbered on from
+        ``index``; and the index of its last row. Images by ``rows.py`` when it covers the table and they are FULL
+        (a compiled loop per event type below), else by mysql-replication."""
+        kind = _KIND[type(ev)]
         dec = self._decoders.get(ev.table_id)
-        if dec is not None and dec[1] is not None and full_images(ev, dec[1], update):
-            decoder = dec[1]
-            b = event_payload(ev)
-            p, n = 0, len(b)
-            self.fast_rows += 1
-            while p < n:
-                image, zero, p = decoder.image(b, p)
-                if update:
-                    image2, zero2, p = decoder.image(b, p)
-                    yield image, image2, zero + zero2
+        decoder = dec[1] if dec is not None else None
+        if decoder is None or not full_images(ev, decoder, kind == UPDATE):
+            return self._general(shape, ev, self._library_images(shape, ev, kind), seq, tx_offset, index, gtid)
+        self.fast_rows += 1
+        images, zeros = decoder.decode(event_payload(ev))
+        if zeros is not None:
+            return self._general(shape, ev, _pairs(images, zeros, kind), seq, tx_offset, index, gtid)
+        entity, key, ts, origin = shape.entity, shape.key_getter, float(ev.timestamp), origin_of(ev.packet.flags)
+        out: list[RowRecord] = []
+        append = out.append
+        if kind != UPDATE:  # one event per image
+            before = kind == DELETE
+            for row in images:
+                index += 1
+                at = (seq, tx_offset, index, gtid)
+                if before:
+                    append(ChangeEvent(entity, key(row), DELETE, row, None, None, at, ts, origin))
                 else:
-                    yield (image, None, zero) if delete else (None, image, zero)
-            return
+                    append(ChangeEvent(entity, key(row), INSERT, None, row, None, at, ts, origin))
+            return out, index
+        diff = decoder.diff
+        it = iter(images)
+        for old, new in zip(it, it, strict=True):
+            index += 1
+            at = (seq, tx_offset, index, gtid)
+            k, old_key = key(new), key(old)
+            if old_key == k:
+                append(ChangeEvent(entity, k, UPDATE, old, new, diff(old, new), at, ts, origin))
+            else:  # the key changed: the old record is gone, a new one is there
+                append(ChangeEvent(entity, old_key, DELETE, old, None, None, at, ts, origin))
+                append(ChangeEvent(entity, k, INSERT, None, new, None, (*at, "k"), ts, origin))
+        return out, index
+
+    def _library_images(
+        self, shape: TableShape, ev: Any, kind: str
+    ) -> Iterator[tuple[Row | None, Row | None, list[str]]]:
+        """(before, after, zero-date columns) of each row, decoded by mysql-replication."""
         for row in ev.rows:
-            if update:
+            if kind == UPDATE:
                 before, z1 = shape.from_binlog(row["before_values"], row.get("before_none_sources"))
                 after, z2 = shape.from_binlog(row["after_values"], row.get("after_none_sources"))
                 yield before, after, z1 + z2
             else:
                 image, zero = shape.from_binlog(row["values"], row.get("none_sources"))
-                yield (image, None, zero) if delete else (None, image, zero)
+                yield (image, None, zero) if kind == DELETE else (None, image, zero)
+
+    def _general(
+        self,
+        shape: TableShape,
+        ev: Any,
+        images: Iterable[tuple[Row | None, Row | None, list[str]]],
+        seq: int,
+        tx_offset: int,
+        index: int,
+        gtid: str,
+    ) -> tuple[list[RowRecord], int]:
+        out: list[RowRecord] = []
+        for before, after, zero in images:
+            index += 1
+            out.extend(self.events(shape, ev, before, after, zero, (seq, tx_offset, index, gtid)))
+        return out, index
 
     def events(
         self, shape: TableShape, ev: Any, before: Row | None, after: Row | None, zero: list[str], at: Position
-    ) -> list[Record]:
+    ) -> list[RowRecord]:
+        """The records of one row (the general path: zero dates, images mysql-replication decoded)."""
         ts = float(ev.timestamp)
         origin = origin_of(ev.packet.flags)  # written by a sync's endpoint (``marker.py``)
         key = shape.key_of(after if after is not None else before or {})
@@ -157,11 +201,10 @@ class RecordMaker:
             rejected = self._zero(shape, zero, key, at, ts)
             if rejected is not None:
                 return [rejected]
-        if isinstance(ev, WriteRowsEvent):
-            return [ChangeEvent(shape.entity, key, INSERT, None, after, None, at, ts, origin)]
-        if isinstance(ev, DeleteRowsEvent):
+        if after is None:
             return [ChangeEvent(shape.entity, key, DELETE, before, None, None, at, ts, origin)]
-        assert before is not None and after is not None
+        if before is None:
+            return [ChangeEvent(shape.entity, key, INSERT, None, after, None, at, ts, origin)]
         old_key = shape.key_of(before)
         if old_key != key:  # the key changed: the old record is gone, a new one is there
             return [
@@ -181,3 +224,18 @@ class RecordMaker:
                     "zero date in %s.%s read as NULL (zero_dates: null; warned once per column)", shape.entity, c
                 )
         return None
+
+
+_KIND = {WriteRowsEvent: INSERT, UpdateRowsEvent: UPDATE, DeleteRowsEvent: DELETE}
+
+
+def _pairs(
+    images: list[Row], zeros: dict[int, list[str]], kind: str
+) -> Iterator[tuple[Row | None, Row | None, list[str]]]:
+    """(before, after, zero-date columns) of each row of decoded images, for the general path."""
+    if kind == UPDATE:
+        for i in range(0, len(images), 2):
+            yield images[i], images[i + 1], zeros.get(i, []) + zeros.get(i + 1, [])
+    else:
+        for i, image in enumerate(images):
+            yield (image, None, zeros.get(i, [])) if kind == DELETE else (None, image, zeros.get(i, []))

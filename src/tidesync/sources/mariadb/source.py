@@ -280,16 +280,20 @@ class MariadbSource:
         while True:
             if not pending:
                 pending.extend(stream.take(max_events))
-            while pending and len(events) + len(rejected) < max_events:
-                rec = pending.popleft()
+            room = max_events - len(events) - len(rejected)
+            popleft, append = pending.popleft, events.append  # a record at a time: the hot loop of the asyncio side
+            while pending and room > 0:
+                rec = popleft()
                 if isinstance(rec, ChangeEvent):
-                    events.append(rec)
+                    append(rec)
                     position = rec.position
+                    room -= 1
                 elif isinstance(rec, Boundary):
                     position = rec.position
                 elif isinstance(rec, Rejected):
                     rejected.append((rec.event, rec.reason))
                     position = rec.position
+                    room -= 1
                 elif isinstance(rec, Shape):
                     self._shapes[rec.shape.entity] = rec.shape
                     self._publish(rec.shape, rec.since)

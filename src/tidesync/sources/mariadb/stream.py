@@ -1,12 +1,29 @@
 """The binlog connection: mysql-replication's BinLogStreamReader in one thread, behind a bounded buffer.
 
 The thread reads events, decodes captured rows into :class:`~tidesync.event.ChangeEvent`
-(decoding is where the time goes: row images by ``rows.py``, everything else and
-uncovered types by mysql-replication, both blocking Python), and hands
-records over in chunks: a chunk at each transaction end, or every ``chunk_size`` rows
-inside a large one. When ``max_records`` records wait unread it stops reading until
-the pipeline takes some (backpressure; the server buffers the rest). The thread and its buffer
-are a :class:`~tidesync.sources.blocking.ReaderThread`.
+(row images by the decoder ``rows.py`` compiles per table map, records by ``records.py``;
+packets, event headers and table maps by mysql-replication; uncovered types by
+mysql-replication too), and hands records over in chunks: at a transaction end once the
+server has sent nothing more yet (in a backlog: at the first transaction end past
+``chunk_size`` records, see ``_more_to_read``), and every ``chunk_size`` rows inside a large
+transaction.
+
+Where the time goes (``bench/mariadb_source.py --changes 200000``: 1,000-row multi-row
+statements; CPU seconds of the drain, runs of the old and new code interleaved on a busy
+two-core machine): row images decoded by a Python reader per value took 4.2-5.8 s
+(the source at 0.05-0.07 of ``mariadb-binlog --verbose``); with the compiled decoder and
+per-event record making 1.65-2.06 s (0.15-0.20 in the runs with the least load), of which
+the row images are still about 60% (dicts, ``Decimal`` and ``datetime`` objects), making
+records 15%, mysql-replication's packet and event layer 15-20% (2,900 events), the
+asyncio side 15%. One-row transactions cost more per change in mysql-replication: it
+parses every table map in full (about half the thread's time there), which reading the
+packets ourselves would avoid; handing a backlog over in chunks rather than per
+transaction (``_more_to_read``) took the asyncio side there from 1.1-1.4 s to 0.1 s per
+10,000 changes.
+
+When ``max_records`` records wait unread the thread stops reading until the pipeline takes
+some (backpressure; the server buffers the rest). The thread and its buffer are a
+:class:`~tidesync.sources.blocking.ReaderThread`.
 
 Records (``records.py``) come out in binlog order. A :class:`~records.Boundary` follows every
 transaction (XID or COMMIT) and every statement logged on its own (DDL), whatever its database, and,
@@ -35,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import threading
 from typing import Any
@@ -42,11 +60,15 @@ from typing import Any
 import pymysql
 from pymysqlreplication import BinLogStreamReader  # type: ignore[import-untyped]
 from pymysqlreplication.event import (  # type: ignore[import-untyped]
+    FormatDescriptionEvent,
     GtidEvent,
     HeartbeatLogEvent,
+    MariadbBinLogCheckPointEvent,
     MariadbGtidEvent,
+    MariadbGtidListEvent,
     QueryEvent,
     RotateEvent,
+    StopEvent,
     XidEvent,
 )
 from pymysqlreplication.row_event import (  # type: ignore[import-untyped]
@@ -59,7 +81,7 @@ from pymysqlreplication.row_event import (  # type: ignore[import-untyped]
 from tidesync.errors import SourceError
 from tidesync.sources.blocking import ReaderThread
 from tidesync.sources.mariadb import server
-from tidesync.sources.mariadb.positions import Resume, boundary_position, file_seq, row_position, within
+from tidesync.sources.mariadb.positions import Resume, boundary_position, file_seq, within
 from tidesync.sources.mariadb.records import Boundary, Record, RecordMaker, Shape
 from tidesync.sources.mariadb.tables import TableShape, entity_name
 
@@ -79,7 +101,10 @@ logging.getLogger("pymysqlreplication").addFilter(_QuietWhileStopping())
 
 
 _EVENTS = [MariadbGtidEvent, GtidEvent, QueryEvent, XidEvent, TableMapEvent, WriteRowsEvent, UpdateRowsEvent,
-           DeleteRowsEvent, RotateEvent, HeartbeatLogEvent]  # fmt: skip
+           DeleteRowsEvent, RotateEvent, HeartbeatLogEvent,
+           # not read, but handed to the loop so that it sees every event a rotation brings before the stream
+           # goes idle (see _flush_before_waiting)
+           FormatDescriptionEvent, MariadbGtidListEvent, MariadbBinLogCheckPointEvent, StopEvent]  # fmt: skip
 
 
 def _start(ev: Any) -> int:
@@ -271,29 +296,23 @@ class BinlogReader:
                 shape = maker.shapes.get(entity_name(ev.schema, ev.table))
                 if shape is None or (ev.schema, ev.table) not in self.tables:
                     continue
-                for before, after_image, zero in maker.images(shape, ev):
-                    index += 1
-                    at = row_position(seq, tx_offset, index, gtid)
-                    records = maker.events(shape, ev, before, after_image, zero, at)
-                    if after is not None and (
-                        gtid == after[3] if by_gtid else (seq == skip_seq and tx_offset == skip_offset)
-                    ):
-                        # handed out before the checkpoint this reader resumed after (a key change
-                        # gives two events for one row: the checkpoint may fall between them)
-                        records = [
-                            r for r in records if not isinstance(r, Shape) and within(r.position) > within(after)
-                        ]
-                        if not records:
-                            continue
+                records, index = maker.rows(shape, ev, seq, tx_offset, index, gtid)
+                if after is not None and (
+                    gtid == after[3] if by_gtid else (seq == skip_seq and tx_offset == skip_offset)
+                ):
+                    # handed out before the checkpoint this reader resumed after (a key change
+                    # gives two events for one row: the checkpoint may fall between them)
+                    records = [r for r in records if within(r.position) > within(after)]
+                if records:
                     announced = pending.pop(shape.entity, None)
-                    if announced is not None:
-                        chunk.append(Shape(announced, at))
+                    if announced is not None:  # before the first row of the new shape, at that row's position
+                        chunk.append(Shape(announced, tuple(records[0].position[:4])))
                     chunk.extend(records)
                 if len(chunk) >= self.chunk_size:
                     chunk = self._push(chunk)
+                continue  # inside a transaction: its end or chunk_size rows hand the chunk over
             elif isinstance(ev, XidEvent):
                 chunk.append(Boundary(boundary_position(seq, ev.packet.log_pos, gtid)))
-                chunk = self._push(chunk)
                 done, emitted = gtid, (seq, int(ev.packet.log_pos))
                 tx_offset, gtid, index = -1, "", -1
             elif isinstance(ev, QueryEvent):
@@ -306,7 +325,6 @@ class BinlogReader:
                     maker.forget_json()
                     log.debug("DDL at binlog file #%s: %s", seq, text[:200])
                 chunk.append(Boundary(boundary_position(seq, ev.packet.log_pos, gtid)))
-                chunk = self._push(chunk)
                 done, emitted = gtid, (seq, int(ev.packet.log_pos))
                 tx_offset, gtid, index = -1, "", -1
             elif isinstance(ev, TableMapEvent):
@@ -321,6 +339,28 @@ class BinlogReader:
                     emitted = idle
                 if chunk:
                     chunk = self._push(chunk)
+                continue
+            if chunk and (len(chunk) >= self.chunk_size or not self._more_to_read(stream)):
+                chunk = self._push(chunk)
+
+    def _more_to_read(self, stream: BinLogStreamReader) -> bool:
+        """Whether the server has sent more than the stream has read (the next read will not wait).
+
+        A transaction's records are handed over at its end only when nothing more is there yet: in a
+        backlog, one-row transactions go to the pipeline in chunks of about ``chunk_size`` records, not
+        one wake-up of its event loop each (the module docstring says what that cost). Every event type
+        the server sends after a transaction before it waits (a rotation's included, see _EVENTS) comes
+        to this loop, so a chunk kept here is handed over before the stream waits for new writes. Data
+        the decoder buffered already but the socket no longer holds reads as nothing more: the chunk
+        goes now, which is never wrong, only less batched.
+        """
+        sock = getattr(getattr(stream, "_stream_connection", None), "_sock", None)
+        if sock is None:
+            return False
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     def _json_columns(self, database: str, table: str) -> frozenset[str]:
         try:

@@ -9,7 +9,8 @@ source publishes the new shape (see ``stream.py``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ class TableShape:
     _binlog: tuple[tuple[str, Convert], ...] = field(init=False, default=())
     _query: tuple[tuple[str, Convert], ...] = field(init=False, default=())
     _names: tuple[str, ...] = field(init=False, default=())
+    # the key of a row that has every column (a compiled binlog image): a tuple, without key_of's loop
+    key_getter: Callable[[dict[str, Any]], tuple[Any, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         columns = tuple(c.column(ident=None) for c in self.cols)
@@ -44,6 +47,12 @@ class TableShape:
         self._binlog = tuple((c.name, binlog_converter(c)) for c in self.cols)
         self._query = tuple((c.name, query_converter(c)) for c in self.cols)
         self._names = tuple(c.name for c in self.cols)
+        if len(self.key) == 1:
+            self.key_getter = _single_key(self.key[0])
+        elif self.key:
+            self.key_getter = operator.itemgetter(*self.key)
+        else:
+            self.key_getter = self.key_of
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -91,3 +100,10 @@ def _exact(
             zero.append(name)
             row[name] = None
     return row, zero
+
+
+def _single_key(name: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row[name],)
+
+    return key
