@@ -19,8 +19,10 @@ spreadsheet, sheet (the side's ``table:`` fills the source's ``sheet:``, see
 Every sheet side's endpoint hands the versions it wrote to the side's source
 (``observe``); a Google sheet's endpoint also takes turns with that source
 (its ``gate``). A side whose source is an app's API (``type: hubspot`` /
-``type: stripe``) writes through that API (:mod:`.saas_endpoint`): no
-``dsn``, no origin.
+``type: stripe``, or a ``type: hybrid`` source whose fallback is one)
+writes through that API (:mod:`.saas_endpoint`): no ``dsn``, no origin. A
+hybrid HubSpot side's webhook primary is wrapped so its records are named as
+the poller names them (:mod:`.app_webhooks`).
 """
 
 from __future__ import annotations
@@ -203,6 +205,12 @@ def build_sync(spec: SyncSpec, state: StateStore) -> SyncRunner:
         for side, src, side_cfg in (("a", spec.a_source, cfg.a), ("b", spec.b_source, cfg.b))
     }
     for side, src in (("a", spec.a_source), ("b", spec.b_source)):
+        primary = getattr(src, "primary_model", None) if getattr(src, "type", None) == "hybrid" else None
+        if is_saas(src) and getattr(primary, "provider", None) == "hubspot":
+            from tidesync.sync.app_webhooks import HubSpotWebhookKeys
+
+            hybrid = sources[side]  # HubSpot's webhooks name records as its poller does (see .app_webhooks)
+            hybrid.primary = HubSpotWebhookKeys(hybrid.primary)
         if is_sheet(src):  # the source diffs every version of the file the endpoint saves (see sheets.endpoint)
             parts.endpoints[side].listener = sources[side].observe  # type: ignore[attr-defined]
         if getattr(src, "type", None) == "gsheets":  # and they take turns (see sheets.gsheets_endpoint)

@@ -70,7 +70,28 @@ pairs records both hold at the first start), and its source reads what the
 side maps: a hubspot object without ``properties`` is given the mapped ones
 (and ``hs_object_id``), a stripe source without ``objects`` emits customers
 only. Changes come from that polling source (HubSpot search, the Stripe
-Events API; a ``type: hybrid`` source with webhooks is not an app side yet).
+Events API), or from the app's webhooks with that poller as the safety net:
+a ``type: hybrid`` source whose ``primary`` is a ``webhook`` of the app
+(``provider: stripe`` / ``hubspot``) and whose ``fallback`` is the app's
+polling source is an app side too, the fallback standing for "the source"
+above (endpoint, entity, what it reads)::
+
+        b:
+          source:
+            type: hybrid
+            primary: {type: webhook, provider: stripe, secrets: ["${env:STRIPE_WHSEC}"], stripe: {backfill: false}}
+            fallback: {type: stripe, api_key: "${env:STRIPE_KEY}", poll_interval: 30s}
+          key: id
+
+Deliveries come to the route ``/webhooks/<sync>.<side>`` (the side's source
+runs as that pipeline; a webhook ``name:`` overrides it), served by the HTTP
+server ``tidesync run`` starts for them. Stripe's webhook events carry the
+whole customer, as the Events API does (matched by event id: a change both
+see is applied once); HubSpot's carry one property each, their record id
+made text as the poller gives it, and a creation (no values) is left to the
+first property change or the poll (see :mod:`tidesync.sync.app_webhooks`;
+matched by values). A hybrid whose webhooks are an app's must have that
+app's poller as its fallback (and, for HubSpot, no object ``entity:``).
 Stripe attributes map by their top-level names; a mapping (``metadata``,
 ``address``) is one value, written whole. LWW compares the time each change
 carries: for HubSpot each property's own change time, from its property
@@ -79,7 +100,7 @@ history (the side's source reads it by default: ``property_history``, see
 record's ``lastmodifieddate`` / ``hs_lastmodifieddate``, one time for every
 property of a record), the event's ``created`` for Stripe (whole seconds).
 Echoes of the sync's writes are known by the ledger of values written, as for
-sheets. The ``hubspot`` polling source reads records archived in HubSpot from
+sheets, whether polled or delivered by webhook. The ``hubspot`` polling source reads records archived in HubSpot from
 the archived list on each pass, so deletes there reach the other side
 (deletes of the other side archive the HubSpot record); Stripe deletes go
 both ways too.
@@ -166,16 +187,41 @@ class SyncSide(_Strict):
         return self.source.get("type") in SHEET_SOURCES
 
     @property
+    def app_source(self) -> dict[str, Any] | None:
+        """The config of the app's polling source: the source itself, or a ``hybrid`` source's fallback; None
+        when this side is no app."""
+        if self.source.get("type") in SAAS_KEYS:
+            return self.source
+        fallback = self.source.get("fallback") if self.source.get("type") == "hybrid" else None
+        if isinstance(fallback, dict) and fallback.get("type") in SAAS_KEYS:
+            return fallback
+        return None
+
+    @property
+    def app_kind(self) -> str | None:
+        """``hubspot`` or ``stripe`` for an app side (by its source's type, or a hybrid's fallback's)."""
+        app = self.app_source
+        return str(app["type"]) if app is not None else None
+
+    @property
     def is_saas(self) -> bool:
-        return self.source.get("type") in SAAS_KEYS
+        return self.app_source is not None
+
+    def _set_app_source(self, app: dict[str, Any]) -> None:
+        if self.source.get("type") == "hybrid":
+            self.source = {**self.source, "fallback": app}
+        else:
+            self.source = app
 
     @model_validator(mode="after")
     def _shape(self) -> SyncSide:
         kind = self.source.get("type")
-        if self.id_property is not None and kind != "hubspot":
+        if kind == "hybrid":
+            _check_hybrid_app(self.source)
+        if self.id_property is not None and self.app_kind != "hubspot":
             raise ValueError("id_property: only a hubspot side has one")
-        if self.is_saas:
-            return self._saas(str(kind))
+        if self.app_kind is not None:
+            return self._saas(self.app_kind)
         if not self.is_sheet:
             if self.table is None:
                 raise ValueError("table: the table writes go to is required")
@@ -206,7 +252,8 @@ class SyncSide(_Strict):
         if kind == "stripe" and (self.table or "customers") not in STRIPE_OBJECTS:
             raise ValueError(f"table: a stripe side writes {', '.join(STRIPE_OBJECTS)} (not {self.table})")
         if kind == "hubspot":
-            types = [o if isinstance(o, str) else o.get("type") for o in self.source.get("objects") or ()]
+            app = self.app_source or {}
+            types = [o if isinstance(o, str) else o.get("type") for o in app.get("objects") or ()]
             if self.table is None and len(types) > 1:
                 raise ValueError(f"table: name the object this side writes (the source reads {types})")
             if self.table is not None and self.table not in types:
@@ -214,26 +261,58 @@ class SyncSide(_Strict):
         return self
 
     def fill_source(self, columns: list[str]) -> None:
-        """An API side's source reads what the side maps: a hubspot object without ``properties`` gets the
-        mapped ones and ``hs_object_id``, and a hubspot source reads property history unless told not to
-        (``property_history: false``); a stripe source without ``objects`` emits customers only."""
-        kind = self.source.get("type")
-        if kind == "stripe" and self.source.get("objects") is None:
-            self.source = {**self.source, "objects": ["customer"]}
-        if kind != "hubspot":
+        """An API side's source (a hybrid's: its fallback) reads what the side maps: a hubspot object without
+        ``properties`` gets the mapped ones and ``hs_object_id``, and a hubspot source reads property history
+        unless told not to (``property_history: false``); a stripe source without ``objects`` emits customers
+        only."""
+        app = self.app_source
+        if app is None:
             return
-        if self.source.get("property_history") is None:  # lww per property, from each one's own change time
-            self.source = {**self.source, "property_history": True}
-        wanted = list(
-            dict.fromkeys([*columns, SAAS_KEYS["hubspot"], *([self.id_property] if self.id_property else [])])
+        kind = app.get("type")
+        if kind == "stripe" and app.get("objects") is None:
+            app = {**app, "objects": ["customer"]}
+        if kind == "hubspot":
+            if app.get("property_history") is None:  # lww per property, from each one's own change time
+                app = {**app, "property_history": True}
+            wanted = list(
+                dict.fromkeys([*columns, SAAS_KEYS["hubspot"], *([self.id_property] if self.id_property else [])])
+            )
+            objects = []
+            for o in app.get("objects") or ():
+                spec = {"type": o} if isinstance(o, str) else dict(o)
+                if spec.get("properties") is None and (self.table is None or spec.get("type") == self.table):
+                    spec["properties"] = wanted
+                objects.append(spec)
+            app = {**app, "objects": objects}
+        self._set_app_source(app)
+
+
+def _check_hybrid_app(source: dict[str, Any]) -> None:
+    """A hybrid whose primary takes an app's webhooks is an app side: its fallback must poll that app, and the
+    webhooks must name records as the fallback does (the entity ``hubspot.<type>`` / ``stripe.customer``)."""
+    primary, fallback = source.get("primary"), source.get("fallback")
+    if not isinstance(primary, dict) or not isinstance(fallback, dict):
+        return  # the hybrid's own model says what is missing
+    provider = primary.get("provider") if primary.get("type") == "webhook" else None
+    f_type = fallback.get("type")
+    if provider in SAAS_KEYS and f_type != provider:
+        raise ValueError(
+            f"source.fallback: a sync side taking {provider} webhooks is a {provider} side: its hybrid source's "
+            f"fallback must be the {provider} polling source (fallback: {{type: {provider}, ...}}), not {f_type!r}: "
+            "it says which records the side writes, and polls what the webhooks miss"
         )
-        objects = []
-        for o in self.source.get("objects") or ():
-            spec = {"type": o} if isinstance(o, str) else dict(o)
-            if spec.get("properties") is None and (self.table is None or spec.get("type") == self.table):
-                spec["properties"] = wanted
-            objects.append(spec)
-        self.source = {**self.source, "objects": objects}
+    if f_type in SAAS_KEYS and primary.get("type") == "webhook" and provider != f_type:
+        raise ValueError(
+            f"source.primary: a {f_type} side's webhooks come from {f_type}: primary: {{type: webhook, "
+            f"provider: {f_type}, ...}} (not provider {provider!r})"
+        )
+    if f_type == "hubspot":
+        for o in fallback.get("objects") or ():
+            if isinstance(o, dict) and o.get("entity") is not None:
+                raise ValueError(
+                    "source.fallback.objects: HubSpot webhooks name records hubspot.<object type>: leave entity: "
+                    "out on a hybrid hubspot side"
+                )
 
 
 class MatchConfig(_Strict):
@@ -335,7 +414,7 @@ class SyncConfig(_Strict):
             )
         saas = [s for s, side in (("a", self.a), ("b", self.b)) if side.is_saas]
         if saas and self.shared_keys:
-            kind = (self.a if saas[0] == "a" else self.b).source.get("type")
+            kind = (self.a if saas[0] == "a" else self.b).app_kind
             raise ValueError(
                 f"keys: side {saas[0]} is {kind}, which makes its own record ids: leave the key columns out of "
                 "fields (an ID map joins the sides; pair existing records with match: {by: email})"

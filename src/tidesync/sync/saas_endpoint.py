@@ -1,4 +1,8 @@
-"""The endpoint and entity of a sync side whose source is an app's API (``type: hubspot`` / ``type: stripe``).
+"""The endpoint and entity of a sync side whose source is an app's API (``type: hubspot`` / ``type: stripe``,
+or a ``type: hybrid`` source whose fallback is one: webhooks first, that poller behind them).
+
+Both come from the app's polling source config (:func:`app_config`: the
+source, or the hybrid's fallback):
 
 - hubspot: a :class:`~tidesync.sinks.hubspot.endpoint.HubSpotEndpoint` on the
   source's credentials, ``base_url``, ``rate_limit`` and ``http``, for the
@@ -46,8 +50,20 @@ class ApiSide:
             await client.close()
 
 
+def app_config(source: Any) -> Any:
+    """The app's polling source config of a side: the source itself (``type: hubspot`` / ``stripe``), or a
+    ``type: hybrid`` source's fallback when that is one; None for any other source."""
+    if getattr(source, "type", None) in SAAS_TYPES:
+        return source
+    if getattr(source, "type", None) == "hybrid":
+        fallback = source.fallback_model
+        if getattr(fallback, "type", None) in SAAS_TYPES:
+            return fallback
+    return None
+
+
 def is_saas(source: Any) -> bool:
-    return getattr(source, "type", None) in SAAS_TYPES
+    return app_config(source) is not None
 
 
 def id_property(side_cfg: Any, object_type: str) -> str | None:
@@ -55,20 +71,22 @@ def id_property(side_cfg: Any, object_type: str) -> str | None:
 
 
 def saas_endpoint(side_cfg: Any, source: Any) -> Endpoint:
-    if source.type == "hubspot":
+    app = app_config(source)
+    if app.type == "hubspot":
         from tidesync.sinks.hubspot.endpoint import HubSpotEndpoint
         from tidesync.sinks.hubspot.records import pick_object
 
-        obj = pick_object(source, side_cfg.table)
-        return HubSpotEndpoint(source, side_cfg.key, object_type=obj.type, id_property=id_property(side_cfg, obj.type))
+        obj = pick_object(app, side_cfg.table)
+        return HubSpotEndpoint(app, side_cfg.key, object_type=obj.type, id_property=id_property(side_cfg, obj.type))
     from tidesync.sinks.stripe.endpoint import StripeEndpoint
 
-    return StripeEndpoint(source, side_cfg.key)
+    return StripeEndpoint(app, side_cfg.key)
 
 
 def saas_entity(side_cfg: Any, source: Any) -> str:
-    if source.type == "hubspot":
+    app = app_config(source)
+    if app.type == "hubspot":
         from tidesync.sinks.hubspot.records import pick_object
 
-        return pick_object(source, side_cfg.table).entity_name
+        return pick_object(app, side_cfg.table).entity_name
     return "stripe.customer"
