@@ -117,6 +117,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from tidesync.sources.polling.config import Seconds
+from tidesync.sync import app_side
 from tidesync.sync.rules import Rule
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -153,8 +154,6 @@ Names = Annotated[list[str], BeforeValidator(_names)]
 
 SHEET_SOURCES = ("csv", "xlsx", "gsheets")
 NAMED_SHEETS = ("xlsx", "gsheets")  # sources whose sheet the side's table: may name
-SAAS_KEYS = {"hubspot": "hs_object_id", "stripe": "id"}  # API sides: the record id the app makes is the key
-STRIPE_OBJECTS = ("customers",)
 
 
 class SyncSide(_Strict):
@@ -190,12 +189,7 @@ class SyncSide(_Strict):
     def app_source(self) -> dict[str, Any] | None:
         """The config of the app's polling source: the source itself, or a ``hybrid`` source's fallback; None
         when this side is no app."""
-        if self.source.get("type") in SAAS_KEYS:
-            return self.source
-        fallback = self.source.get("fallback") if self.source.get("type") == "hybrid" else None
-        if isinstance(fallback, dict) and fallback.get("type") in SAAS_KEYS:
-            return fallback
-        return None
+        return app_side.app_source(self.source)
 
     @property
     def app_kind(self) -> str | None:
@@ -217,7 +211,7 @@ class SyncSide(_Strict):
     def _shape(self) -> SyncSide:
         kind = self.source.get("type")
         if kind == "hybrid":
-            _check_hybrid_app(self.source)
+            app_side.check_hybrid(self.source)
         if self.id_property is not None and self.app_kind != "hubspot":
             raise ValueError("id_property: only a hubspot side has one")
         if self.app_kind is not None:
@@ -245,74 +239,15 @@ class SyncSide(_Strict):
         return self
 
     def _saas(self, kind: str) -> SyncSide:
-        if self.dsn is not None:
-            raise ValueError(f"dsn: a {kind} side writes through the {kind} API, not a database: remove dsn:")
-        if list(self.key) != [SAAS_KEYS[kind]]:
-            raise ValueError(f"key: a {kind} side's key is the record id {kind.title()} makes: key: {SAAS_KEYS[kind]}")
-        if kind == "stripe" and (self.table or "customers") not in STRIPE_OBJECTS:
-            raise ValueError(f"table: a stripe side writes {', '.join(STRIPE_OBJECTS)} (not {self.table})")
-        if kind == "hubspot":
-            app = self.app_source or {}
-            types = [o if isinstance(o, str) else o.get("type") for o in app.get("objects") or ()]
-            if self.table is None and len(types) > 1:
-                raise ValueError(f"table: name the object this side writes (the source reads {types})")
-            if self.table is not None and self.table not in types:
-                raise ValueError(f"table: {self.table!r} is not one of the source's objects ({types})")
+        app_side.check(kind, self.app_source or {}, key=self.key, table=self.table, dsn=self.dsn)
         return self
 
     def fill_source(self, columns: list[str]) -> None:
-        """An API side's source (a hybrid's: its fallback) reads what the side maps: a hubspot object without
-        ``properties`` gets the mapped ones and ``hs_object_id``, and a hubspot source reads property history
-        unless told not to (``property_history: false``); a stripe source without ``objects`` emits customers
-        only."""
+        """An API side's source (a hybrid's: its fallback) reads what the side maps (see
+        :func:`.app_side.filled`)."""
         app = self.app_source
-        if app is None:
-            return
-        kind = app.get("type")
-        if kind == "stripe" and app.get("objects") is None:
-            app = {**app, "objects": ["customer"]}
-        if kind == "hubspot":
-            if app.get("property_history") is None:  # lww per property, from each one's own change time
-                app = {**app, "property_history": True}
-            wanted = list(
-                dict.fromkeys([*columns, SAAS_KEYS["hubspot"], *([self.id_property] if self.id_property else [])])
-            )
-            objects = []
-            for o in app.get("objects") or ():
-                spec = {"type": o} if isinstance(o, str) else dict(o)
-                if spec.get("properties") is None and (self.table is None or spec.get("type") == self.table):
-                    spec["properties"] = wanted
-                objects.append(spec)
-            app = {**app, "objects": objects}
-        self._set_app_source(app)
-
-
-def _check_hybrid_app(source: dict[str, Any]) -> None:
-    """A hybrid whose primary takes an app's webhooks is an app side: its fallback must poll that app, and the
-    webhooks must name records as the fallback does (the entity ``hubspot.<type>`` / ``stripe.customer``)."""
-    primary, fallback = source.get("primary"), source.get("fallback")
-    if not isinstance(primary, dict) or not isinstance(fallback, dict):
-        return  # the hybrid's own model says what is missing
-    provider = primary.get("provider") if primary.get("type") == "webhook" else None
-    f_type = fallback.get("type")
-    if provider in SAAS_KEYS and f_type != provider:
-        raise ValueError(
-            f"source.fallback: a sync side taking {provider} webhooks is a {provider} side: its hybrid source's "
-            f"fallback must be the {provider} polling source (fallback: {{type: {provider}, ...}}), not {f_type!r}: "
-            "it says which records the side writes, and polls what the webhooks miss"
-        )
-    if f_type in SAAS_KEYS and primary.get("type") == "webhook" and provider != f_type:
-        raise ValueError(
-            f"source.primary: a {f_type} side's webhooks come from {f_type}: primary: {{type: webhook, "
-            f"provider: {f_type}, ...}} (not provider {provider!r})"
-        )
-    if f_type == "hubspot":
-        for o in fallback.get("objects") or ():
-            if isinstance(o, dict) and o.get("entity") is not None:
-                raise ValueError(
-                    "source.fallback.objects: HubSpot webhooks name records hubspot.<object type>: leave entity: "
-                    "out on a hybrid hubspot side"
-                )
+        if app is not None:
+            self._set_app_source(app_side.filled(app, columns, table=self.table, id_property=self.id_property))
 
 
 class MatchConfig(_Strict):
