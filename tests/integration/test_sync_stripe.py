@@ -135,11 +135,16 @@ async def test_outcomes_per_field_and_a_create_retried_after_a_lost_answer(strip
 # --- Postgres <-> Stripe through the engine -------------------------------------------------------
 
 
-def config(name: str, a: Side, tmp: Path, url: str) -> str:
-    b = (
-        f'{{type: stripe, api_key: "${{env:STRIPE_TEST_KEY}}", base_url: "{url}", poll_interval: 0.1s, '
+def stripe_source(url: str, poll: str = "0.1s") -> str:
+    """The Stripe polling source of a side (a YAML flow mapping) on the fake at ``url``."""
+    return (
+        f'{{type: stripe, api_key: "${{env:STRIPE_TEST_KEY}}", base_url: "{url}", poll_interval: {poll}, '
         "lookback: 3s, rate_limit: {per_second: 500}, progress: false, http: {max_attempts: 3, timeout: 30}}"
     )
+
+
+def config(name: str, a: Side, tmp: Path, url: str) -> str:
+    b = stripe_source(url)
     return f"""
 state: sqlite:///{tmp / "state.db"}
 syncs:

@@ -26,7 +26,16 @@ import pytest
 import stripe
 
 from tests.integration.test_sync_hubspot import marks, settled
-from tests.integration.test_sync_stripe import COLUMNS, KEY, PG, add_customer, by_email, customers, event_polls
+from tests.integration.test_sync_stripe import (
+    COLUMNS,
+    KEY,
+    PG,
+    add_customer,
+    by_email,
+    customers,
+    event_polls,
+    stripe_source,
+)
 from tests.integration.test_sync_support import Side, SyncHarness, pg_source, versions
 from tests.integration.webhook_support import JSON, serve
 from tidesync.api.server import ApiServer, build_api
@@ -94,10 +103,7 @@ class Forwarder:
 
 def config(name: str, a: Side, tmp: Path, url: str, poll: str, grace: str = "10s") -> str:
     primary = '{type: webhook, provider: stripe, secrets: ["${env:STRIPE_TEST_WHSEC}"], stripe: {backfill: false}}'
-    fallback = (
-        f'{{type: stripe, api_key: "${{env:STRIPE_TEST_KEY}}", base_url: "{url}", poll_interval: {poll}, '
-        "lookback: 3s, rate_limit: {per_second: 500}, progress: false, http: {max_attempts: 3, timeout: 30}}"
-    )
+    fallback = stripe_source(url, poll)
     return f"""
 state: sqlite:///{tmp / "state.db"}
 syncs:
@@ -112,6 +118,26 @@ syncs:
     batch: {{max_events: 200, max_wait_ms: 20}}
     retry: {{initial_delay: 0.05, max_delay: 0.5}}
 """
+
+
+def harness(
+    db: str,
+    tmp: Path,
+    stripe_api: tuple[FakeStripe, str],
+    monkeypatch: pytest.MonkeyPatch,
+    prefix: str,
+    poll: str,
+    grace: str = "10s",
+) -> tuple[Side, SyncHarness]:
+    """Postgres side ``a`` (the customers set up in both) and the sync's harness, its config written."""
+    fake, url = stripe_api
+    monkeypatch.setenv("STRIPE_TEST_KEY", KEY)
+    monkeypatch.setenv("STRIPE_TEST_WHSEC", SECRET)
+    a = Side("pg", db)
+    setup(a, fake)
+    h = SyncHarness(tmp, f"{prefix}{uuid.uuid4().hex[:8]}", "")
+    h.config_text = config(h.name, a, tmp, url, poll=poll, grace=grace)
+    return a, h
 
 
 @contextlib.asynccontextmanager
@@ -154,13 +180,8 @@ def setup(a: Side, fake: FakeStripe) -> None:
 async def test_stripe_edits_arrive_by_webhook_long_before_the_poll_and_postgres_edits_do_not_echo(
     pg_database: str, tmp_path: Path, stripe_api: tuple[FakeStripe, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake, url = stripe_api
-    monkeypatch.setenv("STRIPE_TEST_KEY", KEY)
-    monkeypatch.setenv("STRIPE_TEST_WHSEC", SECRET)
-    a = Side("pg", pg_database)
-    setup(a, fake)
-    h = SyncHarness(tmp_path, f"w{uuid.uuid4().hex[:8]}", "")
-    h.config_text = config(h.name, a, tmp_path, url, poll="60s")
+    fake = stripe_api[0]
+    a, h = harness(pg_database, tmp_path, stripe_api, monkeypatch, "w", poll="60s")
     forwarder: Forwarder | None = None
     try:
         async with running_with_api(h) as api:
@@ -225,13 +246,8 @@ async def test_stripe_edits_arrive_by_webhook_long_before_the_poll_and_postgres_
 async def test_a_stripe_edit_whose_webhook_never_comes_arrives_through_the_poll(
     pg_database: str, tmp_path: Path, stripe_api: tuple[FakeStripe, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake, url = stripe_api
-    monkeypatch.setenv("STRIPE_TEST_KEY", KEY)
-    monkeypatch.setenv("STRIPE_TEST_WHSEC", SECRET)
-    a = Side("pg", pg_database)
-    setup(a, fake)
-    h = SyncHarness(tmp_path, f"l{uuid.uuid4().hex[:8]}", "")
-    h.config_text = config(h.name, a, tmp_path, url, poll="0.3s", grace="1s")
+    fake = stripe_api[0]
+    a, h = harness(pg_database, tmp_path, stripe_api, monkeypatch, "l", poll="0.3s", grace="1s")
     forwarder: Forwarder | None = None
 
     def lost(event: dict[str, Any]) -> bool:
