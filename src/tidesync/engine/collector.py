@@ -25,5 +25,6 @@ GC_THRESHOLDS = (50_000, 20, 20)
 
 def tune_gc() -> None:
     """Freeze what start-up made (modules, the config, the engine's parts) and set :data:`GC_THRESHOLDS`."""
+    gc.collect()  # what start-up left as garbage goes now, not frozen with the rest
     gc.freeze()  # never garbage: out of every later collection's walk
     gc.set_threshold(*GC_THRESHOLDS)
