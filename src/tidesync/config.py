@@ -104,11 +104,13 @@ class PipelineConfig(Strict):
         "NAME.SINKNAME with its own checkpoint, dead letters and status, and a slow sink holds the others back by "
         "at most `queue_batches` batches. The source's checkpoint is the slowest sink's",
     )
-    batch: BatchConfig = Field(default_factory=BatchConfig, description="how events are grouped for writing")
-    retry: RetryConfig = Field(default_factory=RetryConfig)
+    batch: BatchConfig = Field(
+        default_factory=lambda: BatchConfig.model_validate({}), description="how events are grouped for writing"
+    )
+    retry: RetryConfig = Field(default_factory=lambda: RetryConfig.model_validate({}))
     queue_batches: int = Field(4, ge=1, le=1000, description="batches buffered between read and write")
-    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
-    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    breaker: BreakerConfig = Field(default_factory=lambda: BreakerConfig.model_validate({}))
+    probe: ProbeConfig = Field(default_factory=lambda: ProbeConfig.model_validate({}))
     enabled: bool = Field(True, description="false: the pipeline is kept in the config but not run")
     reconcile: ReconcileSchedule | None = Field(None, description="compare source and destination on a timer")
     schedule: str | None = Field(

@@ -216,7 +216,7 @@ class StripeSource:
 
     # --- reading ---------------------------------------------------------------------------
 
-    async def read(self, max_events: int, max_wait: float) -> Batch:
+    async def read(self, max_events: int, max_wait: float) -> Batch[StateChanges]:
         assert self._ctx is not None, "open() first"
         clock = self._ctx.clock
         deadline = clock.monotonic() + max_wait
@@ -233,7 +233,7 @@ class StripeSource:
             await clock.sleep(max(0.0, min(self._next_poll, deadline) - now))
         return self._batch(out, clock.time())
 
-    def _batch(self, out: _Out, read_at: float) -> Batch:
+    def _batch(self, out: _Out, read_at: float) -> Batch[StateChanges]:
         marks = self.state.marks()
         if self._end is not None and self._end_read():
             # the batch run's end: this batch's position jumps to the one end_position reserved

@@ -101,6 +101,7 @@ from tidesync.sources.polling.estimate import row_estimate
 from tidesync.sources.polling.horizon import as_cursor, held, read_horizon, watchable
 from tidesync.sources.polling.marks import Mark, commit_time, decode_marks, encode_marks, floor_of
 from tidesync.sources.polling.tracker import BatchBuilder, PendingShadows, TableSpec, change_for
+from tidesync.state.store import StateChanges
 
 log = logging.getLogger("tidesync.sources.sql_poll")
 T = TypeVar("T")
@@ -311,7 +312,7 @@ class SqlPollSource:
 
     # --- reading -----------------------------------------------------------------------
 
-    async def read(self, max_events: int, max_wait: float) -> Batch:
+    async def read(self, max_events: int, max_wait: float) -> Batch[StateChanges]:
         assert self._ctx is not None
         clock = self._ctx.clock
         deadline = clock.monotonic() + max_wait

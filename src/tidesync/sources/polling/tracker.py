@@ -164,7 +164,7 @@ class BatchBuilder:
 
     def build(
         self, marks: tuple[Any, ...], previous: tuple[Any, ...], read_at: float, *, end: int | None = None
-    ) -> Batch:
+    ) -> Batch[StateChanges]:
         """The batch; its position carries ``marks``. No position when no event was read and the marks
         are still the ``previous`` ones.
 
