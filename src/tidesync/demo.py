@@ -185,8 +185,12 @@ async def run_demo(
 ) -> bool:
     src, dst = create_databases(workdir, rows)
     state = open_state_store(f"sqlite:///{workdir / 'state.db'}")
-    source = SqliteSource(SqliteSourceConfig(path=str(src), tables=[TABLE], snapshot="initial", poll_interval_ms=5))
-    sink = SqliteSink(SqliteSinkConfig(path=str(dst)))
+    source = SqliteSource(
+        SqliteSourceConfig.model_validate(
+            {"path": str(src), "tables": [TABLE], "snapshot": "initial", "poll_interval_ms": 5}
+        )
+    )
+    sink = SqliteSink(SqliteSinkConfig.model_validate({"path": str(dst)}))
     runner = PipelineRunner("demo", source, sink, state, batch=BatchPolicy(max_events=2000, max_wait=0.005))
     engine = Engine(state, [runner])
     gen = Generator(src, rate, rows)

@@ -124,7 +124,7 @@ class ListSource:
         self.opened += 1
         self._skip_to = after[0] if after else -1
 
-    async def read(self, max_events: int, max_wait: float) -> Batch:
+    async def read(self, max_events: int, max_wait: float) -> Batch[Any]:
         out: list[ChangeEvent] = []
         append = out.append
         it = self._iter
@@ -171,7 +171,7 @@ class ScriptedSource(ListSource):
         events = [s.event for s in self._script if s.event is not None]
         super().__init__(events)
 
-    async def read(self, max_events: int, max_wait: float) -> Batch:
+    async def read(self, max_events: int, max_wait: float) -> Batch[Any]:
         # Replay the script up to the next failure/pause, then read that many events.
         count = 0
         while self._i < len(self._script):

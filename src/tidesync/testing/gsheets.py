@@ -215,10 +215,12 @@ class FakeGSheets:
             return JSONResponse({"error": "unsupported_grant_type"}, 400)
         assertion = str(form.get("assertion", ""))
         try:
-            header = jwt.decode_header(assertion)
+            header = jwt.decode_header(assertion)  # type: ignore[no-untyped-call]  # google-auth has no types here
             email, public = self.keys[header.get("kid", "")]
             audience = [str(request.url), GOOGLE_TOKEN_AUDIENCE]
-            claims = jwt.decode(assertion, certs={header["kid"]: public.decode()}, audience=audience)
+            claims = jwt.decode(  # type: ignore[no-untyped-call]  # google-auth has no types here
+                assertion, certs={header["kid"]: public.decode()}, audience=audience
+            )
         except (KeyError, ValueError, google_exceptions.GoogleAuthError) as exc:
             return JSONResponse({"error": "invalid_grant", "error_description": f"Invalid JWT: {exc}"}, 400)
         if claims.get("iss") != email or not claims.get("scope"):

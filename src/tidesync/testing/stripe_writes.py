@@ -91,7 +91,8 @@ def parse_form(body: bytes) -> dict[str, Any]:
                 child = node[part] = {}
             node = child
         node[path[-1]] = value
-    return _lists(root)
+    out: dict[str, Any] = _lists(root)
+    return out
 
 
 def _lists(node: dict[str, Any]) -> Any:
