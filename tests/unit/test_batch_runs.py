@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from tidesync.engine import BatchPolicy, PipelineRunner
+from tidesync.engine.once import OnceRun
 from tidesync.engine.schedule import CronSchedule
 from tidesync.errors import ConfigError, SystemicError
 from tidesync.event import Batch, ChangeEvent, Position
@@ -152,3 +153,29 @@ async def test_once_stops_when_the_sink_refuses_to_open(state_url: str) -> None:
         assert "blocked on dw: database dw does not exist" in runner.once_run.summary("p")
     finally:
         await store.close()
+
+
+class _Ends:
+    """A source that names its end (a polling source's reserved position, far above what it counted)."""
+
+    async def end_position(self) -> Position | None:
+        return (7, 1 << 40)
+
+
+async def test_the_summary_names_the_end_as_of_the_start_not_a_reserved_position() -> None:
+    once = OnceRun()
+    await once.start(_Ends(), None)
+    once.wrote((7, 1 << 40), 12, [])
+    assert once.ok
+    line = once.summary("p")
+    assert line == "pipeline p: 12 event(s) applied up to the source's end as of the start"
+    assert str(1 << 40) not in line
+
+
+async def test_the_summary_of_a_run_ended_by_empty_reads_names_its_position() -> None:
+    once = OnceRun()
+    await once.start(object(), (3, 5))
+    for _ in range(2):
+        once.read(Batch([], (3, 9)), (3, 9))
+    once.wrote((3, 9), 4, [])
+    assert once.summary("p") == "pipeline p: 4 event(s) applied up to [3, 9]"

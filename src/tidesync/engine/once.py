@@ -64,6 +64,7 @@ class OnceRun:
     reached: bool = False
     end: Position | None = None
     end_known: bool = False
+    end_from_source: bool = False  # the source named its end (EndAware), not two empty reads
     committed: Position | None = None  # the last checkpoint committed (or loaded at the start)
     applied: int = 0
     dead_lettered: int = 0
@@ -75,6 +76,7 @@ class OnceRun:
         """Decide the end (when the source can say), after the source opened at ``checkpoint``."""
         self.committed = checkpoint
         if isinstance(source, EndAware):
+            self.end_from_source = True
             self._decide(await source.end_position())
 
     def read(self, batch: Batch[Any], last_read: Position | None, *, idle: bool = True) -> bool:
@@ -112,7 +114,12 @@ class OnceRun:
 
     def summary(self, name: str) -> str:
         """One line for a person: what the run did, and why it did not succeed when it did not."""
-        where = f" up to {list(self.committed)}" if self.committed is not None else ""
+        if self.reached and self.end is not None and self.end_from_source:
+            # The end's position can be one the source reserved (a polling source's far seq, see
+            # tidesync.sources.polling.end): it means nothing to a person, the end as of the start does.
+            where = " up to the source's end as of the start"
+        else:
+            where = f" up to {list(self.committed)}" if self.committed is not None else ""
         line = f"pipeline {name}: {self.applied} event(s) applied{where}"
         if self.dead_lettered:
             line += f"; {self.dead_lettered} event(s) dead-lettered (see `tidesync dlq list`)"
