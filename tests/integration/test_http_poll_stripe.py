@@ -248,3 +248,28 @@ async def test_a_rotated_key_file_takes_effect_without_restart_and_a_refused_key
     assert "Stripe API key ${file:" in message and "401" in message and "sk_test_two" not in message
     auths = {s.headers["authorization"] for s in fake.seen}
     assert auths == {"Bearer sk_test_one", "Bearer sk_test_two"}
+
+
+async def test_an_edit_between_the_first_open_and_the_first_read_is_in_the_feed(store: StateStore) -> None:
+    """A two-way sync opens its sources, pairs its sides, then reads: an edit made meanwhile must not be taken
+    for history from before the start."""
+    fake = FakeStripe()
+    fake.create("customer", "cus_1", email="a@x", name="before")
+    async with serve(app=fake.app) as api:
+        src = source(api.url)
+        await src.open(Context(pipeline="gap", name="source", state=store), None)
+        try:
+            fake.update("customer", "cus_1", name="during pairing")  # after the open, before any read
+            seen: list[Any] = []
+
+            async def read_it() -> bool:
+                batch = await src.read(100, 0.05)
+                seen.extend(e for e in batch.events if e.key == ("cus_1",))
+                return bool(seen)
+
+            deadline = time.monotonic() + 10
+            while not await read_it():
+                assert time.monotonic() < deadline, "the edit made before the first read never came"
+            assert seen[0].op == "update" and seen[0].after["name"] == "during pairing"
+        finally:
+            await src.close()

@@ -19,8 +19,10 @@ Feed
     yet: one that Stripe listed late, behind the cursor. The ids seen within
     ``lookback`` of the cursor are kept in the position for that.
 
-    At the first start the cursor is the newest event there is (or, with
-    none, the current time): the feed starts *now*. Events older than 30 days
+    At the first start (in ``open``) the cursor is the newest event there is
+    (or, with none, the current time): the feed starts *now*, before anything
+    the caller does after opening (a two-way sync pairs its sides then: an
+    edit made in Stripe meanwhile is in the feed). Events older than 30 days
     cannot be listed (:data:`~.stripe_api.EVENTS_WINDOW`); a cursor that old
     (a pipeline stopped for a month) raises a SourceError that says to
     re-snapshot: events in between are gone.
@@ -159,6 +161,10 @@ class StripeSource:
         self._next_poll = -math.inf
         if self._api is None:
             self._api = StripeApi(configured_client(f"stripe source {ctx.pipeline}", self.config, ctx.clock))
+        if self.state.created is None:
+            # The first start fixes the cursor here, not at the first read: whatever happens between the open
+            # and that read (a sync pairing its sides, a snapshot's listing) is then in the feed after it.
+            await self._start()
 
     async def close(self) -> None:
         if self._progress is not None:
