@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,30 @@ def add_contact(fake: FakeHubSpot, email: str, **props: Any) -> str:
     )
     assert status == 200, answer
     return str(answer["results"][0]["id"])
+
+
+Person = tuple[str, str, str, int]  # email, first name, last name, score
+
+
+def pn(i: int) -> Person:
+    """Person ``i`` of the numbered ones (p1@example.com, f1, l1, 1)."""
+    return (f"p{i}@example.com", f"f{i}", f"l{i}", i)
+
+
+def people(
+    db: str, fake: FakeHubSpot, in_postgres: Sequence[Person], in_hubspot: Sequence[Person] = ()
+) -> tuple[Side, dict[str, str]]:
+    """Side A (Postgres ``people``) holding ``in_postgres``, and HubSpot holding ``in_hubspot`` as contacts
+    (created by someone, before the sync starts): the side, and each contact's id by email."""
+    a = Side("pg", db)
+    a.sql(PG)
+    for person in in_postgres:
+        a.sql("INSERT INTO people (email, first, last, score) VALUES (%s, %s, %s, %s)", person)
+    ids = {
+        email: add_contact(fake, email, firstname=first, lastname=last, score=str(score))
+        for email, first, last, score in in_hubspot
+    }
+    return a, ids
 
 
 def person_edits(fake: FakeHubSpot, rid: str, **props: Any) -> None:
@@ -223,14 +247,8 @@ async def test_postgres_and_hubspot_contacts_lose_no_edit_and_go_quiet(
     pg_database: str, tmp_path: Path, hubspot: tuple[FakeHubSpot, str]
 ) -> None:
     fake, url = hubspot
-    a = Side("pg", pg_database)
-    a.sql(PG)
-    a.sql("INSERT INTO people (email, first, last, score) SELECT 'p' || i || '@example.com', 'f' || i, 'l' || i, i "
-          "FROM generate_series(1, 8) i")  # fmt: skip
-    for i in (1, 2, 3):  # already in HubSpot, the same values: paired by email
-        add_contact(fake, f"p{i}@example.com", firstname=f"f{i}", lastname=f"l{i}", score=str(i))
-    for i in (9, 10):  # in HubSpot only
-        add_contact(fake, f"p{i}@example.com", firstname=f"f{i}", lastname=f"l{i}", score=str(i))
+    # 1-3 in both with the same values (paired by email), 4-8 in Postgres only, 9-10 in HubSpot only
+    a, _ = people(pg_database, fake, [pn(i) for i in range(1, 9)], [pn(i) for i in (1, 2, 3, 9, 10)])
     h = SyncHarness(tmp_path, f"h{uuid.uuid4().hex[:8]}", "")
     h.config_text = config(h, a, tmp_path, url, "{default: lww, skew: 0s}")
     rng = random.Random(18)
@@ -297,12 +315,9 @@ async def test_the_same_field_edited_on_both_sides_settles_by_its_rule(
     pg_database: str, tmp_path: Path, hubspot: tuple[FakeHubSpot, str]
 ) -> None:
     fake, url = hubspot
-    a = Side("pg", pg_database)
-    a.sql(PG)
-    a.sql("INSERT INTO people (email, first, last, score) VALUES ('e1@example.com', 'f', 'l', 1), "
-          "('e2@example.com', 'f', 'l', 2)")  # fmt: skip
-    e1 = add_contact(fake, "e1@example.com", firstname="f", lastname="l", score="1")
-    e2 = add_contact(fake, "e2@example.com", firstname="f", lastname="l", score="2")
+    both = [("e1@example.com", "f", "l", 1), ("e2@example.com", "f", "l", 2)]
+    a, ids = people(pg_database, fake, both, both)
+    e1, e2 = ids["e1@example.com"], ids["e2@example.com"]
     h = SyncHarness(tmp_path, f"r{uuid.uuid4().hex[:8]}", "")
     rules = "{default: lww, skew: 0.5s, fields: {last: {prefer: b}, score: {prefer: a}}}"
     h.config_text = config(h, a, tmp_path, url, rules)
@@ -363,12 +378,7 @@ async def test_thirty_seconds_of_edits_on_both_sides_settle_by_each_fields_rule_
     is settled as its rule says (or waits in the review queue, neither side overwritten), and once the edits
     stop neither side is written again."""
     fake, url = hubspot
-    a = Side("pg", pg_database)
-    a.sql(PG)
-    a.sql("INSERT INTO people (email, first, last, score) SELECT 'p' || i || '@example.com', 'f' || i, 'l' || i, i "
-          "FROM generate_series(1, 12) i")  # fmt: skip
-    ids = {f"p{i}@example.com": add_contact(fake, f"p{i}@example.com", firstname=f"f{i}", lastname=f"l{i}",
-                                            score=str(i)) for i in range(1, 13)}  # fmt: skip
+    a, ids = people(pg_database, fake, [pn(i) for i in range(1, 13)], [pn(i) for i in range(1, 13)])
     h = SyncHarness(tmp_path, f"t{uuid.uuid4().hex[:8]}", "")
     h.config_text = config(
         h, a, tmp_path, url, "{default: lww, skew: 0.5s, fields: {last: {prefer: b}, score: manual}}"
@@ -518,13 +528,9 @@ async def test_a_contact_archived_in_hubspot_is_deleted_on_the_postgres_side(
     pg_database: str, tmp_path: Path, hubspot: tuple[FakeHubSpot, str]
 ) -> None:
     fake, url = hubspot
-    a = Side("pg", pg_database)
-    a.sql(PG)
-    a.sql("INSERT INTO people (email, first, last, score) VALUES ('d1@example.com', 'f', 'l', 1), "
-          "('d2@example.com', 'g', 'm', 2)")  # fmt: skip
-    d1 = add_contact(fake, "d1@example.com", firstname="f", lastname="l", score="1")
-    add_contact(fake, "d2@example.com", firstname="g", lastname="m", score="2")
-    add_contact(fake, "d3@example.com", firstname="h", lastname="n", score="3")  # in HubSpot only
+    both = [("d1@example.com", "f", "l", 1), ("d2@example.com", "g", "m", 2)]
+    a, ids = people(pg_database, fake, both, [*both, ("d3@example.com", "h", "n", 3)])  # d3: in HubSpot only
+    d1 = ids["d1@example.com"]
     h = SyncHarness(tmp_path, f"d{uuid.uuid4().hex[:8]}", "")
     h.config_text = config(h, a, tmp_path, url, "{default: lww, skew: 0s}")
     try:

@@ -14,17 +14,16 @@ import pytest
 
 from tests.integration.test_sync_hubspot import (
     PEOPLE,
-    PG,
-    add_contact,
     config,
     contacts,
     hubspot,
     marks,
+    people,
     polls,
     settled,
     writes,
 )
-from tests.integration.test_sync_support import Side, SyncHarness
+from tests.integration.test_sync_support import SyncHarness
 from tidesync.testing import eventually
 from tidesync.testing.hubspot import FakeHubSpot
 
@@ -39,10 +38,9 @@ async def test_lww_compares_each_propertys_own_change_time(
     HubSpot edits ``lastname`` at t3 > t2. Per property, Postgres' first is the newer edit and wins; HubSpot's
     last goes to Postgres. With one time per record (t3), HubSpot's firstname would win too."""
     fake, url = hubspot
-    a = Side("pg", pg_database)
-    a.sql(PG)
-    a.sql("INSERT INTO people (email, first, last, score) VALUES ('e1@example.com', 'f', 'l', 1)")
-    e1 = add_contact(fake, "e1@example.com", firstname="f", lastname="l", score="1")
+    one = [("e1@example.com", "f", "l", 1)]
+    a, ids = people(pg_database, fake, one, one)
+    e1 = ids["e1@example.com"]
     h = SyncHarness(tmp_path, f"p{uuid.uuid4().hex[:8]}", "")
     options = f", property_history: {str(property_history).lower()}"
     h.config_text = config(h, a, tmp_path, url, "{default: lww, skew: 0.5s}", source_options=options)

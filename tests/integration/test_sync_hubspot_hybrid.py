@@ -21,13 +21,13 @@ from tests.integration.test_sync_hubspot import (
     PEOPLE,
     PEOPLE_B_TO_A,
     PEOPLE_FIELDS,
-    PG,
     TOKEN,
-    add_contact,
     by_email,
     contacts,
     hubspot,  # noqa: F401  (the fixture)
+    people,
     person_edits,
+    pn,
 )
 from tests.integration.test_sync_stripe_hybrid import running_with_api
 from tests.integration.test_sync_support import Side, SyncHarness, pg_source
@@ -87,11 +87,7 @@ async def test_a_hubspot_edit_delivered_by_webhook_reaches_postgres_before_any_p
     hubspot: tuple[FakeHubSpot, str],  # noqa: F811
 ) -> None:
     fake, url = hubspot
-    a = Side("pg", pg_database)
-    a.sql(PG)
-    a.sql("INSERT INTO people (email, first, last, score) VALUES ('p1@example.com', 'f1', 'l1', 1), "
-          "('p2@example.com', 'f2', 'l2', 2)")  # fmt: skip
-    add_contact(fake, "p1@example.com", firstname="f1", lastname="l1", score="1")
+    a, _ = people(pg_database, fake, [pn(1), pn(2)], [pn(1)])
     h = SyncHarness(tmp_path, f"hh{uuid.uuid4().hex[:8]}", "")
     h.config_text = config(h.name, a, tmp_path, url)
     try:
